@@ -1,0 +1,69 @@
+"""The MOCK integration: API Gateway answering without a backend.
+
+A shipped plugin, registered through the ``twistgw`` entry-point group like any
+third-party plugin.  As on AWS (aws-apigw-spec.md §3.7), the integration request body
+(the rendered request template) must be JSON holding an integer ``statusCode``; CDK's
+relaxed ``{statusCode: 200}`` is accepted too.  That status is what integration-response
+selection matches; the body comes only from the integration response's template.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+
+from twistgw import ApiConfigurationError, IntegrationResponse, hookimpl
+
+if TYPE_CHECKING:
+    from twistgw import Context, IntegrationRequest, Registry
+
+__all__ = ["register", "integrate", "parse_status_code"]
+
+log = Logger()
+
+_RELAXED = re.compile(r"""^\s*\{\s*["']?statusCode["']?\s*:\s*["']?(\d{3})["']?\s*[,}]""")
+
+
+def parse_status_code(body: bytes) -> int | None:
+    """The ``statusCode`` a MOCK request template produced, or ``None`` if there is none."""
+    text = body.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        m = _RELAXED.match(text)
+        return int(m.group(1)) if m else None
+    if isinstance(doc, dict):
+        value = doc.get("statusCode")
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int) and 100 <= value <= 599:
+            return value
+        if isinstance(value, str) and value.isdigit() and 100 <= int(value) <= 599:
+            return int(value)
+    return None
+
+
+@hookimpl
+def register(registry: Registry) -> None:
+    """Claim the MOCK integration type; stay out of every other route's plan."""
+    registry.add_integration_type("MOCK")
+    registry.add_route_filter(
+        lambda route: route.integration is not None and route.integration.type == "MOCK")
+
+
+@hookimpl
+def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationResponse | None:
+    """Answer a MOCK integration with the status its request template names."""
+    integration = ctx.integration
+    if integration is None or integration.type != "MOCK":
+        return None
+    status = parse_status_code(request.body)
+    if status is None:
+        log.error("({request_id}) Execution failed due to configuration error: Unable to "
+                  "parse statusCode. It should be an integer that is defined in the request "
+                  "template.", request_id=ctx.request_id)
+        raise ApiConfigurationError()
+    return IntegrationResponse(status=status, body=b"")

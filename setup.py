@@ -1,0 +1,51 @@
+"""Packaging for twistgw.
+
+The shipped plugins live under plugins/ and install as top-level packages named after
+themselves (twistgw_mock, ...), never as a package called ``plugins``; each is declared in
+the ``twistgw`` entry-point group exactly as a third-party plugin would be.  The demo
+config under examples/demo/ installs as ``twistgw.demo`` so a non-editable install finds it.
+"""
+
+from setuptools import find_packages, setup
+
+SHIPPED_PLUGINS = {
+    "mock": "twistgw_mock",
+    "mapping": "twistgw_mapping",
+}
+
+setup(
+    name="twistgw",
+    version="0.1.0",
+    description="An on-prem API gateway that serves Amazon API Gateway definitions",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["twistgw", "twistgw.*"])
+    + ["twistgw.demo"]
+    + list(SHIPPED_PLUGINS.values())
+    + ["twisted.plugins"],
+    package_dir={
+        "twistgw.demo": "examples/demo",
+        **{pkg: f"plugins/{pkg}" for pkg in SHIPPED_PLUGINS.values()},
+    },
+    package_data={"twistgw": ["py.typed"], "twistgw.demo": ["*.yaml", "*.json"]},
+    include_package_data=False,
+    install_requires=[
+        "twisted[tls]>=26.4.0",
+        "treq>=24.9",
+        "pluggy>=1.5",
+        "attrs>=23.1",
+        "cryptography>=42",
+        "PyYAML>=6.0",
+    ],
+    entry_points={
+        "twistgw": [f"{name} = {pkg}" for name, pkg in SHIPPED_PLUGINS.items()],
+        "console_scripts": ["twistgw = twistgw.cli:main"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP :: HTTP Servers",
+    ],
+)

@@ -1,0 +1,174 @@
+"""The async-aware dispatcher for request-path hooks.
+
+pluggy calls implementations synchronously and would treat a coroutine as a non-``None``
+result.  The request path therefore walks the implementations itself, in pluggy's call
+order (precomputed per route as a :class:`HookPlan`), and awaits each result: a plain
+value, a ``Deferred`` or a coroutine.  An awaited ``None`` abstains.
+
+Results that are already available never touch the reactor: awaiting a fired Deferred or
+a plain value continues synchronously, so a fully synchronous route (a MOCK) runs start to
+finish inside one call (see :func:`run_maybe_sync`).
+
+An implementation that raises something other than a
+:class:`~twistgw.errors.GatewayError` is logged once with the plugin and hook named, and
+becomes a :class:`~twistgw.errors.PluginError` (a 500 gateway response).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Coroutine, Sequence
+from time import perf_counter
+from typing import Any, TypeVar
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from .errors import GatewayError, PluginError
+
+__all__ = ["Impl", "HookPlan", "impls_in_call_order", "call_first", "call_pipe",
+           "call_each", "notify", "run_maybe_sync", "resolve", "call_impl",
+           "plugin_failure"]
+
+log = Logger()
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Impl:
+    """One hook implementation: which plugin, the function and the arguments it takes."""
+
+    plugin: str
+    hook: str
+    function: Callable[..., Any]
+    argnames: tuple[str, ...]
+
+
+@attrs.frozen
+class HookPlan:
+    """The implementations to call for each request-path hook, in call order."""
+
+    authorize: tuple[Impl, ...] = ()
+    map_request: tuple[Impl, ...] = ()
+    integrate: tuple[Impl, ...] = ()
+    map_response: tuple[Impl, ...] = ()
+    handle_error: tuple[Impl, ...] = ()
+    request_started: tuple[Impl, ...] = ()
+    request_finished: tuple[Impl, ...] = ()
+
+
+def impls_in_call_order(pm: Any, hook_name: str) -> list[Impl]:
+    """The implementations of ``hook_name`` in the order pluggy would call them."""
+    caller = getattr(pm.hook, hook_name)
+    return [Impl(plugin=i.plugin_name, hook=hook_name, function=i.function,
+                 argnames=tuple(i.argnames)) for i in reversed(caller.get_hookimpls())]
+
+
+async def resolve(value: Any) -> Any:
+    """Await ``value`` if it is a Deferred or a coroutine, else return it."""
+    if isinstance(value, Deferred):
+        return await value
+    if inspect.iscoroutine(value):
+        return await value
+    return value
+
+
+def plugin_failure(impl: Impl, err: BaseException) -> PluginError:
+    """Log ``err`` naming the plugin and hook; return the PluginError to raise."""
+    log.failure("plugin {plugin} failed in hook {hook}", plugin=impl.plugin, hook=impl.hook,
+                failure=_as_failure(err))
+    return PluginError(impl.plugin, impl.hook)
+
+
+def _as_failure(err: BaseException) -> Any:
+    from twisted.python.failure import Failure
+
+    return Failure(err, type(err), err.__traceback__)
+
+
+async def call_impl(impl: Impl, kwargs: dict[str, Any], timings: list[tuple[str, str, float]] | None
+                    ) -> Any:
+    """Call one implementation and await its result; record its time in ``timings``."""
+    start = perf_counter()
+    try:
+        result = impl.function(*[kwargs[a] for a in impl.argnames])
+        if isinstance(result, Deferred) or inspect.iscoroutine(result):
+            result = await result
+    except GatewayError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a plugin's bug must not kill the request path
+        raise plugin_failure(impl, e) from e
+    finally:
+        if timings is not None:
+            timings.append((impl.hook, impl.plugin, perf_counter() - start))
+    return result
+
+
+async def call_first(impls: Sequence[Impl], kwargs: dict[str, Any],
+                     timings: list[tuple[str, str, float]] | None = None) -> Any:
+    """First non-None result wins; ``None`` if every implementation abstains."""
+    for impl in impls:
+        result = await call_impl(impl, kwargs, timings)
+        if result is not None:
+            return result
+    return None
+
+
+async def call_pipe(impls: Sequence[Impl], kwargs: dict[str, Any], key: str,
+                    timings: list[tuple[str, str, float]] | None = None) -> Any:
+    """Pipe ``kwargs[key]`` through every implementation; ``None`` keeps the value."""
+    for impl in impls:
+        result = await call_impl(impl, kwargs, timings)
+        if result is not None:
+            kwargs[key] = result
+    return kwargs[key]
+
+
+async def call_each(impls: Sequence[Impl], kwargs: dict[str, Any],
+                    stop: Callable[[Any], bool],
+                    timings: list[tuple[str, str, float]] | None = None) -> list[Any]:
+    """Call every implementation in order, stopping after a result where ``stop`` is true.
+
+    Returns the non-None results seen.
+    """
+    results: list[Any] = []
+    for impl in impls:
+        result = await call_impl(impl, kwargs, timings)
+        if result is not None:
+            results.append(result)
+            if stop(result):
+                break
+    return results
+
+
+def notify(impls: Sequence[Impl], kwargs: dict[str, Any]) -> None:
+    """Call observers one by one; an exception is logged and never propagates."""
+    for impl in impls:
+        try:
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+            if isinstance(result, Deferred):
+                result.addErrback(lambda f, i=impl: log.failure(
+                    "plugin {plugin} failed in hook {hook}", f, plugin=i.plugin, hook=i.hook))
+            elif inspect.iscoroutine(result):
+                Deferred.fromCoroutine(result).addErrback(lambda f, i=impl: log.failure(
+                    "plugin {plugin} failed in hook {hook}", f, plugin=i.plugin, hook=i.hook))
+        except Exception as e:  # noqa: BLE001
+            log.failure("plugin {plugin} failed in hook {hook}", _as_failure(e),
+                        plugin=impl.plugin, hook=impl.hook)
+
+
+def run_maybe_sync(coro: Coroutine[Any, Any, T]) -> T | Deferred[T]:
+    """Run ``coro`` synchronously as far as it goes.
+
+    If it completes without waiting on an unfired Deferred, its result is returned
+    directly (no Deferred, no reactor turn).  Otherwise the rest of it runs under
+    :meth:`Deferred.fromCoroutine`, which re-polls the Deferred it was waiting on; a
+    Deferred's ``__await__`` simply yields itself again while unfired, so the hand-over
+    is safe.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    return Deferred.fromCoroutine(coro)

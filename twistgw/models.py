@@ -1,0 +1,356 @@
+"""Immutable values that flow through the request pipeline and into hooks.
+
+Hooks never see Twisted's ``Request``: they get these frozen attrs objects and return
+changed copies made with :func:`attrs.evolve`.  That keeps plugins testable without a
+reactor and lets the transport change underneath them.  Header values are ``str`` (latin-1
+round-trip of the wire bytes), which is what Lambda events and mapping templates need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+import attrs
+
+if TYPE_CHECKING:
+    from .definition import ApiDefinition, Integration, Operation
+    from .deployment import ApiDeployment, Route, StageDeployment
+    from .errors import GatewayError
+
+__all__ = [
+    "Headers",
+    "InboundRequest",
+    "TlsInfo",
+    "IntegrationRequest",
+    "IntegrationResponse",
+    "Response",
+    "Principal",
+    "Allow",
+    "Deny",
+    "Context",
+    "Stash",
+    "StashKey",
+    "EMPTY_MAPPING",
+    "freeze_mapping",
+]
+
+T = TypeVar("T")
+
+EMPTY_MAPPING: Mapping[str, Any] = MappingProxyType({})
+
+
+def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A read-only view of a copy of ``value`` (attrs converter for mapping fields)."""
+    if not value:
+        return EMPTY_MAPPING
+    if isinstance(value, MappingProxyType):
+        return value
+    return MappingProxyType(dict(value))
+
+
+def _to_pairs(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return value if isinstance(value, tuple) else tuple(value)
+
+
+@attrs.frozen(eq=True)
+class Headers:
+    """An immutable, case-insensitive multi-map of header names to ``str`` values.
+
+    Order and the sender's spelling of names are kept (REST Lambda events show header
+    names as sent).  ``get`` returns the **last** value, API Gateway's rule for
+    single-value views (aws-apigw-spec.md §11 q7); ``get_all`` returns every value.
+    """
+
+    items: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_to_pairs)
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, str] | Iterable[tuple[str, str]]) -> Headers:
+        """Build from a dict or an iterable of pairs."""
+        if isinstance(mapping, Mapping):
+            return cls(tuple(mapping.items()))
+        return cls(tuple(mapping))
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The last value of ``name`` (case-insensitive), or ``default``."""
+        lname = name.lower()
+        for key, value in reversed(self.items):
+            if key.lower() == lname:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in the order received."""
+        lname = name.lower()
+        return [v for k, v in self.items if k.lower() == lname]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        lname = name.lower()
+        return any(k.lower() == lname for k, _ in self.items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def names(self) -> list[str]:
+        """Distinct names, first spelling seen wins, in order of first appearance."""
+        seen: dict[str, str] = {}
+        for k, _ in self.items:
+            seen.setdefault(k.lower(), k)
+        return list(seen.values())
+
+    def with_added(self, name: str, value: str) -> Headers:
+        """A copy with one more ``name: value`` line."""
+        return Headers(self.items + ((name, value),))
+
+    def with_set(self, name: str, value: str) -> Headers:
+        """A copy where ``name`` has exactly the one value ``value``."""
+        return Headers(self.without(name).items + ((name, value),))
+
+    def without(self, *names: str) -> Headers:
+        """A copy without any of ``names``."""
+        drop = {n.lower() for n in names}
+        return Headers(tuple((k, v) for k, v in self.items if k.lower() not in drop))
+
+    def to_dict_last(self) -> dict[str, str]:
+        """``{name: last value}``, names as first spelled."""
+        out: dict[str, str] = {}
+        spelled: dict[str, str] = {}
+        for k, v in self.items:
+            key = spelled.setdefault(k.lower(), k)
+            out[key] = v
+        return out
+
+
+@attrs.frozen
+class TlsInfo:
+    """What the TLS layer learned about the client (mTLS listeners fill the cert fields)."""
+
+    protocol: str = ""
+    cipher: str = ""
+    server_name: str | None = None
+    client_cert_pem: str | None = None
+    subject_dn: str | None = None
+    issuer_dn: str | None = None
+    serial_number: str | None = None
+    not_before: str | None = None
+    not_after: str | None = None
+
+
+@attrs.frozen
+class InboundRequest:
+    """The method request as the client sent it, after the HTTP layer's checks.
+
+    :ivar raw_path: the request-target path exactly as sent (percent-encoding kept).
+    :ivar raw_query: the query string as sent (without ``?``).
+    :ivar query: form-decoded ``(name, value)`` pairs in order; ``;`` splits like ``&``.
+    :ivar body: the whole body (bounded by ``limits.max_body_bytes``).
+    :ivar received_at: epoch seconds when the request line arrived.
+    """
+
+    method: str
+    raw_path: str
+    raw_query: str = ""
+    query: tuple[tuple[str, str], ...] = ()
+    headers: Headers = attrs.field(factory=Headers)
+    body: bytes = b""
+    client_ip: str = "127.0.0.1"
+    client_port: int = 0
+    listener: str = "default"
+    scheme: str = "http"
+    server_port: int = 0
+    http_version: str = "HTTP/1.1"
+    received_at: float = 0.0
+    tls: TlsInfo | None = None
+
+    @property
+    def host(self) -> str:
+        """The Host header (empty if absent, which the HTTP layer only allows on 1.0)."""
+        return self.headers.get("host") or ""
+
+
+@attrs.frozen
+class IntegrationRequest:
+    """What the gateway sends to the integration (the AWS "integration request").
+
+    ``map_request`` impls return evolved copies.  ``uri`` is the integration URI after
+    stage-variable substitution; Lambda integrations keep the function ARN there.
+    ``extras`` carries integration-specific data, e.g. the Lambda event built for
+    ``AWS_PROXY``.
+    """
+
+    method: str
+    uri: str
+    headers: Headers = attrs.field(factory=Headers)
+    query: tuple[tuple[str, str], ...] = ()
+    path_params: Mapping[str, str] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
+    body: bytes = b""
+    timeout: float = 29.0
+    extras: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
+
+
+@attrs.frozen
+class IntegrationResponse:
+    """What the integration answered (the AWS "endpoint response").
+
+    :ivar metadata: integration facts for later phases, e.g. ``{"function_error":
+        "Unhandled", "error_message": "..."}`` for Lambda, ``latency_ms`` for all.
+    """
+
+    status: int = 200
+    headers: Headers = attrs.field(factory=Headers)
+    body: bytes = b""
+    metadata: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
+
+
+@attrs.frozen
+class Response:
+    """The method response written to the client."""
+
+    status: int = 200
+    headers: Headers = attrs.field(factory=Headers)
+    body: bytes = b""
+
+
+@attrs.frozen
+class Principal:
+    """Who the caller is, as an ``authorize`` impl established it.
+
+    ``context`` becomes ``$context.authorizer.*`` (stringified primitives for REST).
+    """
+
+    id: str
+    kind: str = "custom"
+    claims: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
+    context: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
+    usage_identifier_key: str | None = None
+
+
+@attrs.frozen
+class Allow:
+    """An ``authorize`` verdict letting the request through, optionally naming the caller."""
+
+    principal: Principal | None = None
+
+
+@attrs.frozen
+class Deny:
+    """An ``authorize`` verdict stopping the request with ``error``'s gateway response."""
+
+    error: GatewayError
+
+
+class StashKey(Generic[T]):
+    """A typed key for :class:`Stash`; create one per module at import time."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"StashKey({self.name!r})"
+
+
+class Stash:
+    """Per-request storage for plugins, keyed by :class:`StashKey` (pytest's design).
+
+    The only mutable member of :class:`Context`: it lets a plugin hand data from one of
+    its hooks to a later one (e.g. a timer started in ``request_started``) without name
+    collisions between plugins.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: dict[StashKey[Any], object] = {}
+
+    def __setitem__(self, key: StashKey[T], value: T) -> None:
+        self._data[key] = value
+
+    def __getitem__(self, key: StashKey[T]) -> T:
+        return cast(T, self._data[key])
+
+    def get(self, key: StashKey[T], default: T) -> T:
+        """The value under ``key`` or ``default``."""
+        try:
+            return cast(T, self._data[key])
+        except KeyError:
+            return default
+
+    def setdefault(self, key: StashKey[T], default: T) -> T:
+        """Like :meth:`dict.setdefault`."""
+        return cast(T, self._data.setdefault(key, default))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __delitem__(self, key: StashKey[T]) -> None:
+        del self._data[key]
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@attrs.frozen
+class Context:
+    """Everything known about one request, handed to every request-path hook.
+
+    Fields after ``request`` are ``None`` until the pipeline has resolved them (an error
+    raised before routing sees no route).  ``path`` is the resource path the client asked
+    for without stage or base path, exactly as AWS puts it in the Lambda event's
+    ``path``; ``request_path`` is ``requestContext.path`` (with the stage).
+    """
+
+    request: InboundRequest
+    request_id: str
+    extended_request_id: str
+    received_at: float
+    deployment_api: ApiDeployment | None = None
+    stage: StageDeployment | None = None
+    route: Route | None = None
+    method: str = ""
+    path: str = ""
+    request_path: str = ""
+    path_params: Mapping[str, str] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
+    principal: Principal | None = None
+    domain_name: str = ""
+    base_path_matched: str | None = None
+    trace_id: str | None = None
+    stash: Stash = attrs.field(factory=Stash, eq=False)
+
+    @property
+    def api(self) -> ApiDefinition | None:
+        """The API definition being served (``None`` before API resolution)."""
+        return self.deployment_api.definition if self.deployment_api is not None else None
+
+    @property
+    def operation(self) -> Operation | None:
+        """The matched operation (``None`` before routing)."""
+        return self.route.operation if self.route is not None else None
+
+    @property
+    def integration(self) -> Integration | None:
+        """The matched operation's ``x-amazon-apigateway-integration``."""
+        return self.route.operation.integration if self.route is not None else None
+
+    @property
+    def stage_variables(self) -> Mapping[str, str]:
+        """The stage's variables (empty before stage resolution)."""
+        return self.stage.variables if self.stage is not None else EMPTY_MAPPING
+
+    @property
+    def query_last(self) -> dict[str, str]:
+        """Query parameters, last value wins (``queryStringParameters``)."""
+        return dict(self.request.query)
+
+    def plugin_settings(self, name: str) -> Mapping[str, Any]:
+        """The ``plugins.settings.<name>`` section of the gateway config."""
+        if self.deployment_api is None:
+            return EMPTY_MAPPING
+        return self.deployment_api.gateway.plugin_settings(name)

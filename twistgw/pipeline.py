@@ -1,0 +1,409 @@
+"""The request pipeline: resolve, authorize, map, integrate, map back, answer.
+
+One call per request, against one frozen :class:`~twistgw.deployment.Deployment`.  The
+order follows API Gateway's (aws-apigw-spec.md §A.2): API and stage resolution, route
+match, ``authorize``, ``map_request``, ``integrate`` (bounded by the integration timeout),
+``map_response``; any :class:`~twistgw.errors.GatewayError` on the way becomes a gateway
+response through ``handle_error``.  Every response gets the request-id headers AWS adds
+(§A.7).
+
+The pipeline is written as one coroutine and started with
+:func:`~twistgw.dispatch.run_maybe_sync`, so a route whose hooks all answer synchronously
+(a MOCK) completes inside the call without a Deferred or a reactor turn.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.logger import Logger
+
+from .accesslog import AccessLog
+from .dispatch import call_impl, call_pipe, notify, plugin_failure, run_maybe_sync
+from .errors import (
+    ApiConfigurationError,
+    GatewayError,
+    HttpApiNotFound,
+    MissingAuthenticationToken,
+    PluginError,
+    ResourceNotFound,
+    StageNotFound,
+    Unauthorized,
+)
+from .models import (
+    Allow,
+    Context,
+    Deny,
+    Headers,
+    InboundRequest,
+    IntegrationRequest,
+    IntegrationResponse,
+    Response,
+)
+from .variables import Finish
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from .deployment import ApiDeployment, Deployment, ListenerTargets, Route
+    from .dispatch import HookPlan
+
+__all__ = ["Pipeline", "Outcome", "Exchange", "INGRESS_DROPPED_HEADERS",
+           "substitute_stage_variables"]
+
+log = Logger()
+
+#: Headers API Gateway drops on ingress (§A.6): never visible to mappings or proxies.
+INGRESS_DROPPED_HEADERS = frozenset(
+    h.lower() for h in ("Connection", "Content-Length", "Content-MD5", "Expect",
+                        "Max-Forwards", "Proxy-Authenticate", "Server", "TE",
+                        "Transfer-Encoding", "Trailer", "Upgrade", "WWW-Authenticate",
+                        "Keep-Alive", "Proxy-Connection")
+)
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                      r"[0-9a-fA-F]{12}$")
+_EXECUTE_API_RE = re.compile(r"^([A-Za-z0-9_-]+)\.execute-api\.")
+_STAGE_VAR_RE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
+
+
+def substitute_stage_variables(text: str, variables: Mapping[str, str]) -> str:
+    """Replace ``${stageVariables.name}`` (unknown names become empty, as on AWS)."""
+    if "${" not in text:
+        return text
+    return _STAGE_VAR_RE.sub(lambda m: variables.get(m.group(1), ""), text)
+
+
+@attrs.define
+class Outcome:
+    """What happened to one request, for ``request_finished`` observers.
+
+    :ivar timings: ``(hook, plugin, seconds)`` for every request-path impl called.
+    """
+
+    deployment: Deployment
+    access_log: AccessLog | None
+    finish: Finish = attrs.field(factory=Finish)
+    timings: list[tuple[str, str, float]] = attrs.field(factory=list)
+
+    @property
+    def error(self) -> GatewayError | None:
+        """The error that produced a gateway response, if any."""
+        return self.finish.error
+
+
+@attrs.frozen
+class Exchange:
+    """The finished request: context, the response to write and the outcome."""
+
+    ctx: Context
+    response: Response
+    outcome: Outcome
+
+
+def _extended_id() -> str:
+    return base64.b64encode(os.urandom(11)).decode("ascii")
+
+
+@attrs.frozen
+class _Target:
+    api: ApiDeployment | None = None
+    stage: str | None = None
+    path: str = "/"
+    event_path: str = "/"
+    base_path: str | None = None
+    domain: str = ""
+    error: GatewayError | None = None
+
+
+class Pipeline:
+    """Runs requests against a deployment.
+
+    :param clock: used for integration timeouts (a ``task.Clock`` in tests).
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+
+    # -- entry point ----------------------------------------------------------------------
+
+    def handle(self, deployment: Deployment, inbound: InboundRequest
+               ) -> Exchange | Deferred[Exchange]:
+        """Process one request; synchronous when every hook answered synchronously."""
+        return run_maybe_sync(self._run(deployment, inbound))
+
+    def finished(self, exchange: Exchange) -> None:
+        """Notify ``request_finished`` observers (call after writing the response)."""
+        ctx, outcome = exchange.ctx, exchange.outcome
+        plan = ctx.route.plan if ctx.route is not None else outcome.deployment.base_plan
+        fin = outcome.finish
+        fin.response_latency_ms = int((time.time() - ctx.received_at) * 1000)
+        notify(plan.request_finished, {"ctx": ctx, "response": exchange.response,
+                                       "outcome": outcome})
+
+    # -- the flow -------------------------------------------------------------------------
+
+    async def _run(self, deployment: Deployment, inbound: InboundRequest) -> Exchange:
+        targets = deployment.listeners.get(inbound.listener)
+        target = self._resolve(targets, inbound)
+        api = target.api
+        is_http = api is not None and api.is_http
+        extended = _extended_id()
+        if is_http:
+            request_id = extended
+        else:
+            supplied = inbound.headers.get("x-amzn-requestid")
+            request_id = supplied if supplied and _UUID_RE.match(supplied) else str(
+                uuid.uuid4())
+        stage = api.stages.get(target.stage) if api is not None and target.stage else None
+        method = inbound.method
+        if not is_http:
+            override = inbound.headers.get("x-http-method-override")
+            if override:
+                method = override.upper()
+        ctx = Context(
+            request=inbound, request_id=request_id, extended_request_id=extended,
+            received_at=inbound.received_at or time.time(), deployment_api=api, stage=stage,
+            method=method, path=target.event_path, request_path=inbound.raw_path,
+            domain_name=target.domain, base_path_matched=target.base_path,
+            trace_id=inbound.headers.get("x-amzn-trace-id"),
+        )
+        outcome = Outcome(deployment=deployment, access_log=(
+            stage.access_log if stage is not None and stage.access_log is not None
+            else deployment.access_log))
+        plan: HookPlan = deployment.base_plan
+        if plan.request_started:
+            notify(plan.request_started, {"ctx": ctx})
+        try:
+            if target.error is not None:
+                raise target.error
+            assert api is not None
+            match = api.table.match(method, target.path)
+            if match is None:
+                raise HttpApiNotFound("Not Found") if is_http else MissingAuthenticationToken()
+            route: Route = match.route
+            ctx = attrs.evolve(ctx, route=route, path_params=match.params)
+            plan = route.plan
+            ctx = await self._authorize(plan, ctx, outcome)
+            request = self._integration_request(ctx, route)
+            if plan.map_request:
+                request = await call_pipe(plan.map_request, {"ctx": ctx, "request": request},
+                                          "request", outcome.timings)
+            started = time.monotonic()
+            integration_response = await self._integrate(plan, ctx, request, outcome)
+            fin = outcome.finish
+            fin.integration_latency_ms = int((time.monotonic() - started) * 1000)
+            fin.integration_status = integration_response.status
+            response = Response(status=integration_response.status,
+                                headers=integration_response.headers,
+                                body=integration_response.body)
+            if plan.map_response:
+                response = await call_pipe(
+                    plan.map_response,
+                    {"ctx": ctx, "integration_response": integration_response,
+                     "response": response},
+                    "response", outcome.timings)
+        except GatewayError as error:
+            response = await self._error(plan, ctx, error, outcome)
+        response = self._finalize(ctx, response, is_http)
+        fin = outcome.finish
+        fin.status = response.status
+        fin.response_length = len(response.body)
+        return Exchange(ctx=ctx, response=response, outcome=outcome)
+
+    def _resolve(self, targets: ListenerTargets | None, inbound: InboundRequest) -> _Target:
+        """Find API and stage: custom domain, x-apigw-api-id, execute-api host, only API."""
+        raw_path = inbound.raw_path or "/"
+        if targets is None:
+            return _Target(error=ResourceNotFound("Not Found"))
+        host = inbound.host.lower()
+        if host.startswith("["):
+            host = host[: host.find("]") + 1]
+        else:
+            host = host.split(":", 1)[0]
+        domain = targets.domains.get(host) if targets.domains else None
+        if domain is not None:
+            return self._resolve_domain(targets, domain, raw_path, host)
+        api: ApiDeployment | None = None
+        api_id = inbound.headers.get("x-apigw-api-id")
+        if api_id is None:
+            m = _EXECUTE_API_RE.match(host)
+            if m is not None:
+                api_id = m.group(1)
+        if api_id is not None:
+            api = targets.apis.get(api_id)
+            if api is None:
+                return _Target(domain=host, error=ResourceNotFound(
+                    f"The API id '{api_id}' does not correspond to a deployed API Gateway "
+                    "API"))
+        else:
+            api = targets.only_api
+            if api is None:
+                return _Target(domain=host, error=ResourceNotFound(
+                    "Not Found" if targets.apis else "No API is served on this listener"))
+        segment, sep, rest = raw_path[1:].partition("/")
+        if api.is_http:
+            if segment and segment in api.stages:
+                return _Target(api=api, stage=segment, path="/" + rest,
+                               event_path="/" + rest, domain=host)
+            if "$default" in api.stages:
+                return _Target(api=api, stage="$default", path=raw_path, event_path=raw_path,
+                               domain=host)
+            return _Target(api=api, domain=host, error=HttpApiNotFound("Not Found"))
+        if not segment or segment not in api.stages:
+            return _Target(api=api, domain=host, error=StageNotFound())
+        rest = "/" + rest.lstrip("/") if rest.startswith("/") else "/" + rest
+        return _Target(api=api, stage=segment, path=rest, event_path=rest, domain=host)
+
+    def _resolve_domain(self, targets: ListenerTargets, domain: Any, raw_path: str, host: str
+                        ) -> _Target:
+        best = None
+        stripped = raw_path.lstrip("/")
+        for mapping in domain.mappings:
+            base = mapping.base_path
+            if base == "":
+                if best is None:
+                    best = mapping
+                continue
+            if stripped == base or stripped.startswith(base + "/"):
+                if best is None or len(base) > len(best.base_path):
+                    best = mapping
+        if best is None:
+            return _Target(domain=host, error=StageNotFound())
+        api = targets.apis.get(best.api)
+        if api is None:
+            return _Target(domain=host, error=StageNotFound())
+        rest = stripped[len(best.base_path):] if best.base_path else stripped
+        path = "/" + rest.lstrip("/")
+        return _Target(api=api, stage=best.stage, path=path, event_path=raw_path,
+                       base_path=best.base_path or "(none)", domain=host)
+
+    async def _authorize(self, plan: HookPlan, ctx: Context, outcome: Outcome) -> Context:
+        allowed = False
+        if plan.authorize:
+            kwargs: dict[str, Any] = {"ctx": ctx}
+            for impl in plan.authorize:
+                verdict = await call_impl(impl, kwargs, outcome.timings)
+                if verdict is None:
+                    continue
+                if isinstance(verdict, Deny):
+                    raise verdict.error
+                if isinstance(verdict, Allow):
+                    allowed = True
+                    if verdict.principal is not None:
+                        ctx = attrs.evolve(ctx, principal=verdict.principal)
+                        kwargs["ctx"] = ctx
+                    continue
+                log.error("plugin {plugin} returned {value!r} from authorize; expected Allow, "
+                          "Deny or None", plugin=impl.plugin, value=verdict)
+                raise PluginError(impl.plugin, "authorize")
+        route = ctx.route
+        if not allowed and route is not None and route.requires_auth:
+            raise Unauthorized()
+        return ctx
+
+    def _integration_request(self, ctx: Context, route: Route) -> IntegrationRequest:
+        integ = route.operation.integration
+        assert integ is not None
+        inbound = ctx.request
+        method = integ.http_method if integ.http_method and integ.http_method != "ANY" \
+            else ctx.method
+        headers = inbound.headers
+        if any(k.lower() in INGRESS_DROPPED_HEADERS for k, _ in headers.items):
+            headers = Headers(tuple((k, v) for k, v in headers.items
+                                    if k.lower() not in INGRESS_DROPPED_HEADERS))
+        return IntegrationRequest(
+            method=method,
+            uri=substitute_stage_variables(integ.uri, ctx.stage_variables),
+            headers=headers,
+            query=inbound.query,
+            path_params=ctx.path_params,
+            body=inbound.body,
+            timeout=route.timeout,
+        )
+
+    async def _integrate(self, plan: HookPlan, ctx: Context, request: IntegrationRequest,
+                         outcome: Outcome) -> IntegrationResponse:
+        deadline = time.monotonic() + request.timeout
+        kwargs = {"ctx": ctx, "request": request}
+        for impl in plan.integrate:
+            start = time.perf_counter()
+            try:
+                result = impl.function(*[kwargs[a] for a in impl.argnames])
+                if isinstance(result, Deferred) or hasattr(result, "__await__"):
+                    d = result if isinstance(result, Deferred) else Deferred.fromCoroutine(
+                        result)
+                    remaining = max(deadline - time.monotonic(), 0.001)
+                    d.addTimeout(remaining, self.clock)
+                    try:
+                        result = await d
+                    except TimeoutError:
+                        raise_timeout()
+            except GatewayError:
+                raise
+            except CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise plugin_failure(impl, e) from e
+            finally:
+                outcome.timings.append(("integrate", impl.plugin, time.perf_counter() - start))
+            if result is None:
+                continue
+            if not isinstance(result, IntegrationResponse):
+                log.error("plugin {plugin} returned {value!r} from integrate; expected an "
+                          "IntegrationResponse", plugin=impl.plugin, value=result)
+                raise PluginError(impl.plugin, "integrate")
+            return result
+        integ = ctx.integration
+        log.error("no plugin answered the {type} integration of {route}",
+                  type=integ.type if integ else "?",
+                  route=ctx.route.operation.route_key if ctx.route else "?")
+        raise ApiConfigurationError()
+
+    async def _error(self, plan: HookPlan, ctx: Context, error: GatewayError,
+                     outcome: Outcome) -> Response:
+        outcome.finish.error = error
+
+        kwargs = {"ctx": ctx, "error": error}
+        for impl in plan.handle_error:
+            try:
+                result = await call_impl(impl, kwargs, outcome.timings)
+            except GatewayError as nested:
+                # A failing error handler must not leave the client without an answer:
+                # fall back to the builtin rendering of the nested error.
+                from .gateway_responses import handle_error as builtin
+
+                outcome.finish.error = nested
+                return builtin(ctx, nested)
+            if isinstance(result, Response):
+                return result
+        from .gateway_responses import handle_error as builtin
+
+        return builtin(ctx, error)
+
+    def _finalize(self, ctx: Context, response: Response, is_http: bool) -> Response:
+        headers = list(response.headers.items)
+        if is_http:
+            headers.append(("apigw-requestid", ctx.request_id))
+        else:
+            headers.append(("x-amzn-RequestId", ctx.request_id))
+            headers.append(("x-amz-apigw-id", ctx.extended_request_id))
+        if not any(k.lower() == "content-type" for k, _ in headers):
+            headers.append(("Content-Type", "application/json"))
+        return Response(status=response.status, headers=Headers(tuple(headers)),
+                        body=response.body)
+
+
+def raise_timeout() -> None:
+    """Raise the AWS integration timeout (504 ``Endpoint request timed out``)."""
+    from .errors import IntegrationTimeout
+
+    raise IntegrationTimeout()

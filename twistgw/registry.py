@@ -1,0 +1,76 @@
+"""What the loaded plugins provide, declared through the ``register`` hook.
+
+The config check consults the registry so that an integration type, an
+``x-amazon-apigateway-*`` extension, a listener option or a feature (API keys,
+authorizers, request validation, mapping templates, Lambda functions) that no enabled
+plugin implements is refused at load time, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .deployment import Route
+
+__all__ = ["Registry", "FEATURES"]
+
+#: Features the core knows how to ask for; plugins claim them with ``add_feature``.
+FEATURES = {
+    "api_keys": "operations that require an API key (an x-api-key security scheme)",
+    "aws_iam": "IAM (SigV4) authorization (x-amazon-apigateway-auth type AWS_IAM)",
+    "request_validation": "request validators that validate parameters or bodies",
+    "mapping_templates": "VTL mapping templates (requestTemplates / responseTemplates "
+                         "with $ or # directives)",
+    "request_parameters": "integration requestParameters mappings",
+    "functions": "Lambda functions declared under functions:",
+    "content_handling": "contentHandling CONVERT_TO_BINARY / CONVERT_TO_TEXT",
+}
+
+
+class Registry:
+    """Collects claims from plugins; ``plugin`` is set by the manager during each call."""
+
+    def __init__(self) -> None:
+        self.plugin = "<core>"
+        self.integration_types: dict[str, str] = {}
+        self.extensions: dict[str, str] = {}
+        self.features: dict[str, str] = {}
+        self.authorizer_types: dict[str, str] = {}
+        self.listener_options: dict[str, str] = {}
+        self.route_filters: dict[str, Callable[[Route], bool]] = {}
+
+    def add_integration_type(self, name: str) -> None:
+        """Claim an integration type (``MOCK``, ``HTTP_PROXY``, ...)."""
+        self.integration_types[name.upper()] = self.plugin
+
+    def add_extension(self, name: str) -> None:
+        """Claim an ``x-amazon-apigateway-*`` extension the core does not read itself.
+
+        Root-level claimed extensions reach the plugin as ``ApiDefinition.extensions``;
+        operation-level ones as ``Operation.raw``.
+        """
+        self.extensions[name] = self.plugin
+
+    def add_feature(self, name: str) -> None:
+        """Claim one of :data:`FEATURES`."""
+        if name not in FEATURES:
+            raise ValueError(f"unknown feature {name!r}; known: {', '.join(FEATURES)}")
+        self.features[name] = self.plugin
+
+    def add_authorizer_type(self, name: str) -> None:
+        """Claim an authorizer kind (``token``, ``request``, ``jwt``, ``cognito_user_pools``)."""
+        self.authorizer_types[name.lower()] = self.plugin
+
+    def add_listener_option(self, name: str) -> None:
+        """Claim a listener key (``tls``, ``allow_sources``, ``admin`` or a new one)."""
+        self.listener_options[name] = self.plugin
+
+    def add_route_filter(self, predicate: Callable[[Route], bool]) -> None:
+        """Leave this plugin's request-path impls out of routes where ``predicate`` is false.
+
+        Evaluated once per route when a deployment is built, so a plugin that only cares
+        about some routes costs nothing on the others.
+        """
+        self.route_filters[self.plugin] = predicate

@@ -1,0 +1,47 @@
+"""``twistd apigw``: options and service construction.
+
+``twistd -n apigw`` with no option serves the embedded demo config (shipped inside the
+package, also readable under ``examples/demo/``).  Config errors are raised from
+``postOptions`` as :class:`twisted.python.usage.UsageError`, so twistd prints the file,
+key and fix and exits non-zero before daemonizing or binding anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from .config import demo_config_path, load_config
+from .errors import ConfigError
+
+__all__ = ["Options", "makeService"]
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd apigw``."""
+
+    synopsis = "[--config FILE]"
+    longdesc = ("Serve Amazon API Gateway definitions (OpenAPI with x-amazon-apigateway-* "
+                "extensions). Without --config, serves the embedded demo API on "
+                "http://127.0.0.1:8080/.")
+    optParameters = [
+        ["config", "c", None, "The gateway config file (YAML or JSON). Default: the demo."],
+    ]
+
+    def postOptions(self) -> None:
+        """Load and check the config now, so errors stop twistd before it daemonizes."""
+        path = self["config"] or str(demo_config_path())
+        try:
+            config = load_config(path)
+            from .gateway import Gateway
+
+            self["gateway"] = Gateway(config)
+        except ConfigError as e:
+            raise usage.UsageError(f"configuration error: {e}") from None
+
+
+def makeService(options: Any) -> IService:
+    """The service twistd runs: the :class:`~twistgw.gateway.Gateway` built in options."""
+    return options["gateway"]  # type: ignore[no-any-return]
