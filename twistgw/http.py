@@ -305,7 +305,7 @@ class HardenedHTTPChannel(HTTPChannel):
         if self._rejected:
             return
         target = typing.cast(bytes, self._path)  # Twisted's inferred type is wrong
-        if False:
+        if target[:1] != b"/" and target != b"*":
             # absolute-form / authority-form: we are not a forward proxy, and routing on a
             # URI authority that differs from Host is a classic confusion vector.
             self.reject(400)
