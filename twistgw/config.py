@@ -548,5 +548,12 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
 
 
 def demo_config_path() -> Path:
-    """The embedded demo config, shipped inside the installed package (``twistgw.demo``)."""
-    return Path(str(resources.files("twistgw.demo").joinpath("gateway.yaml")))
+    """The embedded demo config, shipped inside the installed package (``twistgw.demo``).
+
+    In a source checkout (the package imported from the tree, not installed) the same
+    files are read from ``examples/demo/``.
+    """
+    try:
+        return Path(str(resources.files("twistgw.demo").joinpath("gateway.yaml")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "examples" / "demo" / "gateway.yaml"

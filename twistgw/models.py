@@ -64,6 +64,24 @@ class Headers:
     """
 
     items: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_to_pairs)
+    #: Lower-cased name -> values, built on first lookup (headers are read several times
+    #: per request; a scan with ``lower()`` per item each time was measurable).
+    _index: dict[str, list[str]] | None = attrs.field(default=None, init=False, eq=False,
+                                                        repr=False)
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for key, value in self.items:
+                lname = key.lower()
+                found = index.get(lname)
+                if found is None:
+                    index[lname] = [value]
+                else:
+                    found.append(value)
+            object.__setattr__(self, "_index", index)
+        return index
 
     @classmethod
     def of(cls, mapping: Mapping[str, str] | Iterable[tuple[str, str]]) -> Headers:
@@ -74,22 +92,17 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The last value of ``name`` (case-insensitive), or ``default``."""
-        lname = name.lower()
-        for key, value in reversed(self.items):
-            if key.lower() == lname:
-                return value
-        return default
+        found = self._lookup().get(name.lower())
+        return found[-1] if found else default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in the order received."""
-        lname = name.lower()
-        return [v for k, v in self.items if k.lower() == lname]
+        return list(self._lookup().get(name.lower(), ()))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        lname = name.lower()
-        return any(k.lower() == lname for k, _ in self.items)
+        return name.lower() in self._lookup()
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.items)

@@ -46,11 +46,23 @@ class Finish:
 Getter = Callable[["Context", "Finish | None"], Any]
 
 
+_last_time: list[Any] = [-1, ""]
+
+
 def request_time(epoch: float) -> str:
-    """CLF time as AWS prints ``$context.requestTime``: ``04/Mar/2020:19:15:17 +0000``."""
-    t = time.gmtime(epoch)
-    return (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+    """CLF time as AWS prints ``$context.requestTime``: ``04/Mar/2020:19:15:17 +0000``.
+
+    The text of the last second is cached: every access-log line needs it.
+    """
+    second = int(epoch)
+    cached = _last_time
+    if cached[0] == second:
+        return cached[1]  # type: ignore[no-any-return]
+    t = time.gmtime(second)
+    text = (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
+    cached[0], cached[1] = second, text
+    return text
 
 
 def _api_type(ctx: Context) -> str | None:
