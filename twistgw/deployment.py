@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -134,7 +134,8 @@ class Deployment:
 
 
 class _Builder:
-    def __init__(self, config: GatewayConfig, pm: GatewayPluginManager) -> None:
+    def __init__(self, config: GatewayConfig, pm: GatewayPluginManager, clock: Any) -> None:
+        self.clock = clock
         self.config = config
         self.pm = pm
         self.registry = pm.registry
@@ -161,7 +162,7 @@ class _Builder:
         self.check_listeners()
         if cfg.functions:
             self.need_feature("functions", cfg.source, "functions", "running Lambda functions")
-        default_log = AccessLog(cfg.access_log)
+        default_log = AccessLog(cfg.access_log, self.clock)
         apis: dict[str, ApiDeployment] = {}
         for api_cfg in cfg.apis:
             apis[api_cfg.id] = self.api(api_cfg, default_log.config)
@@ -224,7 +225,8 @@ class _Builder:
         stages = {
             s.name: StageDeployment(
                 name=s.name, variables=s.variables,
-                access_log=AccessLog(s.access_log) if s.access_log is not None else None)
+                access_log=AccessLog(s.access_log, self.clock) if s.access_log is not None
+                else None)
             for s in api_cfg.stages
         }
         return ApiDeployment(config=api_cfg, definition=definition, gateway=self.config,
@@ -340,10 +342,13 @@ class _Builder:
                            for f in attrs.fields(HookPlan)})
 
 
-def build_deployment(config: GatewayConfig, pm: GatewayPluginManager) -> Deployment:
+def build_deployment(config: GatewayConfig, pm: GatewayPluginManager, clock: Any = None
+                     ) -> Deployment:
     """Build and check the deployment for ``config`` with the plugins of ``pm``.
+
+    ``clock`` times the access-log flushes (the reactor by default).
 
     :raises ConfigError: naming the file, the path inside it and the fix.
     """
     pm.hook.configure(config=config)
-    return _Builder(config, pm).build()
+    return _Builder(config, pm, clock).build()

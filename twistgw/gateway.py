@@ -55,7 +55,7 @@ class Gateway(MultiService):
         self.config = config
         self.pm: GatewayPluginManager = make_plugin_manager(config.plugins, extra=extra_plugins,
                                                             source=config.source)
-        self.deployment: Deployment = build_deployment(config, self.pm)
+        self.deployment: Deployment = build_deployment(config, self.pm, reactor)
         self.pipeline = Pipeline(reactor)
         self.ready = False
         self.sites: dict[str, GatewaySite] = {}
