@@ -336,7 +336,7 @@ class _Parser:
                                 "document (a mapping at the top level)")
         if "openapi" in doc:
             version = str(doc["openapi"])
-            if not version.startswith("3."):
+            if version != "3.0" and not version.startswith("3.0."):
                 raise self.fail("openapi", f"OpenAPI {version} is not supported; use 3.0.x "
                                            "or Swagger 2.0 (as AWS exports them)")
             fmt = "openapi3"
