@@ -162,6 +162,7 @@ class AuthorizerConfigurationError(GatewayError):
     """500 AUTHORIZER_CONFIGURATION_ERROR: the authorizer could not produce a decision."""
 
     response_type = "AUTHORIZER_CONFIGURATION_ERROR"
+    spaced_default = True  # AWS renders {"message": null} (aws-apigw-spec.md §4.2)
 
 
 class AuthorizerFailure(GatewayError):
