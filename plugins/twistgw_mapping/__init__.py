@@ -75,7 +75,14 @@ def register(registry: Registry) -> None:
         lambda route: route.integration is not None and not route.integration.is_proxy)
 
 
-@hookimpl
+# ``map_request`` and ``map_response`` are pipes, and this plugin *builds* the value (the
+# templated request, the method response from the selected integration response) rather
+# than refining it.  It therefore runs first (``tryfirst``): other plugins' impls see its
+# result and refine it, instead of having their changes discarded by a builtin that ran
+# last and rebuilt the response from the integration response.
+
+
+@hookimpl(tryfirst=True)
 def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest | None:
     """Apply the request template (literal) under the passthrough behaviour."""
     integration = ctx.integration
@@ -127,7 +134,7 @@ def _pick_template(templates: Mapping[str, str | None], accept: str | None) -> s
     return next(iter(templates.values()))
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def map_response(ctx: Context, integration_response: IntegrationResponse,
                  response: Response) -> Response | None:
     """Select the integration response and build the method response from it."""
