@@ -34,7 +34,10 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import typing
+from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet import tcp
@@ -56,6 +59,13 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
     from twisted.web.resource import IResource
 
+__all__ = [
+    "GatewayRequest",
+    "GatewaySite",
+    "HardenedHTTPChannel",
+    "limits_error_body",
+]
+
 # Typing note: without the mypy-zope plugin mypy cannot call methods through a
 # zope.interface type (it sees them as functions without ``self``), so transports and
 # reactors are handled as ``Any`` (or through the small Protocol below) where we call
@@ -69,12 +79,6 @@ class _TimeSource(typing.Protocol):
         """Return the current time in seconds."""
         ...
 
-__all__ = [
-    "GatewayRequest",
-    "GatewaySite",
-    "HardenedHTTPChannel",
-    "limits_error_body",
-]
 
 _DEFAULT_LIMITS: Final = Limits()
 
@@ -126,6 +130,12 @@ def _error_response(status: int, max_body_bytes: int) -> bytes:
     )
 
 
+# The per-read and per-line paths call the base implementation directly: on CPython 3.11
+# a zero-argument super() builds a proxy object on every call.
+_base_data_received: Final[Callable[[HTTPChannel, bytes], None]] = HTTPChannel.dataReceived
+_base_line_received: Final[Callable[[HTTPChannel, bytes], None]] = HTTPChannel.lineReceived
+
+
 class HardenedHTTPChannel(HTTPChannel):
     """An :class:`~twisted.web.http.HTTPChannel` that enforces :class:`Limits`.
 
@@ -138,11 +148,11 @@ class HardenedHTTPChannel(HTTPChannel):
       normal case) costs no timer at all.  The deadline is cancelled in
       :meth:`allHeadersReceived`; when it fires the client gets 408.
     * :meth:`lineReceived` counts header lines and bytes (431), refuses obs-fold (400)
-      and absolute-form targets (400); ``MAX_LENGTH`` follows the parser state
-      (``max_request_line`` for the request line, ``max_header_bytes`` inside the head)
-      and :meth:`lineLengthExceeded` answers 414 / 431 instead of Twisted's silent drop,
-      so an over-long line is refused without ever being buffered in full.
-    * :meth:`headerReceived` applies the underscore policy.
+      and absolute-form targets (400) and applies the underscore policy (drop / 400).
+      ``MAX_LENGTH`` follows the parser state (``max_request_line`` for the request
+      line, ``max_header_bytes`` inside the head) and :meth:`lineLengthExceeded`
+      answers 414 / 431 instead of Twisted's silent drop, so an over-long line is
+      refused without ever being buffered in full.
     * :meth:`allHeadersReceived` checks ``Host`` (exactly one on HTTP/1.1, at most one
       otherwise), ``Transfer-Encoding`` (only ``chunked``, only on HTTP/1.1) and
       answers 413 for a ``Content-Length`` above ``max_body_bytes`` before reading any
@@ -194,8 +204,8 @@ class HardenedHTTPChannel(HTTPChannel):
         self._max_header_bytes = limits.max_header_bytes
         self._max_headers = limits.max_headers
         self._max_body_bytes = limits.max_body_bytes
-        self._underscore_policy = limits.underscore_headers
         self._check_underscore = limits.underscore_headers != "allow"
+        self._drop_underscore = limits.underscore_headers == "drop"
         self.maxHeaders = limits.max_headers + 1
         self.totalHeadersSize = limits.max_request_line + limits.max_header_bytes + 1
         self.MAX_LENGTH = limits.max_request_line
@@ -259,7 +269,7 @@ class HardenedHTTPChannel(HTTPChannel):
         if self._rejected:
             # Draining a rejected client (see reject()): read and discard.
             return
-        super().dataReceived(data)  # type: ignore[no-untyped-call]
+        _base_data_received(self, data)
         if (
             self._header_call is None
             and self.line_mode
@@ -273,6 +283,10 @@ class HardenedHTTPChannel(HTTPChannel):
     def lineReceived(self, line: bytes) -> None:
         """Check a request line or header line against the limits, then let Twisted parse it.
 
+        Header lines are vetted here rather than in ``headerReceived`` because Twisted
+        delays that call by one line (to join obs-fold continuations, which we refuse)
+        and because one Python call per line less matters on the hot path.
+
         :param line: one line of a request head, without its CRLF.
         """
         if self._in_head:
@@ -284,10 +298,21 @@ class HardenedHTTPChannel(HTTPChannel):
                     return
                 self._head_lines += 1
                 self._head_bytes += len(line)
-                if self._head_lines > self._max_headers or self._head_bytes > self._max_header_bytes:
+                if (
+                    self._head_lines > self._max_headers
+                    or self._head_bytes > self._max_header_bytes
+                ):
                     self.reject(431)
                     return
-            super().lineReceived(line)  # type: ignore[no-untyped-call]
+                if self._check_underscore and b"_" in line:
+                    colon = line.find(b":")
+                    if colon > 0 and line.find(b"_", 0, colon) != -1:
+                        # X_Api_Key vs X-Api-Key: names that differ only by "_" / "-"
+                        # collide in CGI-style mappings (nginx drops, Envoy rejects).
+                        if not self._drop_underscore:
+                            self.reject(400)
+                        return
+            _base_line_received(self, line)
             return
 
         # Request line (or the one blank line Twisted tolerates between requests).
@@ -295,13 +320,13 @@ class HardenedHTTPChannel(HTTPChannel):
             self.reject(414)
             return
         if not line or not self.persistent:
-            super().lineReceived(line)  # type: ignore[no-untyped-call]
+            _base_line_received(self, line)
             return
         self._in_head = True
         self._head_lines = 0
         self._head_bytes = 0
         self.MAX_LENGTH = self._max_header_bytes
-        super().lineReceived(line)  # type: ignore[no-untyped-call]
+        _base_line_received(self, line)
         if self._rejected:
             return
         target = typing.cast(bytes, self._path)  # Twisted's inferred type is wrong
@@ -319,22 +344,6 @@ class HardenedHTTPChannel(HTTPChannel):
         :param line: the buffered data starting with the over-long line (ignored).
         """
         self.reject(431 if self._in_head else 414)
-
-    def headerReceived(self, line: bytes) -> bool:
-        """Apply the underscore policy, then let Twisted parse the header.
-
-        :param line: one complete header line.
-        :returns: whether processing of the request may go on.
-        """
-        if self._check_underscore and b"_" in line:
-            colon = line.find(b":")
-            if colon > 0 and line.find(b"_", 0, colon) != -1:
-                if self._underscore_policy == "drop":
-                    return True
-                self.reject(400)
-                return False
-        ok: bool = super().headerReceived(line)  # type: ignore[no-untyped-call]
-        return ok
 
     def allHeadersReceived(self) -> None:
         """Validate the complete request head before Twisted acts on it.
@@ -385,7 +394,7 @@ class HardenedHTTPChannel(HTTPChannel):
         self._header_call = None
         transport: Any = self.transport
         if transport is not None and not getattr(transport, "disconnecting", False):
-            self._log.info(
+            self._log.debug(
                 "Request head not received within {timeout}s from {peer}",
                 timeout=self._header_timeout,
                 peer=str(transport.getPeer()),
@@ -418,6 +427,8 @@ class HardenedHTTPChannel(HTTPChannel):
         self._cancel_header_deadline()
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         self.clearLineBuffer()  # type: ignore[no-untyped-call]
+        if self._slot_owner is not None:
+            self._slot_owner.rejected_requests[status] += 1
         transport: Any = self.transport
         if transport is None:
             return
@@ -459,8 +470,10 @@ class GatewayRequest(Request):
             self._hardened_channel = channel
             self._body_budget = channel.max_body_bytes
         else:
+            # Not behind our channel (nothing could answer 413): no cap rather than a
+            # silently truncated body.
             self._hardened_channel = None
-            self._body_budget = _DEFAULT_LIMITS.max_body_bytes
+            self._body_budget = sys.maxsize
 
     def handleContentChunk(self, data: bytes) -> None:
         """Store a piece of the body, or answer 413 once the body crosses the cap.
@@ -512,6 +525,9 @@ class GatewaySite(Site):
     :ivar name: the listener's name.
     :ivar refused_connections: connections closed at accept time because the listener
         was at ``max_connections`` (monotonic, for metrics).
+    :ivar rejected_requests: requests refused by :class:`HardenedHTTPChannel`, by status
+        (400/408/413/414/431; monotonic, for metrics).  These never reach the resource,
+        so they are not in the gateway's access log.
     """
 
     protocol = HardenedHTTPChannel  # type: ignore[assignment]  # HTTP/1.1 only: no h2 wrapper
@@ -542,6 +558,7 @@ class GatewaySite(Site):
         self.limits = limits
         self.name = name
         self.refused_connections = 0
+        self.rejected_requests: Counter[int] = Counter()
         self._open_connections = 0
         self._refusals_not_logged = 0
         self._last_refusal_log: float | None = None

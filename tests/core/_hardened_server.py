@@ -18,14 +18,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from twisted.web.resource import Resource  # noqa: E402
-from twisted.web.server import Request  # noqa: E402
+from twisted.web.resource import Resource
+from twisted.web.server import Request
 
-from twistgw.http import GatewaySite  # noqa: E402
-from twistgw.limits import Limits  # noqa: E402
+from twistgw.http import GatewaySite
+from twistgw.limits import Limits
 
 
 class EchoResource(Resource):
@@ -39,9 +40,7 @@ class EchoResource(Resource):
         :param request: the request.
         """
         if request.path == b"/headers":
-            names = sorted(
-                name.lower() for name, _ in request.requestHeaders.getAllRawHeaders()
-            )
+            names = sorted(name.lower() for name, _ in request.requestHeaders.getAllRawHeaders())
             return b"\n".join(names)
         return b"ok"
 
@@ -90,14 +89,15 @@ def main(argv: list[str] | None = None) -> None:
         underscore_headers=args.underscore_headers,
     )
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
-    port = reactor.listenTCP(0, build_site(limits), interface="127.0.0.1")  # type: ignore[attr-defined]
+    reactor: Any = global_reactor  # zope interfaces are opaque to mypy without mypy-zope
+    port = reactor.listenTCP(0, build_site(limits), interface="127.0.0.1")
     tmp = args.port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(port.getHost().port))
     os.replace(tmp, args.port_file)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":
