@@ -134,6 +134,7 @@ def _error_response(status: int, max_body_bytes: int) -> bytes:
 # a zero-argument super() builds a proxy object on every call.
 _base_data_received: Final[Callable[[HTTPChannel, bytes], None]] = HTTPChannel.dataReceived
 _base_line_received: Final[Callable[[HTTPChannel, bytes], None]] = HTTPChannel.lineReceived
+_base_header_received: Final[Callable[[HTTPChannel, bytes], bool]] = HTTPChannel.headerReceived
 
 
 class HardenedHTTPChannel(HTTPChannel):
@@ -345,6 +346,21 @@ class HardenedHTTPChannel(HTTPChannel):
         """
         self.reject(431 if self._in_head else 414)
 
+    def headerReceived(self, line: bytes) -> bool:
+        """Let Twisted store the header, and keep its name as the client spelled it.
+
+        :param line: one complete header line.
+        :returns: whether the header was accepted.
+        """
+        accepted = _base_header_received(self, line)
+        if accepted:
+            request = self.requests[-1]
+            pairs = getattr(request, "raw_header_pairs", None)
+            if pairs is not None:
+                name, _, value = line.partition(b":")
+                pairs.append((name, value.strip(b" \t")))
+        return accepted
+
     def allHeadersReceived(self) -> None:
         """Validate the complete request head before Twisted acts on it.
 
@@ -458,6 +474,13 @@ class GatewayRequest(Request):
 
     _body_budget: int = 0
     _hardened_channel: HardenedHTTPChannel | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: ``(name, value)`` exactly as received, in order: REST Lambda events and
+        #: mappings show header names with the client's own spelling, which Twisted's
+        #: ``requestHeaders`` canonicalises away.
+        self.raw_header_pairs: list[tuple[bytes, bytes]] = []
 
     def gotLength(self, length: int | None) -> None:
         """Prepare an in-memory body buffer and the byte budget of this request.
