@@ -1,0 +1,218 @@
+"""Access log: AWS's ``$context`` formats (§6.9), presets, destinations, per-stage override."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from twistgw import hookimpl
+from twistgw.accesslog import AccessLog, compile_format
+from twistgw.config import ACCESS_LOG_PRESETS, AccessLogConfig
+from twistgw.errors import ConfigError, Throttled
+from twistgw.models import Context
+from twistgw.pipeline import Exchange
+from twistgw.testing import make_context, make_inbound
+from twistgw.variables import Finish, request_time
+
+if TYPE_CHECKING:
+    from conftest import Builders, HarnessFactory, LogCapture
+
+    from twistgw.testing import GatewayHarness
+
+CLF = ACCESS_LOG_PRESETS["clf"]
+JSON = ACCESS_LOG_PRESETS["json"]
+
+
+def harness(make_harness: HarnessFactory, b: Builders, access_log: Any,
+            stages: list[Any] | None = None) -> GatewayHarness:
+    doc = b.openapi({"/pets/{id}": {"get": b.mock_op(200, '{"id": 1}')}})
+    return make_harness(doc, config=b.gateway_config(access_log=access_log, stages=stages))
+
+
+def run(h: GatewayHarness, method: str, path: str, **kw: Any) -> Exchange:
+    result = h.exchange(method, path, **kw)
+    assert isinstance(result, Exchange)
+    return result
+
+
+def lines(log_events: LogCapture) -> list[str]:
+    return [e["line"] for e in log_events.namespace("twistgw.access")]
+
+
+def test_presets_are_awss_examples() -> None:
+    assert CLF == ('$context.identity.sourceIp $context.identity.caller $context.identity.user '
+                   '[$context.requestTime] "$context.httpMethod $context.resourcePath '
+                   '$context.protocol" $context.status $context.responseLength '
+                   '$context.requestId $context.extendedRequestId')
+    assert JSON == ('{ "requestId":"$context.requestId", "extendedRequestId":'
+                    '"$context.extendedRequestId", "ip": "$context.identity.sourceIp", '
+                    '"caller":"$context.identity.caller", "user":"$context.identity.user", '
+                    '"requestTime":"$context.requestTime", "httpMethod":"$context.httpMethod", '
+                    '"resourcePath":"$context.resourcePath", "status":"$context.status", '
+                    '"protocol":"$context.protocol", "responseLength":"$context.responseLength" }')
+
+
+def test_request_time_format() -> None:
+    assert request_time(1583349317.0) == "04/Mar/2020:19:15:17 +0000"
+    assert request_time(1583349317.999) == "04/Mar/2020:19:15:17 +0000"
+    assert request_time(0) == "01/Jan/1970:00:00:00 +0000"
+
+
+def test_unit_render_with_unset_values() -> None:
+    access = AccessLog(AccessLogConfig(format=CLF))
+    ctx = make_context(make_inbound("POST", "/prod/x", client_ip="10.1.2.3"),
+                       received_at=1583349317.0, method="POST")
+    line = access.render(ctx, Finish(status=403, response_length=42))
+    assert line == ('10.1.2.3 - - [04/Mar/2020:19:15:17 +0000] "POST - HTTP/1.1" 403 42 '
+                    'c6af9ac6-7b61-11e6-9a41-93e8deadbeef EXqgWgXxSK4EJug=')
+
+
+def test_unknown_variables_render_a_dash() -> None:
+    pieces = compile_format("a $context.nosuch b $context.requestId")
+    assert pieces[1] == "-"
+    access = AccessLog(AccessLogConfig(format="$context.nosuch|$context.stage|"
+                                              "$context.authorizer.claims.sub"))
+    assert access.render(make_context(), Finish()) == "-|-|-"
+
+
+def test_clf_preset(make_harness: HarnessFactory, b: Builders,
+                    log_events: LogCapture) -> None:
+    h = harness(make_harness, b, {"format": "clf"})
+    ex = run(h, "GET", "/prod/pets/7", client_ip="192.0.2.9")
+    ctx = ex.ctx
+    assert lines(log_events) == [
+        f'192.0.2.9 - - [{request_time(ctx.received_at)}] "GET /pets/{{id}} HTTP/1.1" 200 9 '
+        f"{ctx.request_id} {ctx.extended_request_id}"]
+
+
+def test_clf_is_the_default_format(make_harness: HarnessFactory, b: Builders,
+                                   log_events: LogCapture) -> None:
+    doc = b.openapi({"/pets/{id}": {"get": b.mock_op(200, '{"id": 1}')}})
+    config = b.gateway_config()
+    del config["access_log"]
+    h = make_harness(doc, config=config)
+    ex = run(h, "GET", "/prod/nope")
+    assert lines(log_events) == [
+        f'127.0.0.1 - - [{request_time(ex.ctx.received_at)}] "GET - HTTP/1.1" 403 42 '
+        f"{ex.ctx.request_id} {ex.ctx.extended_request_id}"]
+
+
+def test_json_preset(make_harness: HarnessFactory, b: Builders,
+                     log_events: LogCapture) -> None:
+    h = harness(make_harness, b, {"format": "json"})
+    ex = run(h, "GET", "/prod/pets/7")
+    (line,) = lines(log_events)
+    assert json.loads(line) == {
+        "requestId": ex.ctx.request_id, "extendedRequestId": ex.ctx.extended_request_id,
+        "ip": "127.0.0.1", "caller": "-", "user": "-",
+        "requestTime": request_time(ex.ctx.received_at), "httpMethod": "GET",
+        "resourcePath": "/pets/{id}", "status": "200", "protocol": "HTTP/1.1",
+        "responseLength": "9"}
+    assert line.startswith('{ "requestId":"')
+
+
+def test_custom_format(make_harness: HarnessFactory, b: Builders,
+                       log_events: LogCapture) -> None:
+    fmt = ("$context.apiId $context.stage $context.routeKey $context.path "
+           "$context.status $context.error.responseType $context.error.message "
+           "$context.integrationStatus $context.authorizer.principalId $context.domainName "
+           "$context.identity.userAgent")
+    h = harness(make_harness, b, {"format": fmt})
+    run(h, "GET", "/prod/pets/7?x=1", headers={"User-Agent": "curl/8"})
+    run(h, "GET", "/prod/nope")
+    assert lines(log_events) == [
+        "testapi prod GET /pets/{id} /prod/pets/7 200 - - 200 - localhost curl/8",
+        "testapi prod - /prod/nope 403 MISSING_AUTHENTICATION_TOKEN Missing Authentication "
+        "Token - - localhost -",
+    ]
+
+
+def test_error_message_string_in_the_log(make_harness: HarnessFactory, b: Builders,
+                                         log_events: LogCapture) -> None:
+    class Slow:
+        @hookimpl
+        def authorize(self, ctx: Context) -> None:
+            raise Throttled()
+
+    doc = b.openapi({"/x": {"get": b.mock_op()}})
+    h = make_harness(doc, plugins=[("slow", Slow())], config=b.gateway_config(
+        access_log={"format": "$context.status $context.error.messageString"}))
+    h.request("GET", "/prod/x")
+    assert lines(log_events) == ['429 "Too Many Requests"']
+
+
+def test_access_log_off(make_harness: HarnessFactory, b: Builders,
+                        log_events: LogCapture) -> None:
+    h = harness(make_harness, b, False)
+    assert h.gateway.deployment.access_log is None
+    run(h, "GET", "/prod/pets/7")
+    assert lines(log_events) == []
+
+
+def test_access_log_format_off(make_harness: HarnessFactory, b: Builders,
+                               log_events: LogCapture) -> None:
+    h = harness(make_harness, b, {"format": "off"})
+    run(h, "GET", "/prod/pets/7")
+    assert lines(log_events) == []
+
+
+def test_file_destination(make_harness: HarnessFactory, b: Builders, tmp_path: Path,
+                          log_events: LogCapture) -> None:
+    h = harness(make_harness, b, {"format": "$context.requestId $context.status",
+                                  "path": "logs/access.log"})
+    (tmp_path / "logs").mkdir()
+    target = tmp_path / "logs" / "access.log"
+    first = run(h, "GET", "/prod/pets/1")
+    second = run(h, "GET", "/prod/nope")
+    h.clock.advance(1)
+    assert target.read_text(encoding="utf-8") == (
+        f"{first.ctx.request_id} 200\n{second.ctx.request_id} 403\n")
+    third = run(h, "GET", "/prod/pets/2")
+    h.gateway.deployment.close()
+    assert target.read_text(encoding="utf-8").splitlines()[-1] == f"{third.ctx.request_id} 200"
+    assert lines(log_events) == []
+
+
+def test_stage_level_override(make_harness: HarnessFactory, b: Builders, tmp_path: Path,
+                              log_events: LogCapture) -> None:
+    stages = [
+        {"name": "prod"},
+        {"name": "beta", "access_log": {"format": "json", "path": "beta.log"}},
+        {"name": "quiet", "access_log": False},
+        {"name": "gamma", "access_log": {"format": "$context.stage $context.status"}},
+    ]
+    h = harness(make_harness, b, {"format": "$context.stage default"}, stages=stages)
+    for stage in ("prod", "beta", "quiet", "gamma"):
+        run(h, "GET", f"/{stage}/pets/1")
+    h.gateway.deployment.close()
+    assert lines(log_events) == ["prod default", "gamma 200"]
+    (line,) = (tmp_path / "beta.log").read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["status"] == "200"
+
+
+def test_stage_override_inherits_the_format(make_harness: HarnessFactory, b: Builders,
+                                            tmp_path: Path, log_events: LogCapture) -> None:
+    stages = [{"name": "prod", "access_log": {"path": "prod.log"}}]
+    h = harness(make_harness, b, {"format": "$context.stage $context.httpMethod"},
+                stages=stages)
+    run(h, "PUT", "/prod/pets/1")
+    h.gateway.deployment.close()
+    assert (tmp_path / "prod.log").read_text(encoding="utf-8") == "prod PUT\n"
+    assert lines(log_events) == []
+
+
+@pytest.mark.parametrize(("access_log", "path", "words"), [
+    ({"format": "no variables here"}, "access_log.format", "must use $context variables"),
+    ({"format": "$context.requestId\n$context.status"}, "access_log.format", "single line"),
+    ({"format": "clf", "destination": "x"}, "access_log.destination", "unknown key"),
+])
+def test_access_log_config_errors(make_harness: HarnessFactory, b: Builders, tmp_path: Path,
+                                  access_log: Any, path: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        harness(make_harness, b, access_log)
+    assert info.value.file == str(tmp_path / "gateway.yaml")
+    assert info.value.path == path
+    assert words in info.value.problem
