@@ -1,0 +1,151 @@
+"""The MOCK integration plugin (aws-apigw-spec.md §3.7): statusCode from the request
+template, body only from the integration response template."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import twistgw_mock
+from twistgw_mock import parse_status_code
+
+from twistgw import ApiConfigurationError
+from twistgw.definition import Integration, Operation
+from twistgw.deployment import Route
+from twistgw.models import Context, IntegrationRequest
+from twistgw.registry import Registry
+from twistgw.testing import make_context, make_inbound
+
+if TYPE_CHECKING:
+    from conftest import Builders, HarnessFactory, LogCapture
+
+UNPARSEABLE = ("Execution failed due to configuration error: Unable to parse statusCode. "
+               "It should be an integer that is defined in the request template.")
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b'{"statusCode": 200}', 200),
+    (b'{"statusCode": 404, "extra": [1, 2]}', 404),
+    (b'  {\n  "statusCode" : 201\n}\n', 201),
+    (b"{statusCode: 200}", 200),  # CDK's CORS OPTIONS method
+    (b"{ statusCode : 302, other: x }", 302),
+    (b"{'statusCode': 500}", 500),
+    (b'{"statusCode": 599}', 599),
+    (b'{"statusCode": 100}', 100),
+])
+def test_parse_status_code(body: bytes, status: int) -> None:
+    assert parse_status_code(body) == status
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"{}", b"null", b"[200]", b"200", b'{"status": 200}', b'{"statusCode": null}',
+    b'{"statusCode": true}', b'{"statusCode": 99}', b'{"statusCode": 600}',
+    b'{"statusCode": 200.5}', b'{"statusCode": "abc"}', b"{statusCode: abc}",
+    b'{"statusCode": "200"}', b"{statusCode: '200'}", b'{statusCode: "200"}',
+    b"{statusCode: 200.5}",
+    b"not json at all", b"\xff\xfe", b'{"nested": {"statusCode": 200}}',
+])
+def test_parse_status_code_refuses(body: bytes) -> None:
+    assert parse_status_code(body) is None
+
+
+def mock_ctx(integration: Integration | None) -> Context:
+    route = None
+    if integration is not None:
+        route = Route(api_id="a", operation=Operation(path="/x", method="GET",
+                                                      integration=integration),
+                      resource_id="r", timeout=29.0)
+    return make_context(make_inbound("GET", "/prod/x"), route=route)
+
+
+def test_integrate_answers_only_mock() -> None:
+    request = IntegrationRequest(method="GET", uri="", body=b'{"statusCode": 201}')
+    response = twistgw_mock.integrate(mock_ctx(Integration(type="MOCK")), request)
+    assert response is not None
+    assert (response.status, response.body) == (201, b"")
+    proxy = Integration(type="HTTP_PROXY", uri="http://x/")
+    assert twistgw_mock.integrate(mock_ctx(proxy), request) is None
+    assert twistgw_mock.integrate(mock_ctx(None), request) is None
+
+
+def test_integrate_without_status_code(log_events: LogCapture) -> None:
+    ctx = mock_ctx(Integration(type="MOCK"))
+    with pytest.raises(ApiConfigurationError):
+        twistgw_mock.integrate(ctx, IntegrationRequest(method="GET", uri="", body=b"{}"))
+    assert log_events.texts() == [f"({ctx.request_id}) {UNPARSEABLE}"]
+
+
+def test_register_claims_mock_and_filters_routes() -> None:
+    registry = Registry()
+    registry.plugin = "mock"
+    twistgw_mock.register(registry)
+    assert registry.integration_types == {"MOCK": "mock"}
+    keep = registry.route_filters["mock"]
+
+    def route(integration: Integration | None) -> Route:
+        return Route(api_id="a", operation=Operation(path="/", method="GET",
+                                                     integration=integration),
+                     resource_id="r", timeout=1.0)
+
+    assert keep(route(Integration(type="MOCK")))
+    assert not keep(route(Integration(type="HTTP", uri="http://x/")))
+    assert not keep(route(None))
+
+
+# -- end to end ----------------------------------------------------------------------------------
+
+
+def test_missing_status_code_is_500_with_awss_log(make_harness: HarnessFactory, b: Builders,
+                                                  log_events: LogCapture) -> None:
+    doc = b.openapi({"/x": {"get": b.mock_op(template='{"status": 200}')},
+                     "/none": {"get": {"x-amazon-apigateway-integration": {
+                         "type": "mock", "responses": {"default": {"statusCode": "200"}}}}}})
+    h = make_harness(doc)
+    for path in ("/prod/x", "/prod/none"):
+        response = h.request("GET", path)
+        assert response.status == 500
+        assert response.body == b'{"message": "Internal server error"}'
+        assert response.headers.get("x-amzn-ErrorType") == "InternalServerErrorException"
+    assert sum(UNPARSEABLE in t for t in log_events.texts()) == 2
+
+
+def test_status_code_selects_the_integration_response(make_harness: HarnessFactory,
+                                                      b: Builders) -> None:
+    responses: dict[str, Any] = {
+        "default": {"statusCode": "200", "responseTemplates": {"application/json": '"ok"'}},
+        "4\\d{2}": {"statusCode": "400",
+                    "responseTemplates": {"application/json": '"client error"'}},
+        "503": {"statusCode": "503"},
+    }
+    doc = b.openapi({
+        "/ok": {"get": b.mock_op(template='{"statusCode": 200}', responses=responses)},
+        "/bad": {"get": b.mock_op(template='{"statusCode": 404}', responses=responses)},
+        "/down": {"get": b.mock_op(template="{statusCode: 503}", responses=responses)},
+    })
+    h = make_harness(doc)
+    assert (h.request("GET", "/prod/ok").status, h.request("GET", "/prod/ok").body) \
+        == (200, b'"ok"')
+    bad = h.request("GET", "/prod/bad")
+    assert (bad.status, bad.body) == (400, b'"client error"')
+    down = h.request("GET", "/prod/down")
+    assert (down.status, down.body) == (503, b"")
+
+
+def test_body_comes_only_from_the_response_template(make_harness: HarnessFactory,
+                                                    b: Builders) -> None:
+    doc = b.openapi({"/empty": {"post": b.mock_op(201)},
+                     "/body": {"post": b.mock_op(201, '{"created": true}')}})
+    h = make_harness(doc)
+    empty = h.request("POST", "/prod/empty", body=b'{"client": "data"}',
+                      headers={"Content-Type": "application/json"})
+    assert (empty.status, empty.body) == (201, b"")
+    body = h.request("POST", "/prod/body", body=b"ignored")
+    assert (body.status, body.body) == (201, b'{"created": true}')
+
+
+def test_no_trace_id_on_mock_responses(make_harness: HarnessFactory, b: Builders) -> None:
+    h = make_harness(b.openapi({"/x": {"get": b.mock_op(200, '"x"')}}))
+    trace = "Root=1-5e1b4151-5ac6c58f5b5d5a8e8a4e6c36;Parent=53995c3f42cd8ad8;Sampled=1"
+    response = h.request("GET", "/prod/x", headers={"X-Amzn-Trace-Id": trace})
+    assert response.status == 200
+    assert "x-amzn-trace-id" not in response.headers
