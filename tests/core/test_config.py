@@ -7,7 +7,6 @@ what nothing implements (:mod:`twistgw.deployment`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -220,13 +219,11 @@ def test_listener_tls_is_not_implemented_yet(tmp_path: Path) -> None:
 
 def test_invalid_yaml_in_the_gateway_config(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text("apis:\n  - id: x\n    definition: [unclosed\n", encoding="utf-8")
+    path.write_text("apis:\n  - id: x\n    definition: a: b\n", encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    err = info.value
-    assert err.file == str(path)
-    assert re.fullmatch(r"line \d+ column \d+", err.path), err.path
-    assert "invalid YAML" in err.problem
+    assert str(info.value) == (f"{path}: line 3 column 18: invalid YAML: mapping values are "
+                               "not allowed here")
 
 
 def test_invalid_yaml_in_a_definition(tmp_path: Path) -> None:
