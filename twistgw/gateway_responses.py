@@ -147,10 +147,8 @@ def render(ctx: Context, error: GatewayError) -> Response:
                 headers.append((key.rsplit(".", 1)[-1] if key.startswith(
                     "gatewayresponse.header.") else key, value))
         template = _pick_template(custom.response_templates, ctx.request.headers.get("accept"))
-        for k, v in list(headers):
-            if k.lower() == "content-type" and k != "Content-Type":
-                headers.remove(("Content-Type", "application/json"))
-                break
+        if any(k.lower() == "content-type" for k, _ in headers[1:]):
+            del headers[0]  # a mapped Content-Type replaces the default one
     headers.append(("x-amzn-ErrorType", error.error_type))
     headers.extend(error.headers)
     body = render_simple_template(template, ctx, fin)

@@ -337,9 +337,11 @@ def test_template_chosen_by_accept(make_harness: HarnessFactory, b: Builders) ->
         == b'{"j": 1}'
 
 
-def test_customised_content_type(make_harness: HarnessFactory, b: Builders) -> None:
+@pytest.mark.parametrize("spelling", ["content-type", "Content-Type", "CONTENT-TYPE"])
+def test_customised_content_type(make_harness: HarnessFactory, b: Builders,
+                                 spelling: str) -> None:
     custom = {"UNAUTHORIZED": {"responseParameters": {
-        "gatewayresponse.header.content-type": "'text/plain'"},
+        f"gatewayresponse.header.{spelling}": "'text/plain'"},
         "responseTemplates": {"application/json": "$context.error.message"}}}
     h = harness_with(make_harness, b, Raiser("authorize", Unauthorized()),
                      **{"x-amazon-apigateway-gateway-responses": custom})
