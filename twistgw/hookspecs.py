@@ -146,7 +146,8 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
         May return a Deferred or be ``async def``.
     :builtin: the core starts from the method request (integration method, URI with stage
         variables substituted, headers, query, body); the mapping plugin renders
-        ``requestTemplates`` for non-proxy integrations.
+        ``requestTemplates`` for non-proxy integrations, ``tryfirst``, so other
+        implementations see the templated request.
 
     .. versionadded:: 0.1
     """
@@ -185,7 +186,8 @@ def map_response(
     :builtin: the core starts from the integration response as is (right for proxy
         integrations); the mapping plugin selects the integration response by
         ``selectionPattern`` and applies its status, header mappings and template for
-        non-proxy integrations.
+        non-proxy integrations, ``tryfirst``, so other implementations refine the method
+        response it built.
 
     .. versionadded:: 0.1
     """
