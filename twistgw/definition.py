@@ -561,7 +561,7 @@ class _Parser:
     ) -> Operation:
         self.check_extensions(op, where)
         params: dict[tuple[str, str], Parameter] = {}
-        for source, plist in (("path item", common_params), ("operation", op.get("parameters"))):
+        for _source, plist in (("path item", common_params), ("operation", op.get("parameters"))):
             if plist is None:
                 continue
             if not isinstance(plist, list):

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .errors import GatewayError, PluginError
 
@@ -81,9 +82,7 @@ def plugin_failure(impl: Impl, err: BaseException) -> PluginError:
     return PluginError(impl.plugin, impl.hook)
 
 
-def _as_failure(err: BaseException) -> Any:
-    from twisted.python.failure import Failure
-
+def _as_failure(err: BaseException) -> Failure:
     return Failure(err, type(err), err.__traceback__)
 
 
@@ -97,7 +96,7 @@ async def call_impl(impl: Impl, kwargs: dict[str, Any], timings: list[tuple[str,
             result = await result
     except GatewayError:
         raise
-    except Exception as e:  # noqa: BLE001 - a plugin's bug must not kill the request path
+    except Exception as e:
         raise plugin_failure(impl, e) from e
     finally:
         if timings is not None:
@@ -142,18 +141,21 @@ async def call_each(impls: Sequence[Impl], kwargs: dict[str, Any],
     return results
 
 
+def _log_observer_failure(failure: Failure, impl: Impl) -> None:
+    log.failure("plugin {plugin} failed in hook {hook}", failure, plugin=impl.plugin,
+                hook=impl.hook)
+
+
 def notify(impls: Sequence[Impl], kwargs: dict[str, Any]) -> None:
     """Call observers one by one; an exception is logged and never propagates."""
     for impl in impls:
         try:
             result = impl.function(*[kwargs[a] for a in impl.argnames])
+            if inspect.iscoroutine(result):
+                result = Deferred.fromCoroutine(result)
             if isinstance(result, Deferred):
-                result.addErrback(lambda f, i=impl: log.failure(
-                    "plugin {plugin} failed in hook {hook}", f, plugin=i.plugin, hook=i.hook))
-            elif inspect.iscoroutine(result):
-                Deferred.fromCoroutine(result).addErrback(lambda f, i=impl: log.failure(
-                    "plugin {plugin} failed in hook {hook}", f, plugin=i.plugin, hook=i.hook))
-        except Exception as e:  # noqa: BLE001
+                result.addErrback(_log_observer_failure, impl)
+        except Exception as e:
             log.failure("plugin {plugin} failed in hook {hook}", _as_failure(e),
                         plugin=impl.plugin, hook=impl.hook)
 

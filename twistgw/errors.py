@@ -51,7 +51,7 @@ _DEFAULT = _Default.DEFAULT
 class ResponseType:
     """Static description of one gateway-response type (§4.1)."""
 
-    __slots__ = ("name", "status", "error_type", "message")
+    __slots__ = ("error_type", "message", "name", "status")
 
     def __init__(self, name: str, status: int, error_type: str, message: str | None) -> None:
         self.name = name
@@ -125,7 +125,7 @@ class GatewayError(Exception):
 
     def __init__(
         self,
-        message: str | None | _Default = _DEFAULT,
+        message: str | _Default | None = _DEFAULT,
         *,
         status: int | None = None,
         headers: Iterable[tuple[str, str]] = (),

@@ -137,7 +137,8 @@ class Gateway(MultiService):
 
     def port_of(self, listener: str) -> int:
         """The bound port of a listener (useful with ``tcp:0``)."""
-        return int(self.ports[listener].getHost().port)
+        address: Any = self.ports[listener].getHost()
+        return int(address.port)
 
 
 def served_urls(gateway: Gateway) -> list[tuple[str, str]]:

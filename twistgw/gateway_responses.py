@@ -3,7 +3,7 @@
 This module is a core plugin: its ``trylast`` ``handle_error`` implementation always
 answers, so any plugin may replace the rendering for some errors and leave the rest here.
 
-REST APIs follow aws-apigw-spec.md §4.1–§4.3: the error's type picks the API's custom
+REST APIs follow aws-apigw-spec.md §4.1-§4.3: the error's type picks the API's custom
 response if ``x-amazon-apigateway-gateway-responses`` has one, else ``DEFAULT_4XX`` /
 ``DEFAULT_5XX``, else AWS's default; templates are *simple substitution* of ``$context``
 and ``$stageVariables`` (not VTL), the default being ``{"message":$context.error.
@@ -47,6 +47,15 @@ def _stringify(value: object) -> str:
     return str(value)
 
 
+def _stage_variable_piece(name: str) -> Callable[[Context, Finish], str]:
+    return lambda c, f: _stringify(c.stage_variables.get(name))
+
+
+def _context_piece(getter: Callable[[Context, Finish | None], object]
+                   ) -> Callable[[Context, Finish], str]:
+    return lambda c, f: _stringify(getter(c, f))
+
+
 @lru_cache(maxsize=512)
 def _compile(template: str) -> tuple[Piece, ...]:
     """Split a template into literal text and variable getters (cached per template)."""
@@ -58,13 +67,10 @@ def _compile(template: str) -> tuple[Piece, ...]:
         ns = m.group(1) or m.group(3)
         name = m.group(2) or m.group(4)
         if ns == "stageVariables":
-            pieces.append(lambda c, f, n=name: _stringify(c.stage_variables.get(n)))
+            pieces.append(_stage_variable_piece(name))
         else:
             getter = getter_for(name)
-            if getter is None:
-                pieces.append("")
-            else:
-                pieces.append(lambda c, f, g=getter: _stringify(g(c, f)))
+            pieces.append(_context_piece(getter) if getter is not None else "")
         pos = m.end()
     if pos < len(template):
         pieces.append(template[pos:])
@@ -141,11 +147,15 @@ def render(ctx: Context, error: GatewayError) -> Response:
         if custom.status_code is not None:
             status = custom.status_code
         fin.status = status
+        prefix = "gatewayresponse.header."
         for key, source in custom.response_parameters.items():
+            if not key.startswith(prefix):
+                # gatewayresponse.path / .querystring targets have nothing to set on a
+                # response; AWS accepts and ignores them, so do we.
+                continue
             value = resolve_parameter(source, ctx, fin)
             if value is not None:
-                headers.append((key.rsplit(".", 1)[-1] if key.startswith(
-                    "gatewayresponse.header.") else key, value))
+                headers.append((key[len(prefix):], value))
         template = _pick_template(custom.response_templates, ctx.request.headers.get("accept"))
         if any(k.lower() == "content-type" for k, _ in headers[1:]):
             del headers[0]  # a mapped Content-Type replaces the default one
@@ -174,7 +184,7 @@ def http_api_error(error: GatewayError) -> Response:
     else:
         status, message = error.status, error.message or ""
     body = json.dumps({"message": message}, separators=(",", ":")).encode("utf-8")
-    headers = Headers((("Content-Type", "application/json"),) + error.headers)
+    headers = Headers((("Content-Type", "application/json"), *error.headers))
     return Response(status=status, headers=headers, body=body)
 
 

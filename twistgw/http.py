@@ -121,7 +121,7 @@ def _error_response(status: int, max_body_bytes: int) -> bytes:
     return b"".join(
         (
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status].encode("ascii")),
-            b"Date: %s\r\n" % (datetimeToString(),),  # type: ignore[no-untyped-call]
+            b"Date: %s\r\n" % (datetimeToString(),),
             b"Content-Type: %s\r\n" % (content_type,),
             b"Content-Length: %d\r\n" % (len(body),),
             b"Connection: close\r\n\r\n",
@@ -178,7 +178,7 @@ class HardenedHTTPChannel(HTTPChannel):
     _log = Logger()
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # Twisted is unannotated here
+        super().__init__()  # Twisted is unannotated here
         # Parser state of this layer.  ``_in_head`` is True between an accepted request
         # line and the blank line that ends its header section.
         self._in_head = False
@@ -222,7 +222,7 @@ class HardenedHTTPChannel(HTTPChannel):
         """Take a slot of the listener's connection cap, then start as Twisted does."""
         if self._slot_owner is not None:
             self._slot_owner._connection_opened()
-        super().connectionMade()  # type: ignore[no-untyped-call]  # Twisted is untyped here
+        super().connectionMade()  # Twisted is untyped here
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         """Cancel our timer, give the connection slot back, then clean up as Twisted does.
@@ -231,7 +231,7 @@ class HardenedHTTPChannel(HTTPChannel):
         """
         self._cancel_header_deadline()
         self._release_slot()
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        super().connectionLost(reason)
 
     def _release_slot(self) -> None:
         """Return this connection's slot to the listener (idempotent)."""
@@ -277,7 +277,7 @@ class HardenedHTTPChannel(HTTPChannel):
             and (self._in_head or self._buffer)
             and not self._rejected
         ):
-            self._header_call = self.callLater(  # type: ignore[no-untyped-call]
+            self._header_call = self.callLater(
                 self._header_timeout, self._header_deadline_passed
             )
 
@@ -330,7 +330,7 @@ class HardenedHTTPChannel(HTTPChannel):
         _base_line_received(self, line)
         if self._rejected:
             return
-        target = typing.cast(bytes, self._path)  # Twisted's inferred type is wrong
+        target: bytes = self._path
         if target[:1] != b"/" and target != b"*":
             # absolute-form / authority-form: we are not a forward proxy, and routing on a
             # URI authority that differs from Host is a classic confusion vector.
@@ -387,7 +387,7 @@ class HardenedHTTPChannel(HTTPChannel):
         if length is not None and length > self._max_body_bytes:
             self.reject(413)
             return
-        super().allHeadersReceived()  # type: ignore[no-untyped-call]
+        super().allHeadersReceived()
 
     def allContentReceived(self) -> None:
         """Hand the request to the application unless this layer refused it.
@@ -397,7 +397,7 @@ class HardenedHTTPChannel(HTTPChannel):
         """
         if self._rejected:
             return
-        super().allContentReceived()  # type: ignore[no-untyped-call]
+        super().allContentReceived()
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         """Route Twisted's own 400 answers through :meth:`reject` (same shape, same close)."""
@@ -441,22 +441,23 @@ class HardenedHTTPChannel(HTTPChannel):
         self._rejected = True
         self._in_head = False
         self._cancel_header_deadline()
-        self.setTimeout(None)  # type: ignore[no-untyped-call]
-        self.clearLineBuffer()  # type: ignore[no-untyped-call]
+        self.setTimeout(None)
+        self.clearLineBuffer()
         if self._slot_owner is not None:
             self._slot_owner.rejected_requests[status] += 1
         transport: Any = self.transport
         if transport is None:
             return
         transport.write(_error_response(status, self._max_body_bytes))
-        self._networkProducer.unregisterProducer()
+        producer: Any = self._networkProducer
+        producer.unregisterProducer()
         if isinstance(transport, tcp.Connection):
-            transport.loseWriteConnection()  # type: ignore[no-untyped-call]
-            transport.resumeProducing()  # type: ignore[no-untyped-call]
+            transport.loseWriteConnection()
+            transport.resumeProducing()
         else:
             transport.loseConnection()
         if self._abortingCall is None:
-            self._abortingCall = self.callLater(  # type: ignore[no-untyped-call]
+            self._abortingCall = self.callLater(
                 self.reject_linger, self.forceAbortClient
             )
 
@@ -569,7 +570,7 @@ class GatewaySite(Site):
         clock: IReactorTime | None = None,
         name: str = "listener",
     ) -> None:
-        super().__init__(  # type: ignore[no-untyped-call]
+        super().__init__(
             resource,
             GatewayRequest,
             timeout=limits.idle_timeout,
@@ -615,7 +616,7 @@ class GatewaySite(Site):
         if self._open_connections >= self.limits.max_connections:
             self._note_refusal(addr)
             return _RefusedConnection()
-        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        channel = super().buildProtocol(addr)
         if isinstance(channel, HardenedHTTPChannel):
             channel.apply_limits(self.limits)
             channel._slot_owner = self

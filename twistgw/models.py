@@ -119,11 +119,11 @@ class Headers:
 
     def with_added(self, name: str, value: str) -> Headers:
         """A copy with one more ``name: value`` line."""
-        return Headers(self.items + ((name, value),))
+        return Headers((*self.items, (name, value)))
 
     def with_set(self, name: str, value: str) -> Headers:
         """A copy where ``name`` has exactly the one value ``value``."""
-        return Headers(self.without(name).items + ((name, value),))
+        return Headers((*self.without(name).items, (name, value)))
 
     def without(self, *names: str) -> Headers:
         """A copy without any of ``names``."""

@@ -261,7 +261,7 @@ class Pipeline:
             if api is None:
                 return _Target(domain=host, error=ResourceNotFound(
                     "Not Found" if targets.apis else "No API is served on this listener"))
-        segment, sep, rest = raw_path[1:].partition("/")
+        segment, _sep, rest = raw_path[1:].partition("/")
         if api.is_http:
             if segment and segment in api.stages:
                 return _Target(api=api, stage=segment, path="/" + rest,
@@ -363,7 +363,7 @@ class Pipeline:
                 raise
             except CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise plugin_failure(impl, e) from e
             finally:
                 outcome.timings.append(("integrate", impl.plugin, time.perf_counter() - start))

@@ -109,7 +109,7 @@ def make_plugin_manager(
     for ep in shipped + list(reversed(third)):
         try:
             plugin = ep.load()
-        except Exception as e:  # noqa: BLE001 - any import error is a config problem
+        except Exception as e:
             raise ConfigError(source, "plugins", f"plugin {ep.name!r} ({ep.value}) failed to "
                               f"import: {type(e).__name__}: {e}") from e
         pm.register(plugin, name=ep.name)

@@ -2,7 +2,7 @@
 
 Routes compile once per deployment into a segment trie, so a lookup walks the request's
 path segments and never the route list: the cost does not grow with the number of routes.
-The rules (aws-apigw-spec.md §A.1–§A.5):
+The rules (aws-apigw-spec.md §A.1-§A.5):
 
 * a literal segment beats ``{param}``, which beats ``{proxy+}``; when a branch fails
   further down, matching backs off to the next candidate (as AWS's resource tree does);
@@ -45,8 +45,14 @@ class Match(Generic[R]):
 class _Node(Generic[R]):
     """One resource in the trie."""
 
-    __slots__ = ("literals", "param", "param_name", "greedy_name", "greedy_methods",
-                 "methods")
+    __slots__ = (
+        "greedy_methods",
+        "greedy_name",
+        "literals",
+        "methods",
+        "param",
+        "param_name",
+    )
 
     def __init__(self) -> None:
         self.literals: dict[str, _Node[R]] = {}

@@ -40,7 +40,7 @@ def _latin1(value: bytes) -> str:
 def inbound_from_twisted(request: Request, listener: str) -> InboundRequest:
     """Build the immutable :class:`InboundRequest` from Twisted's request."""
     uri = request.uri
-    path, sep, query = uri.partition(b"?")
+    path, _sep, query = uri.partition(b"?")
     raw_pairs = getattr(request, "raw_header_pairs", None)
     if raw_pairs is not None:
         headers = Headers(tuple((_latin1(k), _latin1(v)) for k, v in raw_pairs))
@@ -101,7 +101,7 @@ class GatewayResource:
         pipeline = self.gateway.pipeline
         try:
             result = pipeline.handle(deployment, inbound)
-        except Exception:  # noqa: BLE001 - the last line of defence: never crash a channel
+        except Exception:
             log.failure("unhandled error in the request pipeline")
             return self._internal_error(request)
         if isinstance(result, Deferred):
@@ -114,7 +114,7 @@ class GatewayResource:
         return NOT_DONE_YET
 
     def _write(self, request: Request, exchange: Exchange) -> None:
-        if request._disconnected:  # type: ignore[attr-defined]
+        if request._disconnected:
             return
         response = exchange.response
         request.setResponseCode(response.status)
@@ -134,7 +134,7 @@ class GatewayResource:
             log.debug("client went away; request cancelled")
             return
         log.failure("unhandled error in the request pipeline", failure)
-        if not request._disconnected:  # type: ignore[attr-defined]
+        if not request._disconnected:
             self._internal_error(request)
 
     def _unavailable(self, request: Request) -> Any:
