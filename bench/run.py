@@ -1,0 +1,791 @@
+"""twistgw benchmark harness (run it through ``bench/run``).
+
+Parts (default ``all`` = ``http`` then ``lookup``)::
+
+    bench/run [all|http|lookup|profile]
+
+``http``
+    On loopback, with every server pinned to core 0 (``taskset -c 0``) and wrk to core 1:
+    a bare twisted.web hello-world (bench/hello_twisted.py) and the gateway
+    (``twistd -n apigw``) serving a MOCK route, once with the access log on (as in
+    production) and once with ``access_log: false``.  Each is driven with
+    ``wrk -t1 -c50 -d${DURATION}s --latency`` (keep-alive) after a warm-up; prints
+    requests/s, p50/p99 and the gateway/bare ratios against the targets.
+``lookup``
+    ``RouteTable.match`` time for an API of 10 routes vs one of 5,000 routes, over the
+    same fixed request paths (timeit, best of several repeats).
+``profile``
+    Where a MOCK request's time goes: the full HTTP stack driven in memory (no sockets,
+    no reactor) for the bare Site and the gateway's Site, with and without cProfile;
+    then the live gateway under wrk with ``twistd --profile``.  Not part of ``all``.
+
+Environment: ``DURATION`` (seconds per measurement, default 10), ``WARMUP`` (default 2),
+``ROUNDS`` (alternate the servers this many times and report medians, default 3),
+``CONNECTIONS`` (default 50), ``SERVER_CPU`` / ``CLIENT_CPU`` (default 0 / 1).
+Servers' logs, profiles and ``results.json`` go to bench/out/.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import timeit
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+CONFIGS = BENCH / "configs"
+
+DURATION = int(os.environ.get("DURATION", "10"))
+WARMUP = int(os.environ.get("WARMUP", "2"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "50"))
+SERVER_CPU = os.environ.get("SERVER_CPU", "0")
+CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
+START_TIMEOUT = 30.0
+
+#: Targets of issue 2 ("Benchmark").
+TARGET_RPS_RATIO = 0.70
+TARGET_P99_MS = 10.0
+TARGET_LOOKUP_RATIO = 2.0
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# -- machine ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import twisted
+
+    try:
+        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True,
+                             timeout=10).stdout.splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        wrk = "?"
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = "?"
+    return {
+        "installed": installed_vs_tree(),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "twisted": twisted.__version__,
+        "wrk": wrk,
+        "kernel": platform.release(),
+        "commit": commit,
+    }
+
+
+def installed_vs_tree() -> str:
+    """Whether the measured (installed) twistgw is the source in this tree."""
+    import importlib.util
+
+    differing: list[str] = []
+    for package, source in (("twistgw", ROOT / "twistgw"),
+                            ("twistgw_mock", ROOT / "plugins" / "twistgw_mock"),
+                            ("twistgw_mapping", ROOT / "plugins" / "twistgw_mapping")):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            differing.append(f"{package} (not installed)")
+            continue
+        installed = Path(next(iter(spec.submodule_search_locations)))
+        if installed.resolve() == source.resolve():
+            return "editable install of this tree (bench/README.md asks for a regular one)"
+        for src in sorted(source.glob("*.py")):
+            inst = installed / src.name
+            if not inst.exists() or inst.read_bytes() != src.read_bytes():
+                differing.append(f"{package}/{src.name}")
+    try:
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                                "twistgw", "plugins"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        dirty = ""
+    tree = "the working tree (with uncommitted changes)" if dirty else "the commit"
+    if differing:
+        return (f"installed twistgw DIFFERS from the tree ({', '.join(differing[:5])}); "
+                "run pip install --force-reinstall --no-deps . first")
+    return f"installed twistgw = {tree}"
+
+
+# -- servers ------------------------------------------------------------------------------
+
+_RUNNING: list[Server] = []
+
+
+class Server:
+    """A server subprocess pinned to a core, its log in bench/out, stopped by pid."""
+
+    def __init__(self, name: str, argv: Sequence[str], port_re: str, path: str,
+                 expect: bytes) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.port_re = re.compile(port_re)
+        self.path = path
+        self.expect = expect
+        self.log_path = OUT / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    def start(self) -> Server:
+        with open(self.log_path, "wb") as log:
+            # A session of its own: a Ctrl-C in the terminal reaches only bench/run,
+            # which then stops the server itself (and waits for it).
+            self.proc = subprocess.Popen(
+                ["taskset", "-c", SERVER_CPU, *self.argv], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=OUT,
+                start_new_session=True)
+        _RUNNING.append(self)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            m = self.port_re.search(self.log_path.read_text(errors="replace"))
+            if m:
+                self.port = int(m.group(1))
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; "
+                                   f"see {self.log_path}")
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"{self.name} did not start within {START_TIMEOUT:.0f}s; "
+                               f"see {self.log_path}")
+        with urllib.request.urlopen(self.url, timeout=10) as resp:
+            body = resp.read()
+            if resp.status != 200 or body != self.expect:
+                raise RuntimeError(f"{self.name}: GET {self.url} gave {resp.status} {body!r}")
+        return self
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+        return proc.returncode
+
+
+def stop_all() -> None:
+    for server in list(reversed(_RUNNING)):
+        try:
+            server.stop()
+        except Exception as e:
+            say(f"warning: could not stop {server.name}: {e}")
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def twistd_argv(config: Path, *extra: str) -> list[str]:
+    """``twistd -n apigw --config CONFIG`` from the interpreter running this script."""
+    twistd = Path(sys.executable).parent / "twistd"
+    head = [str(twistd)] if twistd.exists() else [
+        sys.executable, "-c", "import sys; from twisted.scripts.twistd import run;"
+        " sys.argv[0] = 'twistd'; run()"]
+    return [*head, "-n", "--pidfile=", *extra, "apigw", "--config", str(config)]
+
+
+MOCK_BODY = b'{"message": "hello, world"}'
+GATEWAY_PORT_RE = r"serving http://127\.0\.0\.1:(\d+)/"
+
+
+def bare_server() -> Server:
+    return Server("bare", [sys.executable, str(BENCH / "hello_twisted.py"), "0"],
+                  r"listening on 127\.0\.0\.1:(\d+)", "/", MOCK_BODY)
+
+
+def gateway_server(name: str, config: str, *extra: str) -> Server:
+    return Server(name, twistd_argv(CONFIGS / config, *extra), GATEWAY_PORT_RE,
+                  "/prod/mock", MOCK_BODY)
+
+
+# -- wrk ----------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    non_2xx: int
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(f"unparsable wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS_MS[m.group(2)]
+
+
+def parse_wrk(text: str) -> WrkResult:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+    total = re.search(r"(\d+) requests in", text)
+    if not (rps and p50 and p99 and total):
+        raise ValueError(f"unparsable wrk output:\n{text}")
+    errors = sum(int(n) for n in re.findall(
+        r"(?:connect|read|write|timeout) (\d+)", text))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return WrkResult(rps=float(rps.group(1)), p50_ms=_ms(p50.group(1)),
+                     p99_ms=_ms(p99.group(1)), requests=int(total.group(1)),
+                     errors=errors, non_2xx=int(non_2xx.group(1)) if non_2xx else 0)
+
+
+def wrk(url: str, seconds: int, log_name: str | None = None) -> WrkResult:
+    argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s",
+            "--latency", url]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
+                          check=False)
+    if log_name:
+        (OUT / log_name).write_text(" ".join(argv) + "\n" + proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+    return parse_wrk(proc.stdout)
+
+
+def measure(server: Server, rnd: int) -> WrkResult:
+    if WARMUP > 0:
+        wrk(server.url, WARMUP)
+    return wrk(server.url, DURATION, f"wrk-{server.name}-{rnd}.txt")
+
+
+def median_result(results: list[WrkResult]) -> WrkResult:
+    if len(results) == 1:
+        return results[0]
+    return WrkResult(
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        requests=sum(r.requests for r in results),
+        errors=sum(r.errors for r in results),
+        non_2xx=sum(r.non_2xx for r in results),
+    )
+
+
+def mark(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def run_http() -> dict[str, Any]:
+    (OUT / "access.log").unlink(missing_ok=True)
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench/run http needs {tool} on PATH")
+    servers = [
+        bare_server(),
+        gateway_server("gateway", "mock.yaml"),
+        gateway_server("gateway-nolog", "mock-nolog.yaml"),
+        gateway_server("gateway-logfile", "mock-logfile.yaml"),
+    ]
+    labels = {
+        "bare": "bare twisted.web hello-world",
+        "gateway": "gateway MOCK, access log on",
+        "gateway-nolog": "gateway MOCK, access_log: false",
+        "gateway-logfile": "gateway MOCK, access log to its own file",
+    }
+    say(f"== http: wrk -t1 -c{CONNECTIONS} -d{DURATION}s --latency (keep-alive), "
+        f"warm-up {WARMUP}s, {ROUNDS} round(s); servers on cpu {SERVER_CPU}, "
+        f"wrk on cpu {CLIENT_CPU}")
+    for s in servers:
+        s.start()
+        say(f"   started {s.name:14} pid {s.proc.pid if s.proc else '?'} {s.url}")
+    per: dict[str, list[WrkResult]] = {s.name: [] for s in servers}
+    for rnd in range(ROUNDS):
+        # Rotate the order so no server always runs first (or right after another).
+        for s in servers[rnd % len(servers):] + servers[:rnd % len(servers)]:
+            r = measure(s, rnd)
+            per[s.name].append(r)
+            say(f"   round {rnd + 1} {s.name:14} {r.rps:10.0f} req/s  p50 {r.p50_ms:6.2f} ms"
+                f"  p99 {r.p99_ms:6.2f} ms  errors {r.errors}  non-2xx {r.non_2xx}")
+    for s in servers:
+        s.stop()
+    res = {name: median_result(rs) for name, rs in per.items()}
+    bare = res["bare"]
+    say()
+    say(f"medians over {ROUNDS} round(s); ratios are medians of per-round ratios")
+    say("| server | req/s | p50 ms | p99 ms | requests | socket errors | non-2xx |")
+    say("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in res.items():
+        say(f"| {labels[name]} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+            f"{r.requests} | {r.errors} | {r.non_2xx} |")
+    say()
+    say("| check | value | target | |")
+    say("|---|---:|---:|---|")
+    checks: dict[str, Any] = {}
+    for name in ("gateway", "gateway-nolog", "gateway-logfile"):
+        r = res[name]
+        # The median of per-round ratios: each round's runs are close in time, so a
+        # noisy neighbour on the machine moves both sides of a ratio together.
+        ratio = statistics.median(g.rps / b.rps for g, b in zip(per[name], per["bare"],
+                                                                  strict=True))
+        ok_ratio = ratio >= TARGET_RPS_RATIO
+        ok_p99 = r.p99_ms <= TARGET_P99_MS
+        clean = r.errors == 0 and r.non_2xx == 0
+        say(f"| {labels[name]}: req/s vs bare | {ratio:.2f} x | >= {TARGET_RPS_RATIO:.2f} x"
+            f" | {mark(ok_ratio)} |")
+        say(f"| {labels[name]}: p99 | {r.p99_ms:.2f} ms | <= {TARGET_P99_MS:.0f} ms"
+            f" | {mark(ok_p99)} |")
+        if not clean:
+            say(f"| {labels[name]}: errors | {r.errors + r.non_2xx} | 0 | NOT met |")
+        checks[name] = {"rps_ratio": ratio, "rps_ratio_met": ok_ratio, "p99_met": ok_p99,
+                        "clean": clean}
+    say(f"| bare twisted.web p99 (for reference) | {bare.p99_ms:.2f} ms | | |")
+    # The server saturates its one core, so 1/rps is its CPU time per request.
+    bare_us = 1e6 / bare.rps
+    budget = bare_us / TARGET_RPS_RATIO - bare_us
+    say()
+    say(f"core-0 time per request: bare {bare_us:.1f} us; at {TARGET_RPS_RATIO:.2f} x the "
+        f"gateway may add at most {budget:.1f} us")
+    for name in ("gateway", "gateway-nolog", "gateway-logfile"):
+        added = 1e6 / res[name].rps - bare_us
+        say(f"   {labels[name]}: {1e6 / res[name].rps:.1f} us, adds {added:.1f} us "
+            f"({added / budget:.1f} x the budget)")
+    return {"results": {k: asdict(v) for k, v in res.items()},
+            "rounds": {k: [asdict(r) for r in v] for k, v in per.items()},
+            "checks": checks}
+
+
+# -- route lookup -------------------------------------------------------------------------
+
+#: Routes of one REST resource family; ``{i}`` is the family number.  Ten per family.
+_FAMILY = (
+    ("GET", "/v1/resource{i}"),
+    ("POST", "/v1/resource{i}"),
+    ("GET", "/v1/resource{i}/{{id}}"),
+    ("PUT", "/v1/resource{i}/{{id}}"),
+    ("DELETE", "/v1/resource{i}/{{id}}"),
+    ("GET", "/v1/resource{i}/{{id}}/sub"),
+    ("GET", "/v1/resource{i}/{{id}}/sub/{{subId}}"),
+    ("ANY", "/v1/resource{i}/{{id}}/sub/{{subId}}/actions/{{proxy+}}"),
+    ("GET", "/v2/accounts/{{accountId}}/resource{i}/settings"),
+    ("ANY", "/v1/resource{i}/files/{{proxy+}}"),
+)
+
+#: The fixed request paths timed against both tables (all but the misses hit family 0
+#: and family 0's routes exist in both tables, so both tables do the same matching work).
+LOOKUP_REQUESTS = (
+    ("GET", "/v1/resource0"),
+    ("POST", "/v1/resource0/"),
+    ("GET", "/v1/resource0/8f3a2c"),
+    ("DELETE", "/v1/resource0/8f3a2c"),
+    ("GET", "/v1/resource0/8f3a2c/sub"),
+    ("GET", "/v1/resource0/8f3a2c/sub/42"),
+    ("POST", "/v1/resource0/8f3a2c/sub/42/actions/run/now"),
+    ("GET", "/v2/accounts/123456789012/resource0/settings"),
+    ("GET", "/v1/resource0/files/a/b/c/report.pdf"),
+    ("GET", "/v1/unknown/path"),  # miss: 403 Missing Authentication Token
+    ("PATCH", "/v1/resource0"),  # method miss
+)
+
+
+def lookup_routes(n: int) -> list[tuple[str, str, str]]:
+    """``n`` realistic routes (n a multiple of 10): literals, {params}, {proxy+}, ANY."""
+    out: list[tuple[str, str, str]] = []
+    i = 0
+    while len(out) < n:
+        for method, template in _FAMILY:
+            path = template.format(i=i)
+            out.append((method, path, f"{method} {path}"))
+        i += 1
+    return out[:n]
+
+
+def time_lookup(table: Any, requests: Sequence[tuple[str, str]], number: int,
+                repeat: int) -> float:
+    """Best per-lookup time in nanoseconds."""
+    match = table.match
+
+    def loop() -> None:
+        for method, path in requests:
+            match(method, path)
+
+    best = min(timeit.repeat(loop, number=number, repeat=repeat))
+    return best / (number * len(requests)) * 1e9
+
+
+def run_lookup() -> dict[str, Any]:
+    from twistgw.routing import RouteTable
+
+    number, repeat = 20000, 7
+    say(f"== lookup: RouteTable.match over {len(LOOKUP_REQUESTS)} fixed request paths, "
+        f"timeit number={number} x {len(LOOKUP_REQUESTS)} lookups, best of {repeat}")
+    tables = {}
+    for n in (10, 5000):
+        started = time.perf_counter()
+        tables[n] = RouteTable(lookup_routes(n))
+        build_ms = (time.perf_counter() - started) * 1000
+        say(f"   {n:5d} routes: compiled in {build_ms:.1f} ms")
+    # Both tables must answer the fixed requests identically.
+    for method, path in LOOKUP_REQUESTS:
+        a, b = tables[10].match(method, path), tables[5000].match(method, path)
+        got_a = (a.route, dict(a.params)) if a else None
+        got_b = (b.route, dict(b.params)) if b else None
+        if got_a != got_b:
+            raise RuntimeError(f"{method} {path}: 10 routes -> {got_a}, 5000 -> {got_b}")
+    far = tuple((m, p.replace("resource0", "resource499")) for m, p in LOOKUP_REQUESTS)
+    ns = {n: time_lookup(t, LOOKUP_REQUESTS, number, repeat) for n, t in tables.items()}
+    ns_far = time_lookup(tables[5000], far, number, repeat)
+    ratio = ns[5000] / ns[10]
+    say()
+    say("| route table | ns per match() |")
+    say("|---|---:|")
+    say(f"| 10 routes | {ns[10]:.0f} |")
+    say(f"| 5,000 routes | {ns[5000]:.0f} |")
+    say(f"| 5,000 routes, same paths into the last-added family | {ns_far:.0f} |")
+    say()
+    say("| check | value | target | |")
+    say("|---|---:|---:|---|")
+    say(f"| lookup 5,000 / 10 routes | {ratio:.2f} x | <= {TARGET_LOOKUP_RATIO:.0f} x | "
+        f"{mark(ratio <= TARGET_LOOKUP_RATIO)} |")
+    return {"ns_10": ns[10], "ns_5000": ns[5000], "ns_5000_far": ns_far, "ratio": ratio,
+            "met": ratio <= TARGET_LOOKUP_RATIO}
+
+
+# -- profile ------------------------------------------------------------------------------
+
+
+def _in_memory_client(site: Any, request: bytes) -> Callable[[], bytes]:
+    """One keep-alive connection of ``site`` over a StringTransport; returns send()."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+                                hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+    proto = site.buildProtocol(transport.getPeer())
+    proto.makeConnection(transport)
+
+    def send() -> bytes:
+        proto.dataReceived(request)
+        out: bytes = transport.value()
+        transport.clear()
+        return out
+
+    return send
+
+
+def in_memory_sites() -> dict[str, Callable[[], bytes]]:
+    """The bare Site and the gateway's Sites, each behind an in-memory connection."""
+    sys.path.insert(0, str(BENCH))
+    from hello_twisted import Hello, QuietSite  # type: ignore[import-not-found]
+
+    from twistgw.config import load_config
+    from twistgw.gateway import Gateway
+
+    req = (b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: bench\r\n"
+           b"Accept: */*\r\n\r\n")
+    from twistgw.http import GatewaySite
+    from twistgw.limits import Limits
+
+    clients = {
+        "bare": _in_memory_client(QuietSite(Hello()), req % b"/"),
+        # The gateway's hardened Site/channel/request around the same hello resource.
+        "hardened Site + hello": _in_memory_client(GatewaySite(Hello(), Limits()),
+                                                   req % b"/"),
+    }
+    for name, config in (("gateway", "mock.yaml"), ("gateway-nolog", "mock-nolog.yaml"),
+                         ("gateway-logfile", "mock-logfile.yaml")):
+        gw = Gateway(load_config(CONFIGS / config))
+        gw.ready = True
+        clients[name] = _in_memory_client(gw.sites["public"], req % b"/prod/mock")
+    for name, send in clients.items():
+        out = send()
+        if not out.startswith(b"HTTP/1.1 200 ") or not out.endswith(MOCK_BODY):
+            raise RuntimeError(f"in-memory {name} answered {out!r}")
+    return clients
+
+
+def pipeline_only(config: str) -> Callable[[], object]:
+    """``pipeline.handle`` + ``finished`` for one prebuilt request: no HTTP at all."""
+    from twistgw.testing import GatewayHarness, make_inbound
+
+    harness = GatewayHarness(CONFIGS / config)
+    gateway = harness.gateway
+    inbound = make_inbound("GET", "/prod/mock", listener=harness.default_listener,
+                           headers={"Host": "127.0.0.1:8080", "User-Agent": "bench",
+                                    "Accept": "*/*"})
+    pipeline, deployment = gateway.pipeline, gateway.deployment
+    exchange = pipeline.handle(deployment, inbound)
+    if getattr(exchange, "response", None) is None or exchange.response.body != MOCK_BODY:
+        raise RuntimeError(f"pipeline answered {exchange!r}")
+
+    def handle() -> object:
+        ex = pipeline.handle(deployment, inbound)
+        pipeline.finished(ex)
+        return ex
+
+    return handle
+
+
+def breakdown(send: Callable[[], bytes], n: int = 50000) -> dict[str, float]:
+    """Microseconds per request spent in the gateway's glue and pipeline, measured in situ.
+
+    Wraps a few twistgw functions with perf_counter accumulators (in this process only)
+    while ``send`` drives the in-memory connection: unlike a tight loop around
+    ``pipeline.handle``, this sees the pipeline as it runs between twisted.web's own work
+    (colder caches), and unlike cProfile it does not inflate call-heavy code.  Each wrapper
+    adds about 0.1-0.3 us.
+    """
+    import twistgw.server as server_mod
+    from twistgw.pipeline import Pipeline
+
+    acc: dict[str, float] = {}
+    targets = [
+        (server_mod.GatewayResource, "render", "GatewayResource.render (all of the below)"),
+        (server_mod, "inbound_from_twisted", "  inbound_from_twisted"),
+        (Pipeline, "handle", "  Pipeline.handle (resolve, route, hooks, finalize)"),
+        (server_mod.GatewayResource, "_write", "  GatewayResource._write (incl. finished)"),
+        (Pipeline, "finished", "    Pipeline.finished (request_finished: access log)"),
+    ]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
+
+    def wrap(func: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                acc[label] = acc.get(label, 0.0) + time.perf_counter() - started
+        return timed
+
+    try:
+        for (owner, name, label), (_, _, func) in zip(targets, saved, strict=True):
+            setattr(owner, name, wrap(func, label))
+        for _ in range(2000):
+            send()
+        acc.clear()
+        started = time.perf_counter()
+        for _ in range(n):
+            send()
+        total = time.perf_counter() - started
+    finally:
+        for owner, name, func in saved:
+            setattr(owner, name, func)
+    out = {"whole request (HTTP parse to response bytes)": total}
+    out.update({label: acc.get(label, 0.0) for _, _, label in targets})
+    return {k: v / n * 1e6 for k, v in out.items()}
+
+
+@contextmanager
+def quiet_twisted_log() -> Iterator[None]:
+    """Send twisted.logger events (the access log) to a file, as twistd would."""
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    with open(OUT / "profile-inmemory-log.txt", "w") as f:
+        observer = textFileLogObserver(f)
+        globalLogBeginner.beginLoggingTo([observer], discardBuffer=True,
+                                         redirectStandardIO=False)
+        try:
+            yield
+        finally:
+            from twisted.logger import globalLogPublisher
+
+            globalLogPublisher.removeObserver(observer)
+
+
+def _top(stats: pstats.Stats, total: float, key: int, limit: int,
+         only: Callable[[tuple[str, int, str]], bool] = lambda f: True) -> list[str]:
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    rows = sorted(((func, v) for func, v in raw.items() if only(func)),
+                  key=lambda item: item[1][key], reverse=True)[:limit]
+    lines = []
+    for (file, line, name), (_cc, nc, tt, ct, _callers) in rows:
+        where = file
+        for marker in ("site-packages/", "lib/python3.11/"):
+            if marker in file:
+                where = file.split(marker, 1)[1]
+        lines.append(f"| {where}:{line} {name} | {nc} | {100 * tt / total:.1f} % | "
+                     f"{100 * ct / total:.1f} % |")
+    return lines
+
+
+def run_profile() -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    (OUT / "access.log").unlink(missing_ok=True)
+    say("== profile 1: full HTTP stack in memory (StringTransport, one keep-alive "
+        "connection, no reactor), same request bytes")
+    with quiet_twisted_log():
+        clients = in_memory_sites()
+        n = 20000
+        us: dict[str, float] = {}
+        for name, send in clients.items():
+            for _ in range(2000):
+                send()
+            best = min(timeit.repeat(send, number=n, repeat=5))
+            us[name] = best / n * 1e6
+        for name, config in (("pipeline only (access log on)", "mock.yaml"),
+                             ("pipeline only (access_log: false)", "mock-nolog.yaml")):
+            handle = pipeline_only(config)
+            for _ in range(2000):
+                handle()
+            us[name] = min(timeit.repeat(handle, number=n, repeat=5)) / n * 1e6
+        say("| server (in memory) | us per request | added over bare | bare/this |")
+        say("|---|---:|---:|---:|")
+        for name, v in us.items():
+            if name.startswith("pipeline only"):
+                say(f"| {name}: no HTTP, one prebuilt request in a tight loop | {v:.1f} | | |")
+            else:
+                say(f"| {name} | {v:.1f} | {v - us['bare']:.1f} | {us['bare'] / v:.2f} |")
+        results["us_per_request"] = us
+        say()
+        say("-- where the gateway's time goes, in situ (perf_counter wrappers, no profiler)")
+        say("| us per request | gateway (log on) | gateway-nolog |")
+        say("|---|---:|---:|")
+        parts = {name: breakdown(clients[name]) for name in ("gateway", "gateway-nolog")}
+        for label in parts["gateway"]:
+            say(f"| {label} | {parts['gateway'][label]:.1f} | "
+                f"{parts['gateway-nolog'][label]:.1f} |")
+        say(f"| (bare twisted.web, whole request) | {us['bare']:.1f} | {us['bare']:.1f} |")
+        results["breakdown"] = parts
+        for name in ("bare", "gateway", "gateway-nolog"):
+            send = clients[name]
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(n):
+                send()
+            prof.disable()
+            path = OUT / f"profile-inmemory-{name}.prof"
+            prof.dump_stats(path)
+            stats = pstats.Stats(str(path), stream=io.StringIO())
+            total = stats.total_tt  # type: ignore[attr-defined]
+            say()
+            say(f"-- {name}: {n} requests under cProfile, {total / n * 1e6:.1f} us/request "
+                f"profiled; {path.relative_to(ROOT)}")
+            say("| function | calls | tottime % | cumtime % |")
+            say("|---|---:|---:|---:|")
+            for line in _top(stats, total, 2, 25):
+                say(line)
+            if name != "bare":
+                say()
+                say(f"-- {name}: twistgw functions by cumulative time")
+                say("| function | calls | tottime % | cumtime % |")
+                say("|---|---:|---:|---:|")
+                for line in _top(stats, total, 3, 25,
+                                 lambda f: "twistgw" in f[0] or "attr" in f[0]):
+                    say(line)
+    if shutil.which("wrk") is None:
+        return results
+    say()
+    say(f"== profile 2: live gateway (access log on) under twistd --profile --profiler=cprofile,"
+        f" wrk -c{CONNECTIONS} for {DURATION}s")
+    prof_path = OUT / "profile-live-gateway.prof"
+    if prof_path.exists():
+        prof_path.unlink()
+    server = gateway_server("gateway-profiled", "mock.yaml", f"--profile={prof_path}",
+                            "--profiler=cprofile", "--savestats")
+    try:
+        server.start()
+        r = wrk(server.url, DURATION, "wrk-gateway-profiled.txt")
+        say(f"   under the profiler: {r.rps:.0f} req/s, p99 {r.p99_ms:.2f} ms")
+    finally:
+        server.stop(timeout=60)
+    deadline = time.monotonic() + 30
+    while not prof_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if prof_path.exists():
+        stats = pstats.Stats(str(prof_path), stream=io.StringIO())
+        total = stats.total_tt  # type: ignore[attr-defined]
+        say(f"-- live: {prof_path.relative_to(ROOT)}, {total:.1f} s profiled")
+        say("| function | calls | tottime % | cumtime % |")
+        say("|---|---:|---:|---:|")
+        for line in _top(stats, total, 2, 25):
+            say(line)
+        say()
+        say("| function (cumulative) | calls | tottime % | cumtime % |")
+        say("|---|---:|---:|---:|")
+        for line in _top(stats, total, 3, 30):
+            say(line)
+    else:
+        say("   twistd wrote no profile (see bench/out/gateway-profiled.log)")
+    return results
+
+
+# -- main ---------------------------------------------------------------------------------
+
+PARTS = {"http": run_http, "lookup": run_lookup, "profile": run_profile}
+
+
+def main(argv: Sequence[str]) -> int:
+    parts = list(argv) or ["all"]
+    if parts == ["all"]:
+        parts = ["http", "lookup"]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        say(f"usage: bench/run [all|{'|'.join(PARTS)}] ...  (unknown: {' '.join(unknown)})")
+        return 2
+    OUT.mkdir(exist_ok=True)
+    # Ctrl-C must stop the servers even when started from a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    info = machine()
+    say(f"twistgw bench ({info['commit']}): {info['nproc']} cpus, {info['cpu']}, "
+        f"{info['implementation']} {info['python']}, Twisted {info['twisted']}, "
+        f"{info['wrk']}")
+    say(info["installed"])
+    report: dict[str, Any] = {"machine": info, "duration": DURATION, "warmup": WARMUP,
+                              "rounds": ROUNDS, "connections": CONNECTIONS}
+    try:
+        for part in parts:
+            say()
+            report[part] = PARTS[part]()
+    except KeyboardInterrupt:
+        say("\ninterrupted; stopping servers")
+        return 130
+    finally:
+        stop_all()
+    (OUT / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
