@@ -80,14 +80,19 @@ def http_request(url: str, method: str = "GET", *, headers: Mapping[str, str] | 
         conn.close()
 
 
-def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
-    """Write ``data`` to a new connection and read until the server closes it."""
+def raw_exchange(port: int, data: bytes, timeout: float = 10.0, *,
+                 half_close: bool = False) -> bytes:
+    """Write ``data`` to a new connection and read until the server closes it.
+
+    :param half_close: shut down our sending side after ``data`` (as ``nc -N`` does).
+    """
     chunks: list[bytes] = []
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
         try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:  # the server may already have answered and closed
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):  # answered and closed mid-send
             pass
         while True:
             try:
