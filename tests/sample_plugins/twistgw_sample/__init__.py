@@ -290,6 +290,5 @@ def request_finished(ctx: Context, response: Response, outcome: Outcome) -> None
     _maybe_raise(ctx, "request_finished")
     STATS.finished += 1
     STATS.by_status[response.status] = STATS.by_status.get(response.status, 0) + 1
-    started = ctx.stash.get(_STARTED, None)
-    if started is not None:
-        STATS.last_seconds = perf_counter() - started
+    if _STARTED in ctx.stash:
+        STATS.last_seconds = perf_counter() - ctx.stash[_STARTED]
