@@ -41,10 +41,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel, datetimeToString
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from twistgw.limits import Limits
 
@@ -137,6 +139,7 @@ _base_line_received: Final[Callable[[HTTPChannel, bytes], None]] = HTTPChannel.l
 _base_header_received: Final[Callable[[HTTPChannel, bytes], bool]] = HTTPChannel.headerReceived
 
 
+@implementer(IHalfCloseableProtocol)
 class HardenedHTTPChannel(HTTPChannel):
     """An :class:`~twisted.web.http.HTTPChannel` that enforces :class:`Limits`.
 
@@ -422,6 +425,26 @@ class HardenedHTTPChannel(HTTPChannel):
         call, self._header_call = self._header_call, None
         if call is not None and call.active():
             call.cancel()
+
+    def readConnectionLost(self) -> None:
+        """The client closed its sending side (``shutdown(SHUT_WR)``, ``nc -N``).
+
+        Stock Twisted treats that as a full close and drops any answer still buffered, so
+        a refused request would get no response.  Instead: after a rejection, or with no
+        complete request in hand, close once our output is flushed; with a request being
+        handled, answer it and then close.
+        """
+        transport: Any = self.transport
+        if transport is None:
+            return
+        if self._rejected or not self._handlingRequest:
+            transport.loseConnection()
+            return
+        self.persistent = False
+
+    def writeConnectionLost(self) -> None:
+        """Our side finished sending (after a rejection): keep draining input until the
+        client closes or ``reject_linger`` aborts."""
 
     def reject(self, status: int) -> None:
         """Answer ``status`` with a complete error response and close the connection.
