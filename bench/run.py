@@ -98,6 +98,7 @@ def machine() -> dict[str, str]:
         commit = "?"
     return {
         "installed": installed_vs_tree(),
+        "fingerprint": installed_fingerprint(),
         "nproc": str(os.cpu_count()),
         "cpu": cpu,
         "python": platform.python_version(),
@@ -139,6 +140,21 @@ def installed_vs_tree() -> str:
         return (f"installed twistgw DIFFERS from the tree ({', '.join(differing[:5])}); "
                 "run pip install --force-reinstall --no-deps . first")
     return f"installed twistgw = {tree}"
+
+
+def installed_fingerprint() -> str:
+    """A hash of the installed twistgw and shipped plugins (to detect a reinstall mid-run)."""
+    import hashlib
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for package in ("twistgw", "twistgw_mock", "twistgw_mapping"):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for path in sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 # -- servers ------------------------------------------------------------------------------
@@ -771,7 +787,7 @@ def main(argv: Sequence[str]) -> int:
     say(f"twistgw bench ({info['commit']}): {info['nproc']} cpus, {info['cpu']}, "
         f"{info['implementation']} {info['python']}, Twisted {info['twisted']}, "
         f"{info['wrk']}")
-    say(info["installed"])
+    say(f"{info['installed']} (fingerprint {info['fingerprint']})")
     report: dict[str, Any] = {"machine": info, "duration": DURATION, "warmup": WARMUP,
                               "rounds": ROUNDS, "connections": CONNECTIONS}
     try:
@@ -783,6 +799,10 @@ def main(argv: Sequence[str]) -> int:
         return 130
     finally:
         stop_all()
+    if installed_fingerprint() != report["machine"]["fingerprint"]:
+        say("WARNING: the installed twistgw changed during this run (someone reinstalled "
+            "it); the numbers mix two versions")
+        report["installed_changed"] = True
     (OUT / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
