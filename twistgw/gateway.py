@@ -63,7 +63,8 @@ class Gateway(MultiService):
         for listener in config.listeners:
             if listener.admin:
                 continue  # served by the plugin that claims the admin option
-            resource = GatewayResource(self, listener.name)
+            resource = GatewayResource(self, listener.name,
+                                       "https" if listener.tls is not None else "http")
             self.sites[listener.name] = GatewaySite(resource, listener.limits,
                                                     clock=reactor, name=listener.name)
 

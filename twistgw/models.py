@@ -92,7 +92,10 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The last value of ``name`` (case-insensitive), or ``default``."""
-        found = self._lookup().get(name.lower())
+        index = self._index
+        if index is None:
+            index = self._lookup()
+        found = index.get(name.lower())
         return found[-1] if found else default
 
     def get_all(self, name: str) -> list[str]:
@@ -109,6 +112,13 @@ class Headers:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def lower_names(self) -> Iterable[str]:
+        """The distinct names, lower-cased (a cheap view for membership tests)."""
+        index = self._index
+        if index is None:
+            index = self._lookup()
+        return index.keys()
 
     def names(self) -> list[str]:
         """Distinct names, first spelling seen wins, in order of first appearance."""

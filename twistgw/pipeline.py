@@ -329,7 +329,7 @@ class Pipeline:
         method = integ.http_method if integ.http_method and integ.http_method != "ANY" \
             else ctx.method
         headers = inbound.headers
-        if any(k.lower() in INGRESS_DROPPED_HEADERS for k, _ in headers.items):
+        if not INGRESS_DROPPED_HEADERS.isdisjoint(headers.lower_names()):
             headers = Headers(tuple((k, v) for k, v in headers.items
                                     if k.lower() not in INGRESS_DROPPED_HEADERS))
         return IntegrationRequest(
@@ -408,7 +408,7 @@ class Pipeline:
         else:
             headers.append(("x-amzn-RequestId", ctx.request_id))
             headers.append(("x-amz-apigw-id", ctx.extended_request_id))
-        if not any(k.lower() == "content-type" for k, _ in headers):
+        if "content-type" not in response.headers:
             headers.append(("Content-Type", "application/json"))
         return Response(status=response.status, headers=Headers(tuple(headers)),
                         body=response.body)

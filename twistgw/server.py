@@ -9,12 +9,15 @@ client that disconnects cancels the pipeline, and with it any integration call.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString
+from twisted.web.http_headers import Headers as TwistedHeaders
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -30,48 +33,104 @@ if TYPE_CHECKING:
 
 __all__ = ["GatewayResource", "inbound_from_twisted"]
 
+#: Framing headers the transport owns; a response carrying them would corrupt framing.
+_HOP_BY_HOP = frozenset((b"Content-Length", b"Transfer-Encoding", b"Connection"))
+
 log = Logger()
 
 
-def _latin1(value: bytes) -> str:
-    return value.decode("latin-1")
+def inbound_from_twisted(request: Request, listener: str, scheme: str = "http"
+                         ) -> InboundRequest:
+    """Build the immutable :class:`InboundRequest` from Twisted's request.
 
-
-def inbound_from_twisted(request: Request, listener: str) -> InboundRequest:
-    """Build the immutable :class:`InboundRequest` from Twisted's request."""
-    uri = request.uri
-    path, _sep, query = uri.partition(b"?")
+    ``scheme`` is known per listener (TLS or not), which is cheaper than asking the
+    transport on every request.
+    """
+    path, _sep, query = request.uri.partition(b"?")
     raw_pairs = getattr(request, "raw_header_pairs", None)
-    if raw_pairs is not None:
-        headers = Headers(tuple((_latin1(k), _latin1(v)) for k, v in raw_pairs))
-    else:
-        headers = Headers(tuple((_latin1(k), _latin1(v))
-                                for k, vs in request.requestHeaders.getAllRawHeaders()
-                                for v in vs))
-    peer: Any = request.getClientAddress()
-    host_addr: Any = request.getHost()
+    if raw_pairs is None:
+        raw_pairs = [(k, v) for k, vs in request.requestHeaders.getAllRawHeaders()
+                     for v in vs]
+    headers = Headers(tuple([(k.decode("latin-1"), v.decode("latin-1"))
+                             for k, v in raw_pairs]))
+    peer: Any = request.client
+    host_addr: Any = request.host
     content = request.content
     body = b""
     if content is not None:
         content.seek(0)
         body = content.read()
-    raw_query = _latin1(query)
+    raw_query = query.decode("latin-1")
     return InboundRequest(
-        method=_latin1(request.method),
-        raw_path=_latin1(path) or "/",
+        method=request.method.decode("latin-1"),
+        raw_path=path.decode("latin-1") or "/",
         raw_query=raw_query,
-        query=parse_query(raw_query),
+        query=parse_query(raw_query) if raw_query else (),
         headers=headers,
         body=body,
         client_ip=getattr(peer, "host", ""),
         client_port=getattr(peer, "port", 0),
         listener=listener,
-        scheme="https" if request.isSecure() else "http",
+        scheme=scheme,
         server_port=getattr(host_addr, "port", 0),
-        http_version=_latin1(request.clientproto),
+        http_version=request.clientproto.decode("latin-1"),
         received_at=getattr(request, "received_at", None) or time.time(),
         tls=getattr(request, "tls_info", None),
     )
+
+
+#: Names Twisted itself looks up in response headers by their canonical spelling; ours
+#: must use that spelling so Twisted sees them (and never adds a second one).
+_TWISTED_CANONICAL = {
+    "content-length": b"Content-Length",
+    "transfer-encoding": b"Transfer-Encoding",
+    "connection": b"Connection",
+    "date": b"Date",
+    "set-cookie": b"Set-Cookie",
+    "last-modified": b"Last-Modified",
+    "etag": b"ETag",
+}
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_encoded_names: dict[str, bytes | None] = {}
+_date_cache: list[Any] = [-1, b""]
+
+
+def _wire_name(name: str) -> bytes | None:
+    """The header name as sent (AWS keeps spellings like ``x-amzn-RequestId``), or
+    ``None`` for a name that is not an HTTP token (never sent: it could split the
+    response).  Cached; bounded because names come from configs and backends."""
+    found = _encoded_names.get(name, b"")
+    if found != b"":
+        return found
+    canonical = _TWISTED_CANONICAL.get(name.lower())
+    if canonical is not None:
+        encoded: bytes | None = canonical
+    elif _TOKEN.match(name):
+        encoded = name.encode("ascii")
+    else:
+        log.warn("dropping response header with an invalid name {name!r}", name=name)
+        encoded = None
+    if len(_encoded_names) < 4096:
+        _encoded_names[name] = encoded
+    return encoded
+
+
+def _wire_value(value: str) -> bytes:
+    """Encode a header value; CR, LF and NUL become spaces (no response splitting)."""
+    if "\r" in value or "\n" in value or "\x00" in value:
+        value = value.replace("\r", " ").replace("\n", " ").replace("\x00", " ")
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
+
+
+def _http_date(now: float) -> bytes:
+    second = int(now)
+    cached = _date_cache
+    if cached[0] != second:
+        cached[0], cached[1] = second, datetimeToString(second)
+    return cached[1]  # type: ignore[no-any-return]
 
 
 @implementer(IResource)
@@ -80,9 +139,10 @@ class GatewayResource:
 
     isLeaf = True
 
-    def __init__(self, gateway: Gateway, listener: str) -> None:
+    def __init__(self, gateway: Gateway, listener: str, scheme: str = "http") -> None:
         self.gateway = gateway
         self.listener = listener
+        self.scheme = scheme
 
     def getChildWithDefault(self, name: bytes, request: Request) -> IResource:
         """Never called for a leaf; present for the interface."""
@@ -97,7 +157,7 @@ class GatewayResource:
         if not self.gateway.ready:
             return self._unavailable(request)
         deployment = self.gateway.deployment
-        inbound = inbound_from_twisted(request, self.listener)
+        inbound = inbound_from_twisted(request, self.listener, self.scheme)
         pipeline = self.gateway.pipeline
         try:
             result = pipeline.handle(deployment, inbound)
@@ -118,12 +178,23 @@ class GatewayResource:
             return
         response = exchange.response
         request.setResponseCode(response.status)
-        headers = request.responseHeaders
-        headers.removeHeader(b"server")
+        # Build Twisted's header table in one pass (its per-call API re-validates every
+        # name and value, which showed in profiles) and keep AWS's spellings.
+        raw: dict[bytes, list[bytes]] = {b"Date": [_http_date(time.time())]}
         for name, value in response.headers.items:
-            headers.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+            key = _wire_name(name)
+            if key is None or key in _HOP_BY_HOP:
+                continue
+            found = raw.get(key)
+            if found is None or key == b"Date":
+                raw[key] = [_wire_value(value)]
+            else:
+                found.append(_wire_value(value))
         body = response.body
-        headers.setRawHeaders(b"content-length", [str(len(body)).encode("ascii")])
+        raw[b"Content-Length"] = [str(len(body)).encode("ascii")]
+        headers = TwistedHeaders()
+        headers._rawHeaders = raw
+        request.responseHeaders = headers
         if body:
             request.write(body)
         request.finish()

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twistgw import (
     ApiConfigurationError,
     Headers,
+    IntegrationRequest,
     Response,
     UnsupportedMediaType,
     hookimpl,
@@ -38,7 +39,6 @@ from twistgw.variables import Finish
 if TYPE_CHECKING:
     from twistgw import (
         Context,
-        IntegrationRequest,
         IntegrationResponse,
         Registry,
     )
@@ -101,9 +101,22 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
         return None
     else:
         raise UnsupportedMediaType()
-    from attrs import evolve
+    return _with_body(request, _encoded(template))
 
-    return evolve(request, body=(template or "").encode("utf-8"))
+
+def _with_body(request: IntegrationRequest, body: bytes) -> IntegrationRequest:
+    """``attrs.evolve(request, body=body)``, spelled out: this runs per request and
+    ``evolve`` introspects the class every time."""
+    return IntegrationRequest(
+        method=request.method, uri=request.uri, headers=request.headers, query=request.query,
+        path_params=request.path_params, body=body, timeout=request.timeout,
+        extras=request.extras)
+
+
+@lru_cache(maxsize=4096)
+def _encoded(template: str | None) -> bytes:
+    """Templates are literal for now; encode each once."""
+    return (template or "").encode("utf-8")
 
 
 def select_integration_response(
@@ -167,7 +180,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
             name = f"x-amzn-Remapped-{name}"
         headers.append((name, value))
     template = _pick_template(chosen.response_templates, ctx.request.headers.get("accept"))
-    body = integration_response.body if not template else template.encode("utf-8")
+    body = integration_response.body if not template else _encoded(template)
     return Response(status=int(chosen.status_code), headers=Headers(tuple(headers)), body=body)
 
 

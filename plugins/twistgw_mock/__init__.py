@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
@@ -27,6 +28,7 @@ log = Logger()
 _RELAXED = re.compile(r"""^\s*\{\s*["']?statusCode["']?\s*:\s*(\d{3})\s*[,}]""")
 
 
+@lru_cache(maxsize=1024)
 def parse_status_code(body: bytes) -> int | None:
     """The ``statusCode`` a MOCK request template produced, or ``None`` if there is none."""
     text = body.decode("utf-8", "replace")
