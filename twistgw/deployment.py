@@ -214,6 +214,11 @@ class _Builder:
                 continue
             self.check_operation(api_cfg, definition, op)
             route = self.route(api_cfg, definition, op)
+            for _plugin, check in self.registry.route_checks:
+                try:
+                    check(route)
+                except ConfigError as error:
+                    self.refuse(error)
             if api_cfg.type == "HTTP" and op.is_default_route:
                 default_route = route
             else:

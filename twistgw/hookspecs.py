@@ -58,7 +58,8 @@ def register(registry: Registry) -> None:
     :phase: set-up, once per plugin manager, before any config is checked.
     :semantics: All implementations are called.
     :may change: only ``registry`` (``add_integration_type``, ``add_extension``,
-        ``add_feature``, ``add_listener_option``, ``add_route_filter``).
+        ``add_feature``, ``add_listener_option``, ``add_route_filter``,
+        ``add_route_check``).
     :builtin: the MOCK plugin registers the ``MOCK`` integration type; the mapping plugin
         registers integration-response handling.
 

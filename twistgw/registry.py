@@ -40,6 +40,7 @@ class Registry:
         self.authorizer_types: dict[str, str] = {}
         self.listener_options: dict[str, str] = {}
         self.route_filters: dict[str, Callable[[Route], bool]] = {}
+        self.route_checks: list[tuple[str, Callable[[Route], None]]] = []
 
     def add_integration_type(self, name: str) -> None:
         """Claim an integration type (``MOCK``, ``HTTP_PROXY``, ...)."""
@@ -74,3 +75,15 @@ class Registry:
         about some routes costs nothing on the others.
         """
         self.route_filters[self.plugin] = predicate
+
+    def add_route_check(self, check: Callable[[Route], None]) -> None:
+        """Check every route at load time; ``check`` raises ``ConfigError`` to refuse it.
+
+        Called once per route when a deployment is built, after the core's own checks, so
+        a plugin can refuse what only it understands (e.g. a parameter mapping to a header
+        AWS forbids) before anything is served.  The error should name the definition file
+        and the path inside it (``route.operation.where`` holds both).  Under
+        ``strict: false`` the refusal becomes a warning and the route is served anyway, so
+        the plugin must still handle it at request time.
+        """
+        self.route_checks.append((self.plugin, check))
