@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .plugins import GatewayPluginManager
 
 __all__ = ["Deployment", "ApiDeployment", "StageDeployment", "Route", "ListenerTargets",
-           "build_deployment", "has_vtl"]
+           "build_deployment", "has_vtl", "memoize", "MEMO_LIMIT"]
 
 _VTL_RE = re.compile(
     r"\$!?\{?[A-Za-z]|#(?:set|if|elseif|else|end|foreach|macro|define|parse|include|stop|"
@@ -41,6 +41,28 @@ _VTL_RE = re.compile(
 )
 
 HTTP_API_INTEGRATIONS = ("AWS_PROXY", "HTTP_PROXY")
+
+
+#: At most this many entries per route in :attr:`Route.memo` through :func:`memoize`.
+MEMO_LIMIT = 64
+
+
+def memoize(route: Route, key: Any, compute: Callable[[], Any]) -> Any:
+    """``route.memo[key]``, computed once; past :data:`MEMO_LIMIT` entries, just computed.
+
+    For per-route results that depend on a few request values (a content type, an
+    ``Accept`` header): the common values hit the memo, a flood of odd ones costs only
+    the computation.
+    """
+    memo = route.memo
+    try:
+        return memo[key]
+    except KeyError:
+        pass
+    value = compute()
+    if len(memo) < MEMO_LIMIT:
+        memo[key] = value
+    return value
 
 
 def has_vtl(template: str | None) -> bool:
@@ -60,6 +82,10 @@ class Route:
     #: implementation must then return ``Allow`` or the request is refused (401).
     requires_auth: bool = False
     plan: HookPlan = attrs.field(factory=HookPlan, eq=False)
+    #: Per-route memo for plugins' derived data (key it by your plugin's name first).
+    #: Lives as long as the deployment; callers must bound what they store, since keys
+    #: derived from requests are attacker-chosen (see :func:`memoize`).
+    memo: dict[Any, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def integration(self) -> Integration | None:

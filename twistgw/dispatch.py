@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Coroutine, Sequence
 from time import perf_counter
+from types import CoroutineType
 from typing import Any, TypeVar
 
 import attrs
@@ -34,6 +35,8 @@ __all__ = ["Impl", "HookPlan", "impls_in_call_order", "call_first", "call_pipe",
 
 log = Logger()
 T = TypeVar("T")
+#: Results the dispatcher must await (plain ``isinstance``: no Python-level call).
+_AWAITABLE = (Deferred, CoroutineType)
 
 
 @attrs.frozen
@@ -125,8 +128,7 @@ async def call_pipe(impls: Sequence[Impl], kwargs: dict[str, Any], key: str,
         start = perf_counter()
         try:
             result = impl.function(*[kwargs[a] for a in impl.argnames])
-            if result is not None and (isinstance(result, Deferred)
-                                       or inspect.iscoroutine(result)):
+            if result is not None and isinstance(result, _AWAITABLE):
                 result = await result
         except GatewayError:
             raise
@@ -167,7 +169,7 @@ def notify(impls: Sequence[Impl], kwargs: dict[str, Any]) -> None:
     for impl in impls:
         try:
             result = impl.function(*[kwargs[a] for a in impl.argnames])
-            if inspect.iscoroutine(result):
+            if isinstance(result, CoroutineType):
                 result = Deferred.fromCoroutine(result)
             if isinstance(result, Deferred):
                 result.addErrback(_log_observer_failure, impl)

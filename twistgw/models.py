@@ -43,10 +43,10 @@ EMPTY_MAPPING: Mapping[str, Any] = MappingProxyType({})
 
 def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """A read-only view of a copy of ``value`` (attrs converter for mapping fields)."""
+    if type(value) is MappingProxyType:  # the common case on the request path
+        return value
     if not value:
         return EMPTY_MAPPING
-    if isinstance(value, MappingProxyType):
-        return value
     return MappingProxyType(dict(value))
 
 

@@ -19,7 +19,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -119,8 +119,10 @@ def _extended_id() -> str:
     return base64.b64encode(os.urandom(11)).decode("ascii")
 
 
-@attrs.frozen
-class _Target:
+class _Target(NamedTuple):
+    """What resolution found (a NamedTuple: built on every request, attrs' frozen
+    ``__init__`` was measurably slower)."""
+
     api: ApiDeployment | None = None
     stage: str | None = None
     path: str = "/"
@@ -246,7 +248,7 @@ class Pipeline:
             return self._resolve_domain(targets, domain, raw_path, host)
         api: ApiDeployment | None = None
         api_id = inbound.headers.get("x-apigw-api-id")
-        if api_id is None:
+        if api_id is None and ".execute-api." in host:
             m = _EXECUTE_API_RE.match(host)
             if m is not None:
                 api_id = m.group(1)

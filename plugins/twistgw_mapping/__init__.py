@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
@@ -33,6 +33,7 @@ from twistgw import (
     UnsupportedMediaType,
     hookimpl,
 )
+from twistgw.deployment import memoize
 from twistgw.gateway_responses import resolve_parameter
 from twistgw.variables import Finish
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
         IntegrationResponse,
         Registry,
     )
-    from twistgw.definition import IntegrationResponseConfig
+    from twistgw.definition import Integration, IntegrationResponseConfig
 
 __all__ = ["register", "map_request", "map_response", "select_integration_response",
            "REMAPPED_RESPONSE_HEADERS"]
@@ -88,20 +89,35 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     integration = ctx.integration
     if integration is None or integration.is_proxy:
         return None
+    content_type = ctx.request.headers.get("content-type")
+    route = ctx.route
+    assert route is not None
+    body = memoize(route, ("mapping.request", content_type),
+                   lambda: _request_body(integration, content_type))
+    if body is _UNSUPPORTED:
+        raise UnsupportedMediaType()
+    if body is None:
+        return None
+    return _with_body(request, body)
+
+
+#: Sentinel: the passthrough behaviour refuses this content type (415).
+_UNSUPPORTED: Any = object()
+
+
+def _request_body(integration: Integration, content_type: str | None) -> Any:
+    """The request template for ``content_type`` as bytes, ``None`` to pass the body
+    through, or :data:`_UNSUPPORTED` for a 415 (the §3.4 table)."""
     templates = integration.request_templates
     behavior = integration.passthrough_behavior
     if not templates:
-        if behavior == "NEVER":
-            raise UnsupportedMediaType()
-        return None
-    ctype = _mime(ctx.request.headers.get("content-type"))
+        return _UNSUPPORTED if behavior == "NEVER" else None
+    ctype = _mime(content_type)
     if ctype in templates:
-        template = templates[ctype]
-    elif behavior == "WHEN_NO_MATCH":
+        return _encoded(templates[ctype])
+    if behavior == "WHEN_NO_MATCH":
         return None
-    else:
-        raise UnsupportedMediaType()
-    return _with_body(request, _encoded(template))
+    return _UNSUPPORTED
 
 
 def _with_body(request: IntegrationRequest, body: bytes) -> IntegrationRequest:
@@ -159,7 +175,10 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
         selection = str(meta.get("error_message") or "")
     else:
         selection = str(integration_response.status)
-    chosen = select_integration_response(integration.responses, selection)
+    route = ctx.route
+    assert route is not None
+    chosen = memoize(route, ("mapping.select", selection),
+                     lambda: select_integration_response(integration.responses, selection))
     if chosen is None:
         log.error("({request_id}) Execution failed due to configuration error: No match for "
                   "output mapping and no default output mapping configured. Endpoint "
@@ -179,7 +198,9 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
         if lname in REMAPPED_RESPONSE_HEADERS:
             name = f"x-amzn-Remapped-{name}"
         headers.append((name, value))
-    template = _pick_template(chosen.response_templates, ctx.request.headers.get("accept"))
+    accept = ctx.request.headers.get("accept")
+    template = memoize(route, ("mapping.template", id(chosen), accept),
+                       lambda: _pick_template(chosen.response_templates, accept))
     body = integration_response.body if not template else _encoded(template)
     return Response(status=int(chosen.status_code), headers=Headers(tuple(headers)), body=body)
 
