@@ -1,0 +1,153 @@
+"""The twisted.web glue: request building and the response header table it writes.
+
+Driven through the gateway's real Site and hardened channel over a StringTransport, so the
+bytes asserted are the bytes a client would read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from twistgw import Headers, Response, hookimpl
+from twistgw.config import load_config
+from twistgw.deployment import MEMO_LIMIT, memoize
+from twistgw.gateway import Gateway
+from twistgw.testing import write_config
+
+DEFINITION = {
+    "openapi": "3.0.1",
+    "info": {"title": "t", "version": "1"},
+    "paths": {"/x": {"get": {"x-amazon-apigateway-integration": {
+        "type": "mock",
+        "requestTemplates": {"application/json": '{"statusCode": 200}'},
+        "responses": {"default": {"statusCode": "200",
+                                  "responseTemplates": {"application/json": '{"ok": 1}'}}},
+    }}}},
+}
+
+
+class HeaderPlugin:
+    """Adds the response headers a test wants to see written (or refused)."""
+
+    def __init__(self, extra: tuple[tuple[str, str], ...]) -> None:
+        self.extra = extra
+
+    @hookimpl
+    def map_response(self, response: Response) -> Response:
+        return attrs.evolve(response, headers=Headers(response.headers.items + self.extra))
+
+
+def _exchange(tmp_path: Path, extra: tuple[tuple[str, str], ...],
+              request: bytes = b"GET /prod/x HTTP/1.1\r\nHost: localhost\r\n\r\n") -> bytes:
+    path = write_config(tmp_path, {
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "a1", "definition": "api.yaml", "stages": ["prod"]}],
+        "plugins": {"enabled": ["mock", "mapping"]},
+        "access_log": False,
+    }, {"api.yaml": DEFINITION})
+    gateway = Gateway(load_config(path), reactor=Clock(),
+                      extra_plugins=[("headers", HeaderPlugin(extra))])
+    gateway.ready = True
+    site: Any = gateway.sites["public"]
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+                                hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+    proto = site.buildProtocol(transport.getPeer())
+    proto.makeConnection(transport)
+    proto.dataReceived(request)
+    return transport.value()  # type: ignore[no-any-return]
+
+
+def _head(raw: bytes) -> list[bytes]:
+    return raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+
+
+def test_aws_header_spellings_are_kept_on_the_wire(tmp_path: Path) -> None:
+    """``x-amzn-RequestId`` goes out as AWS spells it, not Twisted's canonical casing."""
+    lines = _head(_exchange(tmp_path, ()))
+    assert lines[0] == b"HTTP/1.1 200 OK"
+    names = [line.split(b":", 1)[0] for line in lines[1:]]
+    assert b"x-amzn-RequestId" in names
+    assert b"x-amz-apigw-id" in names
+    assert names.count(b"Content-Length") == 1
+    assert names.count(b"Date") == 1
+    assert b"Server" not in names
+
+
+def test_crlf_in_a_header_value_cannot_split_the_response(tmp_path: Path) -> None:
+    """A value with CR/LF (from a backend or a plugin) is blanked, never a new header."""
+    raw = _exchange(tmp_path, (("X-Evil", "a\r\nSet-Cookie: stolen=1"),))
+    lines = _head(raw)
+    assert b"X-Evil: a  Set-Cookie: stolen=1" in lines
+    assert not any(line.lower().startswith(b"set-cookie") for line in lines)
+
+
+def test_invalid_header_names_are_dropped(tmp_path: Path) -> None:
+    """A name that is not an HTTP token is not written at all."""
+    lines = _head(_exchange(tmp_path, (("Bad Name", "x"), ("Good-Name", "y"))))
+    assert b"Good-Name: y" in lines
+    assert not any(line.startswith(b"Bad") for line in lines)
+
+
+def test_framing_headers_from_plugins_are_not_sent_twice(tmp_path: Path) -> None:
+    """Content-Length/Transfer-Encoding/Connection belong to the transport."""
+    raw = _exchange(tmp_path, (("content-length", "999"), ("Transfer-Encoding", "chunked")))
+    lines = _head(raw)
+    assert b"Content-Length: 9" in lines
+    assert not any(line.lower().startswith(b"transfer-encoding") for line in lines)
+    assert raw.endswith(b'{"ok": 1}')
+
+
+def test_client_header_spelling_reaches_the_pipeline(tmp_path: Path) -> None:
+    """The InboundRequest keeps header names as the client spelled them."""
+    seen: list[tuple[str, str]] = []
+
+    class Spy:
+        @hookimpl
+        def request_started(self, ctx: Any) -> None:
+            seen.extend(ctx.request.headers.items)
+
+    path = write_config(tmp_path, {
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "a1", "definition": "api.yaml", "stages": ["prod"]}],
+        "plugins": {"enabled": ["mock", "mapping"]},
+        "access_log": False,
+    }, {"api.yaml": DEFINITION})
+    gateway = Gateway(load_config(path), reactor=Clock(), extra_plugins=[("spy", Spy())])
+    gateway.ready = True
+    site: Any = gateway.sites["public"]
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+                                hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+    proto = site.buildProtocol(transport.getPeer())
+    proto.makeConnection(transport)
+    proto.dataReceived(b"GET /prod/x HTTP/1.1\r\nHost: localhost\r\ntEsT-HEADeR: v\r\n\r\n")
+    assert ("tEsT-HEADeR", "v") in seen
+
+
+def test_memoize_is_bounded() -> None:
+    """Request-chosen memo keys cannot grow a route's memo past MEMO_LIMIT."""
+
+    class FakeRoute:
+        memo: dict[Any, Any] = {}
+
+    route: Any = FakeRoute()
+    calls = 0
+
+    def compute(n: int) -> int:
+        nonlocal calls
+        calls += 1
+        return n * 2
+
+    for n in range(MEMO_LIMIT * 3):
+        assert memoize(route, ("k", n), lambda n=n: compute(n)) == n * 2
+    assert len(route.memo) == MEMO_LIMIT
+    before = calls
+    assert memoize(route, ("k", 0), lambda: compute(0)) == 0
+    assert calls == before  # a memoized key is not recomputed
+    assert memoize(route, ("k", MEMO_LIMIT * 3 - 1), lambda: compute(1)) == 2
+    assert calls == before + 1  # past the limit: computed, not stored
