@@ -1,0 +1,283 @@
+"""HTTP and HTTP_PROXY integrations: API Gateway calling an HTTP backend.
+
+A shipped plugin, registered through the ``twistgw`` entry-point group like any
+third-party plugin.  AWS behaviour (aws-apigw-spec.md §3.2, §3.3, §3.7):
+
+* ``HTTP_PROXY``: the client's method (for ``ANY``), query string, headers (minus ``Host``
+  and hop-by-hop ones) and body go to the backend, with ``{name}`` placeholders of the
+  ``uri`` filled from the path parameters and ``integration.request.path.*`` mappings
+  (raw, as the client sent them), mapped query values appended and mapped headers set.
+  API Gateway adds ``X-Forwarded-For/-Proto/-Port``, ``X-Amzn-Apigateway-Api-Id`` and
+  ``X-Amzn-Trace-Id``.  The backend's status, headers and body come back, with
+  ``Date``, ``Server``, ``Content-Length`` and ``x-amzn-RequestId`` renamed
+  ``x-amzn-Remapped-<Name>`` and ``Content-Encoding`` (after decoding), ``Via`` and
+  ``Transfer-Encoding`` dropped.
+* ``HTTP``: the backend gets only mapped headers and query strings, the (templated) body
+  and AWS's defaults (``Accept: application/json``, ``User-Agent:
+  AmazonAPIGateway_<apiId>``, the client's ``Content-Type`` for body methods); what it
+  answers goes to integration-response selection (the mapping plugin), so its status
+  reaches the client only if an integration response maps it.
+
+The outbound side (pools, timeouts, caps, TLS, errors) is :mod:`twistgw_http.client`;
+``requestParameters`` are :mod:`twistgw_http.params`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from twisted.internet.defer import DeferredList
+from twisted.logger import Logger
+
+from twistgw import ApiConfigurationError, Headers, IntegrationResponse, hookimpl
+
+from .client import BackendClient, HttpSettings, parse_settings
+from .params import check_parameters, compile_parameters
+
+if TYPE_CHECKING:
+    from twistgw import Context, IntegrationRequest, Registry
+    from twistgw.config import GatewayConfig
+    from twistgw.deployment import Route
+    from twistgw.gateway import Gateway
+
+__all__ = ["register", "configure", "startup", "shutdown", "integrate", "TYPES"]
+
+log = Logger()
+
+TYPES = frozenset(("HTTP", "HTTP_PROXY"))
+
+#: Client headers never forwarded by HTTP_PROXY: the target's Host, hop-by-hop headers
+#: (most are already dropped on ingress, §A.6), the ones §3.2 drops after mapping, and the
+#: ones API Gateway sets itself.
+_PROXY_DROPPED = frozenset(h.lower() for h in (
+    "Host", "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer",
+    "Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization", "Expect",
+    "Via", "Content-Length", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Port",
+    "X-Amzn-Apigateway-Api-Id", "X-Amzn-Trace-Id"))
+#: Mapped headers silently dropped from HTTP integration requests (§3.2).
+_MAPPED_DROPPED = frozenset(("expect", "proxy-authenticate", "te", "via"))
+#: Backend response headers HTTP_PROXY renames to ``x-amzn-Remapped-<Name>`` (§3.7).
+_REMAPPED = frozenset(("connection", "content-length", "date", "server", "x-amzn-requestid"))
+#: Backend response headers HTTP_PROXY drops (§3.7 [EMU]) besides framing ones.
+_RESPONSE_DROPPED = frozenset(("via", "transfer-encoding", "keep-alive", "proxy-connection",
+                               "upgrade", "trailer", "te"))
+_BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+_PLACEHOLDER = re.compile(r"\{([A-Za-z0-9._$-]+)\+?\}")
+#: Characters left as they are when a value is put into the URL path: a raw path
+#: parameter is already valid there and must not be re-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+
+
+class _State:
+    """Clients by gateway config (one per deployment's settings) and the reactor to use."""
+
+    def __init__(self) -> None:
+        self.reactor: Any = None
+        self.settings: dict[int, tuple[GatewayConfig, HttpSettings]] = {}
+        self.clients: dict[int, tuple[GatewayConfig, BackendClient]] = {}
+
+    def client_for(self, config: GatewayConfig) -> BackendClient:
+        found = self.clients.get(id(config))
+        if found is not None and found[0] is config:
+            return found[1]
+        known = self.settings.get(id(config))
+        settings = known[1] if known is not None and known[0] is config else \
+            parse_settings(config.plugin_settings("http"), config.source, config.base_dir)
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            self.reactor = reactor
+        client = BackendClient(self.reactor, settings)
+        # Keep the clients of the current and the previous deployment (requests in flight
+        # on a reloaded config finish on theirs); older pools are closed.
+        while len(self.clients) >= 2:
+            _key, (_cfg, old) = next(iter(self.clients.items()))
+            del self.clients[_key]
+            old.close()
+        self.clients[id(config)] = (config, client)
+        return client
+
+
+_state = _State()
+
+
+def _is_ours(route: Route) -> bool:
+    return route.integration is not None and route.integration.type in TYPES
+
+
+def _check_route(route: Route) -> None:
+    """Load-time refusal of ``requestParameters`` this plugin (or AWS) cannot serve."""
+    integration = route.integration
+    if integration is not None and integration.type in TYPES:
+        check_parameters(integration)
+
+
+@hookimpl
+def register(registry: Registry) -> None:
+    """Claim HTTP and HTTP_PROXY and their parameter mappings; stay off other routes."""
+    registry.add_integration_type("HTTP")
+    registry.add_integration_type("HTTP_PROXY")
+    registry.add_feature("request_parameters")
+    registry.add_route_filter(_is_ours)
+    registry.add_route_check(_check_route)
+
+
+@hookimpl
+def configure(config: GatewayConfig) -> None:
+    """Check ``plugins.settings.http`` (refusing unknown keys and bad values)."""
+    settings = parse_settings(config.plugin_settings("http"), config.source, config.base_dir)
+    _state.settings[id(config)] = (config, settings)
+    while len(_state.settings) > 8:
+        del _state.settings[next(iter(_state.settings))]
+
+
+@hookimpl
+def startup(gateway: Gateway) -> None:
+    """Use the gateway's reactor for outbound connections."""
+    _state.reactor = gateway.reactor
+
+
+@hookimpl
+def shutdown(gateway: Gateway) -> Any:
+    """Close the pooled backend connections."""
+    clients = [client for _cfg, client in _state.clients.values()]
+    _state.clients.clear()
+    if clients:
+        return DeferredList([c.close() for c in clients], consumeErrors=True)
+    return None
+
+
+@hookimpl
+def integrate(ctx: Context, request: IntegrationRequest
+              ) -> Coroutine[Any, Any, IntegrationResponse] | None:
+    """Call the backend of an HTTP or HTTP_PROXY integration."""
+    integration = ctx.integration
+    if integration is None or integration.type not in TYPES or ctx.deployment_api is None:
+        return None
+    return _call(ctx, request, integration.type == "HTTP_PROXY")
+
+
+def trace_id(ctx: Context) -> str:
+    """The client's ``X-Amzn-Trace-Id``, or a new X-Ray root id."""
+    if ctx.trace_id:
+        return ctx.trace_id
+    return f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()}"
+
+
+def _encode_pairs(pairs: list[tuple[str, str]]) -> str:
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+
+
+def build_url(ctx: Context, request: IntegrationRequest, proxy: bool,
+              path_values: dict[str, str], mapped_query: list[tuple[str, str]]) -> str:
+    """The backend URL: placeholders filled, query forwarded (proxy) and mapped."""
+    fill = dict(request.path_params) if proxy else {}
+    fill.update(path_values)
+    uri = request.uri
+    if "{" in uri:
+        uri = _PLACEHOLDER.sub(lambda m: quote(fill.get(m.group(1), ""), safe=_PATH_SAFE), uri)
+    parts: list[str] = []
+    if proxy:
+        inbound = ctx.request
+        if request.query is inbound.query or request.query == inbound.query:
+            if inbound.raw_query:
+                parts.append(inbound.raw_query)
+        elif request.query:
+            parts.append(_encode_pairs(list(request.query)))
+    if mapped_query:
+        parts.append(_encode_pairs(mapped_query))
+    if not parts:
+        return uri
+    return uri + ("&" if "?" in uri else "?") + "&".join(parts)
+
+
+def proxy_headers(ctx: Context, request: IntegrationRequest, settings: HttpSettings,
+                  mapped: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """What an HTTP_PROXY backend receives: client headers, mapped ones, AWS's own."""
+    inbound = ctx.request
+    mapped_names = {k.lower() for k, _ in mapped}
+    out = [(k, v) for k, v in request.headers.items
+           if (lk := k.lower()) not in _PROXY_DROPPED and lk not in mapped_names]
+    out.extend((k, v) for k, v in mapped if k.lower() not in _MAPPED_DROPPED)
+    peer = inbound.client_ip
+    incoming = inbound.headers.get_all("x-forwarded-for")
+    if incoming and settings.trusts(peer):
+        out.append(("X-Forwarded-For", ", ".join([*incoming, peer])))
+    else:
+        out.append(("X-Forwarded-For", peer))
+    out.append(("X-Forwarded-Proto", inbound.scheme))
+    out.append(("X-Forwarded-Port", str(inbound.server_port)))
+    assert ctx.deployment_api is not None
+    out.append(("X-Amzn-Apigateway-Api-Id", ctx.deployment_api.id))
+    out.append(("X-Amzn-Trace-Id", trace_id(ctx)))
+    return out
+
+
+def http_headers(ctx: Context, request: IntegrationRequest,
+                 mapped: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """What an HTTP (non-proxy) backend receives: mapped headers and AWS's defaults."""
+    assert ctx.deployment_api is not None
+    api_id = ctx.deployment_api.id
+    out = [(k, v) for k, v in mapped if k.lower() not in _MAPPED_DROPPED]
+    names = {k.lower() for k, _ in out}
+    if "accept" not in names:
+        out.append(("Accept", "application/json"))
+    if "user-agent" not in names:
+        out.append(("User-Agent", f"AmazonAPIGateway_{api_id}"))
+    if "content-type" not in names and request.method in _BODY_METHODS:
+        ctype = ctx.request.headers.get("content-type")
+        if ctype:
+            out.append(("Content-Type", ctype))
+    out.append(("X-Amzn-Apigateway-Api-Id", api_id))
+    out.append(("X-Amzn-Trace-Id", trace_id(ctx)))
+    return out
+
+
+def proxy_response_headers(headers: tuple[tuple[str, str], ...], length: int | None
+                           ) -> Headers:
+    """The backend's headers as an HTTP_PROXY client sees them (§3.7 remapping)."""
+    out: list[tuple[str, str]] = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _RESPONSE_DROPPED:
+            continue
+        if lname in _REMAPPED:
+            name = f"x-amzn-Remapped-{name}"
+        out.append((name, value))
+    if length is not None:
+        out.append(("x-amzn-Remapped-Content-Length", str(length)))
+    return Headers(tuple(out))
+
+
+async def _call(ctx: Context, request: IntegrationRequest, proxy: bool
+                ) -> IntegrationResponse:
+    integration = ctx.integration
+    api = ctx.deployment_api
+    assert integration is not None and api is not None
+    params = compile_parameters(integration)
+    if params.broken is not None:
+        log.error("({request_id}) Execution failed due to configuration error: {problem}",
+                  request_id=ctx.request_id, problem=params.broken)
+        raise ApiConfigurationError()
+    path_values, mapped_query, mapped_headers = params.apply(ctx)
+    client = _state.client_for(api.gateway)
+    url = build_url(ctx, request, proxy, path_values, mapped_query)
+    if proxy:
+        headers = proxy_headers(ctx, request, client.settings, mapped_headers)
+    else:
+        headers = http_headers(ctx, request, mapped_headers)
+    started = time.monotonic()
+    answer = await client.request(request.method, url, headers, request.body)
+    latency = int((time.monotonic() - started) * 1000)
+    if proxy:
+        return IntegrationResponse(status=answer.status,
+                                   headers=proxy_response_headers(answer.headers,
+                                                                  answer.length),
+                                   body=answer.body, metadata={"latency_ms": latency})
+    return IntegrationResponse(status=answer.status, headers=Headers(answer.headers),
+                               body=answer.body, metadata={"latency_ms": latency})

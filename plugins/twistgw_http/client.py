@@ -1,0 +1,327 @@
+"""The outbound HTTP client: one pooled Agent per settings, bounded reads, AWS errors.
+
+Built on Twisted's ``Agent`` directly rather than treq: the gateway needs exactly one
+request shape (bytes in, bytes out, no redirects, no cookies, no decoding magic) and the
+few things treq leaves open (reliability.md §2.4): a deadline over the *whole* exchange
+(the core's ``addTimeout`` on the integrate Deferred, which this module lets cancel the
+connection at any point, body included), a cap on the body read, a dedicated
+``HTTPConnectionPool`` whose idle time stays below backends' keep-alive, and automatic
+retries only for idempotent requests (the pool's own rule: no body, no response yet).
+
+Every failure to talk to the backend (refused, reset, DNS, TLS verification, a connection
+dropped mid-body) becomes AWS's INTEGRATION_FAILURE, ``504 {"message": "Network error
+communicating with endpoint"}`` (aws-apigw-spec.md §3.7); a body over the cap is a 502.
+Cancellation (integration timeout, client gone) is never turned into one of those: it
+propagates as ``CancelledError`` so the core answers 504 ``Endpoint request timed out``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.internet import error as inet_error
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseDone,
+)
+from twisted.web.error import SchemeNotSupported
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers as TwistedHeaders
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from twistgw import ApiConfigurationError, ConfigError, IntegrationFailure
+
+__all__ = ["HttpSettings", "BackendClient", "BackendAnswer", "NETWORK_ERROR",
+           "parse_settings"]
+
+#: AWS's message for a backend it could not talk to (§3.7, recorded 56-byte body).
+NETWORK_ERROR = "Network error communicating with endpoint"
+#: API Gateway's payload limit, applied to what a backend may answer.
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+
+
+@attrs.frozen
+class HttpSettings:
+    """``plugins.settings.http`` (documented in docs/config.rst)."""
+
+    connect_timeout: float = 5.0
+    max_idle_per_host: int = 20
+    #: Idle pooled connections are closed after this many seconds: below Node's 5 s and
+    #: nginx's 75 s keep-alive, so a reused connection is rarely one the backend just shut.
+    idle_timeout: float = 4.0
+    retry_idempotent: bool = True
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ca_file: str | None = None
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def trusts(self, address: str) -> bool:
+        """True when ``address`` is a configured trusted hop (its X-Forwarded-For is kept)."""
+        if not self.trusted_proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted_proxies)
+
+
+_KNOWN = {"connect_timeout", "max_idle_per_host", "idle_timeout", "retry_idempotent",
+          "max_response_bytes", "ca_file", "trusted_proxies"}
+
+
+def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = None
+                   ) -> HttpSettings:
+    """Check ``plugins.settings.http``; a ConfigError names the key and the fix."""
+    where = "plugins.settings.http"
+    for key in raw:
+        if key not in _KNOWN:
+            raise ConfigError(source, f"{where}.{key}",
+                              f"unknown setting; known: {', '.join(sorted(_KNOWN))}")
+
+    def number(key: str, default: float, minimum: float) -> float:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise ConfigError(source, f"{where}.{key}",
+                              f"expected a number of at least {minimum}, got {value!r}")
+        return float(value)
+
+    retry = raw.get("retry_idempotent", True)
+    if not isinstance(retry, bool):
+        raise ConfigError(source, f"{where}.retry_idempotent", "expected true or false")
+    ca_file = raw.get("ca_file")
+    if ca_file is not None:
+        if not isinstance(ca_file, str):
+            raise ConfigError(source, f"{where}.ca_file", "expected a path to a PEM file")
+        path = Path(ca_file)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise ConfigError(source, f"{where}.ca_file",
+                              f"{ca_file} does not exist; give a PEM file of CA certificates")
+        ca_file = str(path)
+    proxies = raw.get("trusted_proxies", [])
+    if not isinstance(proxies, list):
+        raise ConfigError(source, f"{where}.trusted_proxies",
+                          "expected a list of addresses or networks (10.0.0.0/8)")
+    nets = []
+    for i, item in enumerate(proxies):
+        try:
+            nets.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise ConfigError(source, f"{where}.trusted_proxies[{i}]",
+                              f"{item!r} is not an address or network") from None
+    return HttpSettings(
+        connect_timeout=number("connect_timeout", 5.0, 0.001),
+        max_idle_per_host=int(number("max_idle_per_host", 20, 0)),
+        idle_timeout=number("idle_timeout", 4.0, 0),
+        retry_idempotent=retry,
+        max_response_bytes=int(number("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 1)),
+        ca_file=ca_file,
+        trusted_proxies=tuple(nets),
+    )
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body already in memory (the gateway buffers bodies, bounded)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self.body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class BodyTooLarge(Exception):
+    """The backend's body exceeded ``max_response_bytes``."""
+
+
+_DONE = Failure(inet_error.ConnectionDone())
+
+
+def _abort(transport: Any) -> None:
+    """Stop a response body: Twisted's body transport aborts the connection."""
+    if transport is not None:
+        transport.stopProducing()
+
+
+class _Collector(Protocol):
+    """Reads a response body up to a limit; aborting the connection beyond it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.chunks: list[bytes] = []
+        self.finished: Deferred[bytes] = Deferred(self._cancel)
+
+    def _cancel(self, _d: Deferred[bytes]) -> None:
+        _abort(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.chunks = []
+            self.finished.errback(BodyTooLarge())
+            _abort(self.transport)
+            return
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(b"".join(self.chunks))
+        else:
+            self.finished.errback(reason)
+
+
+@attrs.frozen
+class BackendAnswer:
+    """What the backend said: status, headers (names as Twisted spells them), body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    #: The backend's Content-Length if it sent one (Twisted's parser keeps framing
+    #: headers out of ``headers``).
+    length: int | None
+
+
+def _is_cancel(failure: BaseException) -> bool:
+    """True when ``failure`` is (or wraps) a cancellation, which must stay one."""
+    if isinstance(failure, CancelledError):
+        return True
+    reasons = getattr(failure, "reasons", None)
+    if reasons:
+        return any(r.check(CancelledError) is not None for r in reasons)
+    return False
+
+
+def _decode(encoding: str, body: bytes, limit: int) -> bytes | None:
+    """Undo gzip/deflate (bounded by ``limit``); ``None`` for encodings left as they are."""
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif enc == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        return None
+    try:
+        d = zlib.decompressobj(wbits)
+        out = d.decompress(body, limit + 1)
+    except zlib.error:
+        if enc != "deflate":
+            raise
+        d = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as some servers send
+        out = d.decompress(body, limit + 1)
+    if len(out) > limit:
+        raise BodyTooLarge()
+    return out
+
+
+class BackendClient:
+    """A pooled Agent for one set of :class:`HttpSettings`."""
+
+    def __init__(self, reactor: Any, settings: HttpSettings) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = settings.max_idle_per_host
+        pool.cachedConnectionTimeout = settings.idle_timeout  # type: ignore[assignment]
+        pool.retryAutomatically = settings.retry_idempotent
+        self.pool = pool
+        if settings.ca_file is not None:
+            pem = Path(settings.ca_file).read_bytes()
+            certs = [Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + block)
+                     for block in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]]
+            policy = BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certs))
+        else:
+            policy = BrowserLikePolicyForHTTPS()
+        self.agent = Agent(reactor, contextFactory=policy,
+                           connectTimeout=settings.connect_timeout, pool=pool)
+
+    def close(self) -> Deferred[None]:
+        """Close the idle pooled connections (on shutdown or when settings change)."""
+        return self.pool.closeCachedConnections()  # type: ignore[no-any-return]
+
+    async def request(self, method: str, url: str, headers: Sequence[tuple[str, str]],
+                      body: bytes, *, decode: bool = True) -> BackendAnswer:
+        """One exchange; raises AWS's gateway errors, or ``CancelledError`` when cancelled.
+
+        ``decode``: undo gzip/deflate so ``Content-Encoding`` can be dropped as AWS does.
+        """
+        raw = TwistedHeaders()
+        for name, value in headers:
+            raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+        send_body = body or method in ("POST", "PUT", "PATCH")
+        producer = _BytesProducer(body) if send_body else None
+        try:
+            uri = url.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ApiConfigurationError() from None
+        try:
+            response: IResponse = await self.agent.request(
+                method.encode("ascii"), uri, raw, producer)
+            collector = _Collector(self.settings.max_response_bytes)
+            response.deliverBody(collector)
+            data = await collector.finished
+        except BodyTooLarge:
+            raise IntegrationFailure(status=502) from None
+        except CancelledError:
+            raise
+        except (SchemeNotSupported, ValueError):
+            # "Execution failed due to configuration error: Invalid endpoint address".
+            raise ApiConfigurationError() from None
+        except Exception as e:
+            if _is_cancel(e):
+                raise CancelledError() from e
+            raise IntegrationFailure(NETWORK_ERROR) from e
+        out: list[tuple[str, str]] = []
+        encoding = None
+        for name, values in response.headers.getAllRawHeaders():
+            key = name.decode("latin-1")
+            if decode and key.lower() == "content-encoding":
+                encoding = b",".join(values).decode("latin-1")
+                continue
+            out.extend((key, v.decode("latin-1")) for v in values)
+        if encoding is not None:
+            try:
+                decoded = _decode(encoding, data, self.settings.max_response_bytes)
+            except BodyTooLarge:
+                raise IntegrationFailure(status=502) from None
+            except zlib.error:
+                raise IntegrationFailure(NETWORK_ERROR) from None
+            if decoded is None:
+                out.append(("Content-Encoding", encoding))
+            else:
+                data = decoded
+        length = response.length if response.length is not UNKNOWN_LENGTH else None
+        return BackendAnswer(status=response.code, headers=tuple(out), body=data,
+                             length=length if isinstance(length, int) else None)
