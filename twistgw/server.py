@@ -195,6 +195,10 @@ class GatewayResource:
         headers = TwistedHeaders()
         headers._rawHeaders = raw
         request.responseHeaders = headers
+        # The pipeline always sets a Content-Type, in whatever spelling the backend used
+        # (a Lambda's "content-type"); Twisted only sees "Content-Type" and would add a
+        # second one, text/html, which clients then read instead.
+        request.defaultContentType = None
         if body:
             request.write(body)
         request.finish()
