@@ -11,6 +11,7 @@ from setuptools import find_packages, setup
 SHIPPED_PLUGINS = {
     "mock": "twistgw_mock",
     "mapping": "twistgw_mapping",
+    "lambda": "twistgw_lambda",
     "http": "twistgw_http",
 }
 

@@ -1,0 +1,371 @@
+"""The events a Lambda proxy integration sends: REST 1.0, HTTP API 2.0 and 1.0-on-HTTP.
+
+Shapes follow aws-apigw-spec.md §1.1-§1.3 key by key, including the ``null``-vs-empty
+rules (REST: every key present, empty ones ``null``; 2.0: empty ones omitted), because
+handlers and frameworks (Powertools, Mangum) branch on exactly those differences.  The
+headers come from the integration request (the method request minus §A.6's dropped set,
+plus any mapped headers) and get what API Gateway adds: ``X-Forwarded-*``, the trace id
+and, for EDGE APIs, the CloudFront ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from typing import Any
+
+from twistgw import Context, IntegrationRequest, StashKey
+from twistgw.variables import ACCOUNT_ID, request_time
+
+__all__ = ["rest_event", "http_v2_event", "http_v1_event", "gateway_headers",
+           "matches_media_type", "trace_header", "deployment_id", "source_ip"]
+
+#: Header names an edge-optimised (CloudFront) API capitalises; others stay as sent (§A.6).
+_EDGE_CANONICAL = {n.lower(): n for n in (
+    "Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Authorization",
+    "Cache-Control", "Content-Type", "Cookie", "Host", "If-Match", "If-Modified-Since",
+    "If-None-Match", "Origin", "Pragma", "Range", "Referer", "User-Agent")}
+
+#: 2.0 bodies of these types travel as text; everything else is base64 (§1.2).
+_TEXT_TYPES = ("application/json", "application/xml", "application/javascript")
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def matches_media_type(media_type: str, binary_media_types: tuple[str, ...]) -> bool:
+    """Whether ``media_type`` is one of an API's ``binaryMediaTypes`` (§2.1, §6.7).
+
+    Exact match, an entry ``type/*`` matching any subtype, or ``*/*`` matching anything;
+    an entry with a wildcard type (``*/png``) is not honoured, as on AWS.
+    """
+    media_type = media_type.lower()
+    if not media_type:
+        return False
+    main = media_type.split("/", 1)[0]
+    for entry in binary_media_types:
+        entry = entry.strip().lower()
+        if entry == "*/*" or entry == media_type:
+            return True
+        if entry.endswith("/*") and not entry.startswith("*") and entry[:-2] == main:
+            return True
+    return False
+
+
+_TRACE_KEY: StashKey[str | None] = StashKey("twistgw_lambda.trace")
+
+
+def trace_header(ctx: Context) -> str:
+    """The full trace id API Gateway works with (§A.7, §A.8): ``Root=..;Parent=..;Sampled=..``.
+
+    The client's ``Root`` is kept; a missing ``Root`` or ``Parent`` is generated;
+    ``Sampled`` defaults to 1 when the client named a Parent, else 0.  Cached in the
+    request's stash so the event, the runtime's trace header and the response agree.
+    """
+    cached = ctx.stash.get(_TRACE_KEY, None)
+    if cached is not None:
+        return cached
+    fields: dict[str, str] = {}
+    for part in (ctx.trace_id or "").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key:
+            fields[key] = value
+    given_parent = "Parent" in fields
+    if "Root" not in fields:
+        epoch = int(ctx.received_at)
+        fields["Root"] = f"1-{epoch:08x}-{os.urandom(12).hex()}"
+    if "Parent" not in fields:
+        fields["Parent"] = os.urandom(8).hex()
+    if "Sampled" not in fields:
+        fields["Sampled"] = "1" if given_parent else "0"
+    ordered = [f"Root={fields.pop('Root')}", f"Parent={fields.pop('Parent')}",
+               f"Sampled={fields.pop('Sampled')}"] + [f"{k}={v}" for k, v in fields.items()]
+    value = ";".join(ordered)
+    ctx.stash[_TRACE_KEY] = value
+    return value
+
+
+def event_trace_header(ctx: Context) -> str:
+    """The ``X-Amzn-Trace-Id`` in the event: the client's own when it has a ``Root``,
+    else just the generated ``Root=...`` (what AWS's recorded events show)."""
+    given = ctx.trace_id
+    if given and "Root=" in given:
+        return given
+    return trace_header(ctx).split(";", 1)[0]
+
+
+def deployment_id(ctx: Context) -> str:
+    """A stable id for the deployment serving the stage (``requestContext.deploymentId``)."""
+    api = ctx.deployment_api
+    seed = f"{api.id if api else ''}:{ctx.stage.name if ctx.stage else ''}:" \
+           f"{api.definition.source if api else ''}"
+    return hashlib.sha1(seed.encode()).hexdigest()[:6]
+
+
+def _is_edge(ctx: Context) -> bool:
+    api = ctx.deployment_api
+    return api is not None and api.config.endpoint_type == "EDGE"
+
+
+def source_ip(ctx: Context) -> str:
+    """The caller's address: the peer, or on EDGE APIs the viewer the CDN in front named.
+
+    An EDGE API is served behind a CDN on-prem as on AWS, so the first ``X-Forwarded-For``
+    entry is the viewer; REGIONAL and PRIVATE APIs trust only the TCP peer.
+    """
+    if _is_edge(ctx):
+        forwarded = ctx.request.headers.get("x-forwarded-for")
+        if forwarded:
+            first = forwarded.split(",", 1)[0].strip()
+            if first:
+                return first
+    return ctx.request.client_ip
+
+
+def gateway_headers(ctx: Context, request: IntegrationRequest) -> list[tuple[str, str]]:
+    """The event's header lines: the integration request's plus what API Gateway adds."""
+    inbound = ctx.request
+    edge = _is_edge(ctx)
+    lines: list[tuple[str, str]] = []
+    forwarded_for: str | None = None
+    added = {"x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", "x-amzn-trace-id"}
+    for name, value in request.headers:
+        lname = name.lower()
+        if lname == "x-forwarded-for":
+            forwarded_for = value if forwarded_for is None else f"{forwarded_for}, {value}"
+            continue
+        if lname in added:
+            continue
+        if edge:
+            name = _EDGE_CANONICAL.get(lname, name)
+        lines.append((name, value))
+    present = {n.lower() for n, _ in lines}
+    if edge:
+        cloudfront = (
+            ("CloudFront-Forwarded-Proto", "https"),
+            ("CloudFront-Is-Desktop-Viewer", "true"),
+            ("CloudFront-Is-Mobile-Viewer", "false"),
+            ("CloudFront-Is-SmartTV-Viewer", "false"),
+            ("CloudFront-Is-Tablet-Viewer", "false"),
+            ("Via", f"2.0 {hashlib.md5(ctx.domain_name.encode()).hexdigest()[:16]}"
+                    ".cloudfront.net (CloudFront)"),
+            ("X-Amz-Cf-Id", base64.urlsafe_b64encode(os.urandom(42)).decode()),
+        )
+        for name, value in cloudfront:
+            if name.lower() not in present:
+                lines.append((name, value))
+    xff = f"{forwarded_for}, {inbound.client_ip}" if forwarded_for else inbound.client_ip
+    lines.append(("X-Amzn-Trace-Id", event_trace_header(ctx)))
+    lines.append(("X-Forwarded-For", xff))
+    lines.append(("X-Forwarded-Port", str(inbound.server_port or
+                                          (443 if inbound.scheme == "https" else 80))))
+    lines.append(("X-Forwarded-Proto", inbound.scheme))
+    return lines
+
+
+def _body(ctx: Context, request: IntegrationRequest) -> tuple[str | None, bool]:
+    """REST / 1.0 body: ``null`` when empty; base64 iff Content-Type is a binary type."""
+    body = request.body
+    api = ctx.api
+    binary = api is not None and matches_media_type(
+        _media_type(request.headers.get("content-type")), api.binary_media_types)
+    if binary:
+        return (base64.b64encode(body).decode("ascii") if body else None), True
+    if not body:
+        return None, False
+    return body.decode("utf-8", "replace"), False
+
+
+def _authorizer_v1(ctx: Context) -> dict[str, Any] | None:
+    principal = ctx.principal
+    if principal is None:
+        return None
+    if principal.claims:
+        return {"claims": {k: _stringify(v) for k, v in principal.claims.items()}}
+    out: dict[str, Any] = {k: (None if v is None else _stringify(v))
+                           for k, v in principal.context.items()}
+    out["principalId"] = principal.id
+    out["integrationLatency"] = 0
+    return out
+
+
+def _stringify(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _v1_event(ctx: Context, request: IntegrationRequest, *, lower: bool) -> dict[str, Any]:
+    route = ctx.route
+    assert route is not None and ctx.stage is not None
+    lines = gateway_headers(ctx, request)
+    if lower:
+        lines = [(n.lower(), v) for n, v in lines]
+    headers: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    spelled: dict[str, str] = {}
+    for name, value in lines:
+        key = spelled.setdefault(name.lower(), name)
+        headers[key] = value
+        multi.setdefault(key, []).append(value)
+    query: dict[str, str] = {}
+    multi_query: dict[str, list[str]] = {}
+    for name, value in request.query:
+        query[name] = value
+        multi_query.setdefault(name, []).append(value)
+    body, is_b64 = _body(ctx, request)
+    api = ctx.deployment_api
+    assert api is not None
+    identity: dict[str, Any] = {
+        "accessKey": None, "accountId": None, "caller": None,
+        "cognitoAuthenticationProvider": None, "cognitoAuthenticationType": None,
+        "cognitoIdentityId": None, "cognitoIdentityPoolId": None, "principalOrgId": None,
+        "sourceIp": source_ip(ctx), "user": None,
+        "userAgent": ctx.request.headers.get("user-agent"), "userArn": None,
+    }
+    principal = ctx.principal
+    if principal is not None and principal.usage_identifier_key:
+        identity["apiKey"] = principal.usage_identifier_key
+    cert = _client_cert(ctx)
+    if cert is not None:
+        identity["clientCert"] = cert
+    domain = ctx.domain_name or ctx.request.host
+    request_context: dict[str, Any] = {
+        "accountId": ACCOUNT_ID,
+        "apiId": api.id,
+        "deploymentId": deployment_id(ctx),
+        "domainName": domain,
+        "domainPrefix": domain.split(".", 1)[0],
+        "extendedRequestId": ctx.extended_request_id,
+        "httpMethod": ctx.method,
+        "identity": identity,
+        "path": ctx.request_path,
+        "protocol": "HTTP/1.1",
+        "requestId": ctx.request_id,
+        "requestTime": request_time(ctx.received_at),
+        "requestTimeEpoch": int(ctx.received_at * 1000),
+        "resourceId": route.operation.route_key if lower else route.resource_id,
+        "resourcePath": route.operation.path,
+        "stage": ctx.stage.name,
+    }
+    authorizer = _authorizer_v1(ctx)
+    if authorizer is not None:
+        request_context["authorizer"] = authorizer
+    if lower:
+        request_context["routeKey"] = route.operation.route_key
+    return {
+        "resource": route.operation.path,
+        "path": ctx.path,
+        "httpMethod": ctx.method,
+        "headers": headers or None,
+        "multiValueHeaders": multi or None,
+        "queryStringParameters": query or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": dict(ctx.path_params) or None,
+        "stageVariables": dict(ctx.stage_variables) or None,
+        "requestContext": request_context,
+        "body": body,
+        "isBase64Encoded": is_b64,
+    }
+
+
+def _client_cert(ctx: Context) -> dict[str, Any] | None:
+    tls = ctx.request.tls
+    if tls is None or tls.client_cert_pem is None:
+        return None
+    return {"clientCertPem": tls.client_cert_pem, "subjectDN": tls.subject_dn,
+            "issuerDN": tls.issuer_dn, "serialNumber": tls.serial_number,
+            "validity": {"notBefore": tls.not_before, "notAfter": tls.not_after}}
+
+
+def rest_event(ctx: Context, request: IntegrationRequest) -> dict[str, Any]:
+    """The REST ``AWS_PROXY`` event, payload format 1.0 (§1.1)."""
+    return _v1_event(ctx, request, lower=False)
+
+
+def http_v1_event(ctx: Context, request: IntegrationRequest) -> dict[str, Any]:
+    """An HTTP API event with payload format 1.0 (§1.3): §1.1 plus ``version``."""
+    event = {"version": "1.0", **_v1_event(ctx, request, lower=True)}
+    return event
+
+
+def http_v2_event(ctx: Context, request: IntegrationRequest) -> dict[str, Any]:
+    """The HTTP API event, payload format 2.0 (§1.2)."""
+    route = ctx.route
+    assert route is not None and ctx.stage is not None and ctx.deployment_api is not None
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in gateway_headers(ctx, request):
+        lname = name.lower()
+        if lname == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        headers[lname] = f"{headers[lname]},{value}" if lname in headers else value
+    headers["content-length"] = str(len(request.body))
+    query: dict[str, str] = {}
+    for name, value in request.query:
+        query[name] = f"{query[name]},{value}" if name in query else value
+    domain = ctx.domain_name or ctx.request.host
+    request_context: dict[str, Any] = {
+        "accountId": ACCOUNT_ID,
+        "apiId": ctx.deployment_api.id,
+        "domainName": domain,
+        "domainPrefix": domain.split(".", 1)[0],
+        "http": {"method": ctx.method, "path": ctx.request_path, "protocol": "HTTP/1.1",
+                 "sourceIp": source_ip(ctx),
+                 "userAgent": ctx.request.headers.get("user-agent") or ""},
+        "requestId": ctx.request_id,
+        "routeKey": route.operation.route_key,
+        "stage": ctx.stage.name,
+        "time": request_time(ctx.received_at),
+        "timeEpoch": int(ctx.received_at * 1000),
+    }
+    principal = ctx.principal
+    if principal is not None:
+        if principal.kind == "jwt":
+            request_context["authorizer"] = {"jwt": {
+                "claims": {k: _stringify(v) for k, v in principal.claims.items()},
+                "scopes": principal.context.get("scopes")}}
+        else:
+            request_context["authorizer"] = {"lambda": dict(principal.context)}
+    cert = _client_cert(ctx)
+    if cert is not None:
+        request_context["authentication"] = {"clientCert": cert}
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route.operation.route_key,
+        "rawPath": ctx.request_path,
+        "rawQueryString": ctx.request.raw_query,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = headers
+    if query:
+        event["queryStringParameters"] = query
+    if ctx.path_params:
+        event["pathParameters"] = dict(ctx.path_params)
+    if ctx.stage_variables:
+        event["stageVariables"] = dict(ctx.stage_variables)
+    event["requestContext"] = request_context
+    body = request.body
+    ctype = _media_type(request.headers.get("content-type"))
+    text = ctype.startswith("text/") or ctype in _TEXT_TYPES
+    if body:
+        event["body"] = body.decode("utf-8", "replace") if text \
+            else base64.b64encode(body).decode("ascii")
+    event["isBase64Encoded"] = bool(body) and not text
+    return event
+
+
+def event_for(ctx: Context, request: IntegrationRequest) -> dict[str, Any]:
+    """The event for the route's API type and ``payloadFormatVersion``."""
+    api = ctx.deployment_api
+    if api is not None and api.is_http:
+        integration = ctx.integration
+        if integration is not None and integration.payload_format_version == "1.0":
+            return http_v1_event(ctx, request)
+        return http_v2_event(ctx, request)
+    return rest_event(ctx, request)
+

@@ -1,0 +1,217 @@
+"""The Lambda plugin's hook implementations (re-exported by the package).
+
+``AWS_PROXY`` routes get the proxy event for their API type and payload format, invoke the
+function named by the integration URI in its warm worker pool, and map the output back by
+aws-apigw-spec.md §2, with AWS's error statuses and execution-log wording.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.logger import Logger
+
+from twistgw import (
+    ApiConfigurationError,
+    ConfigError,
+    IntegrationFailure,
+    IntegrationResponse,
+    RequestTooLarge,
+    hookimpl,
+)
+from twistgw.variables import ACCOUNT_ID
+
+from .arn import parse_function_uri
+from .events import event_for, trace_header
+from .functions import FunctionConfig, parse_functions
+from .responses import (
+    MALFORMED_LOG,
+    BadBase64,
+    MalformedResponse,
+    first_accept_is_binary,
+    parse_v1,
+    parse_v2,
+)
+from .runtime import MAX_PAYLOAD_BYTES, InvokeResult, LambdaRuntime
+
+if TYPE_CHECKING:
+    from twistgw import Context, IntegrationRequest, Registry
+    from twistgw.config import GatewayConfig
+    from twistgw.deployment import Route
+    from twistgw.gateway import Gateway
+
+__all__ = ["register", "configure", "startup", "shutdown", "integrate"]
+
+log = Logger()
+
+
+class _State:
+    """Module state: functions of the config being built, runtimes of running gateways.
+
+    ``configure`` runs right before the deployment is built (where the route filter checks
+    function names), so ``checking`` is the config under construction.  Runtimes are keyed
+    by the gateway config they serve; a request finds its runtime through
+    ``ctx.deployment_api.gateway``.
+    """
+
+    def __init__(self) -> None:
+        self.checking: tuple[GatewayConfig, dict[str, FunctionConfig]] | None = None
+        self.runtimes: dict[int, tuple[GatewayConfig, LambdaRuntime]] = {}
+
+
+_state = _State()
+
+
+def _is_lambda_route(route: Route) -> bool:
+    integration = route.integration
+    if integration is None or integration.type != "AWS_PROXY":
+        return False
+    uri = integration.uri
+    checking = _state.checking
+    if checking is not None and "${" not in uri:
+        config, functions = checking
+        file, _, where = route.operation.where.rpartition(": ")
+        where = f"{where}.x-amazon-apigateway-integration.uri"
+        ref = parse_function_uri(uri)
+        if ref is None:
+            raise ConfigError(file or config.source, where,
+                              f"{uri!r} is not a Lambda function URI; write arn:aws:apigateway:"
+                              "{region}:lambda:path/2015-03-31/functions/arn:aws:lambda:"
+                              "{region}:{account}:function:{Name}/invocations")
+        if ref.name not in functions:
+            known = ", ".join(sorted(functions)) or "none"
+            raise ConfigError(file or config.source, where,
+                              f"the function {ref.name!r} is not declared under functions: "
+                              f"in {config.source} (declared: {known}); add "
+                              f"functions.{ref.name} or fix the name")
+    return True
+
+
+@hookimpl
+def register(registry: Registry) -> None:
+    """Claim ``AWS_PROXY`` and ``functions:``; stay out of non-Lambda routes."""
+    registry.add_integration_type("AWS_PROXY")
+    registry.add_feature("functions")
+    registry.add_route_filter(_is_lambda_route)
+
+
+@hookimpl
+def configure(config: GatewayConfig) -> None:
+    """Check ``functions:`` (every key, with the fix in the message)."""
+    functions = parse_functions(config.functions, config.source, Path(config.base_dir))
+    _state.checking = (config, functions)
+
+
+@hookimpl
+def startup(gateway: Gateway) -> None:
+    """Start the pools (and their ``min_workers``) of the gateway's functions."""
+    config = gateway.config
+    functions = parse_functions(config.functions, config.source, Path(config.base_dir))
+    runtime = LambdaRuntime(functions, gateway.reactor)
+    _state.runtimes[id(config)] = (config, runtime)
+    runtime.start()
+
+
+@hookimpl
+def shutdown(gateway: Gateway) -> Any:
+    """Stop every worker of the gateway's functions."""
+    entry = _state.runtimes.pop(id(gateway.config), None)
+    if entry is None:
+        return None
+    return entry[1].stop()
+
+
+def _runtime_for(ctx: Context) -> LambdaRuntime | None:
+    api = ctx.deployment_api
+    if api is not None:
+        entry = _state.runtimes.get(id(api.gateway))
+        if entry is not None and entry[0] is api.gateway:
+            return entry[1]
+    if len(_state.runtimes) == 1:
+        return next(iter(_state.runtimes.values()))[1]
+    return None
+
+
+def _fail(ctx: Context, message: str, status: int) -> None:
+    log.error("({request_id}) {message}", request_id=ctx.request_id, message=message)
+    log.error("({request_id}) Method completed with status: {status}",
+              request_id=ctx.request_id, status=status)
+
+
+@hookimpl
+async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationResponse | None:
+    """Invoke the function of an ``AWS_PROXY`` integration and map its output (§1, §2)."""
+    integration = ctx.integration
+    if integration is None or integration.type != "AWS_PROXY":
+        return None
+    api = ctx.deployment_api
+    assert api is not None
+    is_http = api.is_http
+    if not is_http and integration.http_method and integration.http_method.upper() != "POST":
+        _fail(ctx, "Execution failed due to configuration error: the integration httpMethod "
+                   "of a Lambda proxy integration must be POST", 500)
+        raise ApiConfigurationError()
+    ref = parse_function_uri(request.uri)
+    if ref is None:
+        _fail(ctx, "Execution failed due to configuration error: Invalid endpoint address",
+              500)
+        raise ApiConfigurationError()
+    ref = attrs.evolve(ref, account=ref.account or ACCOUNT_ID)
+    runtime = _runtime_for(ctx)
+    pool = runtime.pools.get(ref.name) if runtime is not None else None
+    if pool is None:
+        _fail(ctx, f"Lambda invocation failed with status: 404. Function not found: "
+                   f"{ref.arn}", 500)
+        _fail(ctx, "Execution failed due to configuration error: Invalid permissions on "
+                   "Lambda function", 500)
+        raise ApiConfigurationError()
+    event = event_for(ctx, request)
+    payload = json.dumps(event).encode("utf-8")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        _fail(ctx, f"Lambda invocation failed with status: 413. Request payload size "
+                   f"({len(payload)} bytes) exceeded maximum allowed payload size "
+                   f"({MAX_PAYLOAD_BYTES} bytes).", 413)
+        raise RequestTooLarge()
+    trace = trace_header(ctx)
+    log.debug("({request_id}) Sending request to {arn}", request_id=ctx.request_id,
+              arn=ref.arn)
+    result: InvokeResult = await pool.invoke(payload, ref.arn, trace)
+    if result.function_error == "Throttled":
+        _fail(ctx, "Lambda invocation failed with status: 429. Rate Exceeded.", 502)
+        raise IntegrationFailure(status=502)
+    if result.function_error is not None:
+        _fail(ctx, f"Lambda execution failed with status 200 due to customer function "
+                   f"error: {result.error_message}. Lambda request id: {result.request_id}",
+              502)
+        raise IntegrationFailure(status=502)
+    fmt = integration.payload_format_version or "1.0"
+    try:
+        if is_http and fmt == "2.0":
+            response = parse_v2(result.payload)
+        else:
+            decode = True if is_http else first_accept_is_binary(
+                ctx.request.headers.get("accept"), api.definition.binary_media_types)
+            response = parse_v1(result.payload, decode_base64=decode)
+    except MalformedResponse as e:
+        shown = result.payload.decode("utf-8", "replace")
+        if len(shown) > 1024:
+            shown = shown[:1024] + " [TRUNCATED]"
+        log.error("({request_id}) {line}", request_id=ctx.request_id,
+                  line=MALFORMED_LOG.replace("{payload}", shown))
+        log.debug("({request_id}) malformed because {reason}", request_id=ctx.request_id,
+                  reason=e.reason)
+        _fail(ctx, "Execution failed due to configuration error: Malformed Lambda proxy "
+                   "response", 502)
+        raise IntegrationFailure(status=502) from None
+    except BadBase64:
+        _fail(ctx, "Execution failed due to configuration error: Unable to base64 decode the "
+                   "body.", 500)
+        raise ApiConfigurationError() from None
+    headers = response.headers
+    if not is_http:
+        headers = headers.with_added("X-Amzn-Trace-Id", trace)
+    return attrs.evolve(response, headers=headers,
+                        metadata={"lambda_request_id": result.request_id})

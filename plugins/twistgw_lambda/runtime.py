@@ -1,0 +1,575 @@
+"""Warm worker pools and the Lambda Runtime API they poll.
+
+Design (docs/lambda.rst has the operator's view):
+
+* One :class:`FunctionPool` per configured function, with ``min_workers`` kept warm and
+  at most ``max_workers`` alive; invocations wait in a FIFO queue for an idle worker.
+* Each worker is a child process (``python -m twistgw_lambda.worker``, or any Runtime API
+  client) given its **own** Runtime API endpoint on ``127.0.0.1:<ephemeral port>`` through
+  ``AWS_LAMBDA_RUNTIME_API``.  One endpoint per worker means every ``/next`` poll and every
+  ``/response`` is attributable to a process without trusting what it says, so a timeout
+  kills exactly the process that overran.
+* A worker is idle while its ``GET /runtime/invocation/next`` is held open; handing it an
+  invocation answers that request.  ``/response`` and ``/error`` complete the invocation;
+  ``/init/error`` records why the handler could not load.
+* Every wait is bounded: the function's timeout kills and replaces a worker, the
+  integration timeout (the core's ``addTimeout``) cancels a queued or running invocation
+  (a running one keeps its worker busy until it ends or times out, as on Lambda), init
+  is bounded to 10 s, bodies posted by a worker are capped at Lambda's 6 MB, and a
+  worker's exit fails its invocation at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet import defer, protocol
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+
+from .functions import FunctionConfig
+
+__all__ = ["InvokeResult", "FunctionPool", "LambdaRuntime", "MAX_PAYLOAD_BYTES",
+           "INIT_TIMEOUT", "RUNTIME_PREFIX"]
+
+log = Logger()
+
+#: Lambda's synchronous invocation payload limit, request and response (6 MB).
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+#: Lambda's init phase limit for on-demand functions.
+INIT_TIMEOUT = 10.0
+#: Queued invocations beyond this per function are refused (the function is throttled).
+MAX_QUEUE = 1000
+RUNTIME_PREFIX = b"/2018-06-01/runtime/"
+_OUTPUT_LINE_LIMIT = 8192
+
+
+@attrs.frozen
+class InvokeResult:
+    """What an invocation produced.
+
+    :ivar function_error: ``"Unhandled"`` when the function failed (Lambda's
+        ``X-Amz-Function-Error``), else ``None``; ``payload`` is then the error document.
+    """
+
+    request_id: str
+    payload: bytes
+    function_error: str | None = None
+
+    @property
+    def error_message(self) -> str:
+        """The ``errorMessage`` of an error payload (empty if there is none)."""
+        try:
+            doc = json.loads(self.payload)
+        except ValueError:
+            return self.payload.decode("utf-8", "replace")
+        if isinstance(doc, dict):
+            return str(doc.get("errorMessage", ""))
+        return ""
+
+
+def _error_payload(message: str, error_type: str | None = None) -> bytes:
+    doc: dict[str, Any] = {"errorMessage": message}
+    if error_type is not None:
+        doc["errorType"] = error_type
+    return json.dumps(doc).encode("utf-8")
+
+
+class Invocation:
+    """One invoke on its way through a pool."""
+
+    def __init__(self, payload: bytes, function_arn: str, trace_id: str, timeout: float
+                 ) -> None:
+        self.id = str(uuid.uuid4())
+        self.payload = payload
+        self.function_arn = function_arn
+        self.trace_id = trace_id
+        self.timeout = timeout
+        self.deferred: defer.Deferred[InvokeResult] = defer.Deferred(self._cancelled)
+        self.on_cancel: Callable[[Invocation], None] | None = None
+
+    def _cancelled(self, _d: defer.Deferred[InvokeResult]) -> None:
+        if self.on_cancel is not None:
+            self.on_cancel(self)
+
+    def finish(self, result: InvokeResult) -> None:
+        """Deliver the result unless the caller gave up (timeout, client gone)."""
+        if not self.deferred.called:
+            self.deferred.callback(result)
+
+
+class _BoundedRequest(server.Request):
+    """A Runtime API request whose body is capped at Lambda's payload limit.
+
+    The excess is dropped as it arrives (never buffered), and the handler sees
+    ``too_large``.
+    """
+
+    too_large = False
+    _received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > MAX_PAYLOAD_BYTES + 65536:
+            self.too_large = True
+            return
+        super().handleContentChunk(data)
+
+
+class _QuietSite(server.Site):
+    """A Runtime API site: workers' polls are not access-log material."""
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+class _RuntimeApi(resource.Resource):
+    """The Runtime API of one worker (``/2018-06-01/runtime/...``)."""
+
+    isLeaf = True
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def render(self, request: server.Request) -> bytes | int:
+        path = request.path
+        method = request.method
+        if not path.startswith(RUNTIME_PREFIX):
+            return _json(request, 404, {"errorMessage": "Not found",
+                                        "errorType": "InvalidRequest"})
+        rest = path[len(RUNTIME_PREFIX):].decode("ascii", "replace")
+        if rest == "invocation/next" and method == b"GET":
+            return self.worker.next_request(request)
+        body = request.content.read() if request.content is not None else b""
+        if getattr(request, "too_large", False):
+            return self.worker.too_large(request, rest)
+        if rest == "init/error" and method == b"POST":
+            return self.worker.init_error(request, body)
+        parts = rest.split("/")
+        if len(parts) == 3 and parts[0] == "invocation" and method == b"POST" and \
+                parts[2] in ("response", "error"):
+            return self.worker.completed(request, parts[1], body, parts[2] == "error")
+        return _json(request, 404, {"errorMessage": "Not found", "errorType": "InvalidRequest"})
+
+
+def _json(request: server.Request, status: int, doc: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(doc).encode("utf-8")
+
+
+class _WorkerProcess(protocol.ProcessProtocol):
+    """Relays a worker's output to the log, tagged, and reports its exit."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.buffers = {1: b"", 2: b""}
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        buf = self.buffers.get(childFD, b"") + data
+        *lines, rest = buf.split(b"\n")
+        if len(rest) > _OUTPUT_LINE_LIMIT:  # a flood without newlines: cut it into lines
+            lines.append(rest)
+            rest = b""
+        self.buffers[childFD] = rest
+        for line in lines:
+            self.worker.output(line[:_OUTPUT_LINE_LIMIT])
+
+    def processEnded(self, reason: Failure) -> None:
+        for fd, rest in self.buffers.items():
+            if rest:
+                self.worker.output(rest[:_OUTPUT_LINE_LIMIT])
+            self.buffers[fd] = b""
+        code: int | None = None
+        sig: int | None = None
+        value = reason.value
+        if isinstance(value, ProcessDone):
+            code = 0
+        elif isinstance(value, ProcessTerminated):
+            code, sig = value.exitCode, value.signal
+        self.worker.exited(code, sig)
+
+
+class Worker:
+    """One worker process and its Runtime API endpoint."""
+
+    def __init__(self, pool: FunctionPool, number: int) -> None:
+        self.pool = pool
+        self.number = number
+        self.state = "starting"  # starting | idle | busy | dead
+        self.pending_next: server.Request | None = None
+        self.current: Invocation | None = None
+        self.init_failure: bytes | None = None
+        self.killed_because: str | None = None
+        self.timer: Any = None
+        self.port: Any = None
+        self.transport: Any = None
+        self.started_at = time.monotonic()
+        self.invocations = 0
+
+    @property
+    def tag(self) -> str:
+        return f"{self.pool.config.name}#{self.number}"
+
+    def spawn(self, command: list[str], env: dict[str, str]) -> None:
+        reactor = self.pool.reactor
+        site = _QuietSite(_RuntimeApi(self))
+        site.requestFactory = _BoundedRequest
+        site.noisy = False
+        site.displayTracebacks = False
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        env = dict(env)
+        env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{self.port.getHost().port}"
+        self.transport = reactor.spawnProcess(
+            _WorkerProcess(self), command[0], command, env=env,
+            path=str(self.pool.config.code))
+        self.timer = reactor.callLater(INIT_TIMEOUT, self._init_timeout)
+
+    # -- Runtime API ------------------------------------------------------------------
+
+    def next_request(self, request: server.Request) -> int | bytes:
+        if self.state == "dead":
+            return _json(request, 410, {"errorMessage": "worker retired",
+                                        "errorType": "InvalidRequest"})
+        if self.pending_next is not None:
+            return _json(request, 400, {"errorMessage": "already polling",
+                                        "errorType": "InvalidRequest"})
+        if self.state == "busy":
+            # Polling again without answering: the runtime gave up on the invocation.
+            self._finish_current(_error_payload("Runtime asked for the next invocation "
+                                                "without answering this one",
+                                                "Runtime.InvalidResponse"), "Unhandled")
+        if self.state == "starting":
+            self._cancel_timer()
+            self.pool.broken = False
+            log.info("lambda {function}: worker #{n} ready (init {ms} ms)",
+                     function=self.pool.config.name, n=self.number,
+                     ms=int((time.monotonic() - self.started_at) * 1000))
+        self.state = "idle"
+        self.pending_next = request
+        request.notifyFinish().addErrback(lambda _: self._poll_lost(request))
+        self.pool.dispatch()
+        return server.NOT_DONE_YET
+
+    def _poll_lost(self, request: server.Request) -> None:
+        if self.pending_next is request:
+            self.pending_next = None
+
+    def start(self, inv: Invocation) -> bool:
+        """Answer the held ``/next`` with ``inv``; False if the poll is gone."""
+        request = self.pending_next
+        if request is None or request.finished or request.channel is None:
+            self.pending_next = None
+            return False
+        self.pending_next = None
+        self.state = "busy"
+        self.current = inv
+        self.invocations += 1
+        deadline_ms = int((time.time() + inv.timeout) * 1000)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"lambda-runtime-aws-request-id", inv.id.encode())
+        request.setHeader(b"lambda-runtime-deadline-ms", str(deadline_ms).encode())
+        request.setHeader(b"lambda-runtime-invoked-function-arn", inv.function_arn.encode())
+        request.setHeader(b"lambda-runtime-trace-id", inv.trace_id.encode())
+        request.write(inv.payload)
+        request.finish()
+        self.timer = self.pool.reactor.callLater(inv.timeout, self._function_timeout)
+        return True
+
+    def completed(self, request: server.Request, request_id: str, body: bytes,
+                  is_error: bool) -> bytes:
+        current = self.current
+        if current is None or current.id != request_id:
+            return _json(request, 400, {"errorMessage": "Invalid request ID",
+                                        "errorType": "InvalidRequestID"})
+        if is_error:
+            if not body.strip():
+                error_type = request.getHeader(b"lambda-runtime-function-error-type")
+                body = _error_payload("Unknown application error occurred",
+                                      error_type.decode("utf-8", "replace")
+                                      if isinstance(error_type, bytes) else "Unhandled")
+            self._finish_current(body, "Unhandled")
+        else:
+            self._finish_current(body, None)
+        return _json(request, 202, {"status": "OK"})
+
+    def too_large(self, request: server.Request, rest: str) -> bytes:
+        if self.current is not None and rest.startswith(f"invocation/{self.current.id}/"):
+            self._finish_current(_error_payload(
+                f"Response payload size exceeded maximum allowed payload size "
+                f"({MAX_PAYLOAD_BYTES} bytes).", "Function.ResponseSizeTooLarge"), "Unhandled")
+        return _json(request, 413, {"errorMessage": "Payload Too Large",
+                                    "errorType": "RequestEntityTooLarge"})
+
+    def init_error(self, request: server.Request, body: bytes) -> bytes:
+        self.init_failure = body[:65536] or _error_payload("init failed", "Runtime.Unknown")
+        log.error("lambda {function}: init failed in worker #{n}: {error}",
+                  function=self.pool.config.name, n=self.number,
+                  error=self.init_failure.decode("utf-8", "replace"))
+        return _json(request, 202, {"status": "OK"})
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _finish_current(self, payload: bytes, function_error: str | None) -> None:
+        inv = self.current
+        self.current = None
+        self._cancel_timer()
+        if self.state == "busy":
+            self.state = "idle" if self.pending_next is not None else "between"
+        if inv is not None:
+            inv.finish(InvokeResult(request_id=inv.id, payload=payload,
+                                    function_error=function_error))
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+    def _function_timeout(self) -> None:
+        inv = self.current
+        if inv is None:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        message = f"{stamp}.000Z {inv.id} Task timed out after {inv.timeout:.2f} seconds"
+        log.error("lambda {function}: {message}; killing worker #{n} and replacing it",
+                  function=self.pool.config.name, message=message, n=self.number)
+        self.timer = None
+        self._finish_current(_error_payload(message), "Unhandled")
+        self.kill("function timeout")
+
+    def _init_timeout(self) -> None:
+        self.timer = None
+        if self.state == "starting":
+            log.error("lambda {function}: worker #{n} did not finish init within {s:.0f} s;"
+                      " killing it", function=self.pool.config.name, n=self.number,
+                      s=INIT_TIMEOUT)
+            self.init_failure = _error_payload(
+                f"Init timed out after {INIT_TIMEOUT:.2f} seconds", "Runtime.InitTimeout")
+            self.kill("init timeout")
+
+    def kill(self, why: str, sig: str = "KILL") -> None:
+        """Stop the process; ``exited`` does the bookkeeping."""
+        self.killed_because = self.killed_because or why
+        if self.state != "dead" and self.transport is not None:
+            try:
+                self.transport.signalProcess(sig)
+            except Exception:  # already gone: processEnded is on its way
+                pass
+
+    def output(self, line: bytes) -> None:
+        rid = self.current.id if self.current is not None else "-"
+        log.info("lambda {function} [{request_id}] {line}", function=self.pool.config.name,
+                 request_id=rid, line=line.decode("utf-8", "replace").rstrip("\r"))
+
+    def exited(self, code: int | None, sig: int | None) -> None:
+        was = self.state
+        self.state = "dead"
+        self._cancel_timer()
+        if self.pending_next is not None and not self.pending_next.finished:
+            self.pending_next = None
+        if self.port is not None:
+            self.port.stopListening()
+            self.port = None
+        status = f"signal {sig}" if sig else f"exit status {code}"
+        if self.current is not None:
+            inv = self.current
+            log.error("lambda {function}: worker #{n} exited mid-invoke ({status}) "
+                      "[{request_id}]", function=self.pool.config.name, n=self.number,
+                      status=status, request_id=inv.id)
+            self._finish_current(_error_payload(
+                f"RequestId: {inv.id} Error: Runtime exited with error: {status}",
+                "Runtime.ExitError"), "Unhandled")
+        elif was == "starting" and self.killed_because is None and self.init_failure is None:
+            self.init_failure = _error_payload(
+                f"Runtime exited with error: {status}", "Runtime.ExitError")
+            log.error("lambda {function}: worker #{n} exited during init ({status})",
+                      function=self.pool.config.name, n=self.number, status=status)
+        self.pool.worker_gone(self, was)
+
+
+class FunctionPool:
+    """The workers of one function and the invocations waiting for them."""
+
+    def __init__(self, config: FunctionConfig, reactor: Any, region: str,
+                 command: list[str] | None = None) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.region = region
+        self.command = command or [sys.executable, "-m", "twistgw_lambda.worker"]
+        self.workers: list[Worker] = []
+        self.queue: deque[Invocation] = deque()
+        self.spawned = 0
+        self.closing = False
+        self.broken = False  # the last worker failed init: no eager respawn
+        self._gone_waiters: list[defer.Deferred[None]] = []
+
+    def environment(self) -> dict[str, str]:
+        """The worker's environment: Lambda's variables, not the gateway's."""
+        cfg = self.config
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+            "PYTHONUNBUFFERED": "1",
+            "_HANDLER": cfg.handler,
+            "LAMBDA_TASK_ROOT": str(cfg.code),
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info[0]}."
+                                 f"{sys.version_info[1]}",
+            "AWS_LAMBDA_FUNCTION_NAME": cfg.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(cfg.memory),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{cfg.name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]",
+                                                        time.gmtime()) + uuid.uuid4().hex,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "_TWISTGW_LAMBDA_WORKER": "1",
+        }
+        for key in ("LD_LIBRARY_PATH", "SYSTEMROOT"):
+            if key in os.environ:
+                env[key] = os.environ[key]
+        env.update(cfg.environment)
+        return env
+
+    # -- invoking ---------------------------------------------------------------------
+
+    def invoke(self, payload: bytes, function_arn: str, trace_id: str
+               ) -> defer.Deferred[InvokeResult]:
+        """Queue one invocation; the Deferred is cancellable (timeout, client gone)."""
+        inv = Invocation(payload, function_arn, trace_id, self.config.timeout)
+        if self.closing or len(self.queue) >= MAX_QUEUE:
+            inv.finish(InvokeResult(inv.id, _error_payload(
+                "Rate Exceeded.", "TooManyRequestsException"), "Throttled"))
+            return inv.deferred
+        inv.on_cancel = self._cancel
+        self.queue.append(inv)
+        self.dispatch()
+        return inv.deferred
+
+    def _cancel(self, inv: Invocation) -> None:
+        try:
+            self.queue.remove(inv)
+        except ValueError:
+            pass  # already running: the worker finishes or times out on its own
+
+    def dispatch(self) -> None:
+        """Hand queued invocations to idle workers; start workers for the rest."""
+        while self.queue:
+            worker = next((w for w in self.workers
+                           if w.state == "idle" and w.pending_next is not None), None)
+            if worker is None:
+                break
+            inv = self.queue.popleft()
+            if not worker.start(inv):
+                self.queue.appendleft(inv)
+                worker.state = "between"
+        if self.closing:
+            return
+        starting = sum(1 for w in self.workers if w.state == "starting")
+        alive = sum(1 for w in self.workers if w.state != "dead")
+        want = len(self.queue) - starting
+        while want > 0 and alive < self.config.max_workers:
+            self.spawn()
+            alive += 1
+            want -= 1
+
+    def spawn(self) -> Worker:
+        self.spawned += 1
+        worker = Worker(self, self.spawned)
+        self.workers.append(worker)
+        try:
+            worker.spawn(self.command, self.environment())
+        except Exception:
+            log.failure("lambda {function}: cannot start a worker", function=self.config.name)
+            self.workers.remove(worker)
+            worker.state = "dead"
+            if worker.port is not None:
+                worker.port.stopListening()
+            self._fail_queue(_error_payload(traceback.format_exc(limit=1),
+                                            "Runtime.StartError"))
+        return worker
+
+    def worker_gone(self, worker: Worker, was: str) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        for d in list(self._gone_waiters):
+            if not self.workers:
+                self._gone_waiters.remove(d)
+                d.callback(None)
+        if self.closing:
+            return
+        if worker.init_failure is not None and was == "starting":
+            self.broken = True
+            if not any(w.state == "starting" for w in self.workers):
+                # Nothing else is about to serve the queue: fail it now, as Lambda fails
+                # the invoke whose init failed, rather than spin on a broken module.
+                self._fail_queue(worker.init_failure)
+        else:
+            self.broken = False
+        self.dispatch()
+        if not self.broken:
+            self.keep_warm()
+
+    def _fail_queue(self, payload: bytes) -> None:
+        while self.queue:
+            inv = self.queue.popleft()
+            inv.finish(InvokeResult(inv.id, payload, "Unhandled"))
+
+    def keep_warm(self) -> None:
+        """Start workers until ``min_workers`` are alive."""
+        alive = sum(1 for w in self.workers if w.state != "dead")
+        while not self.closing and alive < self.config.min_workers:
+            self.spawn()
+            alive += 1
+
+    def stop(self, grace: float = 2.0) -> defer.Deferred[None]:
+        """Terminate every worker (SIGTERM, then SIGKILL after ``grace``)."""
+        self.closing = True
+        self._fail_queue(_error_payload("the gateway is shutting down", "Runtime.Shutdown"))
+        if not self.workers:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._gone_waiters.append(d)
+        for w in list(self.workers):
+            w.kill("shutdown", "TERM")
+
+        def hard() -> None:
+            for w in list(self.workers):
+                w.kill("shutdown")
+
+        call = self.reactor.callLater(grace, hard)
+        d.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
+        return d
+
+
+class LambdaRuntime:
+    """Every function pool of one gateway."""
+
+    def __init__(self, functions: dict[str, FunctionConfig], reactor: Any,
+                 region: str = "us-east-1") -> None:
+        self.reactor = reactor
+        self.pools = {name: FunctionPool(cfg, reactor, region)
+                      for name, cfg in functions.items()}
+
+    def start(self) -> None:
+        for pool in self.pools.values():
+            pool.keep_warm()
+
+    def stop(self) -> defer.Deferred[Any]:
+        return defer.DeferredList([p.stop() for p in self.pools.values()],
+                                  consumeErrors=True)
+
