@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from twistgw.deployment import Route
     from twistgw.gateway import Gateway
 
-__all__ = ["register", "configure", "startup", "shutdown", "integrate", "TYPES"]
+__all__ = ["register", "configure", "startup", "shutdown", "integrate", "TYPES", "build_url",
+           "proxy_headers", "http_headers", "proxy_response_headers", "trace_id"]
 
 log = Logger()
 
@@ -272,7 +273,8 @@ async def _call(ctx: Context, request: IntegrationRequest, proxy: bool
     else:
         headers = http_headers(ctx, request, mapped_headers)
     started = time.monotonic()
-    answer = await client.request(request.method, url, headers, request.body)
+    answer = await client.request(request.method, url, headers, request.body,
+                                  timeout=request.timeout)
     latency = int((time.monotonic() - started) * 1000)
     if proxy:
         return IntegrationResponse(status=answer.status,

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet import error as inet_error
@@ -42,6 +43,8 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from twistgw import ApiConfigurationError, ConfigError, IntegrationFailure
+
+from .guard import HostGuard, unavailable
 
 __all__ = ["HttpSettings", "BackendClient", "BackendAnswer", "NETWORK_ERROR",
            "parse_settings"]
@@ -64,6 +67,11 @@ class HttpSettings:
     retry_idempotent: bool = True
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     ca_file: str | None = None
+    max_concurrent_per_host: int = 1024
+    max_pending_per_host: int = 1024
+    #: Consecutive failures that open a backend's circuit; 0 turns the breaker off.
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 30.0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     def trusts(self, address: str) -> bool:
@@ -78,7 +86,8 @@ class HttpSettings:
 
 
 _KNOWN = {"connect_timeout", "max_idle_per_host", "idle_timeout", "retry_idempotent",
-          "max_response_bytes", "ca_file", "trusted_proxies"}
+          "max_response_bytes", "ca_file", "trusted_proxies", "max_concurrent_per_host",
+          "max_pending_per_host", "breaker_failures", "breaker_open_seconds"}
 
 
 def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = None
@@ -129,6 +138,10 @@ def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = 
         retry_idempotent=retry,
         max_response_bytes=int(number("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 1)),
         ca_file=ca_file,
+        max_concurrent_per_host=int(number("max_concurrent_per_host", 1024, 1)),
+        max_pending_per_host=int(number("max_pending_per_host", 1024, 0)),
+        breaker_failures=int(number("breaker_failures", 5, 0)),
+        breaker_open_seconds=number("breaker_open_seconds", 30.0, 0.001),
         trusted_proxies=tuple(nets),
     )
 
@@ -266,17 +279,79 @@ class BackendClient:
             policy = BrowserLikePolicyForHTTPS()
         self.agent = Agent(reactor, contextFactory=policy,
                            connectTimeout=settings.connect_timeout, pool=pool)
+        self.guards: dict[tuple[str, str, int | None], HostGuard] = {}
+
+    def guard_for(self, url: str) -> HostGuard:
+        """The :class:`HostGuard` of the backend ``url`` points at."""
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ApiConfigurationError() from None
+        key = (parts.scheme.lower(), (parts.hostname or "").lower(), port)
+        guard = self.guards.get(key)
+        if guard is None:
+            s = self.settings
+            guard = HostGuard(self.reactor, max_concurrent=s.max_concurrent_per_host,
+                              max_pending=s.max_pending_per_host,
+                              failures=s.breaker_failures,
+                              open_seconds=s.breaker_open_seconds)
+            self.guards[key] = guard
+        return guard
 
     def close(self) -> Deferred[None]:
         """Close the idle pooled connections (on shutdown or when settings change)."""
         return self.pool.closeCachedConnections()  # type: ignore[no-any-return]
 
     async def request(self, method: str, url: str, headers: Sequence[tuple[str, str]],
-                      body: bytes, *, decode: bool = True) -> BackendAnswer:
-        """One exchange; raises AWS's gateway errors, or ``CancelledError`` when cancelled.
+                      body: bytes, *, timeout: float = 29.0, decode: bool = True
+                      ) -> BackendAnswer:
+        """One exchange through the backend's guard (slots, queue, breaker).
 
-        ``decode``: undo gzip/deflate so ``Content-Encoding`` can be dropped as AWS does.
+        Raises AWS's gateway errors, or ``CancelledError`` when cancelled.  ``timeout`` is
+        the integration timeout: a cancellation at or after it counts as a backend failure
+        for the breaker, an earlier one (client gone) does not.  ``decode``: undo
+        gzip/deflate so ``Content-Encoding`` can be dropped as AWS does.
         """
+        guard = self.guard_for(url)
+        if not guard.admit():
+            raise unavailable()
+        started = self.reactor.seconds()
+        try:
+            wait = guard.acquire()
+        except IntegrationFailure:
+            guard.abandoned()
+            raise
+        if wait is not None:
+            try:
+                await wait
+            except CancelledError:
+                guard.abandoned()
+                raise
+        try:
+            answer = await self._exchange(method, url, headers, body, decode)
+        except CancelledError:
+            if self.reactor.seconds() - started >= timeout * 0.95:
+                guard.failed()
+            else:
+                guard.abandoned()
+            raise
+        except IntegrationFailure as e:
+            if e.message == NETWORK_ERROR:
+                guard.failed()
+            else:
+                guard.succeeded()
+            raise
+        except BaseException:
+            guard.abandoned()
+            raise
+        finally:
+            guard.release()
+        guard.succeeded()
+        return answer
+
+    async def _exchange(self, method: str, url: str, headers: Sequence[tuple[str, str]],
+                        body: bytes, decode: bool) -> BackendAnswer:
         raw = TwistedHeaders()
         for name, value in headers:
             raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))

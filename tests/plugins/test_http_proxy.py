@@ -415,3 +415,69 @@ def test_http_backend_status_not_passed_through_unless_mapped(
     status, _h, _b = call(gateway, "POST", "/prod/plain418", body=b"{}",
                           headers={"Content-Type": "application/json"})
     assert status == 418
+
+
+# -- bounded concurrency and the circuit breaker -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(backend: Backend, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[RunningGateway]:
+    """A gateway allowing one request per backend, no queue, a breaker after 2 failures."""
+    folder: Path = tmp_path_factory.mktemp("http-guarded")
+    dead = closed_port()
+    doc = {"openapi": "3.0.1", "info": {"title": "guarded", "version": "1"},
+           "paths": {
+               "/hang": {"get": proxy(f"{BACKEND}/hang", timeout_ms=1500)},
+               "/echo": {"get": proxy(f"{BACKEND}/echo/guarded")},
+               "/refused": {"get": proxy(f"http://127.0.0.1:{dead}/x")}}}
+    config = {
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "guarded", "type": "REST", "definition": "api.yaml",
+                  "stages": [{"name": "prod", "variables": {
+                      "backend": f"127.0.0.1:{backend.port}"}}]}],
+        "plugins": {"enabled": ["mock", "mapping", "http"],
+                    "settings": {"http": {"max_concurrent_per_host": 1,
+                                          "max_pending_per_host": 0,
+                                          "breaker_failures": 2,
+                                          "breaker_open_seconds": 1}}},
+        "access_log": False,
+    }
+    path = write_config(folder, config, {"api.yaml": doc})
+    with RunningGateway(path) as gw:
+        yield gw
+
+
+def test_a_full_backend_answers_503_at_once(guarded: RunningGateway, backend: Backend
+                                            ) -> None:
+    results: list[int] = []
+    hanging = threading.Thread(target=lambda: results.append(
+        call(guarded, "GET", "/prod/hang?who=slot")[0]))
+    hanging.start()
+    deadline = time.monotonic() + 5
+    while not any(d["query"] == "who=slot" for d in backend.seen):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.monotonic()
+    status, headers, body = call(guarded, "GET", "/prod/echo")
+    assert time.monotonic() - started < 1
+    assert status == 503
+    assert body == b'{"message": "Service Unavailable"}'
+    assert headers["x-amzn-ErrorType"] == "InternalServerErrorException"
+    hanging.join(10)
+    assert results == [504]
+    assert call(guarded, "GET", "/prod/echo")[0] == 200  # the slot came back
+
+
+def test_the_breaker_opens_after_failures_and_probes_after_the_pause(
+        guarded: RunningGateway) -> None:
+    network = b'{"message": "Network error communicating with endpoint"}'
+    assert call(guarded, "GET", "/prod/refused")[2] == network
+    assert call(guarded, "GET", "/prod/refused")[2] == network
+    status, _h, body = call(guarded, "GET", "/prod/refused")
+    assert (status, body) == (503, b'{"message": "Service Unavailable"}')
+    # Another backend is not affected.
+    assert call(guarded, "GET", "/prod/echo")[0] == 200
+    time.sleep(1.1)
+    assert call(guarded, "GET", "/prod/refused")[2] == network  # the half-open probe
+    assert call(guarded, "GET", "/prod/refused")[0] == 503  # open again

@@ -1,0 +1,247 @@
+"""The http plugin without sockets: load-time checks, settings, header and URL rules, guards.
+
+What needs a real backend is in test_http_proxy.py; here the pieces are driven directly
+(``make_context``, a ``task.Clock``) or through the in-process harness, whose requests
+never reach the network because the refusals happen before any connection.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from twisted.internet.defer import CancelledError
+from twisted.internet.task import Clock
+from twistgw_http import build_url, proxy_headers, proxy_response_headers
+from twistgw_http.client import HttpSettings, parse_settings
+from twistgw_http.guard import HostGuard
+
+from twistgw import ConfigError, Headers, IntegrationFailure, IntegrationRequest
+from twistgw.config import load_config
+from twistgw.gateway import Gateway
+from twistgw.testing import make_context, make_inbound, write_config
+
+if TYPE_CHECKING:
+    from ..conftest import Builders, HarnessFactory
+
+ENABLED = {"enabled": ["mock", "mapping", "http"]}
+
+
+def proxy_definition(b: Builders, **params: str) -> dict[str, Any]:
+    op = b.proxy_op("http://127.0.0.1:9/{proxy}", requestParameters={
+        "integration.request.path.proxy": "method.request.path.proxy", **params})
+    return b.openapi({"/{proxy+}": {"get": op}})
+
+
+# -- load-time checks ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["Content-Length", "Transfer-Encoding", "X-Amzn-Trace-Id",
+                                    "x-amzn-apigateway-api-id"])
+def test_mapping_to_a_forbidden_header_is_refused_at_load_time(
+        make_harness: HarnessFactory, b: Builders, target: str) -> None:
+    key = f"integration.request.header.{target}"
+    with pytest.raises(ConfigError) as info:
+        make_harness(proxy_definition(b, **{key: "'1'"}),
+                     config=b.gateway_config(plugins=ENABLED))
+    message = str(info.value)
+    assert "api.yaml" in message
+    assert f"x-amazon-apigateway-integration.requestParameters.{key}" in message
+    assert "does not allow mapping" in message
+
+
+@pytest.mark.parametrize(("key", "source", "problem"), [
+    ("integration.request.header.X", "method.request.body.name", "request body"),
+    ("integration.request.header.X", "method.request.cookie.a", "unknown source"),
+    ("integration.request.header.X", "context.noSuchThing", "unknown context variable"),
+    ("integration.request.body.X", "'a'", "keys must look like"),
+    ("integration.request.header.bad name", "'a'", "keys must look like"),
+])
+def test_unservable_mappings_are_refused_at_load_time(
+        make_harness: HarnessFactory, b: Builders, key: str, source: str,
+        problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_harness(proxy_definition(b, **{key: source}),
+                     config=b.gateway_config(plugins=ENABLED))
+    assert problem in str(info.value)
+
+
+def test_forbidden_mapping_under_strict_false_fails_every_request_like_aws(
+        make_harness: HarnessFactory, b: Builders) -> None:
+    h = make_harness(proxy_definition(b, **{"integration.request.header.Content-Length":
+                                            "'1'"}),
+                     config=b.gateway_config(plugins=ENABLED, strict=False))
+    assert any("Content-Length" in w for w in h.gateway.deployment.warnings)
+    response = h.request("GET", "/prod/anything")
+    assert response.status == 500
+    assert response.body == b'{"message": "Internal server error"}'
+
+
+def test_http_plugin_claims_request_parameters_and_both_types(
+        make_harness: HarnessFactory, b: Builders) -> None:
+    h = make_harness(proxy_definition(b), config=b.gateway_config(plugins=ENABLED))
+    registry = h.gateway.pm.registry
+    assert registry.integration_types["HTTP"] == "http"
+    assert registry.integration_types["HTTP_PROXY"] == "http"
+    assert registry.features["request_parameters"] == "http"
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def test_settings_defaults() -> None:
+    s = parse_settings({}, "gw.yaml")
+    assert s == HttpSettings()
+    assert s.max_response_bytes == 10 * 1024 * 1024
+    assert s.idle_timeout < 5  # below Node's keep-alive
+    assert not s.trusts("127.0.0.1")
+
+
+@pytest.mark.parametrize(("settings", "key", "problem"), [
+    ({"conect_timeout": 1}, "plugins.settings.http.conect_timeout", "unknown setting"),
+    ({"connect_timeout": 0}, "plugins.settings.http.connect_timeout", "at least"),
+    ({"max_response_bytes": "big"}, "plugins.settings.http.max_response_bytes", "number"),
+    ({"retry_idempotent": "yes"}, "plugins.settings.http.retry_idempotent", "true or false"),
+    ({"ca_file": "missing.pem"}, "plugins.settings.http.ca_file", "does not exist"),
+    ({"trusted_proxies": ["10.0.0.0/8", "nope"]}, "plugins.settings.http.trusted_proxies[1]",
+     "not an address"),
+])
+def test_bad_settings_are_refused_naming_the_key(
+        tmp_path: Path, b: Builders, settings: dict[str, Any], key: str,
+        problem: str) -> None:
+    config = b.gateway_config(plugins={**ENABLED, "settings": {"http": settings}})
+    path = write_config(tmp_path, config, {"api.yaml": proxy_definition(b)})
+    with pytest.raises(ConfigError) as info:
+        Gateway(load_config(path))
+    assert f"{path}: {key}: " in str(info.value)
+    assert problem in str(info.value)
+
+
+# -- request and response rules ----------------------------------------------------------
+
+
+def context(headers: dict[str, str], client_ip: str = "10.1.2.3", **kw: Any) -> Any:
+    inbound = make_inbound("GET", "/prod/x", headers=headers, client_ip=client_ip)
+
+    class Api:
+        id = "abc123"
+
+    return make_context(inbound, deployment_api=Api(), **kw)
+
+
+def request(ctx: Any, uri: str = "http://b/x") -> IntegrationRequest:
+    return IntegrationRequest(method="GET", uri=uri, headers=ctx.request.headers,
+                              query=ctx.request.query, path_params=ctx.path_params)
+
+
+def test_forwarded_for_is_replaced_unless_the_peer_is_a_trusted_hop() -> None:
+    ctx = context({"X-Forwarded-For": "1.1.1.1", "X-Keep": "k", "Host": "gw",
+                   "Proxy-Authorization": "secret"})
+    untrusted = dict(proxy_headers(ctx, request(ctx), HttpSettings(), []))
+    assert untrusted["X-Forwarded-For"] == "10.1.2.3"
+    assert untrusted["X-Keep"] == "k"
+    assert "Host" not in untrusted and "Proxy-Authorization" not in untrusted
+    assert untrusted["X-Amzn-Apigateway-Api-Id"] == "abc123"
+    trusted = parse_settings({"trusted_proxies": ["10.0.0.0/8"]}, "gw.yaml")
+    hops = dict(proxy_headers(ctx, request(ctx), trusted, []))
+    assert hops["X-Forwarded-For"] == "1.1.1.1, 10.1.2.3"
+
+
+def test_client_trace_id_is_continued() -> None:
+    ctx = context({"X-Amzn-Trace-Id": "Root=1-5e000000-abc"},
+                  trace_id="Root=1-5e000000-abc")
+    sent = proxy_headers(ctx, request(ctx), HttpSettings(), [])
+    assert [v for k, v in sent if k == "X-Amzn-Trace-Id"] == ["Root=1-5e000000-abc"]
+
+
+def test_mapped_header_replaces_the_client_one_in_a_proxy() -> None:
+    ctx = context({"X-A": "client"})
+    sent = proxy_headers(ctx, request(ctx), HttpSettings(), [("x-a", "mapped")])
+    assert [v for k, v in sent if k.lower() == "x-a"] == ["mapped"]
+
+
+def test_url_placeholders_take_raw_path_values_and_encode_others() -> None:
+    ctx = context({}, path_params={"proxy": "a%2Fb/c d"})
+    req = request(ctx, "http://b/base/{proxy}?fixed=1")
+    assert build_url(ctx, req, True, {}, []) == "http://b/base/a%2Fb/c%20d?fixed=1"
+    assert build_url(ctx, req, True, {"proxy": "m"}, [("q", "a b&")]) == \
+        "http://b/base/m?fixed=1&q=a%20b%26"
+    # Non-proxy integrations fill placeholders only from mappings.
+    assert build_url(ctx, req, False, {}, []) == "http://b/base/?fixed=1"
+
+
+def test_proxy_response_header_remapping() -> None:
+    out = proxy_response_headers((("Date", "d"), ("Server", "s"), ("X-Amzn-Requestid", "r"),
+                                  ("Via", "v"), ("X-Ok", "1")), 12)
+    assert out == Headers((("x-amzn-Remapped-Date", "d"), ("x-amzn-Remapped-Server", "s"),
+                           ("x-amzn-Remapped-X-Amzn-Requestid", "r"), ("X-Ok", "1"),
+                           ("x-amzn-Remapped-Content-Length", "12")))
+
+
+# -- guards ----------------------------------------------------------------------------------
+
+
+def guard(clock: Clock, **kw: Any) -> HostGuard:
+    params: dict[str, Any] = {"max_concurrent": 1, "max_pending": 1, "failures": 5,
+                              "open_seconds": 30.0}
+    params.update(kw)
+    return HostGuard(clock, **params)
+
+
+def test_slots_queue_and_immediate_503_when_full() -> None:
+    g = guard(Clock())
+    assert g.acquire() is None
+    waiter = g.acquire()
+    assert waiter is not None and not waiter.called
+    with pytest.raises(IntegrationFailure) as info:
+        g.acquire()
+    assert info.value.status == 503
+    assert json.dumps({"message": info.value.message}) == '{"message": "Service Unavailable"}'
+    g.release()
+    assert waiter.called and g.active == 1
+    g.release()
+    assert g.active == 0
+
+
+def test_a_cancelled_wait_leaves_the_queue() -> None:
+    g = guard(Clock())
+    g.acquire()
+    waiter = g.acquire()
+    assert waiter is not None
+    waiter.cancel()
+    waiter.addErrback(lambda f: f.trap(CancelledError))
+    assert not g.waiting
+    assert g.acquire() is not None  # the queue has room again
+
+
+def test_breaker_opens_after_consecutive_failures_then_probes() -> None:
+    clock = Clock()
+    g = guard(clock)
+    for _ in range(4):
+        assert g.admit()
+        g.failed()
+    g.succeeded()  # an answer resets the count
+    for _ in range(5):
+        assert g.admit()
+        g.failed()
+    assert g.state == "open" and not g.admit()
+    clock.advance(30)
+    assert g.state == "half-open"
+    assert g.admit()  # the probe
+    assert not g.admit()  # only one
+    g.failed()
+    assert g.state == "open"
+    clock.advance(30)
+    assert g.admit()
+    g.succeeded()
+    assert g.state == "closed" and g.admit() and g.admit()
+
+
+def test_breaker_off_with_zero_failures() -> None:
+    g = guard(Clock(), failures=0)
+    for _ in range(50):
+        assert g.admit()
+        g.failed()
+    assert g.state == "closed"
