@@ -8,10 +8,12 @@ aws-apigw-spec.md §2, with AWS's error statuses and execution-log wording.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from twistgw import (
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from twistgw.deployment import Route
     from twistgw.gateway import Gateway
 
-__all__ = ["register", "configure", "startup", "shutdown", "integrate"]
+__all__ = ["register", "configure", "startup", "shutdown", "integrate", "use_runtime"]
 
 log = Logger()
 
@@ -59,7 +61,7 @@ class _State:
 
     def __init__(self) -> None:
         self.checking: tuple[GatewayConfig, dict[str, FunctionConfig]] | None = None
-        self.runtimes: dict[int, tuple[GatewayConfig, LambdaRuntime]] = {}
+        self.runtimes: dict[int, tuple[GatewayConfig, Any]] = {}
 
 
 _state = _State()
@@ -124,7 +126,17 @@ def shutdown(gateway: Gateway) -> Any:
     return entry[1].stop()
 
 
-def _runtime_for(ctx: Context) -> LambdaRuntime | None:
+def use_runtime(config: GatewayConfig, runtime: Any) -> Callable[[], None]:
+    """Serve ``config``'s functions from ``runtime`` (anything with ``pools[name].invoke``).
+
+    For tests that drive the pipeline in-process (no reactor, no processes): a fake pool
+    returns canned outputs.  Returns the function that undoes it.
+    """
+    _state.runtimes[id(config)] = (config, runtime)
+    return lambda: _state.runtimes.pop(id(config), None) and None
+
+
+def _runtime_for(ctx: Context) -> Any:
     api = ctx.deployment_api
     if api is not None:
         entry = _state.runtimes.get(id(api.gateway))
@@ -178,7 +190,7 @@ async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationRes
     trace = trace_header(ctx)
     log.debug("({request_id}) Sending request to {arn}", request_id=ctx.request_id,
               arn=ref.arn)
-    result: InvokeResult = await pool.invoke(payload, ref.arn, trace)
+    result: InvokeResult = await defer.maybeDeferred(pool.invoke, payload, ref.arn, trace)
     if result.function_error == "Throttled":
         _fail(ctx, "Lambda invocation failed with status: 429. Rate Exceeded.", 502)
         raise IntegrationFailure(status=502)
