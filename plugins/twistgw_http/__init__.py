@@ -34,7 +34,13 @@ from urllib.parse import quote
 from twisted.internet.defer import DeferredList
 from twisted.logger import Logger
 
-from twistgw import ApiConfigurationError, Headers, IntegrationResponse, hookimpl
+from twistgw import (
+    ApiConfigurationError,
+    ConfigError,
+    Headers,
+    IntegrationResponse,
+    hookimpl,
+)
 
 from .client import BackendClient, HttpSettings, parse_settings
 from .params import check_parameters, compile_parameters
@@ -112,10 +118,16 @@ def _is_ours(route: Route) -> bool:
 
 
 def _check_route(route: Route) -> None:
-    """Load-time refusal of ``requestParameters`` this plugin (or AWS) cannot serve."""
+    """Load-time refusal of what this plugin (or AWS) cannot serve on an HTTP route."""
     integration = route.integration
-    if integration is not None and integration.type in TYPES:
-        check_parameters(integration)
+    if integration is None or integration.type not in TYPES:
+        return
+    if integration.tls_config.get("insecureSkipVerification"):
+        file, _, path = integration.where.partition(": ")
+        raise ConfigError(file, f"{path}.tlsConfig.insecureSkipVerification",
+                          "skipping backend certificate verification is not implemented; "
+                          "add the backend's CA to plugins.settings.http.ca_file instead")
+    check_parameters(integration)
 
 
 @hookimpl

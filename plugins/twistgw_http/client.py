@@ -28,18 +28,22 @@ import attrs
 from twisted.internet import error as inet_error
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.protocol import Protocol
-from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.internet.ssl import (
+    Certificate,
+    PrivateCertificate,
+    optionsForClientTLS,
+    trustRootFromCertificates,
+)
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
-    BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     ResponseDone,
 )
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers as TwistedHeaders
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from twistgw import ApiConfigurationError, ConfigError, IntegrationFailure
@@ -67,6 +71,10 @@ class HttpSettings:
     retry_idempotent: bool = True
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     ca_file: str | None = None
+    #: PEM client certificate (and key, in the same file or ``client_key``) presented to
+    #: https backends that ask for one.
+    client_cert: str | None = None
+    client_key: str | None = None
     max_concurrent_per_host: int = 1024
     max_pending_per_host: int = 1024
     #: Consecutive failures that open a backend's circuit; 0 turns the breaker off.
@@ -87,7 +95,8 @@ class HttpSettings:
 
 _KNOWN = {"connect_timeout", "max_idle_per_host", "idle_timeout", "retry_idempotent",
           "max_response_bytes", "ca_file", "trusted_proxies", "max_concurrent_per_host",
-          "max_pending_per_host", "breaker_failures", "breaker_open_seconds"}
+          "max_pending_per_host", "breaker_failures", "breaker_open_seconds", "client_cert",
+          "client_key"}
 
 
 def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = None
@@ -109,17 +118,32 @@ def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = 
     retry = raw.get("retry_idempotent", True)
     if not isinstance(retry, bool):
         raise ConfigError(source, f"{where}.retry_idempotent", "expected true or false")
-    ca_file = raw.get("ca_file")
-    if ca_file is not None:
-        if not isinstance(ca_file, str):
-            raise ConfigError(source, f"{where}.ca_file", "expected a path to a PEM file")
-        path = Path(ca_file)
+    def pem_file(key: str, what: str) -> str | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(source, f"{where}.{key}", f"expected a path to {what}")
+        path = Path(value)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         if not path.is_file():
-            raise ConfigError(source, f"{where}.ca_file",
-                              f"{ca_file} does not exist; give a PEM file of CA certificates")
-        ca_file = str(path)
+            raise ConfigError(source, f"{where}.{key}",
+                              f"{value} does not exist; give {what}")
+        return str(path)
+
+    ca_file = pem_file("ca_file", "a PEM file of CA certificates")
+    client_cert = pem_file("client_cert", "a PEM file with the client certificate")
+    client_key = pem_file("client_key", "a PEM file with the client certificate's key")
+    if client_key is not None and client_cert is None:
+        raise ConfigError(source, f"{where}.client_key",
+                          "client_key needs client_cert; add it or remove client_key")
+    if client_cert is not None:
+        try:
+            _TlsPolicy(HttpSettings(client_cert=client_cert, client_key=client_key))
+        except Exception as e:
+            raise ConfigError(source, f"{where}.client_cert",
+                              f"cannot load the client certificate and key: {e}") from None
     proxies = raw.get("trusted_proxies", [])
     if not isinstance(proxies, list):
         raise ConfigError(source, f"{where}.trusted_proxies",
@@ -138,6 +162,8 @@ def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = 
         retry_idempotent=retry,
         max_response_bytes=int(number("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 1)),
         ca_file=ca_file,
+        client_cert=client_cert,
+        client_key=client_key,
         max_concurrent_per_host=int(number("max_concurrent_per_host", 1024, 1)),
         max_pending_per_host=int(number("max_pending_per_host", 1024, 0)),
         breaker_failures=int(number("breaker_failures", 5, 0)),
@@ -259,6 +285,31 @@ def _decode(encoding: str, body: bytes, limit: int) -> bytes | None:
     return out
 
 
+@implementer(IPolicyForHTTPS)
+class _TlsPolicy:
+    """Verify backends against the platform or ``ca_file`` (host names always checked),
+    presenting ``client_cert`` when configured (Twisted's browser-like policy cannot)."""
+
+    def __init__(self, settings: HttpSettings) -> None:
+        self.trust_root: Any = None  # None: the platform's trust store
+        if settings.ca_file is not None:
+            pem = Path(settings.ca_file).read_bytes()
+            certs = [Certificate.loadPEM(_BEGIN + block) for block in pem.split(_BEGIN)[1:]]
+            self.trust_root = trustRootFromCertificates(certs)
+        self.client_cert: PrivateCertificate | None = None
+        if settings.client_cert is not None:
+            cert = Path(settings.client_cert).read_bytes()
+            key = Path(settings.client_key or settings.client_cert).read_bytes()
+            self.client_cert = PrivateCertificate.loadPEM(cert + b"\n" + key)
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        return optionsForClientTLS(hostname.decode("idna"), trustRoot=self.trust_root,
+                                   clientCertificate=self.client_cert)
+
+
+_BEGIN = b"-----BEGIN CERTIFICATE-----"
+
+
 class BackendClient:
     """A pooled Agent for one set of :class:`HttpSettings`."""
 
@@ -270,14 +321,7 @@ class BackendClient:
         pool.cachedConnectionTimeout = settings.idle_timeout  # type: ignore[assignment]
         pool.retryAutomatically = settings.retry_idempotent
         self.pool = pool
-        if settings.ca_file is not None:
-            pem = Path(settings.ca_file).read_bytes()
-            certs = [Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + block)
-                     for block in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]]
-            policy = BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certs))
-        else:
-            policy = BrowserLikePolicyForHTTPS()
-        self.agent = Agent(reactor, contextFactory=policy,
+        self.agent = Agent(reactor, contextFactory=_TlsPolicy(settings),
                            connectTimeout=settings.connect_timeout, pool=pool)
         self.guards: dict[tuple[str, str, int | None], HostGuard] = {}
 

@@ -152,6 +152,10 @@ def _problems(parameters: Mapping[str, str]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for key, source in parameters.items():
         m = _KEY_RE.match(key)
+        if m is None and ":" in key.split(".", 1)[0]:
+            problems.append((key, "HTTP API parameter mapping (append:, overwrite:, remove:) "
+                                  "is not implemented yet; remove it"))
+            continue
         if m is None:
             problems.append((key, "keys must look like integration.request.{path|querystring|"
                                   "header}.NAME (NAME of letters, digits, '.', '_', '$', '-')"))

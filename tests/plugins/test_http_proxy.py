@@ -481,3 +481,40 @@ def test_the_breaker_opens_after_failures_and_probes_after_the_pause(
     time.sleep(1.1)
     assert call(guarded, "GET", "/prod/refused")[2] == network  # the half-open probe
     assert call(guarded, "GET", "/prod/refused")[0] == 503  # open again
+
+
+# -- HTTP APIs ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def http_api(backend: Backend, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[RunningGateway]:
+    """An HTTP API (v2) with an HTTP_PROXY $default route on the $default stage."""
+    folder: Path = tmp_path_factory.mktemp("http-v2")
+    integration = {"type": "http_proxy", "httpMethod": "ANY", "payloadFormatVersion": "1.0",
+                   "uri": f"{BACKEND}/{{proxy}}", "timeoutInMillis": 1000}
+    doc = {"openapi": "3.0.1", "info": {"title": "v2", "version": "1"},
+           "paths": {"/{proxy+}": {"x-amazon-apigateway-any-method": {
+               "responses": {"default": {"description": "ok"}},
+               "x-amazon-apigateway-integration": integration}}}}
+    config = {
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "v2api", "type": "HTTP", "definition": "api.yaml",
+                  "stages": [{"name": "$default", "variables": {
+                      "backend": f"127.0.0.1:{backend.port}"}}]}],
+        "plugins": {"enabled": ["mock", "mapping", "http"]},
+        "access_log": False,
+    }
+    path = write_config(folder, config, {"api.yaml": doc})
+    with RunningGateway(path) as gw:
+        yield gw
+
+
+def test_http_api_proxies_with_its_own_request_id_header(http_api: RunningGateway) -> None:
+    status, headers, body = call(http_api, "DELETE", "/echo/v2?a=1", body=b"x")
+    assert status == 200
+    doc = echoed(body)
+    assert (doc["method"], doc["path"], doc["query"]) == ("DELETE", "/echo/v2", "a=1")
+    assert header(doc, "X-Amzn-Apigateway-Api-Id") == ["v2api"]
+    assert headers["apigw-requestid"]
+    assert "x-amzn-RequestId" not in headers

@@ -84,10 +84,13 @@ class TlsBackend(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, cert: Path, key: Path) -> None:
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
         super().__init__(("127.0.0.1", 0), Hello)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
+        if client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(client_ca)
         self.socket = context.wrap_socket(self.socket, server_side=True)
         self.thread = threading.Thread(target=self.serve_forever,
                                        kwargs={"poll_interval": 0.05}, daemon=True)
@@ -117,7 +120,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
             "wrong.example", "wrong.example", ca))),
         "selfsigned": TlsBackend(*write_pem(folder, "self", *make_cert("localhost",
                                                                         "localhost"))),
+        # Asks for a client certificate signed by the test CA.
+        "mtls": TlsBackend(*write_pem(folder, "good2", *make_cert("localhost", "localhost",
+                                                                   ca)), client_ca=ca_path),
     }
+    client_cert, client_key = write_pem(folder, "client", *make_cert("gateway", "gateway",
+                                                                       ca))
     paths = {f"/{name}": {"get": {
         "responses": {"200": {"description": "ok"}},
         "x-amazon-apigateway-integration": {
@@ -129,7 +137,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
         "apis": [{"id": "tlsapi", "type": "REST", "definition": "api.yaml",
                   "stages": [{"name": "prod"}]}],
         "plugins": {"enabled": ["mock", "mapping", "http"],
-                    "settings": {"http": {"ca_file": str(ca_path)}}},
+                    "settings": {"http": {"ca_file": str(ca_path),
+                                          "client_cert": str(client_cert),
+                                          "client_key": str(client_key)}}},
         "access_log": False,
     }
     path = write_config(folder, config, {"api.yaml": {
@@ -161,3 +171,8 @@ def test_backend_certificate_from_the_configured_ca_is_accepted(
 def test_untrusted_or_wrong_host_certificate_is_a_network_error(
         gateway: RunningGateway, route: str) -> None:
     assert get(gateway, route) == (504, NETWORK_ERROR)
+
+
+def test_client_certificate_is_presented_to_a_backend_that_asks(
+        gateway: RunningGateway) -> None:
+    assert get(gateway, "/prod/mtls") == (200, b'{"tls": "ok"}')

@@ -58,6 +58,7 @@ def test_mapping_to_a_forbidden_header_is_refused_at_load_time(
     ("integration.request.header.X", "context.noSuchThing", "unknown context variable"),
     ("integration.request.body.X", "'a'", "keys must look like"),
     ("integration.request.header.bad name", "'a'", "keys must look like"),
+    ("append:querystring.x", "'a'", "HTTP API parameter mapping"),
 ])
 def test_unservable_mappings_are_refused_at_load_time(
         make_harness: HarnessFactory, b: Builders, key: str, source: str,
@@ -66,6 +67,15 @@ def test_unservable_mappings_are_refused_at_load_time(
         make_harness(proxy_definition(b, **{key: source}),
                      config=b.gateway_config(plugins=ENABLED))
     assert problem in str(info.value)
+
+
+def test_insecure_skip_verification_is_refused_not_ignored(
+        make_harness: HarnessFactory, b: Builders) -> None:
+    op = b.proxy_op("https://127.0.0.1:9/", tlsConfig={"insecureSkipVerification": True})
+    with pytest.raises(ConfigError) as info:
+        make_harness(b.openapi({"/x": {"get": op}}), config=b.gateway_config(plugins=ENABLED))
+    assert "tlsConfig.insecureSkipVerification" in str(info.value)
+    assert "plugins.settings.http.ca_file" in str(info.value)
 
 
 def test_forbidden_mapping_under_strict_false_fails_every_request_like_aws(
@@ -105,6 +115,10 @@ def test_settings_defaults() -> None:
     ({"max_response_bytes": "big"}, "plugins.settings.http.max_response_bytes", "number"),
     ({"retry_idempotent": "yes"}, "plugins.settings.http.retry_idempotent", "true or false"),
     ({"ca_file": "missing.pem"}, "plugins.settings.http.ca_file", "does not exist"),
+    ({"client_key": "gateway.yaml"}, "plugins.settings.http.client_key",
+     "needs client_cert"),
+    ({"client_cert": "gateway.yaml"}, "plugins.settings.http.client_cert",
+     "cannot load the client certificate"),
     ({"trusted_proxies": ["10.0.0.0/8", "nope"]}, "plugins.settings.http.trusted_proxies[1]",
      "not an address"),
 ])
