@@ -245,6 +245,11 @@ class Principal:
     """Who the caller is, as an ``authorize`` impl established it.
 
     ``context`` becomes ``$context.authorizer.*`` (stringified primitives for REST).
+    ``usage_identifier_key`` is the API key value an authorizer names (apiKeySource
+    AUTHORIZER) or the one the API-key check accepted; ``api_key_id`` is set only once an
+    API key was accepted, and fills ``$context.identity.apiKeyId`` / ``apiKey``.  A
+    principal of ``kind == "api_key"`` only names a key (no authorizer ran), so it fills
+    no ``$context.authorizer.*``.
     """
 
     id: str
@@ -252,6 +257,7 @@ class Principal:
     claims: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
     context: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
     usage_identifier_key: str | None = None
+    api_key_id: str | None = None
 
 
 @attrs.frozen

@@ -119,8 +119,9 @@ _GETTERS: dict[str, Getter] = {
     "identity.userArn": lambda c, f: None,
     "identity.accountId": lambda c, f: None,
     "identity.accessKey": lambda c, f: None,
-    "identity.apiKey": lambda c, f: None,
-    "identity.apiKeyId": lambda c, f: None,
+    "identity.apiKey": lambda c, f: c.principal.usage_identifier_key
+    if c.principal is not None and c.principal.api_key_id is not None else None,
+    "identity.apiKeyId": lambda c, f: c.principal.api_key_id if c.principal else None,
     "identity.cognitoAuthenticationProvider": lambda c, f: None,
     "identity.cognitoAuthenticationType": lambda c, f: None,
     "identity.cognitoIdentityId": lambda c, f: None,
@@ -140,7 +141,8 @@ _GETTERS: dict[str, Getter] = {
     if c.request.tls else None,
     "identity.clientCert.validity.notAfter": lambda c, f: c.request.tls.not_after
     if c.request.tls else None,
-    "authorizer.principalId": lambda c, f: c.principal.id if c.principal else None,
+    "authorizer.principalId": lambda c, f: c.principal.id
+    if c.principal is not None and c.principal.kind != "api_key" else None,
     "error.message": lambda c, f: f.error.message if f and f.error else None,
     "error.messageString": _error_message_string,
     "error.responseType": lambda c, f: f.error.response_type if f and f.error else None,
@@ -164,7 +166,7 @@ _GETTERS: dict[str, Getter] = {
 
 def _authorizer_getter(key: str) -> Getter:
     def get(c: Context, f: Finish | None) -> Any:
-        if c.principal is None:
+        if c.principal is None or c.principal.kind == "api_key":
             return None
         if key.startswith("claims."):
             return c.principal.claims.get(key[len("claims."):])
