@@ -13,6 +13,7 @@ SHIPPED_PLUGINS = {
     "mapping": "twistgw_mapping",
     "lambda": "twistgw_lambda",
     "http": "twistgw_http",
+    "access": "twistgw_access",
 }
 
 setup(

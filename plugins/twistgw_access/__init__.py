@@ -1,0 +1,148 @@
+"""API keys, usage plans and throttling on one gateway node (issue #6, first slice).
+
+A shipped plugin, registered through the ``twistgw`` entry-point group like any
+third-party plugin.  It claims the ``api_keys`` feature (operations whose ``security``
+names an ``x-api-key`` header scheme, aws-apigw-spec.md §10.1) and implements
+``authorize`` ``trylast``: AWS checks the API key after the authorizer (§A.2), and with
+``apiKeySource: AUTHORIZER`` the key comes from the authorizer's principal, so every other
+``authorize`` implementation must have run.  The decision itself is
+:class:`twistgw_access.control.AccessControl`; the state is behind
+:class:`twistgw_access.store.AccessStore` (in memory here; a shared store plugs in later).
+
+**Clock.** Token refills and calendar quota periods read ``seconds()`` of the gateway's
+reactor, taken in the ``startup`` hook (a ``task.Clock`` in tests, so refills are
+deterministic).  A request served before ``startup`` ran (a
+:class:`~twistgw.testing.GatewayHarness` that never starts the service, or a hook called
+directly) gets the global reactor's clock, which is the wall clock.
+
+**Operators** read current usage per key with :func:`usage` (a Deferred of
+:class:`~twistgw_access.control.KeyUsage` rows); each quota period rollover logs one line.
+An admin endpoint serving the same report is issue #7's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+
+from twistgw import hookimpl
+
+from .control import AccessControl, KeyUsage
+from .settings import AccessSettings, parse_settings
+from .store import AccessStore, MemoryStore
+
+if TYPE_CHECKING:
+    from twistgw import Allow, Context, Deny, Registry
+    from twistgw.config import GatewayConfig
+    from twistgw.gateway import Gateway
+
+__all__ = ["register", "configure", "startup", "shutdown", "authorize", "usage",
+           "control_for", "AccessControl", "AccessStore", "MemoryStore", "KeyUsage"]
+
+#: Gateway configs whose settings or controls are kept (a process normally serves one;
+#: tests build many, so old entries are dropped).
+_KEEP = 16
+
+
+class _State:
+    """Checked settings and the running controls, both keyed by gateway config.
+
+    ``configure`` runs for every config the gateway loads; ``startup`` creates the control
+    (with the gateway's clock) for the config it serves.  Entries hold the config itself
+    and are matched by identity, so a recycled ``id()`` never picks up stale settings.
+    """
+
+    def __init__(self) -> None:
+        self.settings: dict[int, tuple[GatewayConfig, AccessSettings]] = {}
+        self.controls: dict[int, tuple[GatewayConfig, AccessControl]] = {}
+
+    def settings_for(self, config: GatewayConfig) -> AccessSettings:
+        found = self.settings.get(id(config))
+        if found is not None and found[0] is config:
+            return found[1]
+        settings = parse_settings(config)
+        _remember(self.settings, config, settings)
+        return settings
+
+    def control_for(self, config: GatewayConfig, clock: Any = None) -> AccessControl:
+        found = self.controls.get(id(config))
+        if found is not None and found[0] is config and clock is None:
+            return found[1]
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        control = AccessControl(self.settings_for(config), MemoryStore(), clock)
+        _remember(self.controls, config, control)
+        return control
+
+
+def _remember(table: dict[int, tuple[GatewayConfig, Any]], config: GatewayConfig,
+              value: Any) -> None:
+    table.pop(id(config), None)
+    table[id(config)] = (config, value)
+    while len(table) > _KEEP:
+        del table[next(iter(table))]
+
+
+_state = _State()
+
+
+@hookimpl
+def register(registry: Registry) -> None:
+    """Claim API-key enforcement; throttles apply to every route, so no route filter."""
+    registry.add_feature("api_keys")
+
+
+@hookimpl
+def configure(config: GatewayConfig) -> None:
+    """Check ``plugins.settings.access`` (keys, plans, throttles, quotas)."""
+    _remember(_state.settings, config, parse_settings(config))
+
+
+@hookimpl
+def startup(gateway: Gateway) -> None:
+    """Start counting for the gateway's config, on the gateway's clock."""
+    _state.control_for(gateway.config, clock=gateway.reactor)
+
+
+@hookimpl
+def shutdown(gateway: Gateway) -> None:
+    """Forget the gateway's buckets and counters (in memory: nothing to flush)."""
+    found = _state.controls.get(id(gateway.config))
+    if found is not None and found[0] is gateway.config:
+        del _state.controls[id(gateway.config)]
+
+
+@hookimpl(trylast=True)
+def authorize(ctx: Context) -> Coroutine[Any, Any, Allow | Deny | None] | None:
+    """API key, usage-plan throttles and quota, stage and account throttles (AWS's order).
+
+    Returns ``Allow`` naming the key for routes that require one, ``None`` for the others
+    when no limit refused them, ``Deny`` with INVALID_API_KEY, THROTTLED or
+    QUOTA_EXCEEDED otherwise.
+    """
+    api = ctx.deployment_api
+    if api is None:
+        return None
+    return _state.control_for(api.gateway).check(ctx)
+
+
+def control_for(gateway: Gateway) -> AccessControl:
+    """The access control serving ``gateway`` (created on its clock if not started)."""
+    found = _state.controls.get(id(gateway.config))
+    if found is not None and found[0] is gateway.config:
+        return found[1]
+    return _state.control_for(gateway.config, clock=gateway.reactor)
+
+
+def usage(gateway: Gateway, key_ids: Sequence[str] | None = None
+          ) -> Deferred[list[KeyUsage]]:
+    """Current usage per API key and usage plan (quota used, remaining, period bounds).
+
+    The operators' read API until the admin endpoint (issue #7) serves it over HTTP.
+    With the in-memory store the Deferred has already fired.
+    """
+    return Deferred.fromCoroutine(control_for(gateway).usage(key_ids))
