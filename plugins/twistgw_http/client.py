@@ -308,6 +308,8 @@ class _TlsPolicy:
 
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
+#: Backends tracked per client before idle ones are forgotten.
+_MAX_GUARDS = 10_000
 
 
 class BackendClient:
@@ -335,6 +337,8 @@ class BackendClient:
         key = (parts.scheme.lower(), (parts.hostname or "").lower(), port)
         guard = self.guards.get(key)
         if guard is None:
+            if len(self.guards) >= _MAX_GUARDS:
+                self._forget_idle_guards()
             s = self.settings
             guard = HostGuard(self.reactor, max_concurrent=s.max_concurrent_per_host,
                               max_pending=s.max_pending_per_host,
@@ -342,6 +346,13 @@ class BackendClient:
                               open_seconds=s.breaker_open_seconds)
             self.guards[key] = guard
         return guard
+
+    def _forget_idle_guards(self) -> None:
+        """Bound the guard table: a ``{host}`` placeholder filled from the request could
+        otherwise grow it without limit.  Guards with work or an open circuit stay."""
+        for key, guard in list(self.guards.items()):
+            if guard.active == 0 and not guard.waiting and guard.state == "closed":
+                del self.guards[key]
 
     def close(self) -> Deferred[None]:
         """Close the idle pooled connections (on shutdown or when settings change)."""

@@ -259,3 +259,16 @@ def test_breaker_off_with_zero_failures() -> None:
         assert g.admit()
         g.failed()
     assert g.state == "closed"
+
+
+def test_guard_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twistgw_http import client as client_module
+
+    monkeypatch.setattr(client_module, "_MAX_GUARDS", 3)
+    backend = client_module.BackendClient(Clock(), HttpSettings())
+    busy = backend.guard_for("http://busy:1/")
+    busy.acquire()
+    for i in range(10):
+        backend.guard_for(f"http://host{i}:80/x")
+    assert len(backend.guards) <= 3
+    assert backend.guard_for("http://busy:1/") is busy
