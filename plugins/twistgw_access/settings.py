@@ -375,4 +375,54 @@ def parse_settings(config: GatewayConfig) -> AccessSettings:
 
     :raises ConfigError: naming ``plugins.settings.access.<path>`` and the fix.
     """
-    return _Reader(config).read(config.plugin_settings("access"))
+    settings = _Reader(config).read(config.plugin_settings("access"))
+    _check_method_keys(config, settings)
+    return settings
+
+
+def _method_key_sites(settings: AccessSettings) -> list[tuple[str, str, str]]:
+    """``(api, method key, settings path)`` of every configured method throttle."""
+    sites: list[tuple[str, str, str]] = []
+    for i, plan in enumerate(settings.plans.values()):
+        for j, stage in enumerate(plan.stages):
+            sites += [(stage.api, key, f"usage_plans[{i}].apis[{j}].method_throttles.{key}")
+                      for key in stage.method_throttles]
+    for i, st in enumerate(settings.stage_throttles.values()):
+        sites += [(st.api, key, f"stage_throttles[{i}].methods.{key}") for key in st.methods]
+    return sites
+
+
+def _check_method_keys(config: GatewayConfig, settings: AccessSettings) -> None:
+    """Refuse a method throttle that names no operation: it would never apply.
+
+    The deployment is built after ``configure``, so the definitions of the APIs that have
+    method throttles are read here; a definition's own errors are left for the core to
+    report (with its file and path).  Under ``strict: false`` nothing is refused.
+    """
+    sites = _method_key_sites(settings)
+    if not sites or not config.strict:
+        return
+    from twistgw.definition import load_definition
+
+    apis = {a.id: a for a in config.apis}
+    known: dict[str, set[str] | None] = {}
+    for api_id, key, path in sites:
+        if api_id not in known:
+            api_cfg = apis[api_id]
+            try:
+                definition = load_definition(api_cfg.definition, api_cfg.definition_display,
+                                             strict=False, warnings=[])
+            except ConfigError:
+                known[api_id] = None
+            else:
+                known[api_id] = {f"{op.path}/{op.method}" for op in definition.operations}
+        keys = known[api_id]
+        if keys is None or key in keys:
+            continue
+        resource = key.rpartition("/")[0] or "/"
+        same_path = sorted(k for k in keys if k.rpartition("/")[0] == resource)
+        hint = (f"the operations on {resource} are: {', '.join(same_path)}" if same_path
+                else f"API {api_id!r} has no resource {resource}")
+        raise ConfigError(config.source, f"{PREFIX}.{path}",
+                          f"names no operation of API {api_id!r}, so it would never apply; "
+                          f"{hint}")

@@ -214,3 +214,53 @@ def test_quota_counter() -> None:
     rolled = sync(store.count_request("q", 86400.0, 2))
     assert (rolled.allowed, rolled.used, rolled.previous) == (True, 1, 2)
     assert sync(store.count_request("zero", 0.0, 0)).allowed is False
+
+
+# -- method throttles must name an operation ---------------------------------------------------
+
+
+def keyed_config(tmp_path: Path, b: Builders, settings: Any, **top: Any) -> GatewayConfig:
+    doc = b.openapi({"/pets": {"get": b.mock_op(200),
+                               "x-amazon-apigateway-any-method": b.mock_op(200)},
+                     "/": {"get": b.mock_op(200)}})
+    import yaml
+
+    (tmp_path / "api.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    cfg = b.gateway_config(**top)
+    cfg["plugins"] = {"enabled": ["access"], "settings": {"access": settings}}
+    return parse_config(cfg, "gateway.yaml", tmp_path)
+
+
+def stage_methods(methods: dict[str, Any]) -> dict[str, Any]:
+    return {"stage_throttles": [{"api": "testapi", "stage": "prod", "methods": methods}]}
+
+
+def test_method_throttles_naming_operations_are_accepted(tmp_path: Path, b: Builders) -> None:
+    one = {"rate": 1, "burst": 1}
+    settings = parse_settings(keyed_config(tmp_path, b, stage_methods(
+        {"/pets/GET": one, "/pets/ANY": one, "//GET": one})))
+    assert set(settings.stage_throttles[("testapi", "prod")].methods) == {
+        "/pets/GET", "/pets/ANY", "//GET"}
+
+
+@pytest.mark.parametrize(("key", "hint"), [
+    ("/pets/POST", "the operations on /pets are: /pets/ANY, /pets/GET"),
+    ("/cats/GET", "API 'testapi' has no resource /cats"),
+])
+def test_method_throttle_naming_no_operation(tmp_path: Path, b: Builders, key: str,
+                                             hint: str) -> None:
+    config = keyed_config(tmp_path, b, {"api_keys": KEYS, "usage_plans": [plan(apis=[{
+        "api": "testapi", "stage": "prod",
+        "method_throttles": {key: {"rate": 1, "burst": 1}}}])]})
+    with pytest.raises(ConfigError) as info:
+        parse_settings(config)
+    assert info.value.path == (f"plugins.settings.access.usage_plans[0].apis[0]."
+                               f"method_throttles.{key}")
+    assert "names no operation of API 'testapi', so it would never apply" in info.value.problem
+    assert hint in info.value.problem
+
+
+def test_method_throttle_check_follows_strict(tmp_path: Path, b: Builders) -> None:
+    config = keyed_config(tmp_path, b, stage_methods({"/cats/GET": {"rate": 1, "burst": 1}}),
+                          strict=False)
+    assert parse_settings(config).stage_throttles
