@@ -34,6 +34,7 @@ from twisted.internet.ssl import (
     optionsForClientTLS,
     trustRootFromCertificates,
 )
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -53,6 +54,8 @@ from .guard import HostGuard, unavailable
 __all__ = ["HttpSettings", "BackendClient", "BackendAnswer", "NETWORK_ERROR",
            "parse_settings"]
 
+log = Logger()
+
 #: AWS's message for a backend it could not talk to (§3.7, recorded 56-byte body).
 NETWORK_ERROR = "Network error communicating with endpoint"
 #: API Gateway's payload limit, applied to what a backend may answer.
@@ -69,6 +72,8 @@ class HttpSettings:
     #: nginx's 75 s keep-alive, so a reused connection is rarely one the backend just shut.
     idle_timeout: float = 4.0
     retry_idempotent: bool = True
+    #: Retries after a failure to connect (no byte sent, so safe for any method).
+    connect_retries: int = 1
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     ca_file: str | None = None
     #: PEM client certificate (and key, in the same file or ``client_key``) presented to
@@ -96,7 +101,7 @@ class HttpSettings:
 _KNOWN = {"connect_timeout", "max_idle_per_host", "idle_timeout", "retry_idempotent",
           "max_response_bytes", "ca_file", "trusted_proxies", "max_concurrent_per_host",
           "max_pending_per_host", "breaker_failures", "breaker_open_seconds", "client_cert",
-          "client_key"}
+          "client_key", "connect_retries"}
 
 
 def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = None
@@ -160,6 +165,8 @@ def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = 
         max_idle_per_host=int(number("max_idle_per_host", 20, 0)),
         idle_timeout=number("idle_timeout", 4.0, 0),
         retry_idempotent=retry,
+        connect_retries=_at_most_one(number("connect_retries", 1, 0), source,
+                                     f"{where}.connect_retries"),
         max_response_bytes=int(number("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 1)),
         ca_file=ca_file,
         client_cert=client_cert,
@@ -170,6 +177,12 @@ def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = 
         breaker_open_seconds=number("breaker_open_seconds", 30.0, 0.001),
         trusted_proxies=tuple(nets),
     )
+
+
+def _at_most_one(value: float, source: str, key: str) -> int:
+    if value not in (0, 1):
+        raise ConfigError(source, key, "0 (no retry) or 1 (one retry after a connect failure)")
+    return int(value)
 
 
 @implementer(IBodyProducer)
@@ -326,6 +339,10 @@ class BackendClient:
         self.agent = Agent(reactor, contextFactory=_TlsPolicy(settings),
                            connectTimeout=settings.connect_timeout, pool=pool)
         self.guards: dict[tuple[str, str, int | None], HostGuard] = {}
+        self.in_flight = 0
+        self.retrying = 0
+        #: Retries made so far (for tests and metrics).
+        self.retries = 0
 
     def guard_for(self, url: str) -> HostGuard:
         """The :class:`HostGuard` of the backend ``url`` points at."""
@@ -383,6 +400,7 @@ class BackendClient:
             except CancelledError:
                 guard.abandoned()
                 raise
+        self.in_flight += 1
         try:
             answer = await self._exchange(method, url, headers, body, decode)
         except CancelledError:
@@ -401,9 +419,35 @@ class BackendClient:
             guard.abandoned()
             raise
         finally:
+            self.in_flight -= 1
             guard.release()
         guard.succeeded()
         return answer
+
+    async def _send(self, method: bytes, uri: bytes, headers: TwistedHeaders,
+                    producer: _BytesProducer | None) -> IResponse:
+        """Send the request, retrying once on a failure to *connect* within the budget.
+
+        A connect failure means no byte reached the backend, so a retry is safe for any
+        method, POST included.  (Twisted's pool separately retries idempotent requests
+        once when a pooled connection turns out to be dead.)  The budget, at most 20 % of
+        the requests in flight (at least 3) retrying at once, keeps a dead backend from
+        doubling the load on everything else.
+        """
+        try:
+            response: IResponse = await self.agent.request(method, uri, headers, producer)
+            return response
+        except (inet_error.ConnectError, inet_error.DNSLookupError):
+            budget = max(3, self.in_flight // 5)
+            if self.settings.connect_retries < 1 or self.retrying >= budget:
+                raise
+        self.retrying += 1
+        self.retries += 1
+        try:
+            response = await self.agent.request(method, uri, headers, producer)
+            return response
+        finally:
+            self.retrying -= 1
 
     async def _exchange(self, method: str, url: str, headers: Sequence[tuple[str, str]],
                         body: bytes, decode: bool) -> BackendAnswer:
@@ -417,8 +461,7 @@ class BackendClient:
         except UnicodeEncodeError:
             raise ApiConfigurationError() from None
         try:
-            response: IResponse = await self.agent.request(
-                method.encode("ascii"), uri, raw, producer)
+            response = await self._send(method.encode("ascii"), uri, raw, producer)
             collector = _Collector(self.settings.max_response_bytes)
             response.deliverBody(collector)
             data = await collector.finished
@@ -427,7 +470,8 @@ class BackendClient:
         except CancelledError:
             raise
         except (SchemeNotSupported, ValueError):
-            # "Execution failed due to configuration error: Invalid endpoint address".
+            log.error("Execution failed due to configuration error: Invalid endpoint "
+                      "address {url}", url=url)
             raise ApiConfigurationError() from None
         except Exception as e:
             if _is_cancel(e):

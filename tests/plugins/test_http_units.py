@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone, ResponseNeverReceived
+from twisted.web.http_headers import Headers as TwistedHeaders
 from twistgw_http import build_url, proxy_headers, proxy_response_headers
 from twistgw_http.client import HttpSettings, parse_settings
 from twistgw_http.guard import HostGuard
@@ -115,6 +119,7 @@ def test_settings_defaults() -> None:
     ({"max_response_bytes": "big"}, "plugins.settings.http.max_response_bytes", "number"),
     ({"retry_idempotent": "yes"}, "plugins.settings.http.retry_idempotent", "true or false"),
     ({"ca_file": "missing.pem"}, "plugins.settings.http.ca_file", "does not exist"),
+    ({"connect_retries": 2}, "plugins.settings.http.connect_retries", "0 (no retry) or 1"),
     ({"client_key": "gateway.yaml"}, "plugins.settings.http.client_key",
      "needs client_cert"),
     ({"client_cert": "gateway.yaml"}, "plugins.settings.http.client_cert",
@@ -272,3 +277,77 @@ def test_guard_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         backend.guard_for(f"http://host{i}:80/x")
     assert len(backend.guards) <= 3
     assert backend.guard_for("http://busy:1/") is busy
+
+
+# -- connect retries ---------------------------------------------------------------------------
+
+
+class FakeResponse:
+    code = 200
+    length = 2
+    headers = TwistedHeaders({b"Content-Type": [b"text/plain"]})
+
+    def deliverBody(self, protocol: Any) -> None:
+        protocol.dataReceived(b"ok")
+        protocol.connectionLost(Failure(ResponseDone()))
+
+
+class FakeAgent:
+    """Fails the first ``failures`` requests with ``error``, then answers."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures = failures
+        self.error = error
+        self.calls: list[bytes] = []
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None,
+                producer: Any = None) -> Deferred[Any]:
+        self.calls.append(method)
+        if len(self.calls) <= self.failures:
+            return fail(self.error)
+        return succeed(FakeResponse())
+
+
+def run(coro: Any) -> Any:
+    d = Deferred.fromCoroutine(coro)
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box, "the fake exchange should complete synchronously"
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    return box[0]
+
+
+def fake_client(agent: FakeAgent, **settings: Any) -> Any:
+    from twistgw_http.client import BackendClient
+
+    client = BackendClient(Clock(), HttpSettings(**settings))
+    client.agent = agent  # type: ignore[assignment]
+    return client
+
+
+def test_a_connect_failure_is_retried_once_even_for_post() -> None:
+    agent = FakeAgent(1, ConnectionRefusedError())
+    client = fake_client(agent)
+    answer = run(client.request("POST", "http://b:1/x", [], b"body"))
+    assert (answer.status, answer.body) == (200, b"ok")
+    assert agent.calls == [b"POST", b"POST"] and client.retries == 1
+
+
+def test_only_one_retry_and_none_when_disabled() -> None:
+    agent = FakeAgent(2, ConnectionRefusedError())
+    with pytest.raises(IntegrationFailure) as info:
+        run(fake_client(agent).request("GET", "http://b:1/x", [], b""))
+    assert info.value.message == "Network error communicating with endpoint"
+    assert len(agent.calls) == 2
+    agent = FakeAgent(1, ConnectionRefusedError())
+    with pytest.raises(IntegrationFailure):
+        run(fake_client(agent, connect_retries=0).request("GET", "http://b:1/x", [], b""))
+    assert len(agent.calls) == 1
+
+
+def test_a_failure_after_connecting_is_not_retried() -> None:
+    agent = FakeAgent(1, ResponseNeverReceived([Failure(ConnectionLost())]))
+    with pytest.raises(IntegrationFailure):
+        run(fake_client(agent).request("POST", "http://b:1/x", [], b"body"))
+    assert len(agent.calls) == 1
