@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -38,6 +38,7 @@ from twistgw import (
     ApiConfigurationError,
     ConfigError,
     Headers,
+    IntegrationRequest,
     IntegrationResponse,
     hookimpl,
 )
@@ -46,13 +47,14 @@ from .client import BackendClient, HttpSettings, parse_settings
 from .params import check_parameters, compile_parameters
 
 if TYPE_CHECKING:
-    from twistgw import Context, IntegrationRequest, Registry
+    from twistgw import Context, Registry
     from twistgw.config import GatewayConfig
     from twistgw.deployment import Route
     from twistgw.gateway import Gateway
 
-__all__ = ["register", "configure", "startup", "shutdown", "integrate", "TYPES", "build_url",
-           "proxy_headers", "http_headers", "proxy_response_headers", "trace_id"]
+__all__ = ["register", "configure", "startup", "shutdown", "map_request", "integrate",
+           "TYPES", "integration_request", "build_url", "outbound_headers",
+           "proxy_response_headers", "trace_id"]
 
 log = Logger()
 
@@ -166,6 +168,21 @@ def shutdown(gateway: Gateway) -> Any:
 
 
 @hookimpl
+def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest | None:
+    """Apply ``requestParameters`` and build what the backend is sent (AWS's §3.2/§3.7).
+
+    Done here rather than in ``integrate`` so that ``trylast`` ``map_request`` impls see
+    and can refine the real integration request (URI filled in, headers and query
+    final), and so that headers or query pairs added by impls that ran before this one
+    reach the backend.
+    """
+    integration = ctx.integration
+    if integration is None or integration.type not in TYPES or ctx.deployment_api is None:
+        return None
+    return integration_request(ctx, request, integration.type == "HTTP_PROXY")
+
+
+@hookimpl
 def integrate(ctx: Context, request: IntegrationRequest
               ) -> Coroutine[Any, Any, IntegrationResponse] | None:
     """Call the backend of an HTTP or HTTP_PROXY integration."""
@@ -182,71 +199,105 @@ def trace_id(ctx: Context) -> str:
     return f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()}"
 
 
-def _encode_pairs(pairs: list[tuple[str, str]]) -> str:
+def _encode_pairs(pairs: Sequence[tuple[str, str]]) -> str:
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
 
 
-def build_url(ctx: Context, request: IntegrationRequest, proxy: bool,
-              path_values: dict[str, str], mapped_query: list[tuple[str, str]]) -> str:
-    """The backend URL: placeholders filled, query forwarded (proxy) and mapped."""
+def integration_request(ctx: Context, request: IntegrationRequest, proxy: bool
+                        ) -> IntegrationRequest:
+    """The request after parameter mapping: URI placeholders filled, headers and query.
+
+    ``HTTP_PROXY`` keeps the client's headers (minus ``Host``, hop-by-hop and the ones
+    API Gateway sets itself) with mapped ones replacing same-named ones, and appends
+    mapped query values to the client's.  ``HTTP`` sends only what is mapped, plus AWS's
+    defaults; anything an earlier ``map_request`` impl added (a header or query pair the
+    client did not send) is kept and wins over a mapping.
+    """
+    integration = ctx.integration
+    assert integration is not None and ctx.deployment_api is not None
+    params = compile_parameters(integration)
+    if params.broken is not None:
+        log.error("({request_id}) Execution failed due to configuration error: {problem}",
+                  request_id=ctx.request_id, problem=params.broken)
+        raise ApiConfigurationError()
+    path_values, mapped_query, mapped_headers = params.apply(ctx)
     fill = dict(request.path_params) if proxy else {}
     fill.update(path_values)
     uri = request.uri
     if "{" in uri:
         uri = _PLACEHOLDER.sub(lambda m: quote(fill.get(m.group(1), ""), safe=_PATH_SAFE), uri)
+    mapped = [(k, v) for k, v in mapped_headers if k.lower() not in _MAPPED_DROPPED]
+    if proxy:
+        names = {k.lower() for k, _ in mapped}
+        headers = [(k, v) for k, v in request.headers.items
+                   if (lk := k.lower()) not in _PROXY_DROPPED and lk not in names]
+        headers.extend(mapped)
+        query = request.query + tuple(mapped_query) if mapped_query else request.query
+    else:
+        sent = set(ctx.request.headers.items)
+        added = [(k, v) for k, v in request.headers.items if (k, v) not in sent]
+        added_names = {k.lower() for k, _ in added}
+        headers = [(k, v) for k, v in mapped if k.lower() not in added_names]
+        headers.extend(added)
+        names = {k.lower() for k, _ in headers}
+        if "accept" not in names:
+            headers.append(("Accept", "application/json"))
+        if "user-agent" not in names:
+            headers.append(("User-Agent", f"AmazonAPIGateway_{ctx.deployment_api.id}"))
+        if "content-type" not in names and request.method in _BODY_METHODS:
+            ctype = ctx.request.headers.get("content-type")
+            if ctype:
+                headers.append(("Content-Type", ctype))
+        client_query = set(ctx.request.query)
+        query = tuple(p for p in request.query if p not in client_query) + tuple(mapped_query)
+    return IntegrationRequest(
+        method=request.method, uri=uri, headers=Headers(tuple(headers)), query=query,
+        path_params=request.path_params, body=request.body, timeout=request.timeout,
+        extras=request.extras)
+
+
+def build_url(ctx: Context, request: IntegrationRequest, proxy: bool) -> str:
+    """The backend URL: the (filled) URI and the query string.
+
+    A proxy forwards the client's query string exactly as sent (no re-encoding) when the
+    integration request still starts with the client's pairs; anything after them
+    (mapped values) is encoded and appended.
+    """
+    uri = request.uri
+    pairs = request.query
     parts: list[str] = []
     if proxy:
-        inbound = ctx.request
-        if request.query is inbound.query or request.query == inbound.query:
-            if inbound.raw_query:
-                parts.append(inbound.raw_query)
-        elif request.query:
-            parts.append(_encode_pairs(list(request.query)))
-    if mapped_query:
-        parts.append(_encode_pairs(mapped_query))
+        inbound = ctx.request.query
+        if pairs[:len(inbound)] == inbound:
+            if ctx.request.raw_query:
+                parts.append(ctx.request.raw_query)
+            pairs = pairs[len(inbound):]
+    if pairs:
+        parts.append(_encode_pairs(pairs))
     if not parts:
         return uri
     return uri + ("&" if "?" in uri else "?") + "&".join(parts)
 
 
-def proxy_headers(ctx: Context, request: IntegrationRequest, settings: HttpSettings,
-                  mapped: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """What an HTTP_PROXY backend receives: client headers, mapped ones, AWS's own."""
+def outbound_headers(ctx: Context, request: IntegrationRequest, settings: HttpSettings,
+                     proxy: bool) -> list[tuple[str, str]]:
+    """The integration request's headers plus what API Gateway adds on the way out:
+    ``X-Forwarded-*`` (proxy only), ``X-Amzn-Apigateway-Api-Id``, ``X-Amzn-Trace-Id``."""
+    assert ctx.deployment_api is not None
+    own = ("x-amzn-apigateway-api-id", "x-amzn-trace-id") + (
+        ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-port") if proxy else ())
+    out = [(k, v) for k, v in request.headers.items if k.lower() not in own]
     inbound = ctx.request
-    mapped_names = {k.lower() for k, _ in mapped}
-    out = [(k, v) for k, v in request.headers.items
-           if (lk := k.lower()) not in _PROXY_DROPPED and lk not in mapped_names]
-    out.extend((k, v) for k, v in mapped if k.lower() not in _MAPPED_DROPPED)
-    peer = inbound.client_ip
-    incoming = inbound.headers.get_all("x-forwarded-for")
-    if incoming and settings.trusts(peer):
-        out.append(("X-Forwarded-For", ", ".join([*incoming, peer])))
-    else:
-        out.append(("X-Forwarded-For", peer))
-    out.append(("X-Forwarded-Proto", inbound.scheme))
-    out.append(("X-Forwarded-Port", str(inbound.server_port)))
-    assert ctx.deployment_api is not None
+    if proxy:
+        peer = inbound.client_ip
+        incoming = inbound.headers.get_all("x-forwarded-for")
+        if incoming and settings.trusts(peer):
+            out.append(("X-Forwarded-For", ", ".join([*incoming, peer])))
+        else:
+            out.append(("X-Forwarded-For", peer))
+        out.append(("X-Forwarded-Proto", inbound.scheme))
+        out.append(("X-Forwarded-Port", str(inbound.server_port)))
     out.append(("X-Amzn-Apigateway-Api-Id", ctx.deployment_api.id))
-    out.append(("X-Amzn-Trace-Id", trace_id(ctx)))
-    return out
-
-
-def http_headers(ctx: Context, request: IntegrationRequest,
-                 mapped: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """What an HTTP (non-proxy) backend receives: mapped headers and AWS's defaults."""
-    assert ctx.deployment_api is not None
-    api_id = ctx.deployment_api.id
-    out = [(k, v) for k, v in mapped if k.lower() not in _MAPPED_DROPPED]
-    names = {k.lower() for k, _ in out}
-    if "accept" not in names:
-        out.append(("Accept", "application/json"))
-    if "user-agent" not in names:
-        out.append(("User-Agent", f"AmazonAPIGateway_{api_id}"))
-    if "content-type" not in names and request.method in _BODY_METHODS:
-        ctype = ctx.request.headers.get("content-type")
-        if ctype:
-            out.append(("Content-Type", ctype))
-    out.append(("X-Amzn-Apigateway-Api-Id", api_id))
     out.append(("X-Amzn-Trace-Id", trace_id(ctx)))
     return out
 
@@ -269,21 +320,11 @@ def proxy_response_headers(headers: tuple[tuple[str, str], ...], length: int | N
 
 async def _call(ctx: Context, request: IntegrationRequest, proxy: bool
                 ) -> IntegrationResponse:
-    integration = ctx.integration
     api = ctx.deployment_api
-    assert integration is not None and api is not None
-    params = compile_parameters(integration)
-    if params.broken is not None:
-        log.error("({request_id}) Execution failed due to configuration error: {problem}",
-                  request_id=ctx.request_id, problem=params.broken)
-        raise ApiConfigurationError()
-    path_values, mapped_query, mapped_headers = params.apply(ctx)
+    assert api is not None
     client = _state.client_for(api.gateway)
-    url = build_url(ctx, request, proxy, path_values, mapped_query)
-    if proxy:
-        headers = proxy_headers(ctx, request, client.settings, mapped_headers)
-    else:
-        headers = http_headers(ctx, request, mapped_headers)
+    url = build_url(ctx, request, proxy)
+    headers = outbound_headers(ctx, request, client.settings, proxy)
     started = time.monotonic()
     answer = await client.request(request.method, url, headers, request.body,
                                   timeout=request.timeout)

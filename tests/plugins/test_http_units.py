@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,12 +19,26 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseNeverReceived
 from twisted.web.http_headers import Headers as TwistedHeaders
-from twistgw_http import build_url, proxy_headers, proxy_response_headers
+from twistgw_http import (
+    build_url,
+    integration_request,
+    outbound_headers,
+    proxy_response_headers,
+)
 from twistgw_http.client import HttpSettings, parse_settings
 from twistgw_http.guard import HostGuard
 
-from twistgw import ConfigError, Headers, IntegrationFailure, IntegrationRequest
+from twistgw import (
+    ConfigError,
+    Context,
+    Headers,
+    IntegrationFailure,
+    IntegrationRequest,
+    IntegrationResponse,
+    hookimpl,
+)
 from twistgw.config import load_config
+from twistgw.definition import Integration
 from twistgw.gateway import Gateway
 from twistgw.testing import make_context, make_inbound, write_config
 
@@ -141,54 +156,90 @@ def test_bad_settings_are_refused_naming_the_key(
 # -- request and response rules ----------------------------------------------------------
 
 
-def context(headers: dict[str, str], client_ip: str = "10.1.2.3", **kw: Any) -> Any:
-    inbound = make_inbound("GET", "/prod/x", headers=headers, client_ip=client_ip)
-
-    class Api:
-        id = "abc123"
-
-    return make_context(inbound, deployment_api=Api(), **kw)
+def context(headers: dict[str, str], client_ip: str = "10.1.2.3", *, query: str = "",
+            integration_type: str = "HTTP_PROXY", parameters: dict[str, str] | None = None,
+            **kw: Any) -> Any:
+    inbound = make_inbound("POST", "/prod/x", headers=headers, client_ip=client_ip,
+                           query=query)
+    integration = Integration(type=integration_type, uri="http://b/x",
+                              request_parameters=parameters or {})
+    route = SimpleNamespace(operation=SimpleNamespace(integration=integration))
+    return make_context(inbound, deployment_api=SimpleNamespace(id="abc123"), route=route,
+                        **kw)
 
 
 def request(ctx: Any, uri: str = "http://b/x") -> IntegrationRequest:
-    return IntegrationRequest(method="GET", uri=uri, headers=ctx.request.headers,
+    return IntegrationRequest(method="POST", uri=uri, headers=ctx.request.headers,
                               query=ctx.request.query, path_params=ctx.path_params)
+
+
+def sent_by_proxy(ctx: Any, settings: HttpSettings | None = None,
+                  uri: str = "http://b/x") -> list[tuple[str, str]]:
+    mapped = integration_request(ctx, request(ctx, uri), True)
+    return outbound_headers(ctx, mapped, settings or HttpSettings(), True)
 
 
 def test_forwarded_for_is_replaced_unless_the_peer_is_a_trusted_hop() -> None:
     ctx = context({"X-Forwarded-For": "1.1.1.1", "X-Keep": "k", "Host": "gw",
-                   "Proxy-Authorization": "secret"})
-    untrusted = dict(proxy_headers(ctx, request(ctx), HttpSettings(), []))
+                   "Proxy-Authorization": "secret", "X-Forwarded-Port": "1"})
+    untrusted = dict(sent_by_proxy(ctx))
     assert untrusted["X-Forwarded-For"] == "10.1.2.3"
+    assert untrusted["X-Forwarded-Port"] == "0"
     assert untrusted["X-Keep"] == "k"
     assert "Host" not in untrusted and "Proxy-Authorization" not in untrusted
     assert untrusted["X-Amzn-Apigateway-Api-Id"] == "abc123"
     trusted = parse_settings({"trusted_proxies": ["10.0.0.0/8"]}, "gw.yaml")
-    hops = dict(proxy_headers(ctx, request(ctx), trusted, []))
+    hops = dict(sent_by_proxy(ctx, trusted))
     assert hops["X-Forwarded-For"] == "1.1.1.1, 10.1.2.3"
 
 
 def test_client_trace_id_is_continued() -> None:
     ctx = context({"X-Amzn-Trace-Id": "Root=1-5e000000-abc"},
                   trace_id="Root=1-5e000000-abc")
-    sent = proxy_headers(ctx, request(ctx), HttpSettings(), [])
+    sent = sent_by_proxy(ctx)
     assert [v for k, v in sent if k == "X-Amzn-Trace-Id"] == ["Root=1-5e000000-abc"]
 
 
 def test_mapped_header_replaces_the_client_one_in_a_proxy() -> None:
-    ctx = context({"X-A": "client"})
-    sent = proxy_headers(ctx, request(ctx), HttpSettings(), [("x-a", "mapped")])
+    ctx = context({"X-A": "client"},
+                  parameters={"integration.request.header.x-a": "'mapped'"})
+    sent = sent_by_proxy(ctx)
     assert [v for k, v in sent if k.lower() == "x-a"] == ["mapped"]
 
 
 def test_url_placeholders_take_raw_path_values_and_encode_others() -> None:
-    ctx = context({}, path_params={"proxy": "a%2Fb/c d"})
-    req = request(ctx, "http://b/base/{proxy}?fixed=1")
-    assert build_url(ctx, req, True, {}, []) == "http://b/base/a%2Fb/c%20d?fixed=1"
-    assert build_url(ctx, req, True, {"proxy": "m"}, [("q", "a b&")]) == \
-        "http://b/base/m?fixed=1&q=a%20b%26"
-    # Non-proxy integrations fill placeholders only from mappings.
-    assert build_url(ctx, req, False, {}, []) == "http://b/base/?fixed=1"
+    uri = "http://b/base/{proxy}?fixed=1"
+    ctx = context({}, path_params={"proxy": "a%2Fb/c d"}, query="y=%2F+1")
+    mapped = integration_request(ctx, request(ctx, uri), True)
+    assert build_url(ctx, mapped, True) == "http://b/base/a%2Fb/c%20d?fixed=1&y=%2F+1"
+    ctx = context({}, path_params={"proxy": "a%2Fb/c d"}, query="y=%2F+1", parameters={
+        "integration.request.path.proxy": "'m'",
+        "integration.request.querystring.q": "'a b&'"})
+    mapped = integration_request(ctx, request(ctx, uri), True)
+    assert build_url(ctx, mapped, True) == "http://b/base/m?fixed=1&y=%2F+1&q=a%20b%26"
+    # Non-proxy integrations fill placeholders only from mappings and send no client query.
+    ctx = context({}, path_params={"proxy": "p"}, query="y=1", integration_type="HTTP")
+    mapped = integration_request(ctx, request(ctx, uri), False)
+    assert build_url(ctx, mapped, False) == "http://b/base/?fixed=1"
+
+
+def test_http_keeps_what_earlier_map_request_impls_added() -> None:
+    ctx = context({"X-Client": "c", "Content-Type": "text/plain"}, query="c=1",
+                  integration_type="HTTP",
+                  parameters={"integration.request.header.X-Over": "'mapped'",
+                              "integration.request.header.X-Map": "'m'"})
+    before = request(ctx)
+    before = IntegrationRequest(
+        method="POST", uri=before.uri,
+        headers=before.headers.with_added("X-Over", "override"),
+        query=(*before.query, ("added", "1")))
+    mapped = integration_request(ctx, before, False)
+    assert mapped.headers.get("X-Client") is None
+    assert mapped.headers.get_all("X-Over") == ["override"]
+    assert mapped.headers.get("X-Map") == "m"
+    assert mapped.headers.get("Content-Type") == "text/plain"
+    assert mapped.headers.get("User-Agent") == "AmazonAPIGateway_abc123"
+    assert mapped.query == (("added", "1"),)
 
 
 def test_proxy_response_header_remapping() -> None:
@@ -351,3 +402,43 @@ def test_a_failure_after_connecting_is_not_retried() -> None:
     with pytest.raises(IntegrationFailure):
         run(fake_client(agent).request("POST", "http://b:1/x", [], b"body"))
     assert len(agent.calls) == 1
+
+
+class Spy:
+    """Adds a header before the http plugin maps, records what it built, answers."""
+
+    def __init__(self) -> None:
+        self.seen: list[IntegrationRequest] = []
+
+    @hookimpl
+    def map_request(self, ctx: Context, request: IntegrationRequest) -> IntegrationRequest:
+        return IntegrationRequest(method=request.method, uri=request.uri,
+                                  headers=request.headers.with_added("X-Added", "1"),
+                                  query=request.query, path_params=request.path_params,
+                                  body=request.body, timeout=request.timeout)
+
+    @hookimpl(trylast=True, specname="map_request")
+    def record(self, ctx: Context, request: IntegrationRequest) -> None:
+        self.seen.append(request)
+
+    @hookimpl(tryfirst=True)
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> IntegrationResponse:
+        return IntegrationResponse(status=200, body=b"spied")
+
+
+def test_map_request_order_with_other_plugins(make_harness: HarnessFactory,
+                                              b: Builders) -> None:
+    op = b.proxy_op("http://127.0.0.1:9/items/{id}", type="http", httpMethod="POST",
+                    requestParameters={"integration.request.path.id": "method.request.path.id",
+                                       "integration.request.querystring.q": "'1'"},
+                    responses={"default": {"statusCode": "200"}})
+    spy = Spy()
+    h = make_harness(b.openapi({"/items/{id}": {"get": op}}), plugins=[("spy", spy)],
+                     config=b.gateway_config(plugins=ENABLED))
+    assert h.request("GET", "/prod/items/7?z=2", headers={"X-Client": "c"}).body == b"spied"
+    (seen,) = spy.seen
+    assert seen.method == "POST"
+    assert seen.uri == "http://127.0.0.1:9/items/7"
+    assert seen.query == (("q", "1"),)
+    assert seen.headers.get("X-Added") == "1"
+    assert seen.headers.get("X-Client") is None
