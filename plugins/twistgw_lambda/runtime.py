@@ -53,6 +53,8 @@ INIT_TIMEOUT = 10.0
 MAX_QUEUE = 1000
 RUNTIME_PREFIX = b"/2018-06-01/runtime/"
 _OUTPUT_LINE_LIMIT = 8192
+#: Output lines per worker per second that reach the log; the rest are counted.
+OUTPUT_LINES_PER_SECOND = 1000
 
 
 @attrs.frozen
@@ -218,6 +220,10 @@ class Worker:
         self.transport: Any = None
         self.started_at = time.monotonic()
         self.invocations = 0
+        self.last: Invocation | None = None
+        self._window = 0.0
+        self._lines = 0
+        self._dropped = 0
 
     @property
     def tag(self) -> str:
@@ -276,6 +282,7 @@ class Worker:
         self.pending_next = None
         self.state = "busy"
         self.current = inv
+        self.last = inv
         self.invocations += 1
         deadline_ms = int((time.time() + inv.timeout) * 1000)
         request.setResponseCode(200)
@@ -370,11 +377,36 @@ class Worker:
                 pass
 
     def output(self, line: bytes) -> None:
-        rid = self.current.id if self.current is not None else "-"
+        """Log one line of the worker's output, at most ``OUTPUT_LINES_PER_SECOND``.
+
+        Lines are tagged with the running invocation (or the last one: pipes lag behind
+        the Runtime API).  A handler that floods its output must not turn the gateway into
+        a log writer, so the excess is counted and reported instead of written.
+        """
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            self._flush_dropped()
+            self._window, self._lines = now, 0
+        self._lines += 1
+        if self._lines > OUTPUT_LINES_PER_SECOND:
+            if not self._dropped:
+                self.pool.reactor.callLater(1.0, self._flush_dropped)
+            self._dropped += 1
+            return
+        current = self.current or self.last
         log.info("lambda {function} [{request_id}] {line}", function=self.pool.config.name,
-                 request_id=rid, line=line.decode("utf-8", "replace").rstrip("\r"))
+                 request_id=current.id if current is not None else "-",
+                 line=line.decode("utf-8", "replace").rstrip("\r"))
+
+    def _flush_dropped(self) -> None:
+        if self._dropped:
+            log.warn("lambda {function}: worker #{n} wrote more than {limit} lines a second; "
+                     "{count} lines not logged", function=self.pool.config.name,
+                     n=self.number, limit=OUTPUT_LINES_PER_SECOND, count=self._dropped)
+            self._dropped = 0
 
     def exited(self, code: int | None, sig: int | None) -> None:
+        self._flush_dropped()
         was = self.state
         self.state = "dead"
         self._cancel_timer()

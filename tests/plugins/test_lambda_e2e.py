@@ -11,9 +11,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,20 @@ def die(event, context):
 
 def malformed(event, context):
     return {"statusCode": 200, "wrongValue": "value"}
+
+
+def slow_pid(event, context):
+    time.sleep(float((event.get("queryStringParameters") or {}).get("s", "0.5")))
+    return {"statusCode": 200, "body": str(os.getpid())}
+
+
+def flood(event, context):
+    import sys
+    sys.stdout.write("x" * (3 * 1024 * 1024))
+    for i in range(20000):
+        print("line", i)
+    sys.stderr.write("to stderr\\n")
+    return {"statusCode": 200, "body": "flooded"}
 
 
 def v2_plain(event, context):
@@ -115,6 +131,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, counts: Path) -> Iterator[Runni
         "/die": {"get": _lambda("Die")},
         "/malformed": {"get": _lambda("Malformed")},
         "/broken": {"get": _lambda("Broken")},
+        "/one": {"get": _lambda("OneAtATime")},
+        "/two": {"get": _lambda("TwoAtATime")},
+        "/flood": {"get": _lambda("Flood")},
         "/patient": {"get": {**_lambda("Patient"), "x-amazon-apigateway-integration": {
             **_lambda("Patient")["x-amazon-apigateway-integration"],
             "timeoutInMillis": 300}}},
@@ -141,6 +160,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, counts: Path) -> Iterator[Runni
             "Die": _fn("app.die", environment=env),
             "Malformed": _fn("app.malformed", environment=env),
             "Broken": _fn("bad.handler", code="broken"),
+            "OneAtATime": _fn("app.slow_pid", timeout=5, max_workers=1, environment=env),
+            "TwoAtATime": _fn("app.slow_pid", timeout=5, max_workers=2, environment=env),
+            "Flood": _fn("app.flood", timeout=10, environment=env),
             "V2Plain": _fn("app.v2_plain", environment=env),
             "V2Cookies": _fn("app.v2_cookies", environment=env),
         },
@@ -324,6 +346,45 @@ def test_request_payload_over_6mb_is_413(gw: RunningGateway) -> None:
                                  method="POST", body=b"x" * (6 * 1024 * 1024 + 10))
     assert status == 413
     assert json.loads(body) == {"message": "Request Too Long"}
+
+
+def _parallel(gw: RunningGateway, path: str, n: int) -> list[tuple[int, bytes]]:
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(_get, gw, path) for _ in range(n)]
+        return [(f.result()[0], f.result()[2]) for f in futures]
+
+
+def test_a_busy_worker_queues_the_next_invoke(gw: RunningGateway) -> None:
+    _get(gw, "/prod/one?s=0")  # warm
+    started = time.monotonic()
+    results = _parallel(gw, "/prod/one?s=0.5", 2)
+    elapsed = time.monotonic() - started
+    assert [s for s, _ in results] == [200, 200]
+    assert len({b for _, b in results}) == 1  # max_workers 1: the same process, in turn
+    assert elapsed >= 1.0
+
+
+def test_a_pool_runs_invokes_in_parallel_up_to_max_workers(gw: RunningGateway) -> None:
+    results = _parallel(gw, "/prod/two?s=0.8", 2)
+    assert [s for s, _ in results] == [200, 200]
+    assert len({b for _, b in results}) == 2  # two workers, one invoke each
+    started = time.monotonic()
+    results = _parallel(gw, "/prod/two?s=0.5", 2)
+    assert time.monotonic() - started < 0.95  # both warm now: served side by side
+    assert [s for s, _ in results] == [200, 200]
+
+
+def test_a_handler_flooding_stdout_is_logged_in_bounded_lines(gw: RunningGateway) -> None:
+    status, _h, body = _get(gw, "/prod/flood")
+    assert (status, body) == (200, b"flooded")
+    started = time.monotonic()
+    assert _get(gw, "/prod/echo/1")[0] == 200  # the gateway is not busy writing logs
+    assert time.monotonic() - started < 1.0
+    text = _wait_log(gw, "lines not logged")
+    assert "lambda Flood: worker #1 wrote more than 1000 lines a second; " in text
+    flood_lines = [line for line in text.splitlines() if "lambda Flood [" in line]
+    assert flood_lines and all(len(line) < 8300 for line in flood_lines)
+    assert re.search(r"lambda Flood \[[0-9a-f-]{36}\] x{8192}$", text, re.M)
 
 
 def test_shutdown_leaves_no_worker_behind(tmp_path: Path) -> None:
