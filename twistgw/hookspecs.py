@@ -148,7 +148,9 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     :builtin: the core starts from the method request (integration method, URI with stage
         variables substituted, headers, query, body); the mapping plugin renders
         ``requestTemplates`` for non-proxy integrations, ``tryfirst``, so other
-        implementations see the templated request.
+        implementations see the templated request; the http plugin applies
+        ``requestParameters`` for ``HTTP`` and ``HTTP_PROXY`` (filling the URI's
+        ``{name}`` placeholders), so ``trylast`` implementations see what is sent.
 
     .. versionadded:: 0.1
     """
@@ -165,8 +167,9 @@ def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationResponse 
         ``None`` when the route's ``ctx.integration.type`` is not yours.  A ``tryfirst``
         implementation can short-circuit (e.g. a response cache).  May return a Deferred or
         be ``async def``; cancellation (client gone, timeout) reaches it.
-    :builtin: the MOCK plugin answers ``MOCK`` integrations.  If no implementation
-        answers, the client gets 500 Internal server error.
+    :builtin: the MOCK plugin answers ``MOCK`` integrations; the http plugin answers
+        ``HTTP`` and ``HTTP_PROXY`` ones.  If no implementation answers, the client gets
+        500 Internal server error.
 
     .. versionadded:: 0.1
     """
