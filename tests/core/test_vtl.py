@@ -1,0 +1,346 @@
+"""The VTL engine (twistgw.vtl): Velocity 1.7 syntax and whitespace, Java rendering of
+values, AWS's quiet nulls, and the bounds (template size, output, time, #foreach cap)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from twistgw.vtl import (
+    FOREACH_LIMIT,
+    MAX_TEMPLATE_BYTES,
+    JsonList,
+    Limits,
+    Template,
+    TemplateError,
+    TemplateLimitError,
+    TemplateRenderError,
+    TemplateSyntaxError,
+    java_double,
+    render,
+    to_json,
+    to_text,
+)
+
+
+def r(source: str, **variables: Any) -> str:
+    return render(source, variables)
+
+
+# -- rendering values like Java -------------------------------------------------------------
+
+
+def test_maps_render_java_style() -> None:
+    assert r("$m", m={"foo": "bar"}) == "{foo=bar}"
+    assert r("$m", m={"bigger": "dict", "to": "test", "with": "separators"}) \
+        == "{bigger=dict, to=test, with=separators}"
+    assert r("$m.toString()", m={"foo": "bar"}) == "{foo=bar}"
+    assert r("$m", m={"a": None, "b": True, "c": 1.5, "d": {"e": 1}}) \
+        == "{a=null, b=true, c=1.5, d={e=1}}"
+
+
+def test_json_lists_render_compact_json() -> None:
+    assert r("$l", l=JsonList([{"foo": "bar"}])) == '[{"foo":"bar"}]'
+    assert r("$m", m={"foo": JsonList([{"nested": "bar"}])}) == '{foo=[{"nested":"bar"}]}'
+    assert r("$l", l=JsonList([])) == "[]"
+    assert r("$l[0]", l=JsonList([{"foo": "bar"}])) == "{foo=bar}"
+
+
+def test_vtl_lists_render_like_java_lists() -> None:
+    assert r('#set($l = [1, "a", true])$l') == "[1, a, true]"
+    assert r("#set($m = {})$m.keySet()") == "[]"
+
+
+def test_nulls_render_quietly() -> None:
+    assert r('{"body": $result, "x": $!result, "y": ${result}}') \
+        == '{"body": , "x": , "y": }'
+    assert r("$a.b.c().d") == ""
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (1.0, "1.0"), (1.5, "1.5"), (0.001, "0.001"), (1e7, "1.0E7"), (1.5e-5, "1.5E-5"),
+    (123456789.0, "1.23456789E8"), (-2.5, "-2.5"), (0.0, "0.0"),
+    (float("inf"), "Infinity"), (float("nan"), "NaN"),
+])
+def test_doubles_render_like_java(value: float, text: str) -> None:
+    assert java_double(value) == text
+
+
+def test_to_text_and_to_json() -> None:
+    assert to_text(None) == ""
+    assert to_text(True) == "true"
+    assert to_json({"a": [1, "x", None, False]}) == '{"a":[1,"x",null,false]}'
+    assert to_json("caf\u00e9") == '"caf\u00e9"'
+
+
+# -- syntax ---------------------------------------------------------------------------------
+
+
+def test_references_and_chains() -> None:
+    data = {"a": {"b": JsonList([{"c": "deep"}])}, "k": "b"}
+    assert r("$d.a.b[0].c", d=data) == "deep"
+    assert r("${d.a.b[0].c}x", d=data) == "deepx"
+    assert r("$d.a[$d.k].size()", d=data) == "1"
+    assert r("$d['a']['b'][0]['c']", d=data) == "deep"
+    assert r("$d.a.", d=data) == "{b=[{\"c\":\"deep\"}]}."
+
+
+def test_literal_dollars_and_hashes() -> None:
+    assert r("cost: $5 # not a directive #notone $") == "cost: $5 # not a directive #notone $"
+    assert r("\\$x and \\#if", x="X") == "$x and #if"
+    assert r('#[[#if($x) raw $y]]#') == "#if($x) raw $y"
+
+
+def test_comments() -> None:
+    assert r("a## line comment\nb") == "ab"
+    assert r("a#* block\n comment *#b") == "ab"
+
+
+def test_set_and_interpolation() -> None:
+    assert r('#set($name = "World")Hello, $name!') == "Hello, World!"
+    assert r('#set($a = "x")#set($b = "<$a-${a}>")$b') == "<x-x>"
+    assert r("#set($s = 'no $interpolation')$s") == "no $interpolation"
+    assert r('#set($q = "say ""hi""")$q') == 'say "hi"'
+
+
+def test_set_with_null_keeps_the_old_value() -> None:
+    """Velocity 1.7: a null right-hand side does not assign."""
+    assert r('#set($x = "old")#set($x = $missing)$x') == "old"
+
+
+def test_numbers_and_operators() -> None:
+    assert r("#set($x = 7 / 2)$x") == "3"
+    assert r("#set($x = -7 / 2)$x") == "-3"
+    assert r("#set($x = -7 % 3)$x") == "-1"
+    assert r("#set($x = 7.0 / 2)$x") == "3.5"
+    assert r("#set($x = 2 + 3 * 4)$x") == "14"
+    assert r("#set($x = (2 + 3) * 4)$x") == "20"
+    assert r("#set($x = 1 / 0)[$x]") == "[]"
+    assert r('#set($x = "a" + 1)$x') == "a1"
+    assert r("#set($x = 9223372036854775807 + 1)$x") == "9.223372036854776E18"
+
+
+def test_conditions() -> None:
+    assert r("#if(1 < 2 && !(2 < 1))yes#end") == "yes"
+    assert r("#if(1 lt 2 and not false)yes#end") == "yes"
+    assert r("#if($x)yes#else no#end") == " no"
+    assert r('#if("")empty string is true#end') == "empty string is true"
+    assert r("#if($a == 1)one#elseif($a == 2)two#{else}other#end", a=2) == "two"
+    assert r("#if($a == 1)one#elseif($a == 2)two#{else}other#end", a=3) == "other"
+    assert r('#if("1" == 1)loose#end') == "loose"
+
+
+def test_null_equals_empty_string() -> None:
+    """Recorded on AWS (§3.6): a missing value compares equal to $null and to ""."""
+    assert r('#if($missing == "")yes#end') == "yes"
+    assert r("#if($missing == $null)yes#end") == "yes"
+    assert r('#if($missing != "")no#else yes#end') == " yes"
+    assert r('#if("x" == $null)no#end') == ""
+
+
+def test_foreach() -> None:
+    assert r("#foreach($i in [1, 2, 3])$i#if($foreach.hasNext),#end#end") == "1,2,3"
+    assert r("#foreach($i in [1..3])$velocityCount:$foreach.index #end") == "1:0 2:1 3:2 "
+    assert r("#foreach($i in [3..1])$i#end") == "321"
+    assert r("#foreach($v in $m)$v#end", m={"a": 1, "b": 2}) == "12"
+    assert r("#foreach($i in $missing)x#end") == ""
+    assert r("#foreach($i in [1..5])#if($i == 3)#break#end$i#end") == "12"
+    assert r('#set($i = "kept")#foreach($i in [1])#end$i') == "kept"
+
+
+def test_foreach_stops_after_1000_iterations() -> None:
+    assert FOREACH_LIMIT == 1000
+    assert r("#foreach($i in [1..5000])x#end") == "x" * 1000
+
+
+def test_stop() -> None:
+    assert r("a#stop b") == "a"
+
+
+def test_velocity_17_whitespace() -> None:
+    """Directive lines eat their newline; #set also eats the indentation before it."""
+    template = "<ul>\n#foreach( $p in [\"a\", \"b\"] )\n    <li>$p</li>\n#end\n</ul>"
+    assert r(template) == "<ul>\n    <li>a</li>\n    <li>b</li>\n</ul>"
+    assert r("#set($a = 1)\n    #set($b = 2)\n$a$b\n") == "12\n"
+    assert r("#if(true)\nyes\n#else\nno\n#end\nafter") == "yes\nafter"
+    assert r("  #if(true)x#end") == "  x"
+
+
+def test_map_and_list_methods() -> None:
+    assert r('#set($m = {"a": 1})#set($x = $m.put("b", 2))$m $m.size() $m.containsKey("b")') \
+        == "{a=1, b=2} 2 true"
+    assert r('#set($m = {"a": 1})#foreach($e in $m.entrySet())$e.key=$e.value#end') == "a=1"
+    assert r('#set($m = {"a": 1})$m.get("a") $m.values() $m.isEmpty() $m.size()') \
+        == "1 [1] false 1"
+    # On a map, .empty is the key "empty" (Velocity's map getter wins over isEmpty()).
+    assert r('#set($m = {"a": 1})[$m.empty] #set($l = [])$l.empty') == "[]true"  # #set ate " "
+    assert r('#set($l = [])$l.add("x") $l.size() $l.get(0) $l.contains("x") $l.isEmpty()') \
+        == "true 1 x true false"
+
+
+def test_map_assignment_forms() -> None:
+    template = ('#set($m = {"q": {}})#set($name = "k1")#set($m.q[$name] = "a")'
+                '$m.q.put("k2", "b")#set($m["q"]["k3"] = "c")#set($m.q.k4 = "d")$m')
+    assert r(template) == "{q={k1=a, k2=b, k3=c, k4=d}}"
+
+
+@pytest.mark.parametrize(("template", "out"), [
+    ('"$s.length()"', '"11"'),
+    ("$s.toUpperCase()", "HELLO WORLD"),
+    ("$s.toLowerCase()", "hello world"),
+    ("$s.substring(6)", "World"),
+    ("$s.substring(0, 5)", "Hello"),
+    ('$s.indexOf("o")', "4"),
+    ('$s.indexOf("o", 5)', "7"),
+    ('$s.contains("World")', "true"),
+    ('$s.startsWith("Hell")', "true"),
+    ('$s.endsWith("x")', "false"),
+    ('$s.replace("l", "L")', "HeLLo WorLd"),
+    ('$s.replaceAll("(\\w+) (\\w+)", "$2 $1")', "World Hello"),
+    ('$s.replaceFirst("l", "")', "Helo World"),
+    ('$s.matches("H.*d")', "true"),
+    ('$s.matches("H")', "false"),
+    ('$s.split(" ")', "[Hello, World]"),
+    ('$s.equals("Hello World")', "true"),
+    ("$s.isEmpty()", "false"),
+    ("$s.toString()", "Hello World"),
+    ('#set($t = "  pad  ")[$t.trim()]', "[pad]"),
+    ('$s.charAt(1)', "e"),
+])
+def test_string_methods(template: str, out: str) -> None:
+    assert r(template, s="Hello World") == out
+
+
+def test_escaped_quote_replace_of_the_developer_guide() -> None:
+    """The DG's fix for escapeJavaScript's invalid-JSON \\' : .replaceAll("\\\\'","'")."""
+    assert r("""$s.replaceAll("\\\\'","'")""", s="it\\'s") == "it's"
+
+
+def test_unknown_methods_and_properties_are_null() -> None:
+    assert r("[$s.nope()][$s.nope][$n.foo]", s="x", n=1) == "[][][]"
+
+
+def test_method_errors_are_render_errors() -> None:
+    with pytest.raises(TemplateRenderError):
+        r("$s.substring(5)", s="abc")
+    with pytest.raises(TemplateRenderError):
+        r('$s.matches("(")', s="abc")
+
+
+@pytest.mark.parametrize("source", [
+    "#if($x)", "#foreach($i in $l)x", "#end", "#else", "#set($x = )", "#set(x = 1)",
+    "#if($x", '#set($x = "unterminated)', "#* open comment", "$x.y(", "#macro(m)#end",
+    "#parse('other.vm')", "#include('x')", "#foreach($i of $l)#end", "#set($x = [1, 2)",
+])
+def test_syntax_errors(source: str) -> None:
+    with pytest.raises(TemplateSyntaxError):
+        Template(source)
+
+
+def test_syntax_error_names_line_and_column() -> None:
+    with pytest.raises(TemplateSyntaxError, match="line 2, column 1"):
+        Template("ok\n#end")
+
+
+# -- bounds ---------------------------------------------------------------------------------
+
+
+def test_template_size_limit() -> None:
+    assert MAX_TEMPLATE_BYTES == 300 * 1024
+    Template("x" * MAX_TEMPLATE_BYTES)
+    with pytest.raises(TemplateSyntaxError, match="300 KB"):
+        Template("x" * (MAX_TEMPLATE_BYTES + 1))
+
+
+def test_output_limit() -> None:
+    limits = Limits(max_output=1000)
+    with pytest.raises(TemplateLimitError):
+        Template("#foreach($i in [1..1000])xx#end").render({}, limits)
+
+
+def test_doubling_string_is_stopped() -> None:
+    template = Template('#set($s = "ab")#foreach($i in [1..100])#set($s = "$s$s")#end$s')
+    with pytest.raises(TemplateLimitError):
+        template.render({}, Limits(max_output=100_000))
+    template = Template('#set($s = "ab")#foreach($i in [1..100])#set($s = $s + $s)#end')
+    with pytest.raises(TemplateLimitError):
+        template.render({}, Limits(max_output=100_000))
+
+
+def test_time_limit() -> None:
+    template = Template("#foreach($a in [1..1000])#foreach($b in [1..1000])"
+                        "#foreach($c in [1..1000])#end#end#end")
+    with pytest.raises(TemplateLimitError, match="longer than"):
+        template.render({}, Limits(max_seconds=0.05))
+
+
+def test_range_limit() -> None:
+    with pytest.raises(TemplateLimitError):
+        r("#foreach($i in [1..100000000])#end")
+
+
+def test_self_containing_list_is_a_limit_error() -> None:
+    with pytest.raises(TemplateLimitError):
+        r("#set($l = [])#set($x = $l.add($l))$l")
+
+
+def test_deep_nesting_is_a_syntax_error() -> None:
+    with pytest.raises(TemplateSyntaxError):
+        Template("#if(true)" * 200 + "#end" * 200)
+    with pytest.raises(TemplateSyntaxError):
+        Template("#set($x = " + "(" * 500 + "1" + ")" * 500 + ")")
+
+
+def test_templates_are_reusable() -> None:
+    template = Template("#set($x = $x + 1)$x")
+    assert template.render({"x": 1}) == "2"
+    assert template.render({"x": 1}) == "2"
+
+
+# -- properties: no template or input crashes the renderer or escapes its bounds -----------
+
+_PIECES = st.sampled_from([
+    "$", "#", "$x", "$!x", "${x}", "$x.y", "$x[0]", "$x.get('a')", "$m", "$l", "$s",
+    "#set($x = ", "#set($m.k = 1)", "#if(", "#elseif(", "#else", "#end", "#foreach($i in ",
+    "#break", "#stop", ")", "(", "[", "]", "{", "}", "'", '"', ",", "..", "1", "-2", "3.5",
+    "==", "!=", "<", ">=", "&&", "||", "!", "+", "-", "*", "/", "%", "true", "null",
+    " in ", "$l", "[1..3]", "[1..10]", "$s.replaceAll('a', 'bb')", "$s.split(',')",
+    "$m.put('k', $m)", "$l.add($l)", "$l.add(1)", "$s.substring(1)", "\n", " ", "x",
+    "##", "#*", "*#", "#[[", "]]#", "\\", "\\$x", "$velocityCount", "$foreach.hasNext",
+])
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4).map(JsonList)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces=st.lists(_PIECES, max_size=40), x=_VALUES, s=st.text(max_size=30))
+def test_random_templates_never_crash(pieces: list[str], x: Any, s: str) -> None:
+    source = "".join(pieces)
+    limits = Limits(max_output=20_000, max_seconds=0.5, max_range=1000)
+    try:
+        template = Template(source)
+    except TemplateSyntaxError:
+        return
+    variables = {"x": x, "s": s, "m": {"a": 1}, "l": JsonList([1, "two"])}
+    try:
+        out = template.render(variables, limits)
+    except TemplateError:
+        return
+    assert len(out) <= limits.max_output
+
+
+@settings(max_examples=200, deadline=None)
+@given(source=st.text(max_size=200))
+def test_arbitrary_text_never_crashes(source: str) -> None:
+    try:
+        out = Template(source).render({"x": "v"}, Limits(max_output=10_000, max_seconds=0.5))
+    except TemplateError:
+        return
+    assert len(out) <= 10_000

@@ -1,0 +1,1634 @@
+"""A compact Velocity Template Language engine with Amazon API Gateway's semantics.
+
+API Gateway renders mapping templates with Apache Velocity 1.7 over Java objects.  The
+Python Velocity engines on PyPI (``airspeed`` and LocalStack's fork ``airspeed-ext``)
+render Python ``repr`` for maps (``{'foo': 'bar'}`` instead of Java's ``{foo=bar}``),
+treat a missing value as unequal to ``""``, iterate ``#foreach`` without AWS's 1,000 cap
+and have no bound on render time or output size (a doubling ``#set`` in a loop hangs
+them), so this module implements the subset AWS templates use, with those rules built in
+(docs/mapping.rst says what is supported).
+
+A template is parsed once (:class:`Template`) into a tree of nodes and rendered many
+times with a dict of top-level variables.  Values are plain Python values with Java's
+behaviour layered on top:
+
+* ``None`` (Java ``null``) renders as nothing: AWS renders every reference quietly.
+* ``dict`` renders like ``java.util.Map.toString()``: ``{k=v, k2=v2}``.
+* ``list`` renders like ``java.util.List.toString()``: ``[a, b]``; :class:`JsonList`
+  (arrays that came from JSON: ``$input.path``, ``$util.parseJson``) renders as compact
+  JSON, as AWS's JSON library does.
+* ``True``/``False`` render ``true``/``false``; floats like Java's ``Double.toString``.
+* Objects implementing :class:`VtlObject` (``$input``, ``$util``, ``$context``) answer
+  property reads, method calls, index reads and assignments themselves.
+
+Everything a client can influence is bounded (:class:`Limits`): output size, the size of
+any string built while rendering, render time (checked on every ``#foreach`` iteration,
+the only loop), ``#foreach`` iterations (1,000, silently stopping like Velocity's
+``directive.foreach.maxloops``), nesting depth of the template and of rendered values.
+Breaking a bound raises :class:`TemplateLimitError`; any other failure while rendering
+raises :class:`TemplateRenderError`, never a bare Python exception.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn
+
+import attrs
+
+__all__ = ["Template", "TemplateError", "TemplateSyntaxError", "TemplateRenderError",
+           "TemplateLimitError", "Limits", "JsonList", "VtlObject", "to_text", "to_json",
+           "java_double", "MAX_TEMPLATE_BYTES", "FOREACH_LIMIT", "MISSING"]
+
+#: AWS's limit on the size of one mapping template (aws-apigw-spec.md §11).
+MAX_TEMPLATE_BYTES = 300 * 1024
+#: AWS's ``#foreach`` iteration limit (limits.md): a loop stops after this many.
+FOREACH_LIMIT = 1000
+#: How deeply directives, parentheses and literals may nest in a template.
+MAX_NESTING = 64
+
+
+class TemplateError(Exception):
+    """Any problem with a template; the message is safe to log."""
+
+
+class TemplateSyntaxError(TemplateError):
+    """The template cannot be parsed (a load-time error)."""
+
+    def __init__(self, message: str, source: str = "", pos: int = 0) -> None:
+        line = source.count("\n", 0, pos) + 1
+        column = pos - (source.rfind("\n", 0, pos) + 1) + 1
+        super().__init__(f"{message} at line {line}, column {column}")
+        self.line = line
+        self.column = column
+
+
+class TemplateRenderError(TemplateError):
+    """Rendering failed (on AWS: a 500 for the request)."""
+
+
+class TemplateLimitError(TemplateRenderError):
+    """Rendering broke one of the bounds of :class:`Limits`."""
+
+
+@attrs.frozen
+class Limits:
+    """Bounds on one render.
+
+    :ivar max_output: characters of output (and of any string built while rendering);
+        10 MiB, API Gateway's payload limit.
+    :ivar max_seconds: wall-clock seconds for one render.
+    :ivar foreach_limit: iterations of one ``#foreach`` before it stops (silently).
+    :ivar max_depth: nesting of values when rendering them (a list holding itself).
+    :ivar max_range: elements of a ``[a..b]`` range literal.
+    """
+
+    max_output: int = 10 * 1024 * 1024
+    max_seconds: float = 2.0
+    foreach_limit: int = FOREACH_LIMIT
+    max_depth: int = 100
+    max_range: int = 100_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class JsonList(list[Any]):
+    """A list that came from JSON: renders as compact JSON (``[{"foo":"bar"}]``)."""
+
+    __slots__ = ()
+
+
+class VtlObject:
+    """Base for objects that define their own VTL behaviour.
+
+    Subclasses override what they support; the defaults behave like a Java object
+    without such a property or method (``null``).
+    """
+
+    def vtl_get(self, name: str) -> Any:
+        """``$obj.name`` (and ``$obj["name"]`` unless :meth:`vtl_index` is overridden)."""
+        return None
+
+    def vtl_call(self, name: str, args: list[Any]) -> Any:
+        """``$obj.name(args)``; return :data:`MISSING` for an unknown method."""
+        return MISSING
+
+    def vtl_index(self, key: Any) -> Any:
+        """``$obj[key]``."""
+        return self.vtl_get(key) if isinstance(key, str) else None
+
+    def vtl_set(self, name: Any, value: Any) -> None:
+        """``#set($obj.name = value)`` / ``#set($obj[name] = value)``."""
+        raise TemplateRenderError(f"cannot assign to {name!r} of {type(self).__name__}")
+
+    def vtl_text(self) -> str:
+        """How ``$obj`` renders."""
+        return ""
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: Returned by :meth:`VtlObject.vtl_call` for a method the object does not have.
+MISSING: Any = _Missing()
+
+
+# -- rendering values --------------------------------------------------------------------------
+
+
+def java_double(value: float) -> str:
+    """``Double.toString``: ``1.0``, ``0.001``, ``1.0E7``, ``1.5E-5``, ``NaN``, ``Infinity``."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    magnitude = abs(value)
+    if 1e-3 <= magnitude < 1e7:
+        text = repr(value)
+        if "e" in text or "E" in text:
+            text = f"{value:.17f}".rstrip("0")
+        return text if "." in text else text + ".0"
+    mantissa, _, exponent = f"{value:.16e}".partition("e")
+    digits = repr(float(mantissa))  # shortest round-trip of the mantissa
+    shortest = repr(value)
+    if "e" in shortest:
+        digits = shortest.partition("e")[0]
+        exponent = shortest.partition("e")[2]
+    if "." not in digits:
+        digits += ".0"
+    return f"{digits}E{int(exponent)}"
+
+
+def to_text(value: Any, depth: int = 0, limits: Limits = DEFAULT_LIMITS) -> str:
+    """How Velocity renders ``value`` (Java ``toString``); ``None`` renders empty."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return _java_str(value, depth, limits)
+
+
+def _java_str(value: Any, depth: int, limits: Limits) -> str:
+    if depth > limits.max_depth:
+        raise TemplateLimitError("value nested too deeply to render")
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return java_double(value)
+    if isinstance(value, JsonList):
+        return to_json(value, depth, limits)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_java_str(k, depth + 1, limits)}="
+                               f"{_java_str(v, depth + 1, limits)}"
+                               for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_java_str(v, depth + 1, limits) for v in value) + "]"
+    if isinstance(value, VtlObject):
+        return value.vtl_text()
+    if isinstance(value, range):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def to_json(value: Any, depth: int = 0, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Compact JSON (``{"a":1}``), as AWS's JSON library writes arrays and ``$input.json``."""
+    if depth > limits.max_depth:
+        raise TemplateLimitError("value nested too deeply to render")
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return "null"
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(to_text(k), ensure_ascii=False)}:"
+                              f"{to_json(v, depth + 1, limits)}"
+                              for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple, range)):
+        return "[" + ",".join(to_json(v, depth + 1, limits) for v in value) + "]"
+    if isinstance(value, VtlObject):
+        return json.dumps(value.vtl_text(), ensure_ascii=False)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+# -- Java semantics of operators ---------------------------------------------------------------
+
+_LONG_MIN, _LONG_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: int | float) -> int | float:
+    """Keep integer results within Java's ``long``; beyond it, a double (as Velocity's
+    MathUtils widens) -- which also bounds the memory a template can make numbers use."""
+    if isinstance(value, int) and not _LONG_MIN <= value <= _LONG_MAX:
+        return float(value)
+    return value
+
+
+def _equals(left: Any, right: Any) -> bool:
+    """Velocity's ``==``: numbers by value, ``null`` equal to ``null`` and to ``""`` (as
+    recorded on AWS, §3.6), same types by ``equals``, other types by ``toString``."""
+    if left is None or right is None:
+        other = right if left is None else left
+        return other is None or other == ""
+    if _is_number(left) and _is_number(right):
+        return bool(left == right)
+    if type(left) is type(right) or (isinstance(left, str) and isinstance(right, str)):
+        return bool(left == right)
+    if isinstance(left, bool) or isinstance(right, bool):
+        return left is right
+    return to_text(left) == to_text(right)
+
+
+def _compare(op: str, left: Any, right: Any) -> bool:
+    if _is_number(left) and _is_number(right):
+        pass
+    elif isinstance(left, str) and isinstance(right, str):
+        pass
+    else:
+        return False  # Velocity logs an error and the comparison is false
+    if op == "<":
+        return bool(left < right)
+    if op == ">":
+        return bool(left > right)
+    if op == "<=":
+        return bool(left <= right)
+    return bool(left >= right)
+
+
+def _truthy(value: Any) -> bool:
+    """Velocity 1.7's ``#if``: only ``null`` and ``false`` are false."""
+    return value is not None and value is not False
+
+
+def _java_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def _arith(op: str, left: Any, right: Any, rc: _Render) -> Any:
+    if op == "+" and (isinstance(left, str) or isinstance(right, str)):
+        if left is None or right is None:
+            return None
+        return rc.check_string(to_text(left) + to_text(right))
+    if not (_is_number(left) and _is_number(right)):
+        return None  # Velocity: "left side of addition operation is not a number" -> null
+    try:
+        if op == "+":
+            return _number(left + right)
+        if op == "-":
+            return _number(left - right)
+        if op == "*":
+            return _number(left * right)
+        if right == 0 and isinstance(left, int) and isinstance(right, int):
+            return None  # Velocity logs the division by zero and yields null
+        if op == "/":
+            if isinstance(left, int) and isinstance(right, int):
+                return _java_div(left, right)
+            return left / right if right else (math.copysign(math.inf, left) if left
+                                               else math.nan)
+        if isinstance(left, int) and isinstance(right, int):
+            return left - right * _java_div(left, right)
+        return math.fmod(left, right) if right else math.nan
+    except (OverflowError, ValueError):
+        return None
+
+
+# -- the tree ----------------------------------------------------------------------------------
+
+
+class _Break(Exception):
+    pass
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Render:
+    """The state of one render: variables, output, bounds."""
+
+    __slots__ = ("deadline", "limits", "out", "size", "vars")
+
+    def __init__(self, variables: dict[str, Any], limits: Limits) -> None:
+        self.vars = variables
+        self.out: list[str] = []
+        self.size = 0
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.max_seconds
+
+    def write(self, text: str) -> None:
+        if text:
+            self.size += len(text)
+            if self.size > self.limits.max_output:
+                raise TemplateLimitError(
+                    f"template output exceeds {self.limits.max_output} characters")
+            self.out.append(text)
+
+    def check_string(self, text: str) -> str:
+        if len(text) > self.limits.max_output:
+            raise TemplateLimitError(
+                f"a string built by the template exceeds {self.limits.max_output} "
+                "characters")
+        return text
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateLimitError(
+                f"template rendering took longer than {self.limits.max_seconds} seconds")
+
+
+class _Node:
+    __slots__ = ()
+
+    def render(self, rc: _Render) -> None:
+        raise NotImplementedError
+
+
+class _Expr:
+    __slots__ = ()
+
+    def eval(self, rc: _Render) -> Any:
+        raise NotImplementedError
+
+
+def _render_all(nodes: Sequence[_Node], rc: _Render) -> None:
+    for node in nodes:
+        node.render(rc)
+
+
+class _Text(_Node):
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def render(self, rc: _Render) -> None:
+        rc.write(self.text)
+
+
+class _Literal(_Expr):
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def eval(self, rc: _Render) -> Any:
+        return self.value
+
+
+class _Interpolated(_Expr):
+    """A double-quoted string with references or directives in it."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self, nodes: list[_Node]) -> None:
+        self.nodes = nodes
+
+    def eval(self, rc: _Render) -> Any:
+        saved_out, saved_size = rc.out, rc.size
+        rc.out, rc.size = [], 0
+        try:
+            _render_all(self.nodes, rc)
+            return "".join(rc.out)
+        finally:
+            rc.out, rc.size = saved_out, saved_size
+
+
+class _ListExpr(_Expr):
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[_Expr]) -> None:
+        self.items = items
+
+    def eval(self, rc: _Render) -> Any:
+        return [item.eval(rc) for item in self.items]
+
+
+class _RangeExpr(_Expr):
+    __slots__ = ("end", "start")
+
+    def __init__(self, start: _Expr, end: _Expr) -> None:
+        self.start = start
+        self.end = end
+
+    def eval(self, rc: _Render) -> Any:
+        a, b = self.start.eval(rc), self.end.eval(rc)
+        if isinstance(a, str):
+            a = _parse_int(a)
+        if isinstance(b, str):
+            b = _parse_int(b)
+        if not (isinstance(a, int) and isinstance(b, int)) or isinstance(a, bool) \
+                or isinstance(b, bool):
+            return None
+        if abs(b - a) + 1 > rc.limits.max_range:
+            raise TemplateLimitError(f"range [{a}..{b}] has more than "
+                                     f"{rc.limits.max_range} elements")
+        return list(range(a, b + 1) if a <= b else range(a, b - 1, -1))
+
+
+def _parse_int(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+class _MapExpr(_Expr):
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[_Expr, _Expr]]) -> None:
+        self.items = items
+
+    def eval(self, rc: _Render) -> Any:
+        return {k.eval(rc): v.eval(rc) for k, v in self.items}
+
+
+class _Not(_Expr):
+    __slots__ = ("operand",)
+
+    def __init__(self, operand: _Expr) -> None:
+        self.operand = operand
+
+    def eval(self, rc: _Render) -> Any:
+        return not _truthy(self.operand.eval(rc))
+
+
+class _Negate(_Expr):
+    __slots__ = ("operand",)
+
+    def __init__(self, operand: _Expr) -> None:
+        self.operand = operand
+
+    def eval(self, rc: _Render) -> Any:
+        value = self.operand.eval(rc)
+        return _number(-value) if _is_number(value) else None
+
+
+class _Binary(_Expr):
+    __slots__ = ("left", "op", "right")
+
+    def __init__(self, op: str, left: _Expr, right: _Expr) -> None:
+        self.op = op
+        self.left = left
+        self.right = right
+
+    def eval(self, rc: _Render) -> Any:
+        op = self.op
+        if op == "&&":
+            return _truthy(self.left.eval(rc)) and _truthy(self.right.eval(rc))
+        if op == "||":
+            return _truthy(self.left.eval(rc)) or _truthy(self.right.eval(rc))
+        left, right = self.left.eval(rc), self.right.eval(rc)
+        if op == "==":
+            return _equals(left, right)
+        if op == "!=":
+            return not _equals(left, right)
+        if op in ("<", ">", "<=", ">="):
+            return _compare(op, left, right)
+        return _arith(op, left, right, rc)
+
+
+# References: a root name and a chain of property, method and index steps.
+
+_PROP, _CALL, _INDEX = 0, 1, 2
+
+
+class _Ref(_Expr):
+    __slots__ = ("name", "source", "steps")
+
+    def __init__(self, name: str, steps: list[tuple[int, str, Any]], source: str) -> None:
+        self.name = name
+        self.steps = steps
+        self.source = source
+
+    def eval(self, rc: _Render) -> Any:
+        value = rc.vars.get(self.name)
+        for kind, name, arg in self.steps:
+            if value is None:
+                return None
+            if kind == _PROP:
+                value = get_property(value, name)
+            elif kind == _CALL:
+                value = call_method(value, name, [a.eval(rc) for a in arg], rc)
+            else:
+                value = get_index(value, arg.eval(rc))
+        return value
+
+    def assign(self, rc: _Render, value: Any) -> None:
+        if not self.steps:
+            rc.vars[self.name] = value
+            return
+        target = rc.vars.get(self.name)
+        for kind, name, arg in self.steps[:-1]:
+            if target is None:
+                return
+            if kind == _PROP:
+                target = get_property(target, name)
+            elif kind == _CALL:
+                target = call_method(target, name, [a.eval(rc) for a in arg], rc)
+            else:
+                target = get_index(target, arg.eval(rc))
+        if target is None:
+            return  # Velocity logs "left side of #set is null" and carries on
+        kind, name, arg = self.steps[-1]
+        key = name if kind == _PROP else arg.eval(rc)
+        set_property(target, key, value)
+
+
+class _Output(_Node):
+    """``$ref`` in text: rendered quietly (``null`` renders as nothing, as on AWS)."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: _Ref) -> None:
+        self.ref = ref
+
+    def render(self, rc: _Render) -> None:
+        value = self.ref.eval(rc)
+        if value is None:
+            return
+        rc.write(value if isinstance(value, str) else to_text(value, 0, rc.limits))
+
+
+class _Set(_Node):
+    __slots__ = ("target", "value")
+
+    def __init__(self, target: _Ref, value: _Expr) -> None:
+        self.target = target
+        self.value = value
+
+    def render(self, rc: _Render) -> None:
+        value = self.value.eval(rc)
+        if value is None:
+            return  # Velocity 1.7: a null right-hand side leaves the target unchanged
+        self.target.assign(rc, value)
+
+
+class _If(_Node):
+    __slots__ = ("branches", "otherwise")
+
+    def __init__(self, branches: list[tuple[_Expr, list[_Node]]],
+                 otherwise: list[_Node] | None) -> None:
+        self.branches = branches
+        self.otherwise = otherwise
+
+    def render(self, rc: _Render) -> None:
+        for condition, body in self.branches:
+            if _truthy(condition.eval(rc)):
+                _render_all(body, rc)
+                return
+        if self.otherwise is not None:
+            _render_all(self.otherwise, rc)
+
+
+class _ForeachState(VtlObject):
+    """``$foreach``: ``hasNext``, ``index``, ``count``, ``first``, ``last``."""
+
+    __slots__ = ("index", "total")
+
+    def __init__(self, total: int) -> None:
+        self.index = 0
+        self.total = total
+
+    def vtl_get(self, name: str) -> Any:
+        if name == "hasNext":
+            return self.index + 1 < self.total
+        if name == "index":
+            return self.index
+        if name == "count":
+            return self.index + 1
+        if name == "first":
+            return self.index == 0
+        if name == "last":
+            return self.index + 1 >= self.total
+        return None
+
+    def vtl_call(self, name: str, args: list[Any]) -> Any:
+        if not args and name in ("hasNext", "isFirst", "isLast", "getIndex", "getCount"):
+            key = {"isFirst": "first", "isLast": "last", "getIndex": "index",
+                   "getCount": "count"}.get(name, name)
+            return self.vtl_get(key)
+        return MISSING
+
+
+class _Foreach(_Node):
+    __slots__ = ("body", "iterable", "var")
+
+    def __init__(self, var: str, iterable: _Expr, body: list[_Node]) -> None:
+        self.var = var
+        self.iterable = iterable
+        self.body = body
+
+    def render(self, rc: _Render) -> None:
+        items = _iterable(self.iterable.eval(rc))
+        if items is None:
+            return
+        limit = rc.limits.foreach_limit
+        if len(items) > limit:
+            items = items[:limit]
+        variables = rc.vars
+        saved = {k: variables[k] for k in (self.var, "foreach", "velocityCount")
+                 if k in variables}
+        state = _ForeachState(len(items))
+        variables["foreach"] = state
+        try:
+            for index, item in enumerate(items):
+                rc.tick()
+                state.index = index
+                variables["velocityCount"] = index + 1
+                if item is None:
+                    variables.pop(self.var, None)
+                else:
+                    variables[self.var] = item
+                try:
+                    _render_all(self.body, rc)
+                except _Break:
+                    break
+        finally:
+            for key in (self.var, "foreach", "velocityCount"):
+                if key in saved:
+                    variables[key] = saved[key]
+                else:
+                    variables.pop(key, None)
+
+
+def _iterable(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return list(value.values())
+    if isinstance(value, (list, tuple, range)):
+        return list(value)
+    if isinstance(value, VtlObject):
+        items = value.vtl_call("iterator", [])
+        return list(items) if isinstance(items, (list, tuple)) else None
+    return None
+
+
+class _Control(_Node):
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def render(self, rc: _Render) -> None:
+        raise _Break() if self.kind == "break" else _Stop()
+
+
+# -- Java methods on plain values --------------------------------------------------------------
+
+
+def _fail(message: str) -> NoReturn:
+    raise TemplateRenderError(message)
+
+
+def _java_regex(pattern: Any) -> re.Pattern[str]:
+    if not isinstance(pattern, str):
+        _fail("a regular expression must be a string")
+    try:
+        return _compiled(pattern)
+    except re.error as e:
+        _fail(f"invalid regular expression {pattern!r}: {e}")
+
+
+_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    found = _REGEX_CACHE.get(pattern)
+    if found is None:
+        # Java's possessive/atomic syntax is rare in templates; Python's re is close
+        # enough to Java's for what templates do (character classes, groups, anchors).
+        found = re.compile(pattern)
+        if len(_REGEX_CACHE) < 256:
+            _REGEX_CACHE[pattern] = found
+    return found
+
+
+_JAVA_GROUP = re.compile(r"\\(.)|\$(\d)|\$\{(\w+)\}")
+
+
+def _java_replacement(replacement: str) -> Callable[[re.Match[str]], str]:
+    """Java's ``Matcher.replaceAll`` replacement: ``$1``/``${name}`` groups, ``\\x``
+    escapes."""
+    def expand(match: re.Match[str]) -> str:
+        def one(m: re.Match[str]) -> str:
+            if m.group(1) is not None:
+                return m.group(1)
+            group = m.group(2) or m.group(3)
+            try:
+                return match.group(int(group) if group.isdigit() else group) or ""
+            except (IndexError, error_type):
+                _fail(f"no group {group} in the regular expression")
+        return _JAVA_GROUP.sub(one, replacement)
+    return expand
+
+
+error_type = re.error
+
+
+def _java_split(text: str, pattern: Any, limit: int = 0) -> list[str]:
+    regex = _java_regex(pattern)
+    parts = regex.split(text, maxsplit=limit - 1 if limit > 0 else 0)
+    if regex.groups:
+        parts = parts[::regex.groups + 1]
+    if parts and parts[0] == "" and len(text) > 0:
+        first = regex.search(text)
+        if first is not None and first.start() == 0 and first.end() == 0:
+            parts = parts[1:]  # Java 8+: no leading empty string for a zero-width match
+    if limit == 0:
+        while parts and parts[-1] == "":
+            parts.pop()
+    return parts if text else [""]
+
+
+def _int_arg(args: list[Any], i: int) -> int:
+    value = args[i]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, str):
+            parsed = _parse_int(value)
+            if parsed is not None:
+                return parsed
+        _fail(f"argument {i + 1} must be a number")
+    return int(value)
+
+
+def _str_arg(args: list[Any], i: int) -> str:
+    value = args[i]
+    if value is None:
+        _fail(f"argument {i + 1} is null")
+    return to_text(value)
+
+
+def _string_method(s: str, name: str, args: list[Any], rc: _Render) -> Any:
+    n = len(args)
+    if n == 0:
+        if name in ("toString", "trim", "toLowerCase", "toUpperCase", "length", "size",
+                    "isEmpty", "hashCode", "strip", "isBlank", "intern"):
+            if name in ("toString", "intern"):
+                return s
+            if name == "trim":
+                return s.strip("".join(chr(c) for c in range(33)))
+            if name == "strip":
+                return s.strip()
+            if name == "toLowerCase":
+                return s.lower()
+            if name == "toUpperCase":
+                return s.upper()
+            if name in ("length", "size"):
+                return len(s)
+            if name == "isEmpty":
+                return s == ""
+            if name == "isBlank":
+                return s.strip() == ""
+            h = 0
+            for ch in s:
+                h = (31 * h + ord(ch)) & 0xFFFFFFFF
+            return h - (1 << 32) if h >= (1 << 31) else h
+        return MISSING
+    if name == "contains" and n == 1:
+        return _str_arg(args, 0) in s
+    if name == "equals" and n == 1:
+        return isinstance(args[0], str) and args[0] == s
+    if name == "equalsIgnoreCase" and n == 1:
+        return isinstance(args[0], str) and args[0].lower() == s.lower()
+    if name == "startsWith" and n in (1, 2):
+        return s.startswith(_str_arg(args, 0), _int_arg(args, 1) if n == 2 else 0)
+    if name == "endsWith" and n == 1:
+        return s.endswith(_str_arg(args, 0))
+    if name == "indexOf" and n in (1, 2):
+        return s.find(_str_arg(args, 0), max(_int_arg(args, 1), 0) if n == 2 else 0)
+    if name == "lastIndexOf" and n == 1:
+        return s.rfind(_str_arg(args, 0))
+    if name == "charAt" and n == 1:
+        i = _int_arg(args, 0)
+        if not 0 <= i < len(s):
+            _fail(f"charAt({i}) out of range for a string of length {len(s)}")
+        return s[i]
+    if name == "substring" and n in (1, 2):
+        begin = _int_arg(args, 0)
+        end = _int_arg(args, 1) if n == 2 else len(s)
+        if begin < 0 or end > len(s) or begin > end:
+            _fail(f"substring({begin}, {end}) out of range for a string of length {len(s)}")
+        return s[begin:end]
+    if name == "concat" and n == 1:
+        return rc.check_string(s + _str_arg(args, 0))
+    if name == "replace" and n == 2:
+        old, new = _str_arg(args, 0), _str_arg(args, 1)
+        if old == "" and len(s) * (len(new) + 1) > rc.limits.max_output:
+            _fail("replace would build too long a string")
+        if old and s.count(old) * len(new) > rc.limits.max_output:
+            raise TemplateLimitError("replace would build too long a string")
+        return rc.check_string(s.replace(old, new))
+    if name in ("replaceAll", "replaceFirst") and n == 2:
+        regex = _java_regex(args[0])
+        replacement = _str_arg(args, 1)
+        try:
+            result = regex.sub(_java_replacement(replacement), s,
+                               count=1 if name == "replaceFirst" else 0)
+        except RecursionError:
+            _fail("regular expression too complex")
+        return rc.check_string(result)
+    if name == "matches" and n == 1:
+        return _java_regex(args[0]).fullmatch(s) is not None
+    if name == "split" and n in (1, 2):
+        return _java_split(s, args[0], _int_arg(args, 1) if n == 2 else 0)
+    if name == "compareTo" and n == 1:
+        other = _str_arg(args, 0)
+        return (s > other) - (s < other)
+    return MISSING
+
+
+def _map_method(m: dict[Any, Any], name: str, args: list[Any], rc: _Render) -> Any:
+    n = len(args)
+    if name == "get" and n == 1:
+        return m.get(args[0])
+    if name == "put" and n == 2:
+        previous = m.get(args[0])
+        set_property(m, args[0], args[1])
+        return previous
+    if name == "putAll" and n == 1 and isinstance(args[0], dict):
+        for k, v in args[0].items():
+            set_property(m, k, v)
+        return None
+    if name == "containsKey" and n == 1:
+        return args[0] in m
+    if name == "containsValue" and n == 1:
+        return any(_equals(v, args[0]) for v in m.values())
+    if name == "remove" and n == 1:
+        return m.pop(args[0], None)
+    if name == "getOrDefault" and n == 2:
+        return m.get(args[0], args[1])
+    if n == 0:
+        if name == "keySet":
+            return list(m.keys())
+        if name == "values":
+            return list(m.values())
+        if name == "entrySet":
+            return [_Entry(k, v) for k, v in m.items()]
+        if name == "size":
+            return len(m)
+        if name == "isEmpty":
+            return not m
+        if name == "toString":
+            return to_text(m, 0, rc.limits)
+        if name == "clear":
+            m.clear()
+            return None
+    return MISSING
+
+
+def _list_method(items: list[Any], name: str, args: list[Any], rc: _Render) -> Any:
+    n = len(args)
+    if name == "get" and n == 1:
+        i = _int_arg(args, 0)
+        if not 0 <= i < len(items):
+            _fail(f"get({i}) out of range for a list of size {len(items)}")
+        return items[i]
+    if name == "add" and n == 1:
+        if len(items) >= rc.limits.max_range:
+            raise TemplateLimitError("list grew too long")
+        items.append(args[0])
+        return True
+    if name == "add" and n == 2:
+        i = _int_arg(args, 0)
+        if not 0 <= i <= len(items):
+            _fail(f"add({i}, ...) out of range for a list of size {len(items)}")
+        items.insert(i, args[1])
+        return None
+    if name == "set" and n == 2:
+        i = _int_arg(args, 0)
+        if not 0 <= i < len(items):
+            _fail(f"set({i}, ...) out of range for a list of size {len(items)}")
+        previous = items[i]
+        items[i] = args[1]
+        return previous
+    if name == "contains" and n == 1:
+        return any(_equals(v, args[0]) for v in items if v is not None or args[0] is None)
+    if name == "indexOf" and n == 1:
+        for i, v in enumerate(items):
+            if v == args[0]:
+                return i
+        return -1
+    if name == "remove" and n == 1:
+        if isinstance(args[0], int) and not isinstance(args[0], bool):
+            i = args[0]
+            if not 0 <= i < len(items):
+                _fail(f"remove({i}) out of range for a list of size {len(items)}")
+            return items.pop(i)
+        if args[0] in items:
+            items.remove(args[0])
+            return True
+        return False
+    if name == "addAll" and n == 1 and isinstance(args[0], list):
+        if len(items) + len(args[0]) > rc.limits.max_range:
+            raise TemplateLimitError("list grew too long")
+        items.extend(args[0])
+        return True
+    if n == 0:
+        if name == "size":
+            return len(items)
+        if name == "isEmpty":
+            return not items
+        if name == "toString":
+            return to_text(items, 0, rc.limits)
+        if name == "clear":
+            items.clear()
+            return None
+    return MISSING
+
+
+class _Entry(VtlObject):
+    """A ``Map.Entry`` from ``entrySet()``: ``.key``, ``.value``, renders ``k=v``."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: Any, value: Any) -> None:
+        self.key = key
+        self.value = value
+
+    def vtl_get(self, name: str) -> Any:
+        if name == "key":
+            return self.key
+        if name == "value":
+            return self.value
+        return None
+
+    def vtl_call(self, name: str, args: list[Any]) -> Any:
+        if not args and name in ("getKey", "getValue"):
+            return self.key if name == "getKey" else self.value
+        if not args and name == "toString":
+            return self.vtl_text()
+        return MISSING
+
+    def vtl_text(self) -> str:
+        key = _java_str(self.key, 1, DEFAULT_LIMITS)
+        return f"{key}={_java_str(self.value, 1, DEFAULT_LIMITS)}"
+
+
+def call_method(target: Any, name: str, args: list[Any], rc: _Render) -> Any:
+    """``target.name(args)`` with Java's behaviour; an unknown method is ``null``."""
+    if isinstance(target, str):
+        result = _string_method(target, name, args, rc)
+    elif isinstance(target, dict):
+        result = _map_method(target, name, args, rc)
+    elif isinstance(target, list):
+        result = _list_method(target, name, args, rc)
+    elif isinstance(target, VtlObject):
+        result = target.vtl_call(name, args)
+    elif name == "toString" and not args:
+        result = to_text(target, 0, rc.limits)
+    elif _is_number(target) and not args and name in ("intValue", "longValue"):
+        result = int(target) if not isinstance(target, float) or math.isfinite(target) \
+            else 0
+    elif _is_number(target) and not args and name == "doubleValue":
+        result = float(target)
+    elif isinstance(target, bool) and not args and name == "booleanValue":
+        result = target
+    else:
+        result = MISSING
+    if result is MISSING:
+        return None
+    if isinstance(result, str):
+        rc.check_string(result)
+    return result
+
+
+_BEAN_METHODS = {"empty": "isEmpty", "class": "getClass", "bytes": "getBytes",
+                 "keySet": "keySet", "values": "values", "entrySet": "entrySet"}
+
+
+def get_property(target: Any, name: str) -> Any:
+    """``$target.name``: a map's key, else a getter (``$list.empty`` is ``isEmpty()``)."""
+    if isinstance(target, dict):
+        return target.get(name)
+    if isinstance(target, VtlObject):
+        return target.vtl_get(name)
+    if isinstance(target, (str, list)) and name in ("empty",):
+        return len(target) == 0
+    return None
+
+
+def get_index(target: Any, key: Any) -> Any:
+    """``$target[key]``: list position, map key or object index."""
+    if isinstance(target, dict):
+        return target.get(key)
+    if isinstance(target, list):
+        if isinstance(key, str):
+            key = _parse_int(key)
+        if isinstance(key, int) and not isinstance(key, bool) and -len(target) <= key \
+                < len(target):
+            return target[key]
+        return None
+    if isinstance(target, VtlObject):
+        return target.vtl_index(key)
+    return None
+
+
+def set_property(target: Any, key: Any, value: Any) -> None:
+    """``#set($target.key = value)`` / ``#set($target[key] = value)`` / ``.put``."""
+    if isinstance(target, dict):
+        target[key] = value
+    elif isinstance(target, list):
+        if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(target):
+            target[key] = value
+        else:
+            _fail(f"index {key!r} out of range for a list of size {len(target)}")
+    elif isinstance(target, VtlObject):
+        target.vtl_set(key, value)
+    else:
+        _fail(f"cannot assign {key!r} on a {type(target).__name__}")
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+_IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_IDENT_CHARS = _IDENT_START | frozenset("0123456789_-")
+_WS = " \t\r\n"
+_DIRECTIVES = ("set", "if", "elseif", "else", "end", "foreach", "break", "stop")
+_UNSUPPORTED = ("macro", "parse", "include", "evaluate", "define")
+_NEWLINE_RE = re.compile(r"[ \t]*(\r\n|\n|\r)")
+_WORD_OPS = {"eq": "==", "ne": "!=", "lt": "<", "gt": ">", "le": "<=", "ge": ">=",
+             "and": "&&", "or": "||"}
+
+
+class _Parser:
+    """Recursive descent over the template source; see :class:`Template`."""
+
+    def __init__(self, source: str) -> None:
+        self.s = source
+        self.pos = 0
+        self.depth = 0
+
+    def error(self, message: str, pos: int | None = None) -> NoReturn:
+        raise TemplateSyntaxError(message, self.s, self.pos if pos is None else pos)
+
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            self.error(f"template nests deeper than {MAX_NESTING} levels")
+
+    # -- text and directives --
+
+    def parse_block(self, ends: tuple[str, ...], in_string: bool = False
+                    ) -> tuple[list[_Node], str | None]:
+        """Nodes up to one of the directives ``ends`` (consumed), which is returned."""
+        s = self.s
+        nodes: list[_Node] = []
+        text: list[str] = []
+
+        def flush() -> None:
+            if text:
+                joined = "".join(text)
+                if nodes and isinstance(nodes[-1], _Text):
+                    nodes[-1] = _Text(nodes[-1].text + joined)
+                else:
+                    nodes.append(_Text(joined))
+                text.clear()
+
+        n = len(s)
+        while self.pos < n:
+            ch = s[self.pos]
+            if ch == "$":
+                ref = self.try_reference()
+                if ref is None:
+                    text.append("$")
+                    self.pos += 1
+                else:
+                    flush()
+                    nodes.append(_Output(ref))
+                continue
+            if ch == "#":
+                start = self.pos
+                if s.startswith("##", start):
+                    end = s.find("\n", start)
+                    self.pos = n if end < 0 else end + 1
+                    continue
+                if s.startswith("#*", start):
+                    end = s.find("*#", start + 2)
+                    if end < 0:
+                        self.error("unterminated #* comment", start)
+                    self.pos = end + 2
+                    continue
+                if s.startswith("#[[", start):
+                    end = s.find("]]#", start + 3)
+                    if end < 0:
+                        self.error("unterminated #[[ ]]# block", start)
+                    text.append(s[start + 3:end])
+                    self.pos = end + 3
+                    continue
+                name, after = self.directive_name(start)
+                if name is None:
+                    text.append("#")
+                    self.pos += 1
+                    continue
+                if name in _UNSUPPORTED:
+                    self.error(f"#{name} is not supported in mapping templates", start)
+                if name == "set":
+                    # Velocity 1.7 swallows the spaces before #set on its line
+                    while text and text[-1] in (" ", "\t"):
+                        text.pop()
+                    if text:
+                        last = text[-1].rstrip(" \t")
+                        text[-1] = last
+                flush()
+                self.pos = after
+                if name in ends:
+                    if name in ("else", "end", "break", "stop"):
+                        self.eat_newline()
+                    return nodes, name
+                if name in ("else", "elseif", "end"):
+                    self.error(f"#{name} without a matching #if or #foreach", start)
+                nodes.append(self.directive(name, start))
+                continue
+            if ch == "\\" and self.pos + 1 < n and s[self.pos + 1] in "$#":
+                # \$ref and \#directive: the escaped text is emitted literally
+                j = self.pos + 1
+                while j < n and s[j] == "\\":
+                    j += 1
+                text.append(s[self.pos + 1])
+                self.pos += 2
+                continue
+            # plain text up to the next special character
+            j = self.pos + 1
+            while j < n and s[j] not in "$#\\":
+                j += 1
+            text.append(s[self.pos:j])
+            self.pos = j
+        flush()
+        if ends and not in_string:
+            self.error(f"missing #{ends[-1]}", n)
+        return nodes, None
+
+    def directive_name(self, start: int) -> tuple[str | None, int]:
+        s = self.s
+        i = start + 1
+        braced = i < len(s) and s[i] == "{"
+        if braced:
+            i += 1
+        j = i
+        while j < len(s) and s[j].isalpha():
+            j += 1
+        name = s[i:j]
+        if braced:
+            if j >= len(s) or s[j] != "}":
+                return None, start
+            j += 1
+        elif j < len(s) and (s[j].isalnum() or s[j] == "_"):
+            return None, start
+        if name in _DIRECTIVES or name in _UNSUPPORTED:
+            return name, j
+        return None, start
+
+    def eat_newline(self) -> None:
+        m = _NEWLINE_RE.match(self.s, self.pos)
+        if m is not None:
+            self.pos = m.end()
+
+    def open_paren(self, name: str) -> None:
+        s = self.s
+        while self.pos < len(s) and s[self.pos] in " \t":
+            self.pos += 1
+        if self.pos >= len(s) or s[self.pos] != "(":
+            self.error(f"#{name} needs (")
+        self.pos += 1
+
+    def close_paren(self, name: str) -> None:
+        self.skip_ws()
+        if self.pos >= len(self.s) or self.s[self.pos] != ")":
+            self.error(f"#{name}( ... ) is not closed")
+        self.pos += 1
+        self.eat_newline()
+
+    def directive(self, name: str, start: int) -> _Node:
+        self.nest()
+        try:
+            if name == "set":
+                self.open_paren(name)
+                self.skip_ws()
+                if not self.s.startswith("$", self.pos):
+                    self.error("#set needs a $reference to assign to")
+                target = self.try_reference(in_directive=True)
+                if target is None:
+                    self.error("#set needs a $reference to assign to")
+                self.skip_ws()
+                if not self.s.startswith("=", self.pos):
+                    self.error("#set needs =")
+                self.pos += 1
+                value = self.expression()
+                self.close_paren(name)
+                return _Set(target, value)
+            if name == "if":
+                self.open_paren(name)
+                condition = self.expression()
+                self.close_paren(name)
+                branches: list[tuple[_Expr, list[_Node]]] = []
+                otherwise: list[_Node] | None = None
+                body, end = self.parse_block(("elseif", "else", "end"))
+                branches.append((condition, body))
+                while end == "elseif":
+                    self.open_paren("elseif")
+                    condition = self.expression()
+                    self.close_paren("elseif")
+                    body, end = self.parse_block(("elseif", "else", "end"))
+                    branches.append((condition, body))
+                if end == "else":
+                    otherwise, end = self.parse_block(("end",))
+                return _If(branches, otherwise)
+            if name == "foreach":
+                self.open_paren(name)
+                self.skip_ws()
+                var = self.try_reference(in_directive=True)
+                if var is None or var.steps:
+                    self.error("#foreach needs a $variable")
+                self.skip_ws()
+                if not self.s.startswith("in", self.pos):
+                    self.error("#foreach needs 'in'")
+                self.pos += 2
+                iterable = self.expression()
+                self.close_paren(name)
+                body, _end = self.parse_block(("end",))
+                return _Foreach(var.name, iterable, body)
+            if name in ("break", "stop"):
+                self.eat_newline()
+                return _Control(name)
+            self.error(f"unexpected #{name}", start)
+        finally:
+            self.depth -= 1
+
+    # -- references --
+
+    def identifier(self) -> str | None:
+        s = self.s
+        i = self.pos
+        if i >= len(s) or s[i] not in _IDENT_START:
+            return None
+        j = i + 1
+        while j < len(s) and s[j] in _IDENT_CHARS:
+            j += 1
+        # a trailing '-' belongs to the text, not the name (e.g. "$a-" in "$a-$b")
+        while j > i + 1 and s[j - 1] == "-":
+            j -= 1
+        self.pos = j
+        return s[i:j]
+
+    def try_reference(self, in_directive: bool = False) -> _Ref | None:
+        """``$name``, ``$!name``, ``${name...}`` with its chain, or ``None`` (text)."""
+        s = self.s
+        start = self.pos
+        i = start + 1
+        if i < len(s) and s[i] == "!":
+            i += 1
+        braced = i < len(s) and s[i] == "{"
+        if braced:
+            i += 1
+        self.pos = i
+        name = self.identifier()
+        if name is None:
+            self.pos = start
+            return None
+        steps: list[tuple[int, str, Any]] = []
+        self.nest()
+        try:
+            while self.pos < len(s):
+                ch = s[self.pos]
+                if ch == "." and self.pos + 1 < len(s) and s[self.pos + 1] in _IDENT_START:
+                    self.pos += 1
+                    member = self.identifier()
+                    assert member is not None
+                    if self.pos < len(s) and s[self.pos] == "(":
+                        self.pos += 1
+                        args = self.arguments(")")
+                        steps.append((_CALL, member, args))
+                    else:
+                        steps.append((_PROP, member, None))
+                elif ch == "[":
+                    self.pos += 1
+                    key = self.expression()
+                    self.skip_ws()
+                    if not s.startswith("]", self.pos):
+                        self.error("index is not closed with ]")
+                    self.pos += 1
+                    steps.append((_INDEX, "", key))
+                else:
+                    break
+        finally:
+            self.depth -= 1
+        if braced:
+            if not s.startswith("}", self.pos):
+                if in_directive:
+                    self.error("${ is not closed with }")
+                self.pos = start
+                return None
+            self.pos += 1
+        return _Ref(name, steps, s[start:self.pos])
+
+    def arguments(self, close: str) -> list[_Expr]:
+        args: list[_Expr] = []
+        self.skip_ws()
+        if self.s.startswith(close, self.pos):
+            self.pos += 1
+            return args
+        while True:
+            args.append(self.expression())
+            self.skip_ws()
+            if self.s.startswith(",", self.pos):
+                self.pos += 1
+                continue
+            if self.s.startswith(close, self.pos):
+                self.pos += 1
+                return args
+            self.error(f"expected , or {close}")
+
+    # -- expressions --
+
+    def skip_ws(self) -> None:
+        s = self.s
+        while self.pos < len(s) and s[self.pos] in _WS:
+            self.pos += 1
+
+    def expression(self) -> _Expr:
+        self.nest()
+        try:
+            return self.binary(0)
+        finally:
+            self.depth -= 1
+
+    _LEVELS: tuple[tuple[str, ...], ...] = (
+        ("||",), ("&&",), ("==", "!="), ("<=", ">=", "<", ">"), ("+", "-"), ("*", "/", "%"))
+
+    def operator(self, level: int) -> str | None:
+        self.skip_ws()
+        s = self.s
+        for op in self._LEVELS[level]:
+            if s.startswith(op, self.pos):
+                if op in ("<", ">") and s.startswith("=", self.pos + 1):
+                    continue
+                self.pos += len(op)
+                return op
+        for word, op in _WORD_OPS.items():
+            if op in self._LEVELS[level] and s.startswith(word, self.pos):
+                end = self.pos + len(word)
+                if end >= len(s) or not (s[end].isalnum() or s[end] == "_"):
+                    self.pos = end
+                    return op
+        return None
+
+    def binary(self, level: int) -> _Expr:
+        if level == len(self._LEVELS):
+            return self.unary()
+        left = self.binary(level + 1)
+        while True:
+            op = self.operator(level)
+            if op is None:
+                return left
+            right = self.binary(level + 1)
+            left = _Binary(op, left, right)
+
+    def unary(self) -> _Expr:
+        self.skip_ws()
+        s = self.s
+        if s.startswith("!", self.pos) and not s.startswith("!=", self.pos):
+            self.pos += 1
+            self.nest()
+            try:
+                return _Not(self.unary())
+            finally:
+                self.depth -= 1
+        if s.startswith("not", self.pos) and (self.pos + 3 >= len(s) or
+                                               not s[self.pos + 3].isalnum()):
+            self.pos += 3
+            self.nest()
+            try:
+                return _Not(self.unary())
+            finally:
+                self.depth -= 1
+        if s.startswith("-", self.pos) and self.pos + 1 < len(s) and \
+                not s[self.pos + 1].isdigit():
+            self.pos += 1
+            self.nest()
+            try:
+                return _Negate(self.unary())
+            finally:
+                self.depth -= 1
+        return self.primary()
+
+    def primary(self) -> _Expr:
+        self.skip_ws()
+        s = self.s
+        if self.pos >= len(s):
+            self.error("expected a value")
+        ch = s[self.pos]
+        if ch == "$":
+            ref = self.try_reference(in_directive=True)
+            if ref is None:
+                self.error("expected a reference after $")
+            return ref
+        if ch == "'":
+            end = s.find("'", self.pos + 1)
+            if end < 0:
+                self.error("unterminated string")
+            value = s[self.pos + 1:end]
+            self.pos = end + 1
+            return _Literal(value)
+        if ch == '"':
+            return self.double_quoted()
+        if ch.isdigit() or ch == "-":
+            m = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?").match(s, self.pos)
+            if m is None:
+                self.error("expected a number")
+            self.pos = m.end()
+            text = m.group(0)
+            if s.startswith("..", self.pos) or (m.group(1) is None and m.group(2) is None):
+                return _Literal(_number(int(text)))
+            return _Literal(float(text))
+        if ch == "(":
+            self.pos += 1
+            inner = self.expression()
+            self.skip_ws()
+            if not s.startswith(")", self.pos):
+                self.error("( is not closed")
+            self.pos += 1
+            return inner
+        if ch == "[":
+            self.pos += 1
+            self.nest()
+            try:
+                self.skip_ws()
+                if s.startswith("]", self.pos):
+                    self.pos += 1
+                    return _ListExpr([])
+                first = self.expression()
+                self.skip_ws()
+                if s.startswith("..", self.pos):
+                    self.pos += 2
+                    last = self.expression()
+                    self.skip_ws()
+                    if not s.startswith("]", self.pos):
+                        self.error("range is not closed with ]")
+                    self.pos += 1
+                    return _RangeExpr(first, last)
+                items = [first]
+                while True:
+                    self.skip_ws()
+                    if s.startswith(",", self.pos):
+                        self.pos += 1
+                        items.append(self.expression())
+                        continue
+                    if s.startswith("]", self.pos):
+                        self.pos += 1
+                        return _ListExpr(items)
+                    self.error("expected , or ]")
+            finally:
+                self.depth -= 1
+        if ch == "{":
+            self.pos += 1
+            self.nest()
+            try:
+                pairs: list[tuple[_Expr, _Expr]] = []
+                self.skip_ws()
+                if s.startswith("}", self.pos):
+                    self.pos += 1
+                    return _MapExpr(pairs)
+                while True:
+                    key = self.expression()
+                    self.skip_ws()
+                    if not s.startswith(":", self.pos):
+                        self.error("expected : in a map")
+                    self.pos += 1
+                    pairs.append((key, self.expression()))
+                    self.skip_ws()
+                    if s.startswith(",", self.pos):
+                        self.pos += 1
+                        continue
+                    if s.startswith("}", self.pos):
+                        self.pos += 1
+                        return _MapExpr(pairs)
+                    self.error("expected , or }")
+            finally:
+                self.depth -= 1
+        keywords: tuple[tuple[str, Any], ...] = (("true", True), ("false", False),
+                                                 ("null", None))
+        for word, value in keywords:
+            if s.startswith(word, self.pos):
+                end = self.pos + len(word)
+                if end >= len(s) or not (s[end].isalnum() or s[end] == "_"):
+                    self.pos = end
+                    return _Literal(value)
+        self.error(f"unexpected {ch!r}")
+
+    def double_quoted(self) -> _Expr:
+        """``"..."``: ``""`` is a quote; ``$refs`` and directives are interpolated."""
+        s = self.s
+        start = self.pos + 1
+        i = start
+        while True:
+            end = s.find('"', i)
+            if end < 0:
+                self.error("unterminated string", self.pos)
+            if s.startswith('""', end):
+                i = end + 2
+                continue
+            break
+        raw = s[start:end].replace('""', '"')
+        self.pos = end + 1
+        if "$" not in raw and "#" not in raw:
+            return _Literal(raw)
+        inner = _Parser(raw)
+        inner.depth = self.depth
+        try:
+            nodes, _ = inner.parse_block((), in_string=True)
+        except TemplateSyntaxError as e:
+            raise TemplateSyntaxError(f"in a string: {e}", s, start) from None
+        if all(isinstance(node, _Text) for node in nodes):
+            return _Literal("".join(node.text for node in nodes  # type: ignore[attr-defined]
+                                    ))
+        return _Interpolated(nodes)
+
+
+# -- the public API ----------------------------------------------------------------------------
+
+
+class Template:
+    """A parsed template; :meth:`render` it as often as needed (it keeps no state).
+
+    :raises TemplateSyntaxError: the source cannot be parsed, or is larger than
+        :data:`MAX_TEMPLATE_BYTES`.
+    """
+
+    __slots__ = ("nodes", "source")
+
+    def __init__(self, source: str, *, max_bytes: int = MAX_TEMPLATE_BYTES) -> None:
+        if len(source.encode("utf-8")) > max_bytes:
+            raise TemplateSyntaxError(
+                f"the template is larger than {max_bytes // 1024} KB (API Gateway's limit)")
+        self.source = source
+        parser = _Parser(source)
+        try:
+            self.nodes, _ = parser.parse_block(())
+        except RecursionError:
+            raise TemplateSyntaxError("template nests too deeply", source,
+                                      parser.pos) from None
+
+    def render(self, variables: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> str:
+        """Render with ``variables`` as the top-level names (``#set`` adds to a copy).
+
+        :raises TemplateLimitError: a bound of ``limits`` was broken.
+        :raises TemplateRenderError: anything else went wrong.
+        """
+        rc = _Render(dict(variables), limits)
+        try:
+            _render_all(self.nodes, rc)
+        except (_Stop, _Break):
+            pass
+        except TemplateError:
+            raise
+        except RecursionError:
+            raise TemplateLimitError("template recursion too deep") from None
+        except MemoryError:
+            raise TemplateLimitError("template used too much memory") from None
+        except Exception as e:  # a bug or an odd value: never a bare exception
+            raise TemplateRenderError(f"{type(e).__name__}: {e}") from e
+        return "".join(rc.out)
+
+
+def render(source: str, variables: dict[str, Any] | None = None,
+           limits: Limits = DEFAULT_LIMITS) -> str:
+    """Parse and render once (tests and one-off use)."""
+    return Template(source).render(variables or {}, limits)
+
+
+def iter_nodes(template: Template) -> Iterable[object]:
+    """The top-level nodes (for debugging and tests)."""
+    return iter(template.nodes)
