@@ -12,12 +12,19 @@ pass through untouched; a route filter keeps this plugin off their plans entirel
   variables, context) with AWS's header remapping, and its response template chosen by
   ``Accept`` (§3.8).
 
-Templates are used literally; VTL rendering arrives with the mapping-template feature, and
-until then a template using VTL is refused at load time rather than sent out unrendered.
+Templates are VTL (aws-apigw-spec.md §3.6), rendered by :mod:`twistgw.vtl` with the AWS
+objects of :mod:`twistgw_mapping.namespaces`; this plugin claims the ``mapping_templates``
+feature.  Each template is parsed once per deployment (a route check compiles every
+template of the route into the route's memo, so a syntax error or an oversized template is
+refused at load time); a template without ``$`` or ``#`` is sent as is.  Overrides set by
+the request template (``$context.requestOverride``) are applied to the integration request;
+``$context.responseOverride`` set by either template replaces the status and headers of the
+method response.  A render that fails or breaks a bound is a 500 (API configuration error).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -27,15 +34,20 @@ from twisted.logger import Logger
 
 from twistgw import (
     ApiConfigurationError,
+    ConfigError,
     Headers,
     IntegrationRequest,
     Response,
+    StashKey,
     UnsupportedMediaType,
     hookimpl,
 )
-from twistgw.deployment import memoize
+from twistgw.deployment import has_vtl, memoize
 from twistgw.gateway_responses import resolve_parameter
 from twistgw.variables import Finish
+from twistgw.vtl import Template, TemplateError, TemplateLimitError, to_json, to_text
+
+from .namespaces import Overrides, json_path, parse_json, template_variables
 
 if TYPE_CHECKING:
     from twistgw import (
@@ -44,9 +56,10 @@ if TYPE_CHECKING:
         Registry,
     )
     from twistgw.definition import Integration, IntegrationResponseConfig
+    from twistgw.deployment import Route
 
 __all__ = ["register", "map_request", "map_response", "select_integration_response",
-           "REMAPPED_RESPONSE_HEADERS"]
+           "REMAPPED_RESPONSE_HEADERS", "OVERRIDES", "check_templates"]
 
 log = Logger()
 
@@ -56,6 +69,17 @@ REMAPPED_RESPONSE_HEADERS = frozenset(h.lower() for h in (
     "Authorization", "Connection", "Content-Length", "Content-MD5", "Date", "Expect", "Host",
     "Max-Forwards", "Proxy-Authenticate", "Server", "Trailer", "Upgrade", "User-Agent",
     "WWW-Authenticate"))
+
+#: Integration request headers no override may set: AWS fails every such request with 500
+#: (§3.2); ``AWS`` integrations forbid a few more.
+_ILLEGAL_OVERRIDE_HEADERS = frozenset(h.lower() for h in (
+    "Content-Length", "Transfer-Encoding", "X-Amzn-Trace-Id", "X-Amzn-Apigateway-Api-Id"))
+_ILLEGAL_AWS_OVERRIDE_HEADERS = _ILLEGAL_OVERRIDE_HEADERS | frozenset(h.lower() for h in (
+    "Authorization", "Connection", "Expect", "Proxy-Authenticate", "TE"))
+
+#: The request's ``$context.requestOverride``/``responseOverride``: the request template
+#: writes them, the response phase reads them (AWS shows both to the response template).
+OVERRIDES: StashKey[Overrides] = StashKey("mapping.overrides")
 
 
 def _mime(value: str | None) -> str:
@@ -71,9 +95,53 @@ def _pattern(selection: str) -> re.Pattern[str]:
 
 @hookimpl
 def register(registry: Registry) -> None:
-    """Take part only in routes with non-proxy integrations."""
+    """Take part only in routes with non-proxy integrations; render VTL templates."""
+    registry.add_feature("mapping_templates")
     registry.add_route_filter(
         lambda route: route.integration is not None and not route.integration.is_proxy)
+    registry.add_route_check(check_templates)
+
+
+# -- compiling templates ---------------------------------------------------------------------
+
+#: A template ready to use: the literal body, or a parsed VTL template.
+Compiled = bytes | Template
+
+
+def _compile(source: str | None) -> Compiled:
+    if not source:
+        return b""
+    if not has_vtl(source):
+        return _encoded(source)
+    return Template(source)
+
+
+def _template(route: Route, source: str | None) -> Compiled:
+    """The compiled ``source``, parsed once per route (the route check fills the memo)."""
+    return memoize(route, ("mapping.vtl", source), lambda: _compile(source))  # type: ignore[no-any-return]
+
+
+def check_templates(route: Route) -> None:
+    """Parse every template of a non-proxy route at load time (and keep the result).
+
+    A template that does not parse, or is larger than AWS's 300 KB, is refused naming the
+    file and the template's key; under ``strict: false`` requests using it get a 500.
+    """
+    integration = route.integration
+    if integration is None or integration.is_proxy:
+        return
+    file, _, path = integration.where.partition(": ")
+    found: list[tuple[str, str | None]] = [
+        (f"{path}.requestTemplates.{ctype}", t)
+        for ctype, t in integration.request_templates.items()]
+    for resp in integration.responses:
+        rpath = f"{path}.responses.{resp.selection_pattern or 'default'}.responseTemplates"
+        found.extend((f"{rpath}.{ctype}", t) for ctype, t in resp.response_templates.items())
+    for where, source in found:
+        try:
+            _template(route, source)
+        except TemplateError as e:
+            raise ConfigError(file, where, f"invalid mapping template: {e}") from None
 
 
 # ``map_request`` and ``map_response`` are pipes, and this plugin *builds* the value (the
@@ -83,40 +151,65 @@ def register(registry: Registry) -> None:
 # last and rebuilt the response from the integration response.
 
 
+def _render(ctx: Context, compiled: Compiled, body: bytes, fin: Finish | None = None
+            ) -> bytes:
+    """Render a request or response template; failures are AWS's 500."""
+    if isinstance(compiled, bytes):
+        return compiled
+    overrides = ctx.stash.setdefault(OVERRIDES, Overrides())
+    try:
+        text = compiled.render(template_variables(ctx, body, overrides, fin))
+    except TemplateLimitError as e:
+        log.error("({request_id}) Execution failed due to configuration error: mapping "
+                  "template exceeded a limit: {problem}", request_id=ctx.request_id,
+                  problem=str(e))
+        raise ApiConfigurationError() from None
+    except TemplateError as e:
+        log.error("({request_id}) Execution failed due to configuration error: Unable to "
+                  "transform request: {problem}", request_id=ctx.request_id, problem=str(e))
+        raise ApiConfigurationError() from None
+    return text.encode("utf-8")
+
+
 @hookimpl(tryfirst=True)
 def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest | None:
-    """Apply the request template (literal) under the passthrough behaviour."""
+    """Render the request template under the passthrough behaviour; apply overrides."""
     integration = ctx.integration
     if integration is None or integration.is_proxy:
         return None
     content_type = ctx.request.headers.get("content-type")
     route = ctx.route
     assert route is not None
-    body = memoize(route, ("mapping.request", content_type),
-                   lambda: _request_body(integration, content_type))
-    if body is _UNSUPPORTED:
+    source = memoize(route, ("mapping.request", content_type),
+                     lambda: _request_template(integration, content_type))
+    if source is _UNSUPPORTED:
         raise UnsupportedMediaType()
-    if body is None:
+    if source is _PASS:
         return None
+    compiled = _template(route, source)
+    body = _render(ctx, compiled, request.body)
+    if OVERRIDES in ctx.stash:
+        return _apply_request_overrides(ctx, integration, request, body, ctx.stash[OVERRIDES])
     return _with_body(request, body)
 
 
-#: Sentinel: the passthrough behaviour refuses this content type (415).
+#: Sentinels: the passthrough behaviour refuses this content type (415) / passes the body.
 _UNSUPPORTED: Any = object()
+_PASS: Any = object()
 
 
-def _request_body(integration: Integration, content_type: str | None) -> Any:
-    """The request template for ``content_type`` as bytes, ``None`` to pass the body
+def _request_template(integration: Integration, content_type: str | None) -> Any:
+    """The request template for ``content_type``, :data:`_PASS` to pass the body
     through, or :data:`_UNSUPPORTED` for a 415 (the §3.4 table)."""
     templates = integration.request_templates
     behavior = integration.passthrough_behavior
     if not templates:
-        return _UNSUPPORTED if behavior == "NEVER" else None
+        return _UNSUPPORTED if behavior == "NEVER" else _PASS
     ctype = _mime(content_type)
     if ctype in templates:
-        return _encoded(templates[ctype])
+        return templates[ctype]
     if behavior == "WHEN_NO_MATCH":
-        return None
+        return _PASS
     return _UNSUPPORTED
 
 
@@ -129,9 +222,48 @@ def _with_body(request: IntegrationRequest, body: bytes) -> IntegrationRequest:
         extras=request.extras)
 
 
+def _apply_request_overrides(ctx: Context, integration: Integration,
+                             request: IntegrationRequest, body: bytes, overrides: Overrides
+                             ) -> IntegrationRequest:
+    """The integration request with ``$context.requestOverride`` applied (they win over
+    the static mappings).  The rendered overrides also travel in
+    ``extras["request_override"]`` (``{"header": {...}, "querystring": {...}, "path":
+    {...}}`` of strings) for integrations that build their request from mappings only."""
+    wanted = overrides.request
+    header = {to_text(k): to_text(v) for k, v in _as_map(wanted.get("header")).items()}
+    query = {to_text(k): to_text(v) for k, v in _as_map(wanted.get("querystring")).items()}
+    path = {to_text(k): to_text(v) for k, v in _as_map(wanted.get("path")).items()}
+    if not (header or query or path):
+        return _with_body(request, body)
+    illegal = _ILLEGAL_AWS_OVERRIDE_HEADERS if integration.type == "AWS" \
+        else _ILLEGAL_OVERRIDE_HEADERS
+    for name in header:
+        if name.lower() in illegal:
+            log.error("({request_id}) Execution failed due to configuration error: "
+                      "requestOverride may not set the header {name}",
+                      request_id=ctx.request_id, name=name)
+            raise ApiConfigurationError()
+    headers = request.headers
+    for name, value in header.items():
+        headers = headers.with_set(name, value)
+    pairs = [(k, v) for k, v in request.query if k not in query]
+    pairs.extend(query.items())
+    params = dict(request.path_params)
+    params.update(path)
+    extras = dict(request.extras)
+    extras["request_override"] = {"header": header, "querystring": query, "path": path}
+    return IntegrationRequest(
+        method=request.method, uri=request.uri, headers=headers, query=tuple(pairs),
+        path_params=params, body=body, timeout=request.timeout, extras=extras)
+
+
+def _as_map(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 @lru_cache(maxsize=4096)
 def _encoded(template: str | None) -> bytes:
-    """Templates are literal for now; encode each once."""
+    """A literal template's bytes, encoded once."""
     return (template or "").encode("utf-8")
 
 
@@ -192,17 +324,48 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
         value = _response_source(source, ctx, integration_response, fin)
         if value is None:
             continue
-        lname = name.lower()
-        if lname == "transfer-encoding":
-            continue
-        if lname in REMAPPED_RESPONSE_HEADERS:
-            name = f"x-amzn-Remapped-{name}"
-        headers.append((name, value))
+        _add_header(headers, name, value)
     accept = ctx.request.headers.get("accept")
     template = memoize(route, ("mapping.template", id(chosen), accept),
                        lambda: _pick_template(chosen.response_templates, accept))
-    body = integration_response.body if not template else _encoded(template)
-    return Response(status=int(chosen.status_code), headers=Headers(tuple(headers)), body=body)
+    if template:
+        body = _render(ctx, _template(route, template), integration_response.body, fin)
+    else:
+        body = integration_response.body
+    status = int(chosen.status_code)
+    if OVERRIDES in ctx.stash:
+        status = _apply_response_overrides(ctx.stash[OVERRIDES], status, headers)
+    return Response(status=status, headers=Headers(tuple(headers)), body=body)
+
+
+def _add_header(headers: list[tuple[str, str]], name: str, value: str) -> None:
+    """Add a mapped method-response header with AWS's remapping (§3.7)."""
+    lname = name.lower()
+    if lname == "transfer-encoding":
+        return
+    if lname in REMAPPED_RESPONSE_HEADERS:
+        name = f"x-amzn-Remapped-{name}"
+    headers.append((name, value))
+
+
+def _apply_response_overrides(overrides: Overrides, status: int,
+                              headers: list[tuple[str, str]]) -> int:
+    """``$context.responseOverride``: its headers replace mapped ones of the same name;
+    its status wins when it is an integer from 100 to 599 (else it is ignored)."""
+    wanted = overrides.response
+    for name, value in _as_map(wanted.get("header")).items():
+        if value is None:
+            continue
+        text = to_text(name)
+        lname = text.lower()
+        headers[:] = [(k, v) for k, v in headers
+                      if k.lower() != lname and k.lower() != f"x-amzn-remapped-{lname}"]
+        _add_header(headers, text, to_text(value))
+    wanted_status = wanted.get("status")
+    if isinstance(wanted_status, int) and not isinstance(wanted_status, bool) \
+            and 100 <= wanted_status <= 599:
+        return wanted_status
+    return status
 
 
 def _response_source(source: str, ctx: Context, integration_response: IntegrationResponse,
@@ -213,4 +376,27 @@ def _response_source(source: str, ctx: Context, integration_response: Integratio
         values = integration_response.headers.get_all(
             source[len("integration.response.multivalueheader."):])
         return ",".join(values) if values else None
+    if source == "integration.response.body":
+        return integration_response.body.decode("utf-8", "replace")
+    if source.startswith("integration.response.body."):
+        return _body_value(source[len("integration.response.body."):], integration_response)
     return resolve_parameter(source, ctx, fin)
+
+
+def _body_value(path: str, integration_response: IntegrationResponse) -> str | None:
+    """``integration.response.body.a.b``: a JSONPath into the body; strings as they are,
+    other values as JSON.  A Lambda error's ``errorMessage`` is itself JSON-decoded when
+    the path goes into it (§3.8, handle-errors-in-lambda-integration)."""
+    try:
+        document = parse_json(integration_response.body.decode("utf-8", "replace"))
+        first, _, rest = path.partition(".")
+        if (rest and first == "errorMessage" and isinstance(document, dict)
+                and isinstance(document.get("errorMessage"), str)):
+            document = dict(document)
+            document["errorMessage"] = json.loads(document["errorMessage"])
+        value = json_path(document, "$." + path)
+    except (TemplateError, ValueError, RecursionError):
+        return None
+    if value is None:
+        return None
+    return value if isinstance(value, str) else to_json(value)

@@ -332,8 +332,9 @@ def test_request_too_large_cannot_be_customised(tmp_path: Path) -> None:
 
 def test_vtl_request_template_is_refused_as_not_implemented(tmp_path: Path,
                                                             b: Builders) -> None:
+    """Without the mapping plugin (which claims 'mapping_templates') VTL is refused."""
     doc = b.openapi({"/p": {"post": b.mock_op(template="$input.body")}})
-    err = refused(tmp_path, _config(), {"api.yaml": doc})
+    err = refused(tmp_path, _config(plugins={"enabled": ["mock"]}), {"api.yaml": doc})
     assert_names(err, tmp_path / "api.yaml",
                  "paths./p.post.x-amazon-apigateway-integration.requestTemplates."
                  "application/json",
@@ -343,7 +344,7 @@ def test_vtl_request_template_is_refused_as_not_implemented(tmp_path: Path,
 def test_vtl_response_template_is_refused_as_not_implemented(tmp_path: Path,
                                                              b: Builders) -> None:
     doc = b.openapi({"/p": {"get": b.mock_op(body='{"id": "$input.params(\'id\')"}')}})
-    err = refused(tmp_path, _config(), {"api.yaml": doc})
+    err = refused(tmp_path, _config(plugins={"enabled": ["mock"]}), {"api.yaml": doc})
     assert_names(err, tmp_path / "api.yaml",
                  "paths./p.get.x-amazon-apigateway-integration.responses.default."
                  "responseTemplates.application/json",

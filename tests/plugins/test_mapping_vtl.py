@@ -1,0 +1,505 @@
+"""VTL mapping templates end to end (aws-apigw-spec.md §3.4-§3.6, §3.8, §10.3).
+
+Every recorded AWS output of those sections is reproduced byte for byte through an
+in-process gateway: request templates are observed by an echoing HTTP test backend (as the
+recorded tests did with a real HTTP integration), response templates and overrides through
+MOCK integrations.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pytest
+import twistgw_mapping
+from twistgw_mapping.namespaces import escape_javascript, json_path, parse_json, url_encode
+
+from twistgw import ConfigError, IntegrationResponse, Registry, hookimpl
+from twistgw.models import Context, Headers, IntegrationRequest
+from twistgw.vtl import JsonList, to_text
+
+if TYPE_CHECKING:
+    from conftest import Builders, HarnessFactory, LogCapture
+
+
+@attrs.define
+class EchoHttp:
+    """Answers ``http`` integrations with the integration request body it received."""
+
+    requests: list[IntegrationRequest] = attrs.field(factory=list)
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @hookimpl
+    def register(self, registry: Registry) -> None:
+        registry.add_integration_type("HTTP")
+
+    @hookimpl
+    def integrate(self, ctx: Context, request: IntegrationRequest
+                  ) -> IntegrationResponse | None:
+        integration = ctx.integration
+        if integration is None or integration.type != "HTTP":
+            return None
+        self.requests.append(request)
+        return IntegrationResponse(status=self.status, headers=Headers(self.headers),
+                                   body=request.body)
+
+
+def http_op(request_template: str | None = None, *, response_template: str | None = None,
+            **extra: Any) -> dict[str, Any]:
+    integration: dict[str, Any] = {"type": "http", "httpMethod": "POST",
+                                   "uri": "http://backend.invalid/echo"}
+    if request_template is not None:
+        integration["requestTemplates"] = {"application/json": request_template}
+    default: dict[str, Any] = {"statusCode": "200"}
+    if response_template is not None:
+        default["responseTemplates"] = {"application/json": response_template}
+    integration["responses"] = {"default": default}
+    integration.update(extra)
+    return {"responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": integration}
+
+
+def echo_gateway(make_harness: HarnessFactory, b: Builders, op: dict[str, Any],
+                 path: str = "/x", method: str = "post") -> tuple[Any, EchoHttp]:
+    echo = EchoHttp()
+    h = make_harness(b.openapi({path: {method: op}}), plugins=[("echo", echo)])
+    return h, echo
+
+
+def rendered(make_harness: HarnessFactory, b: Builders, template: str, body: bytes | str,
+             **kw: Any) -> bytes:
+    """What the backend receives for ``template`` and a client ``body``."""
+    h, echo = echo_gateway(make_harness, b, http_op(template))
+    response = h.request("POST", "/prod/x", body=body,
+                         headers={"Content-Type": "application/json", **kw})
+    assert response.status == 200, response.body
+    return echo.requests[-1].body
+
+
+# -- §3.6 recorded formatting (test_input_path_template_formatting) ---------------------------
+
+
+@pytest.mark.parametrize(("body", "template", "expected"), [
+    ('{"foo":"bar"}', "$input.path('$')", b"{foo=bar}"),
+    ('{"bigger":"dict","to":"test","with":"separators"}', "$input.path('$')",
+     b"{bigger=dict, to=test, with=separators}"),
+    ('{"foo":"bar"}', "$input.path('$').toString()", b"{foo=bar}"),
+    ('[{"foo":"bar"}]', "$input.path('$')", b'[{"foo":"bar"}]'),
+    ('{"foo":[{"nested":"bar"}]}', "$input.path('$')", b'{foo=[{"nested":"bar"}]}'),
+    ('[{"foo":"bar"}]', "$input.path('$')[0]", b"{foo=bar}"),
+    ("[]", "$input.path('$')", b"[]"),
+    ('{"foo":"bar"}', "$input.path('$').foo", b"bar"),
+    ('{"pets":[1,2,3]}', "$input.path('$.pets').size()", b"3"),
+])
+def test_input_path_formatting(make_harness: HarnessFactory, b: Builders, body: str,
+                               template: str, expected: bytes) -> None:
+    assert rendered(make_harness, b, template, body) == expected
+
+
+def test_missing_path_renders_nothing(make_harness: HarnessFactory, b: Builders) -> None:
+    template = ('#set($result = $input.path(\'$.missing\'))'
+                '{"body": $result, "null": #if($result == $null)true#{else}false#end, '
+                '"empty": #if($result == "")true#{else}false#end}')
+    assert rendered(make_harness, b, template, '{"foo":"bar"}') \
+        == b'{"body": , "null": true, "empty": true}'
+
+
+# -- §3.6 recorded body formatting (test_input_body_formatting) -------------------------------
+
+
+def test_empty_body_is_an_empty_object(make_harness: HarnessFactory, b: Builders) -> None:
+    assert rendered(make_harness, b, "$input.body", b"") == b"{}"
+    assert rendered(make_harness, b, "[$input.body.testAccess]", b"") == b"[]"
+    assert rendered(make_harness, b, "$input.json('$')", b"") == b"{}"
+
+
+def test_url_encoded_body(make_harness: HarnessFactory, b: Builders) -> None:
+    assert rendered(make_harness, b, "$util.urlEncode($input.body)", '{"some": "value"}') \
+        == b"%7B%22some%22%3A+%22value%22%7D"
+
+
+def test_body_interpolated_in_a_string(make_harness: HarnessFactory, b: Builders) -> None:
+    template = '#set($payload = "Action=SendMessage&MessageBody=$input.body")$payload'
+    assert rendered(make_harness, b, template, '{"a": 1}') \
+        == b'Action=SendMessage&MessageBody={"a": 1}'
+
+
+def test_body_attribute_access_renders_nothing(make_harness: HarnessFactory,
+                                               b: Builders) -> None:
+    assert rendered(make_harness, b, '{"x": "$input.body.testAccess"}', '{"testAccess": 1}') \
+        == b'{"x": ""}'
+
+
+def test_input_json(make_harness: HarnessFactory, b: Builders) -> None:
+    body = '{"pets": [{"id": 1, "type": "dog"}], "name": "shop", "n": 1.5}'
+    template = ('{"pets": $input.json(\'$.pets\'), "name": $input.json(\'$.name\'), '
+                '"first": $input.json(\'$.pets[0].type\'), "n": $input.json(\'$.n\'), '
+                '"all": $input.json(\'$\'), "missing": $input.json(\'$.nope\')}')
+    out = rendered(make_harness, b, template, body)
+    assert out == (b'{"pets": [{"id":1,"type":"dog"}], "name": "shop", "first": "dog", '
+                   b'"n": 1.5, "all": {"pets":[{"id":1,"type":"dog"}],"name":"shop","n":1.5},'
+                   b' "missing": ""}')
+
+
+def test_developer_guide_reshaping_template(make_harness: HarnessFactory, b: Builders) -> None:
+    """A typical 'reshape the JSON' request template (the DG's pet store example)."""
+    template = """#set($inputRoot = $input.path('$'))
+[
+#foreach($elem in $inputRoot)
+  {
+    "description" : "Item $elem.id is a $elem.type.",
+    "askingPrice" : $elem.price
+  }#if($foreach.hasNext),#end
+
+#end
+]"""
+    body = ('[{"id": 1, "type": "dog", "price": 249.99}, '
+            '{"id": 2, "type": "cat", "price": 124.99}]')
+    out = rendered(make_harness, b, template, body)
+    assert json.loads(out) == [
+        {"description": "Item 1 is a dog.", "askingPrice": 249.99},
+        {"description": "Item 2 is a cat.", "askingPrice": 124.99}]
+    assert out == (b'[\n  {\n    "description" : "Item 1 is a dog.",\n'
+                   b'    "askingPrice" : 249.99\n  },\n  {\n'
+                   b'    "description" : "Item 2 is a cat.",\n'
+                   b'    "askingPrice" : 124.99\n  }\n]')
+
+
+# -- $input.params ----------------------------------------------------------------------------
+
+
+def test_params_search_path_then_querystring_then_header(make_harness: HarnessFactory,
+                                                         b: Builders) -> None:
+    template = ("$input.params('id')|$input.params('q')|$input.params('X-Head')|"
+                "$input.params('x-head')|[$input.params('none')]|"
+                "$input.params().path|$input.params().querystring.q")
+    op = http_op(template)
+    op["parameters"] = [{"name": "id", "in": "path", "required": True}]
+    h, echo = echo_gateway(make_harness, b, op, path="/items/{id}")
+    response = h.request("POST", "/prod/items/42?q=1&q=2&id=fromquery", body=b"{}",
+                         headers={"Content-Type": "application/json", "X-Head": "h",
+                                  "q": "fromheader"})
+    assert response.status == 200
+    assert echo.requests[-1].body == b"42|2|h|h|[]|{id=42}|2"
+
+
+def test_params_header_map_iterates(make_harness: HarnessFactory, b: Builders) -> None:
+    template = ("#set($h = $input.params().header)"
+                "#foreach($name in $h.keySet())#if($name.startsWith('X-'))"
+                "$name=$h.get($name);#end#end")
+    out = rendered(make_harness, b, template, "{}", **{"X-A": "1", "X-B": "2"})
+    assert out == b"X-A=1;X-B=2;"
+
+
+# -- $util ---------------------------------------------------------------------------------------
+
+
+def test_util_functions(make_harness: HarnessFactory, b: Builders) -> None:
+    template = ("$util.escapeJavaScript($input.path('$.s'))|"
+                "$util.base64Encode('hello world')|$util.base64Decode('aGVsbG8gd29ybGQ=')|"
+                "$util.urlDecode('a+b%26c')|$util.parseJson($input.path('$.doc')).k|"
+                "$util.parseJson('[1, {\"a\": 2}]')")
+    body = json.dumps({"s": "it's \"q\" \\ / \n\u00e9", "doc": '{"k": "v"}'})
+    assert rendered(make_harness, b, template, body) == (
+        b"it\\'s \\\"q\\\" \\\\ \\/ \\n\\u00E9|aGVsbG8gd29ybGQ=|hello world|a b&c|v|"
+        b'[1,{"a":2}]')
+
+
+def test_escape_javascript_table() -> None:
+    assert escape_javascript("\b\t\f\r\x01\x7f\u20ac\U0001F600") \
+        == "\\b\\t\\f\\r\\u0001\\u007F\\u20AC\\uD83D\\uDE00"
+
+
+def test_url_encode_like_java() -> None:
+    assert url_encode("a b*c.d-e_f~g/h") == "a+b*c.d-e_f%7Eg%2Fh"
+
+
+# -- $context and $stageVariables ---------------------------------------------------------------
+
+
+def test_context_and_stage_variables(make_harness: HarnessFactory, b: Builders) -> None:
+    template = ("$context.stage|$context.httpMethod|$context.resourcePath|"
+                "$context.identity.sourceIp|$context.requestId.length()|"
+                "$stageVariables.backend|$stageVariables['backend']|"
+                "${stageVariables['backend']}|[$stageVariables.nope]|[$context.nope]|"
+                "[$context.identity.nope]|$context.apiId")
+    out = rendered(make_harness, b, template, "{}")
+    assert out == (b"prod|POST|/x|127.0.0.1|36|backend.invalid|backend.invalid|"
+                   b"backend.invalid|[]|[]|[]|testapi")
+
+
+# -- overrides (§3.6, recorded MOCK tests) --------------------------------------------------------
+
+
+def test_response_override_from_the_request_template(make_harness: HarnessFactory,
+                                                     b: Builders) -> None:
+    """Recorded: status 444 and header foo: bar set in the request template reach the
+    client although the integration response has no template; custom keys survive."""
+    request_template = """#set($context.responseOverride.status = 444)
+#set($context.responseOverride.header.foo = "bar")
+#set($context.responseOverride.custom = "is also passed around")
+#set($context.requestOverride.path.body = "path override")
+{"statusCode": 200}"""
+    plain = b.mock_op(template=request_template, responses={"default": {"statusCode": "200"}})
+    templated = b.mock_op(template=request_template, responses={"default": {
+        "statusCode": "200", "responseTemplates": {"application/json": (
+            '{"custom": "$context.responseOverride.custom", '
+            '"body": "$context.requestOverride.path.body", '
+            '"status": $context.responseOverride.status}')}}})
+    h = make_harness(b.openapi({"/plain": {"get": plain}, "/templated": {"get": templated}}))
+    response = h.request("GET", "/prod/plain")
+    assert (response.status, response.body) == (444, b"")
+    assert response.headers.get("foo") == "bar"
+    response = h.request("GET", "/prod/templated")
+    assert response.status == 444
+    assert response.headers.get("foo") == "bar"
+    assert response.body == (b'{"custom": "is also passed around", "body": "path override", '
+                             b'"status": 444}')
+
+
+def test_response_override_example_of_section_3_8(make_harness: HarnessFactory,
+                                                  b: Builders) -> None:
+    """The recorded responseOverride template: 400 for a custom error, else 202."""
+    template = """#set($inputRoot = $input.path('$'))
+$input.json("$")
+#if($inputRoot.toString().contains("customerror"))
+    #set($context.responseOverride.status = 400)
+#else
+    #set($context.responseOverride.status = 202)
+#end"""
+    h, _echo = echo_gateway(make_harness, b, http_op(response_template=template))
+    ok = h.request("POST", "/prod/x", body=b'{"message": "fine"}',
+                   headers={"Content-Type": "application/json"})
+    assert (ok.status, ok.body) == (202, b'{"message":"fine"}\n')
+    bad = h.request("POST", "/prod/x", body=b'{"message": "customerror"}',
+                    headers={"Content-Type": "application/json"})
+    assert (bad.status, bad.body) == (400, b'{"message":"customerror"}\n')
+
+
+def test_response_override_headers_and_invalid_status(make_harness: HarnessFactory,
+                                                      b: Builders) -> None:
+    template = ('#set($context.responseOverride.header.X-Mapped = "override")'
+                '#set($context.responseOverride.header.Server = "s")'
+                '#set($context.responseOverride.status = "201")ok')
+    op = b.mock_op(responses={"default": {
+        "statusCode": "200",
+        "responseParameters": {"method.response.header.X-Mapped": "'static'"},
+        "responseTemplates": {"application/json": template}}})
+    response = make_harness(b.openapi({"/x": {"get": op}})).request("GET", "/prod/x")
+    assert response.status == 200  # a string status is ignored
+    assert response.headers.get_all("X-Mapped") == ["override"]
+    assert response.headers.get("x-amzn-Remapped-Server") == "s"
+    assert response.body == b"ok"
+
+
+def test_request_override_assignment_forms(make_harness: HarnessFactory, b: Builders) -> None:
+    """Recorded: every map assignment form works on requestOverride."""
+    template = """#set($name = "dynamic")
+#set($context.requestOverride.querystring[$name] = "bar")
+$context.requestOverride.querystring.put("put", "v1")
+#set($context["requestOverride"].querystring["indexed"] = "v2")
+#set($context.requestOverride.header.X-Override = "yes")
+#set($context.requestOverride.path.id = "99")
+body"""
+    op = http_op(template)
+    op["parameters"] = [{"name": "id", "in": "path", "required": True}]
+    h, echo = echo_gateway(make_harness, b, op, path="/items/{id}")
+    response = h.request("POST", "/prod/items/1?dynamic=client&keep=1", body=b"{}",
+                         headers={"Content-Type": "application/json", "X-Override": "no"})
+    assert response.status == 200
+    request = echo.requests[-1]
+    assert request.body == b"\nbody"  # put() renders null (nothing); its newline stays
+    assert dict(request.query) == {"keep": "1", "dynamic": "bar", "put": "v1",
+                                   "indexed": "v2"}
+    assert request.headers.get_all("X-Override") == ["yes"]
+    assert request.path_params["id"] == "99"
+    assert request.extras["request_override"] == {
+        "header": {"X-Override": "yes"},
+        "querystring": {"dynamic": "bar", "put": "v1", "indexed": "v2"},
+        "path": {"id": "99"}}
+
+
+def test_request_override_of_a_forbidden_header_is_500(make_harness: HarnessFactory,
+                                                       b: Builders) -> None:
+    template = '#set($context.requestOverride.header.Content-Length = "1")x'
+    h, echo = echo_gateway(make_harness, b, http_op(template))
+    response = h.request("POST", "/prod/x", body=b"{}",
+                         headers={"Content-Type": "application/json"})
+    assert (response.status, response.body) == (500, b'{"message": "Internal server error"}')
+    assert echo.requests == []
+
+
+# -- MOCK with rendered templates (§3.7) ----------------------------------------------------------
+
+
+def test_mock_status_from_a_rendered_template(make_harness: HarnessFactory,
+                                              b: Builders) -> None:
+    template = ('#if($input.params("fail") == "yes")#set($code = 404)#else#set($code = 200)'
+                '#end{"statusCode": $code}')
+    op = b.mock_op(template=template, responses={
+        "default": {"statusCode": "200", "responseTemplates": {"application/json": '"ok"'}},
+        "404": {"statusCode": "404", "responseTemplates": {"application/json": '"gone"'}}})
+    h = make_harness(b.openapi({"/x": {"get": op}}))
+    ok = h.request("GET", "/prod/x")
+    assert (ok.status, ok.body) == (200, b'"ok"')
+    gone = h.request("GET", "/prod/x?fail=yes")
+    assert (gone.status, gone.body) == (404, b'"gone"')
+
+
+def test_mock_params_in_the_response_template(make_harness: HarnessFactory,
+                                              b: Builders) -> None:
+    """Recorded: {"statusCode": 200, "id": $input.params().path.id} with id 42."""
+    op = b.mock_op(responses={"default": {"statusCode": "200", "responseTemplates": {
+        "application/json": '{"statusCode": 200, "id": $input.params().path.id}'}}})
+    op["parameters"] = [{"name": "id", "in": "path", "required": True}]
+    h = make_harness(b.openapi({"/items/{id}": {"get": op}}))
+    response = h.request("GET", "/prod/items/42")
+    assert (response.status, response.body) == (200, b'{"statusCode": 200, "id": 42}')
+    assert json.loads(response.body) == {"id": 42, "statusCode": 200}
+
+
+def test_health_route_of_section_10_3(make_harness: HarnessFactory, b: Builders) -> None:
+    doc = b.openapi({"/health": {"get": {
+        "responses": {"200": {"description": "OK",
+                              "headers": {"X-Health": {"schema": {"type": "string"}}}}},
+        "x-amazon-apigateway-integration": {
+            "type": "mock",
+            "requestTemplates": {"application/json": '{"statusCode": 200}'},
+            "passthroughBehavior": "when_no_templates",
+            "responses": {"default": {
+                "statusCode": "200",
+                "responseParameters": {"method.response.header.X-Health": "'ok'"},
+                "responseTemplates": {
+                    "application/json": '{"status": "ok", "stage": "$context.stage"}'}}}}}}})
+    response = make_harness(doc).request("GET", "/prod/health")
+    assert response.status == 200
+    assert response.headers.get("X-Health") == "ok"
+    assert response.body == b'{"status": "ok", "stage": "prod"}'
+    assert "x-amzn-trace-id" not in response.headers
+
+
+# -- response templates over the integration response ------------------------------------------
+
+
+def test_response_template_sees_the_backend_body_and_method_params(
+        make_harness: HarnessFactory, b: Builders) -> None:
+    template = ('{"echo": $input.json(\'$.a\'), "q": "$input.params(\'q\')", '
+                '"status": "$context.integration.status"}')
+    h, _echo = echo_gateway(make_harness, b, http_op(response_template=template))
+    response = h.request("POST", "/prod/x?q=query", body=b'{"a": [1, 2]}',
+                         headers={"Content-Type": "application/json"})
+    assert response.body == b'{"echo": [1,2], "q": "query", "status": "200"}'
+
+
+def test_response_parameters_from_the_body(make_harness: HarnessFactory, b: Builders) -> None:
+    op = b.mock_op()
+    op["x-amazon-apigateway-integration"] = {
+        "type": "http", "httpMethod": "POST", "uri": "http://backend.invalid/",
+        "responses": {"default": {"statusCode": "200", "responseParameters": {
+            "method.response.header.X-Whole": "integration.response.body",
+            "method.response.header.X-Name": "integration.response.body.name",
+            "method.response.header.X-List": "integration.response.body.list",
+            "method.response.header.X-Deep": "integration.response.body.errorMessage.code",
+            "method.response.header.X-None": "integration.response.body.nope"}}}}
+    h, _echo = echo_gateway(make_harness, b, op)
+    body = json.dumps({"name": "n", "list": [1, {"a": "b"}],
+                       "errorMessage": json.dumps({"code": "E42"})})
+    response = h.request("POST", "/prod/x", body=body.encode(),
+                         headers={"Content-Type": "application/json"})
+    assert response.headers.get("X-Whole") == body
+    assert response.headers.get("X-Name") == "n"
+    assert response.headers.get("X-List") == '[1,{"a":"b"}]'
+    assert response.headers.get("X-Deep") == "E42"
+    assert "X-None" not in response.headers
+
+
+# -- errors: load time and render time -------------------------------------------------------------
+
+
+def test_template_syntax_error_is_refused_at_load_time(make_harness: HarnessFactory,
+                                                       b: Builders) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_harness(b.openapi({"/x": {"get": b.mock_op(template="#if($x)open")}}))
+    message = str(info.value)
+    assert "api.yaml" in message
+    assert "requestTemplates.application/json" in message
+    assert "missing #end" in message
+
+
+def test_oversized_template_is_refused_at_load_time(make_harness: HarnessFactory,
+                                                    b: Builders) -> None:
+    big = "$input.body" + " " * (300 * 1024)
+    op = b.mock_op(responses={"default": {"statusCode": "200",
+                                          "responseTemplates": {"application/json": big}}})
+    with pytest.raises(ConfigError, match=r"responseTemplates\.application/json.*300 KB"):
+        make_harness(b.openapi({"/x": {"get": op}}))
+
+
+def test_render_error_is_a_500(make_harness: HarnessFactory, b: Builders,
+                               log_events: LogCapture) -> None:
+    op = b.mock_op(responses={"default": {"statusCode": "200", "responseTemplates": {
+        "application/json": "$input.params('q').substring(5)"}}})
+    h = make_harness(b.openapi({"/x": {"get": op}}))
+    response = h.request("GET", "/prod/x?q=abc")
+    assert (response.status, response.body) == (500, b'{"message": "Internal server error"}')
+    assert response.headers.get("x-amzn-ErrorType") == "InternalServerErrorException"
+    assert any("Execution failed due to configuration error" in t and "substring" in t
+               for t in log_events.texts())
+
+
+def test_invalid_json_body_with_input_path_is_a_500(make_harness: HarnessFactory,
+                                                    b: Builders) -> None:
+    h, echo = echo_gateway(make_harness, b, http_op("$input.path('$.a')"))
+    response = h.request("POST", "/prod/x", body=b"not json",
+                         headers={"Content-Type": "application/json"})
+    assert response.status == 500
+    assert echo.requests == []
+
+
+def test_templates_parse_once_per_route(make_harness: HarnessFactory, b: Builders) -> None:
+    h, _echo = echo_gateway(make_harness, b, http_op("$input.body"))
+    match = h.gateway.deployment.apis["testapi"].table.match("POST", "/x")
+    assert match is not None
+    route = match.route
+    compiled = [v for k, v in route.memo.items() if k[0] == "mapping.vtl"]
+    assert len(compiled) == 1
+    for _ in range(3):
+        h.request("POST", "/prod/x", body=b"{}", headers={"Content-Type": "application/json"})
+    assert [v for k, v in route.memo.items() if k[0] == "mapping.vtl"] == compiled
+
+
+def test_literal_templates_skip_the_engine() -> None:
+    """A template without $ or # is sent as is (no parse, no render per request)."""
+    assert twistgw_mapping._compile('{"statusCode": 200}') == b'{"statusCode": 200}'
+    assert twistgw_mapping._compile(None) == b""
+    assert not isinstance(twistgw_mapping._compile("$input.body"), bytes)
+
+
+# -- JSONPath subset ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("$", {"a": {"b": [1, 2]}, "c": [{"d": 1}, {"d": 2}], "e.f": 3}),
+    ("$.a.b", [1, 2]),
+    ("$['a']['b'][1]", 2),
+    ("$.a.b[-1]", 2),
+    ("$.c[*].d", [1, 2]),
+    ("$..d", [1, 2]),
+    ("$['e.f']", 3),
+    ("$.missing", None),
+    ("$.c[5]", None),
+    ("a.b", [1, 2]),
+])
+def test_json_path(path: str, expected: Any) -> None:
+    document = parse_json('{"a": {"b": [1, 2]}, "c": [{"d": 1}, {"d": 2}], "e.f": 3}')
+    assert json_path(document, path) == expected
+
+
+def test_json_arrays_are_json_lists() -> None:
+    document = parse_json('{"a": [[1], {"b": [2]}]}')
+    assert isinstance(document["a"], JsonList)
+    assert isinstance(document["a"][0], JsonList)
+    assert to_text(document) == '{a=[[1],{"b":[2]}]}'
