@@ -330,9 +330,11 @@ async def _call(ctx: Context, request: IntegrationRequest, proxy: bool
                                   timeout=request.timeout)
     latency = int((time.monotonic() - started) * 1000)
     if proxy:
+        # Twisted leaves a HEAD answer's Content-Length among the headers (it describes
+        # the body not sent), where the remapping already renames it.
+        length = answer.length if request.method != "HEAD" else None
         return IntegrationResponse(status=answer.status,
-                                   headers=proxy_response_headers(answer.headers,
-                                                                  answer.length),
+                                   headers=proxy_response_headers(answer.headers, length),
                                    body=answer.body, metadata={"latency_ms": latency})
     return IntegrationResponse(status=answer.status, headers=Headers(answer.headers),
                                body=answer.body, metadata={"latency_ms": latency})

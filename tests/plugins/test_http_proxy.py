@@ -62,6 +62,7 @@ class Handler(BaseHTTPRequestHandler):
     def _record(self) -> dict[str, Any]:
         path, _, query = self.path.partition("?")
         doc = {"method": self.command, "path": path, "query": query,
+               "peer_port": self.client_address[1],
                "headers": [[k, v] for k, v in self.headers.items()],
                "body": base64.b64encode(self._body()).decode()}
         self.server.seen.append(doc)
@@ -317,6 +318,8 @@ def test_proxy_request_parameters_fill_path_and_merge_query_and_headers(
 def test_proxy_head_204_binary_and_gzip(gateway: RunningGateway) -> None:
     status, headers, body = call(gateway, "HEAD", "/prod/echo/head")
     assert status == 200 and body == b""
+    # The backend's Content-Length for the body it would have sent, remapped once.
+    assert len(headers.get_all("x-amzn-Remapped-Content-Length") or []) == 1
     status, headers, body = call(gateway, "GET", "/prod/nocontent")
     assert status == 204 and body == b""
     status, headers, body = call(gateway, "GET", "/prod/binary")
@@ -327,6 +330,36 @@ def test_proxy_head_204_binary_and_gzip(gateway: RunningGateway) -> None:
     assert status == 200
     assert json.loads(body) == {"zipped": True}
     assert "Content-Encoding" not in headers
+
+
+def test_backend_connections_are_pooled_and_reused(gateway: RunningGateway,
+                                                   backend: Backend) -> None:
+    before = len(backend.seen)
+    for i in range(30):
+        status, _h, _b = call(gateway, "GET", f"/prod/echo/pooled?i={i}")
+        assert status == 200
+    ports = {d["peer_port"] for d in backend.seen[before:]}
+    assert len(ports) <= 2, f"{len(ports)} connections for 30 sequential requests"
+
+
+def test_concurrent_requests_all_answered(gateway: RunningGateway) -> None:
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(10):
+            status, _h, body = call(gateway, "POST", f"/prod/echo/c{n}?i={i}",
+                                    body=f"{n}-{i}".encode())
+            ok = status == 200 and base64.b64decode(echoed(body)["body"]) == f"{n}-{i}".encode()
+            with lock:
+                results.append(ok)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [True] * 100
 
 
 def test_proxy_timeout_is_504_endpoint_request_timed_out(gateway: RunningGateway) -> None:
