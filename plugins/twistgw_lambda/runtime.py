@@ -224,6 +224,7 @@ class Worker:
         self._window = 0.0
         self._lines = 0
         self._dropped = 0
+        self._nodelay = False
 
     @property
     def tag(self) -> str:
@@ -265,6 +266,12 @@ class Worker:
                      ms=int((time.monotonic() - self.started_at) * 1000))
         self.state = "idle"
         self.pending_next = request
+        if not self._nodelay:
+            # The event must leave now, not when Nagle's algorithm lets it.
+            transport = getattr(request.channel, "transport", None)
+            if transport is not None and hasattr(transport, "setTcpNoDelay"):
+                transport.setTcpNoDelay(True)
+                self._nodelay = True
         request.notifyFinish().addErrback(lambda _: self._poll_lost(request))
         self.pool.dispatch()
         return server.NOT_DONE_YET

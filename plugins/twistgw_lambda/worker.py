@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
@@ -61,6 +62,9 @@ class _Client:
     def __init__(self, address: str) -> None:
         host, _, port = address.rpartition(":")
         self.conn = http.client.HTTPConnection(host, int(port))
+        self.conn.connect()
+        # Small request/response pairs on loopback: never wait for Nagle's algorithm.
+        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse,

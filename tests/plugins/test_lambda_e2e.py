@@ -13,6 +13,8 @@ import json
 import os
 import re
 import signal
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -362,6 +364,27 @@ def test_a_busy_worker_queues_the_next_invoke(gw: RunningGateway) -> None:
     assert [s for s, _ in results] == [200, 200]
     assert len({b for _, b in results}) == 1  # max_workers 1: the same process, in turn
     assert elapsed >= 1.0
+
+
+def test_a_queued_invoke_whose_client_left_is_never_run(gw: RunningGateway) -> None:
+    _get(gw, "/prod/one?s=0")  # warm
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(_get, gw, "/prod/one?s=0.6")
+        time.sleep(0.15)  # the first invoke is running; the next one queues
+        gone = socket.create_connection(("127.0.0.1", gw.port))
+        gone.sendall(b"GET /prod/one?s=3 HTTP/1.1\r\nHost: x\r\nx-apigw-api-id: restapi"
+                     b"\r\n\r\n")
+        time.sleep(0.15)
+        # The client leaves (a reset: a plain FIN reads as a half-close, which the
+        # gateway still answers): its queued invoke is cancelled.
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()
+        started = time.monotonic()
+        status, _h, _b = _get(gw, "/prod/one?s=0")
+        waited = time.monotonic() - started
+        assert first.result()[0] == 200
+    assert status == 200
+    assert waited < 2.0  # served after the first invoke, not after a 3 s ghost
 
 
 def test_a_pool_runs_invokes_in_parallel_up_to_max_workers(gw: RunningGateway) -> None:
