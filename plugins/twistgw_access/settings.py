@@ -376,7 +376,7 @@ def parse_settings(config: GatewayConfig) -> AccessSettings:
     :raises ConfigError: naming ``plugins.settings.access.<path>`` and the fix.
     """
     settings = _Reader(config).read(config.plugin_settings("access"))
-    _check_method_keys(config, settings)
+    _check_definitions(config, settings)
     return settings
 
 
@@ -392,32 +392,53 @@ def _method_key_sites(settings: AccessSettings) -> list[tuple[str, str, str]]:
     return sites
 
 
-def _check_method_keys(config: GatewayConfig, settings: AccessSettings) -> None:
-    """Refuse a method throttle that names no operation: it would never apply.
+def _check_definitions(config: GatewayConfig, settings: AccessSettings) -> None:
+    """Refuse what would silently never work: a method throttle that names no operation,
+    and an API key on an HTTP API route (AWS has keys for REST APIs only; the route could
+    only answer 401).
 
-    The deployment is built after ``configure``, so the definitions of the APIs that have
-    method throttles are read here; a definition's own errors are left for the core to
-    report (with its file and path).  Under ``strict: false`` nothing is refused.
+    The deployment is built after ``configure``, so the definitions concerned (APIs with
+    method throttles, HTTP APIs) are read here; a definition's own errors are left for the
+    core to report, with its file and path.  Under ``strict: false`` nothing is refused.
     """
     sites = _method_key_sites(settings)
-    if not sites or not config.strict:
+    http_apis = [a for a in config.apis if a.type == "HTTP"]
+    if not config.strict or not (sites or http_apis):
         return
-    from twistgw.definition import load_definition
+    from twistgw.definition import ApiDefinition, load_definition
 
     apis = {a.id: a for a in config.apis}
-    known: dict[str, set[str] | None] = {}
-    for api_id, key, path in sites:
-        if api_id not in known:
+    loaded: dict[str, ApiDefinition | None] = {}
+
+    def definition_of(api_id: str) -> ApiDefinition | None:
+        if api_id not in loaded:
             api_cfg = apis[api_id]
             try:
-                definition = load_definition(api_cfg.definition, api_cfg.definition_display,
-                                             strict=False, warnings=[])
+                loaded[api_id] = load_definition(api_cfg.definition,
+                                                 api_cfg.definition_display, strict=False,
+                                                 warnings=[])
             except ConfigError:
-                known[api_id] = None
-            else:
-                known[api_id] = {f"{op.path}/{op.method}" for op in definition.operations}
-        keys = known[api_id]
-        if keys is None or key in keys:
+                loaded[api_id] = None
+        return loaded[api_id]
+
+    for api_cfg in http_apis:
+        definition = definition_of(api_cfg.id)
+        if definition is None:
+            continue
+        for op in definition.operations:
+            for req in op.security:
+                if definition.security_schemes[req.scheme].kind == "api_key":
+                    file, _, where = op.where.rpartition(": ")
+                    raise ConfigError(file or definition.source, f"{where}.security",
+                                      f"API keys (scheme {req.scheme!r}) apply to REST APIs "
+                                      "only, as on AWS; remove the scheme from this route or "
+                                      f"serve API {api_cfg.id!r} as type REST")
+    for api_id, key, path in sites:
+        definition = definition_of(api_id)
+        if definition is None:
+            continue
+        keys = {f"{op.path}/{op.method}" for op in definition.operations}
+        if key in keys:
             continue
         resource = key.rpartition("/")[0] or "/"
         same_path = sorted(k for k in keys if k.rpartition("/")[0] == resource)

@@ -264,3 +264,20 @@ def test_method_throttle_check_follows_strict(tmp_path: Path, b: Builders) -> No
     config = keyed_config(tmp_path, b, stage_methods({"/cats/GET": {"rate": 1, "burst": 1}}),
                           strict=False)
     assert parse_settings(config).stage_throttles
+
+
+def test_api_keys_on_http_api_routes_are_refused(tmp_path: Path, b: Builders) -> None:
+    """AWS has API keys for REST APIs only: such a route could only ever answer 401."""
+    import yaml
+
+    doc = b.openapi({"/pets": {"get": {
+        **b.proxy_op(), "security": [{"key": []}]}}}, components={"securitySchemes": {
+            "key": {"type": "apiKey", "name": "x-api-key", "in": "header"}}})
+    (tmp_path / "http.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    cfg = b.gateway_config([{"id": "h", "type": "HTTP", "definition": "http.yaml"}])
+    cfg["plugins"] = {"enabled": ["access"]}
+    with pytest.raises(ConfigError) as info:
+        parse_settings(parse_config(cfg, "gateway.yaml", tmp_path))
+    assert info.value.file.endswith("http.yaml")
+    assert info.value.path == "paths./pets.get.security"
+    assert "apply to REST APIs only" in info.value.problem
