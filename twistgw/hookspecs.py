@@ -128,9 +128,10 @@ def authorize(ctx: Context) -> Allow | Deny | None:
     :may change: return ``Allow(principal)`` to name the caller (later hooks see it as
         ``ctx.principal``), ``Deny(error)`` to answer with ``error``'s gateway response.
         May return a Deferred or be ``async def``.
-    :builtin: none yet (API keys, authorizers, IAM and resource policies arrive as
-        builtin implementations in AWS's order).  An operation that requires
-        authorization that no implementation allowed is refused with 401.
+    :builtin: the access plugin, ``trylast``: API keys, usage plans and throttles
+        (authorizers, IAM and resource policies arrive as builtin implementations that
+        run before it, in AWS's order).  An operation that requires authorization that no
+        implementation allowed is refused with 401.
 
     .. versionadded:: 0.1
     """
