@@ -203,6 +203,16 @@ def _encode_pairs(pairs: Sequence[tuple[str, str]]) -> str:
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
 
 
+def _quote_path(value: str) -> str:
+    """Put ``value`` into a URL path: raw path values (latin-1 text of the bytes the
+    client sent) keep their bytes and their percent-encoding; other text is UTF-8."""
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8")
+    return quote(raw, safe=_PATH_SAFE)
+
+
 def integration_request(ctx: Context, request: IntegrationRequest, proxy: bool
                         ) -> IntegrationRequest:
     """The request after parameter mapping: URI placeholders filled, headers and query.
@@ -225,7 +235,7 @@ def integration_request(ctx: Context, request: IntegrationRequest, proxy: bool
     fill.update(path_values)
     uri = request.uri
     if "{" in uri:
-        uri = _PLACEHOLDER.sub(lambda m: quote(fill.get(m.group(1), ""), safe=_PATH_SAFE), uri)
+        uri = _PLACEHOLDER.sub(lambda m: _quote_path(fill.get(m.group(1), "")), uri)
     mapped = [(k, v) for k, v in mapped_headers if k.lower() not in _MAPPED_DROPPED]
     if proxy:
         names = {k.lower() for k, _ in mapped}

@@ -223,6 +223,14 @@ def test_url_placeholders_take_raw_path_values_and_encode_others() -> None:
     assert build_url(ctx, mapped, False) == "http://b/base/?fixed=1"
 
 
+def test_placeholder_values_keep_raw_bytes_and_encode_unicode_as_utf8() -> None:
+    uri = "http://b/{a}/{b}"
+    ctx = context({}, path_params={"a": "caf\xc3\xa9"}, parameters={
+        "integration.request.path.b": "'\u20ac'"})  # a: raw UTF-8 bytes as latin-1 text
+    mapped = integration_request(ctx, request(ctx, uri), True)
+    assert mapped.uri == "http://b/caf%C3%A9/%E2%82%AC"
+
+
 def test_http_keeps_what_earlier_map_request_impls_added() -> None:
     ctx = context({"X-Client": "c", "Content-Type": "text/plain"}, query="c=1",
                   integration_type="HTTP",
