@@ -382,3 +382,17 @@ def test_unknown_keys_create_no_state(make_harness: HarnessFactory, b: Builders)
         assert get(h, "/prod/pets", f"guess-{i:04d}-0123456789abcdef").status == 403
     assert (set(store.buckets), set(store.counters)) == (set(before[0]), set(before[1]))
 
+
+
+def test_http_api_stage_throttle(make_harness: HarnessFactory, b: Builders) -> None:
+    """HTTP APIs have stage/route throttles too, answered with their fixed body (§4.4)."""
+    apis = [{"id": "h", "type": "HTTP", "definition": "h.yaml"}]
+    doc = b.openapi({"/pets": {"get": b.proxy_op()}})
+    h = harness(make_harness, b, {"stage_throttles": [
+        {"api": "h", "stage": "$default", "methods": {"/pets/GET": {"rate": 1, "burst": 1}}}]},
+        apis=apis, definitions={"h.yaml": doc}, plugins=[("echo", b.echo())])
+    assert h.request("GET", "/pets").status == 200
+    response = h.request("GET", "/pets")
+    assert (response.status, response.body) == (429, TOO_MANY)
+    assert response.headers.get("apigw-requestid")
+    assert response.headers.get("x-amzn-ErrorType") is None

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from twistgw_access.periods import period_bounds
 from twistgw_access.settings import ACCOUNT_DEFAULT, Throttle, parse_settings
 from twistgw_access.store import AccessStore, MemoryStore
@@ -281,3 +284,25 @@ def test_api_keys_on_http_api_routes_are_refused(tmp_path: Path, b: Builders) ->
     assert info.value.file.endswith("http.yaml")
     assert info.value.path == "paths./pets.get.security"
     assert "apply to REST APIs only" in info.value.problem
+
+
+# -- the token bucket's promise, for any arrival pattern ----------------------------------------
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(rate=st.floats(min_value=0.0, max_value=100.0),
+       burst=st.integers(min_value=0, max_value=50),
+       gaps=st.lists(st.floats(min_value=0.0, max_value=2.0), min_size=1, max_size=200))
+def test_bucket_never_allows_more_than_burst_plus_refill(rate: float, burst: int,
+                                                         gaps: list[float]) -> None:
+    """Over any window, allowed requests <= burst + rate * elapsed (the AWS definition),
+    and a request is refused only when the bucket really is empty."""
+    store = MemoryStore()
+    now = 1000.0
+    allowed = 0
+    for gap in gaps:
+        now += gap
+        if sync(store.take_token("b", rate, burst, now)):
+            allowed += 1
+        else:
+            assert store.buckets["b"][0] < 1.0
+    assert allowed <= burst + rate * (now - 1000.0) + 1e-6
