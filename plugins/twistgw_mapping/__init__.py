@@ -151,22 +151,31 @@ def check_templates(route: Route) -> None:
 # last and rebuilt the response from the integration response.
 
 
-def _render(ctx: Context, compiled: Compiled, body: bytes, fin: Finish | None = None
-            ) -> bytes:
-    """Render a request or response template; failures are AWS's 500."""
-    if isinstance(compiled, bytes):
-        return compiled
-    overrides = ctx.stash.setdefault(OVERRIDES, Overrides())
+def _render(ctx: Context, source: str | None, body: bytes, phase: str,
+            fin: Finish | None = None) -> bytes:
+    """Render a request or response template; any failure is AWS's 500.
+
+    ``phase`` ("request" or "response") only words the log line.  A template that does
+    not parse reaches this point only under ``strict: false`` (the route check refused
+    it otherwise) and answers 500 like one that fails to render.
+    """
+    route = ctx.route
+    assert route is not None
     try:
+        compiled = _template(route, source)
+        if isinstance(compiled, bytes):
+            return compiled
+        overrides = ctx.stash.setdefault(OVERRIDES, Overrides())
         text = compiled.render(template_variables(ctx, body, overrides, fin))
     except TemplateLimitError as e:
-        log.error("({request_id}) Execution failed due to configuration error: mapping "
-                  "template exceeded a limit: {problem}", request_id=ctx.request_id,
-                  problem=str(e))
+        log.error("({request_id}) Execution failed due to configuration error: the "
+                  "{phase} mapping template exceeded a limit: {problem}",
+                  request_id=ctx.request_id, phase=phase, problem=str(e))
         raise ApiConfigurationError() from None
     except TemplateError as e:
         log.error("({request_id}) Execution failed due to configuration error: Unable to "
-                  "transform request: {problem}", request_id=ctx.request_id, problem=str(e))
+                  "transform {phase}: {problem}", request_id=ctx.request_id, phase=phase,
+                  problem=str(e))
         raise ApiConfigurationError() from None
     return text.encode("utf-8")
 
@@ -186,8 +195,7 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
         raise UnsupportedMediaType()
     if source is _PASS:
         return None
-    compiled = _template(route, source)
-    body = _render(ctx, compiled, request.body)
+    body = _render(ctx, source, request.body, "request")
     if OVERRIDES in ctx.stash:
         return _apply_request_overrides(ctx, integration, request, body, ctx.stash[OVERRIDES])
     return _with_body(request, body)
@@ -329,7 +337,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     template = memoize(route, ("mapping.template", id(chosen), accept),
                        lambda: _pick_template(chosen.response_templates, accept))
     if template:
-        body = _render(ctx, _template(route, template), integration_response.body, fin)
+        body = _render(ctx, template, integration_response.body, "response", fin)
     else:
         body = integration_response.body
     status = int(chosen.status_code)

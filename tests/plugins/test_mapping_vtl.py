@@ -14,10 +14,16 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 import twistgw_mapping
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twistgw_mapping.namespaces import escape_javascript, json_path, parse_json, url_encode
 
 from twistgw import ConfigError, IntegrationResponse, Registry, hookimpl
-from twistgw.models import Context, Headers, IntegrationRequest
+from twistgw.definition import Integration, IntegrationResponseConfig, Operation
+from twistgw.deployment import Route
+from twistgw.errors import ApiConfigurationError
+from twistgw.models import Context, Headers, IntegrationRequest, Response
+from twistgw.testing import make_context, make_inbound
 from twistgw.vtl import JsonList, to_text
 
 if TYPE_CHECKING:
@@ -503,3 +509,66 @@ def test_json_arrays_are_json_lists() -> None:
     assert isinstance(document["a"], JsonList)
     assert isinstance(document["a"][0], JsonList)
     assert to_text(document) == '{a=[[1],{"b":[2]}]}'
+
+
+def test_unparsable_template_is_a_500_when_not_strict(make_harness: HarnessFactory,
+                                                      b: Builders) -> None:
+    op = b.mock_op(responses={"default": {"statusCode": "200", "responseTemplates": {
+        "application/json": "#if($x)never closed"}}})
+    h = make_harness(b.openapi({"/x": {"get": op}}), config=b.gateway_config(strict=False))
+    assert any("missing #end" in w for w in h.gateway.deployment.warnings)
+    response = h.request("GET", "/prod/x")
+    assert (response.status, response.body) == (500, b'{"message": "Internal server error"}')
+
+
+# -- properties: no template or input crashes the plugin --------------------------------------
+
+_TEMPLATE_PIECES = st.sampled_from([
+    "$input.body", "$input.json('$')", "$input.path('$')", "$input.path('$.a')",
+    "$input.path('$..a')", "$input.path('$[0]')", "$input.params()", "$input.params('a')",
+    "$util.escapeJavaScript($input.body)", "$util.parseJson($input.body)",
+    "$util.urlEncode($input.body)", "$util.base64Decode($input.body)",
+    "$util.urlDecode($input.body)", "$context.requestId", "$context.identity",
+    "#set($context.responseOverride.status = ", "#set($context.requestOverride.header.X = ",
+    "#set($context.responseOverride.header.Y = ", "#set($context.requestOverride.path = ",
+    "$context.requestOverride.querystring.put('q', ", "#foreach($v in $input.path('$'))",
+    "#if(", "#end", ")", "$v", "1", "404", "'x'", '"$input.body"', "$stageVariables",
+    "#set($x = $input.path('$'))", "$x.keySet()", "$x.size()", "{", "}", "\n", " ",
+])
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(["a", "b", "statusCode"]), children, max_size=3),
+    max_leaves=10)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(_TEMPLATE_PIECES, max_size=12), document=_JSON,
+       raw=st.binary(max_size=40), use_raw=st.booleans())
+def test_random_templates_and_bodies_never_crash_the_plugin(
+        pieces: list[str], document: Any, raw: bytes, use_raw: bool) -> None:
+    source = "".join(pieces)
+    integration = Integration(type="HTTP", uri="http://x/", request_templates={
+        "application/json": source}, responses=(IntegrationResponseConfig(
+            selection_pattern=None, status_code="200",
+            response_templates={"application/json": source}),))
+    route = Route(api_id="a", operation=Operation(path="/x", method="POST",
+                                                  integration=integration),
+                  resource_id="r", timeout=29.0)
+    body = raw if use_raw else json.dumps(document).encode()
+    ctx = make_context(make_inbound("POST", "/prod/x?a=1", body=body,
+                                    headers={"Content-Type": "application/json"}),
+                       route=route, method="POST")
+    try:
+        request = twistgw_mapping.map_request(
+            ctx, IntegrationRequest(method="POST", uri="http://x/", body=body))
+        response = twistgw_mapping.map_response(
+            ctx, IntegrationResponse(status=200, body=body), Response())
+    except ApiConfigurationError:
+        return
+    assert request is not None and response is not None
+    assert 100 <= response.status <= 599
+    assert len(response.body) <= 10 * 1024 * 1024
