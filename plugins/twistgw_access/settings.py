@@ -13,6 +13,7 @@ kept: a config dump, a repr or a heap snapshot of the settings shows no key.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -170,8 +171,9 @@ class _Reader:
         raw = self.mapping(value, path, ("rate", "burst"), required=("rate", "burst"))
         rate = raw["rate"]
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0 \
-                or rate != rate:
-            raise self.fail(f"{path}.rate", "expected requests per second, a number >= 0")
+                or not math.isfinite(rate):
+            raise self.fail(f"{path}.rate", "expected requests per second, a finite number "
+                            ">= 0")
         burst = self.integer(raw["burst"], f"{path}.burst", 0)
         if account is not None:
             if rate > account.rate:

@@ -81,6 +81,8 @@ KEYS = [{"id": "k", "value": GOOD_KEY}]
      "access.usage_plans[0].throttle", "missing required key 'burst'"),
     ({"api_keys": KEYS, "usage_plans": [plan(throttle={"rate": -1, "burst": 1})]},
      "access.usage_plans[0].throttle.rate", ">= 0"),
+    ({"account_throttle": {"rate": float("inf"), "burst": 1}}, "access.account_throttle.rate",
+     "finite"),
     ({"api_keys": KEYS, "usage_plans": [plan(throttle={"rate": 1, "burst": 1.5})]},
      "access.usage_plans[0].throttle.burst", "whole number"),
     ({"api_keys": KEYS, "usage_plans": [plan(throttle={"rate": 20000, "burst": 1})]},
