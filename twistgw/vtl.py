@@ -14,9 +14,11 @@ behaviour layered on top:
 
 * ``None`` (Java ``null``) renders as nothing: AWS renders every reference quietly.
 * ``dict`` renders like ``java.util.Map.toString()``: ``{k=v, k2=v2}``.
-* ``list`` renders like ``java.util.List.toString()``: ``[a, b]``; :class:`JsonList`
-  (arrays that came from JSON: ``$input.path``, ``$util.parseJson``) renders as compact
-  JSON, as AWS's JSON library does.
+* A plain ``list`` is a JSON array (from ``$input.path``, ``$util.parseJson``) and renders
+  as compact JSON, as AWS's JSON library does; :class:`JavaList` (lists the template
+  builds: ``[a, b]`` literals, ``keySet()``, ``split()``) renders like
+  ``java.util.List.toString()``: ``[a, b]``.  (Plain lists for JSON, so a parsed body
+  needs no conversion pass.)
 * ``True``/``False`` render ``true``/``false``; floats like Java's ``Double.toString``.
 * Objects implementing :class:`VtlObject` (``$input``, ``$util``, ``$context``) answer
   property reads, method calls, index reads and assignments themselves.
@@ -41,7 +43,8 @@ from typing import Any, NoReturn
 import attrs
 
 __all__ = ["Template", "TemplateError", "TemplateSyntaxError", "TemplateRenderError",
-           "TemplateLimitError", "Limits", "JsonList", "VtlObject", "to_text", "to_json",
+           "TemplateLimitError", "Limits", "JsonList", "JavaList", "VtlObject", "to_text",
+           "to_json",
            "java_double", "MAX_TEMPLATE_BYTES", "FOREACH_LIMIT", "MISSING"]
 
 #: AWS's limit on the size of one mapping template (aws-apigw-spec.md §11).
@@ -98,7 +101,14 @@ DEFAULT_LIMITS = Limits()
 
 
 class JsonList(list[Any]):
-    """A list that came from JSON: renders as compact JSON (``[{"foo":"bar"}]``)."""
+    """A list that came from JSON: renders as compact JSON (``[{"foo":"bar"}]``), like
+    every plain ``list``; the name says so where it matters."""
+
+    __slots__ = ()
+
+
+class JavaList(list[Any]):
+    """A list built by the template: renders like a Java ``List`` (``[a, b]``)."""
 
     __slots__ = ()
 
@@ -194,14 +204,14 @@ def _java_str(value: Any, depth: int, limits: Limits) -> str:
         return str(value)
     if isinstance(value, float):
         return java_double(value)
-    if isinstance(value, JsonList):
+    if isinstance(value, JavaList) or isinstance(value, tuple):
+        return "[" + ", ".join(_java_str(v, depth + 1, limits) for v in value) + "]"
+    if isinstance(value, list):
         return to_json(value, depth, limits)
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_java_str(k, depth + 1, limits)}="
                                f"{_java_str(v, depth + 1, limits)}"
                                for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_java_str(v, depth + 1, limits) for v in value) + "]"
     if isinstance(value, VtlObject):
         return value.vtl_text()
     if isinstance(value, range):
@@ -348,12 +358,17 @@ class _Render:
         self.deadline = time.monotonic() + limits.max_seconds
 
     def write(self, text: str) -> None:
-        if text:
-            self.size += len(text)
-            if self.size > self.limits.max_output:
-                raise TemplateLimitError(
-                    f"template output exceeds {self.limits.max_output} characters")
-            self.out.append(text)
+        """Append a computed value, checking the output bound.  Static text is appended
+        by :class:`_Text` directly and checked on the next value, loop iteration or at
+        the end: between two checks it adds at most the template's own size."""
+        self.size += len(text)
+        if self.size > self.limits.max_output:
+            self.over()
+        self.out.append(text)
+
+    def over(self) -> NoReturn:
+        raise TemplateLimitError(f"template output exceeds {self.limits.max_output} "
+                                 "characters")
 
     def check_string(self, text: str) -> str:
         if len(text) > self.limits.max_output:
@@ -363,6 +378,8 @@ class _Render:
         return text
 
     def tick(self) -> None:
+        if self.size > self.limits.max_output:
+            self.over()
         if time.monotonic() > self.deadline:
             raise TemplateLimitError(
                 f"template rendering took longer than {self.limits.max_seconds} seconds")
@@ -388,13 +405,15 @@ def _render_all(nodes: Sequence[_Node], rc: _Render) -> None:
 
 
 class _Text(_Node):
-    __slots__ = ("text",)
+    __slots__ = ("size", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self.size = len(text)
 
     def render(self, rc: _Render) -> None:
-        rc.write(self.text)
+        rc.out.append(self.text)
+        rc.size += self.size
 
 
 class _Literal(_Expr):
@@ -420,6 +439,8 @@ class _Interpolated(_Expr):
         rc.out, rc.size = [], 0
         try:
             _render_all(self.nodes, rc)
+            if rc.size > rc.limits.max_output:
+                rc.over()
             return "".join(rc.out)
         finally:
             rc.out, rc.size = saved_out, saved_size
@@ -432,7 +453,7 @@ class _ListExpr(_Expr):
         self.items = items
 
     def eval(self, rc: _Render) -> Any:
-        return [item.eval(rc) for item in self.items]
+        return JavaList([item.eval(rc) for item in self.items])
 
 
 class _RangeExpr(_Expr):
@@ -454,7 +475,7 @@ class _RangeExpr(_Expr):
         if abs(b - a) + 1 > rc.limits.max_range:
             raise TemplateLimitError(f"range [{a}..{b}] has more than "
                                      f"{rc.limits.max_range} elements")
-        return list(range(a, b + 1) if a <= b else range(a, b - 1, -1))
+        return JavaList(range(a, b + 1) if a <= b else range(a, b - 1, -1))
 
 
 def _parse_int(text: str) -> int | None:
@@ -534,11 +555,19 @@ class _Ref(_Expr):
 
     def eval(self, rc: _Render) -> Any:
         value = rc.vars.get(self.name)
+        if not self.steps:
+            return value
         for kind, name, arg in self.steps:
             if value is None:
                 return None
             if kind == _PROP:
-                value = get_property(value, name)
+                # the common cases first, without a call: a map's key, an AWS object
+                if type(value) is dict:
+                    value = value.get(name)
+                elif isinstance(value, VtlObject):
+                    value = value.vtl_get(name)
+                else:
+                    value = get_property(value, name)
             elif kind == _CALL:
                 value = call_method(value, name, [a.eval(rc) for a in arg], rc)
             else:
@@ -578,7 +607,11 @@ class _Output(_Node):
         value = self.ref.eval(rc)
         if value is None:
             return
-        rc.write(value if isinstance(value, str) else to_text(value, 0, rc.limits))
+        text = value if type(value) is str else to_text(value, 0, rc.limits)
+        rc.size += len(text)
+        if rc.size > rc.limits.max_output:
+            rc.over()
+        rc.out.append(text)
 
 
 class _Set(_Node):
@@ -606,7 +639,8 @@ class _If(_Node):
     def render(self, rc: _Render) -> None:
         for condition, body in self.branches:
             if _truthy(condition.eval(rc)):
-                _render_all(body, rc)
+                for node in body:
+                    node.render(rc)
                 return
         if self.otherwise is not None:
             _render_all(self.otherwise, rc)
@@ -662,6 +696,7 @@ class _Foreach(_Node):
                  if k in variables}
         state = _ForeachState(len(items))
         variables["foreach"] = state
+        body = self.body
         try:
             for index, item in enumerate(items):
                 rc.tick()
@@ -672,7 +707,8 @@ class _Foreach(_Node):
                 else:
                     variables[self.var] = item
                 try:
-                    _render_all(self.body, rc)
+                    for node in body:
+                        node.render(rc)
                 except _Break:
                     break
         finally:
@@ -770,7 +806,7 @@ def _java_split(text: str, pattern: Any, limit: int = 0) -> list[str]:
     if limit == 0:
         while parts and parts[-1] == "":
             parts.pop()
-    return parts if text else [""]
+    return JavaList(parts if text else [""])
 
 
 def _int_arg(args: list[Any], i: int) -> int:
@@ -892,11 +928,11 @@ def _map_method(m: dict[Any, Any], name: str, args: list[Any], rc: _Render) -> A
         return m.get(args[0], args[1])
     if n == 0:
         if name == "keySet":
-            return list(m.keys())
+            return JavaList(m.keys())
         if name == "values":
-            return list(m.values())
+            return JavaList(m.values())
         if name == "entrySet":
-            return [_Entry(k, v) for k, v in m.items()]
+            return JavaList(_Entry(k, v) for k, v in m.items())
         if name == "size":
             return len(m)
         if name == "isEmpty":
@@ -1609,9 +1645,12 @@ class Template:
         """
         rc = _Render(dict(variables), limits)
         try:
-            _render_all(self.nodes, rc)
-        except (_Stop, _Break):
-            pass
+            try:
+                _render_all(self.nodes, rc)
+            except (_Stop, _Break):
+                pass
+            if rc.size > limits.max_output:
+                rc.over()
         except TemplateError:
             raise
         except RecursionError:

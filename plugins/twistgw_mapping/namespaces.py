@@ -34,32 +34,14 @@ __all__ = ["Overrides", "InputObject", "UtilObject", "ContextObject", "UTIL",
            "url_encode"]
 
 
-def _java_values(value: Any) -> Any:
-    """JSON arrays as :class:`JsonList` (iteratively: bodies can nest deeply)."""
-    if not isinstance(value, (dict, list)):
-        return value
-    root = JsonList(value) if isinstance(value, list) else value
-    stack: list[Any] = [root]
-    while stack:
-        node = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, child in list(items):
-            if isinstance(child, list):
-                child = JsonList(child)
-                node[key] = child
-                stack.append(child)
-            elif isinstance(child, dict):
-                stack.append(child)
-    return root
-
-
 def parse_json(text: str) -> Any:
-    """JSON as the Java objects AWS gives templates.
+    """JSON as the Java objects AWS gives templates (objects are maps; arrays plain
+    lists, which :mod:`twistgw.vtl` renders as JSON).
 
     :raises TemplateRenderError: not JSON (or nested beyond Python's parser).
     """
     try:
-        return _java_values(json.loads(text))
+        return json.loads(text)
     except (ValueError, RecursionError) as e:
         raise TemplateRenderError(f"invalid JSON: {str(e)[:200]}") from None
 
@@ -246,24 +228,23 @@ _JS_ESCAPES = {"'": "\\'", '"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b",
                "\n": "\\n", "\t": "\\t", "\f": "\\f", "\r": "\\r"}
 
 
+_JS_TABLE = str.maketrans(_JS_ESCAPES)
+_JS_OTHER = re.compile(r"[^\x20-\x7e]")
+
+
+def _js_unicode(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04X}\\u{0xDC00 + (code & 0x3FF):04X}"
+    return f"\\u{code:04X}"
+
+
 def escape_javascript(text: str) -> str:
     """``StringEscapeUtils.escapeJavaScript`` (commons-lang 2): quotes, backslash and
     ``/`` escaped, control and non-ASCII characters as upper-case ``\\uXXXX`` (UTF-16)."""
-    out: list[str] = []
-    for ch in text:
-        escaped = _JS_ESCAPES.get(ch)
-        if escaped is not None:
-            out.append(escaped)
-            continue
-        code = ord(ch)
-        if 32 <= code < 0x7F:
-            out.append(ch)
-        elif code > 0xFFFF:
-            code -= 0x10000
-            out.append(f"\\u{0xD800 + (code >> 10):04X}\\u{0xDC00 + (code & 0x3FF):04X}")
-        else:
-            out.append(f"\\u{code:04X}")
-    return "".join(out)
+    escaped = text.translate(_JS_TABLE)
+    return _JS_OTHER.sub(_js_unicode, escaped)
 
 
 def url_encode(text: str) -> str:
@@ -328,6 +309,11 @@ _PREFIXES = frozenset(
 ) | {"authorizer", "authorizer.claims"}
 
 
+#: ``$context`` name -> its getter, :data:`_BRANCH` for a partial name, ``None`` if unknown.
+_GETTER_CACHE: dict[str, Any] = {}
+_BRANCH: Any = object()
+
+
 class _ContextBranch(VtlObject):
     """A partial ``$context`` name (``$context.identity``) awaiting its next part."""
 
@@ -354,11 +340,15 @@ class ContextObject(VtlObject):
 
     def lookup(self, name: str) -> Any:
         """The value of ``$context.<name>``; a branch object for a partial name."""
-        if name in _PREFIXES:
-            return _ContextBranch(self, name)
-        getter = getter_for(name)
+        getter = _GETTER_CACHE.get(name, MISSING)
+        if getter is MISSING:
+            getter = _BRANCH if name in _PREFIXES else getter_for(name)
+            if len(_GETTER_CACHE) < 4096:
+                _GETTER_CACHE[name] = getter
         if getter is None:
             return None
+        if getter is _BRANCH:
+            return _ContextBranch(self, name)
         value = getter(self.ctx, self.fin)
         if isinstance(value, (dict, list)) or value is None or isinstance(
                 value, (str, int, float)):

@@ -24,7 +24,7 @@ from twistgw.deployment import Route
 from twistgw.errors import ApiConfigurationError
 from twistgw.models import Context, Headers, IntegrationRequest, Response
 from twistgw.testing import make_context, make_inbound
-from twistgw.vtl import JsonList, to_text
+from twistgw.vtl import JavaList, JsonList, to_text
 
 if TYPE_CHECKING:
     from conftest import Builders, HarnessFactory, LogCapture
@@ -504,11 +504,11 @@ def test_json_path(path: str, expected: Any) -> None:
     assert json_path(document, path) == expected
 
 
-def test_json_arrays_are_json_lists() -> None:
+def test_json_arrays_render_as_json_and_template_lists_as_java() -> None:
     document = parse_json('{"a": [[1], {"b": [2]}]}')
-    assert isinstance(document["a"], JsonList)
-    assert isinstance(document["a"][0], JsonList)
     assert to_text(document) == '{a=[[1],{"b":[2]}]}'
+    assert to_text(json_path(document, "$.a[*]")) == '[[1],{"b":[2]}]'
+    assert to_text(JavaList(["x", JsonList([1, 2])])) == "[x, [1,2]]"
 
 
 def test_unparsable_template_is_a_500_when_not_strict(make_harness: HarnessFactory,
