@@ -14,8 +14,9 @@ Order (aws-apigw-spec.md §A.2 step 6, §5.1-§5.3 and fact 19), first refusal w
    stage limits per method) → THROTTLED.  Applies to every request, with or without a key.
 5. The account bucket (10,000 rps, burst 5,000 by default) → THROTTLED.
 
-A request refused at one step has already taken its tokens (and quota count) at the
-earlier ones, as AWS's best-effort limits do; a refused request is never counted later.
+A request refused at one step keeps what it took at the earlier ones (tokens, and its
+quota count when the stage or account throttle refuses it), as AWS's best-effort limits
+do; it takes nothing from the later ones.
 
 The key value is hashed (SHA-256) and looked up by digest; the digest found is compared
 again with :func:`hmac.compare_digest`, so nothing on this path compares a raw secret
@@ -26,7 +27,7 @@ routes, never for a value a client made up.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -40,7 +41,8 @@ from .settings import AccessSettings, ApiKey, PlanStage, Throttle, UsagePlan, ke
 
 if TYPE_CHECKING:
     from twistgw import Context
-    from twistgw.deployment import Route
+    from twistgw.definition import SecurityScheme
+    from twistgw.deployment import ApiDeployment, Route
 
     from .store import AccessStore
 
@@ -51,10 +53,13 @@ log = Logger(namespace="twistgw_access")
 _MAX_KEY_CHARS = 128
 
 
-def requires_api_key(route: Route, api_schemes: Any) -> bool:
+def requires_api_key(route: Route, schemes: Mapping[str, SecurityScheme]) -> bool:
     """True when the route's operation names an ``x-api-key`` scheme in ``security``."""
-    return any(getattr(api_schemes.get(req.scheme), "kind", None) == "api_key"
-               for req in route.operation.security)
+    for req in route.operation.security:
+        scheme = schemes.get(req.scheme)
+        if scheme is not None and scheme.kind == "api_key":
+            return True
+    return False
 
 
 @attrs.frozen
@@ -112,7 +117,7 @@ class AccessControl:
                                       lambda: self._compute_policy(route, api, stage.name))
         return policy
 
-    def _compute_policy(self, route: Route, api: Any, stage: str) -> RoutePolicy:
+    def _compute_policy(self, route: Route, api: ApiDeployment, stage: str) -> RoutePolicy:
         op = route.operation
         method_key = f"{op.path}/{op.method}"
         requires_key = not api.is_http and requires_api_key(
