@@ -68,28 +68,45 @@ _state = _State()
 
 
 def _is_lambda_route(route: Route) -> bool:
+    """Route filter: Lambda routes only; also where unknown function names are refused.
+
+    Route filters run once per route while the deployment is built, right after
+    ``configure``, which is the one moment the plugin sees both the ``functions:`` it
+    checked and every integration URI.  Under ``strict: false`` the refusal becomes a
+    warning and the route answers 500 at request time.
+    """
     integration = route.integration
     if integration is None or integration.type != "AWS_PROXY":
         return False
     uri = integration.uri
     checking = _state.checking
     if checking is not None and "${" not in uri:
-        config, functions = checking
-        file, _, where = route.operation.where.rpartition(": ")
-        where = f"{where}.x-amazon-apigateway-integration.uri"
-        ref = parse_function_uri(uri)
-        if ref is None:
-            raise ConfigError(file or config.source, where,
-                              f"{uri!r} is not a Lambda function URI; write arn:aws:apigateway:"
-                              "{region}:lambda:path/2015-03-31/functions/arn:aws:lambda:"
-                              "{region}:{account}:function:{Name}/invocations")
-        if ref.name not in functions:
-            known = ", ".join(sorted(functions)) or "none"
-            raise ConfigError(file or config.source, where,
-                              f"the function {ref.name!r} is not declared under functions: "
-                              f"in {config.source} (declared: {known}); add "
-                              f"functions.{ref.name} or fix the name")
+        try:
+            _check_uri(route, uri, *checking)
+        except ConfigError as e:
+            if checking[0].strict:
+                raise
+            log.warn("{error} (strict is false: the route answers 500)", error=str(e))
     return True
+
+
+def _check_uri(route: Route, uri: str, config: GatewayConfig,
+               functions: dict[str, FunctionConfig]) -> None:
+    """Refuse a URI that is not a Lambda URI or names an undeclared function."""
+    file, _, where = route.operation.where.rpartition(": ")
+    where = f"{where}.x-amazon-apigateway-integration.uri"
+    ref = parse_function_uri(uri)
+    if ref is None:
+        raise ConfigError(file or config.source, where,
+                          f"{uri!r} is not a Lambda function URI; write arn:aws:apigateway:"
+                          "{region}:lambda:path/2015-03-31/functions/arn:aws:lambda:"
+                          "{region}:{account}:function:{Name}/invocations")
+    if ref.name not in functions:
+        known = ", ".join(sorted(functions)) or "none"
+        raise ConfigError(file or config.source, where,
+                          f"the function {ref.name!r} is not declared under functions: "
+                          f"in {config.source} (declared: {known}); add "
+                          f"functions.{ref.name} or fix the name")
 
 
 @hookimpl

@@ -220,7 +220,7 @@ class Worker:
         self.transport: Any = None
         self.started_at = time.monotonic()
         self.invocations = 0
-        self.last: Invocation | None = None
+        self.last_id = "-"  # an id, not the invocation: its payload may be 6 MB
         self._window = 0.0
         self._lines = 0
         self._dropped = 0
@@ -289,7 +289,7 @@ class Worker:
         self.pending_next = None
         self.state = "busy"
         self.current = inv
-        self.last = inv
+        self.last_id = inv.id
         self.invocations += 1
         deadline_ms = int((time.time() + inv.timeout) * 1000)
         request.setResponseCode(200)
@@ -400,9 +400,8 @@ class Worker:
                 self.pool.reactor.callLater(1.0, self._flush_dropped)
             self._dropped += 1
             return
-        current = self.current or self.last
         log.info("lambda {function} [{request_id}] {line}", function=self.pool.config.name,
-                 request_id=current.id if current is not None else "-",
+                 request_id=self.current.id if self.current is not None else self.last_id,
                  line=line.decode("utf-8", "replace").rstrip("\r"))
 
     def _flush_dropped(self) -> None:

@@ -16,7 +16,8 @@ ARN = ("arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
 
 
 def build(tmp_path: Path, functions: Any, uri: str | None = None,
-          plugins: tuple[str, ...] = ("mock", "mapping", "lambda")) -> GatewayHarness:
+          plugins: tuple[str, ...] = ("mock", "mapping", "lambda"),
+          **top: Any) -> GatewayHarness:
     (tmp_path / "src").mkdir(exist_ok=True)
     definition = {"openapi": "3.0.1", "info": {"title": "t", "version": "1"}, "paths": {
         "/x": {"get": {"responses": {"200": {"description": "ok"}},
@@ -30,6 +31,7 @@ def build(tmp_path: Path, functions: Any, uri: str | None = None,
         "functions": functions,
         "plugins": {"enabled": list(plugins)},
         "access_log": False,
+        **top,
     }
     return GatewayHarness(config, definitions={"api.yaml": definition})
 
@@ -86,6 +88,12 @@ def test_unknown_function_name_is_a_load_time_error(tmp_path: Path) -> None:
     assert info.value.path == "paths./x.get.x-amazon-apigateway-integration.uri"
     assert "'Missing' is not declared under functions:" in info.value.problem
     assert "add functions.Missing" in info.value.problem
+
+
+def test_unknown_function_under_strict_false_loads_and_answers_500(tmp_path: Path) -> None:
+    h = build(tmp_path, good(), uri=ARN.format(name="Missing"), strict=False)
+    response = h.request("GET", "/prod/x")
+    assert (response.status, response.body) == (500, b'{"message": "Internal server error"}')
 
 
 def test_a_non_lambda_uri_is_a_load_time_error(tmp_path: Path) -> None:
