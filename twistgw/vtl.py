@@ -377,6 +377,16 @@ class _Render:
                 "characters")
         return text
 
+    def nested(self) -> _Render:
+        """A render sharing variables, limits and deadline, with its own output."""
+        sub = _Render.__new__(_Render)
+        sub.vars = self.vars
+        sub.out = []
+        sub.size = 0
+        sub.limits = self.limits
+        sub.deadline = self.deadline
+        return sub
+
     def tick(self) -> None:
         if self.size > self.limits.max_output:
             self.over()
@@ -1613,6 +1623,254 @@ class _Parser:
         return _Interpolated(nodes)
 
 
+# -- compiling the tree to Python -------------------------------------------------------------
+#
+# Walking the tree costs a method call and several attribute reads per node; for the
+# request path the tree is translated once into Python source (one function per template,
+# one per interpolated string) that calls the same helpers as the interpreter above.  The
+# interpreter stays: it is the fallback when the generated code would exceed Python's own
+# nesting limits, and the reference the tests compare the compiled form against.
+
+
+def _h_prop(value: Any, name: str) -> Any:
+    if value is None:
+        return None
+    if type(value) is dict:
+        return value.get(name)
+    if isinstance(value, VtlObject):
+        return value.vtl_get(name)
+    return get_property(value, name)
+
+
+def _h_call(value: Any, name: str, args: Any, rc: _Render) -> Any:
+    if value is None:
+        return None
+    return call_method(value, name, args() if callable(args) else args, rc)
+
+
+def _h_index(value: Any, key: Any) -> Any:
+    if value is None:
+        return None
+    return get_index(value, key() if callable(key) else key)
+
+
+def _h_text(value: Any, rc: _Render) -> str:
+    return value if type(value) is str else to_text(value, 0, rc.limits)
+
+
+def _h_foreach_enter(variables: dict[str, Any], var: str, items: list[Any], limit: int
+                     ) -> tuple[list[Any], _ForeachState, dict[str, Any]]:
+    if len(items) > limit:
+        items = items[:limit]
+    saved = {k: variables[k] for k in (var, "foreach", "velocityCount") if k in variables}
+    state = _ForeachState(len(items))
+    variables["foreach"] = state
+    return items, state, saved
+
+
+def _h_foreach_exit(variables: dict[str, Any], var: str, saved: dict[str, Any]) -> None:
+    for key in (var, "foreach", "velocityCount"):
+        if key in saved:
+            variables[key] = saved[key]
+        else:
+            variables.pop(key, None)
+
+
+def _h_string(function: Callable[[_Render, dict[str, Any]], None], rc: _Render) -> str:
+    """An interpolated string: its function renders into a fresh buffer."""
+    sub = rc.nested()
+    function(sub, rc.vars)
+    return "".join(sub.out)
+
+
+def _h_late(rc: _Render) -> NoReturn:
+    raise TemplateLimitError(
+        f"template rendering took longer than {rc.limits.max_seconds} seconds")
+
+
+_HELPERS: dict[str, Any] = {
+    "_S": _h_string,
+    "_P": _h_prop, "_C": _h_call, "_I": _h_index, "_TX": _h_text, "_T": _truthy,
+    "_EQ": _equals, "_CMP": _compare, "_AR": _arith,
+    "_JL": JavaList, "_IT": _iterable, "_FE": _h_foreach_enter, "_FX": _h_foreach_exit,
+    "_BR": _Break, "_ST": _Stop, "_LATE": _h_late, "_MONO": time.monotonic,
+}
+
+
+def _is_pure(expr: _Expr) -> bool:
+    """No side effects and cheap: safe to evaluate even when the target is null."""
+    if isinstance(expr, _Literal):
+        return True
+    if isinstance(expr, _Ref):
+        return all(kind == _PROP for kind, _n, _a in expr.steps)
+    return False
+
+
+class _Compiler:
+    def __init__(self) -> None:
+        self.consts: list[Any] = []
+        self.functions: list[str] = []
+        self.counter = 0
+
+    def const(self, value: Any) -> str:
+        self.consts.append(value)
+        return f"K[{len(self.consts) - 1}]"
+
+    def new(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def function(self, nodes: Sequence[_Node]) -> str:
+        name = self.new("_f")
+        lines = [f"def {name}(rc, V):",
+                 " out = rc.out; A = out.append; size = rc.size",
+                 " MAX = rc.limits.max_output; DL = rc.deadline",
+                 " LIMIT = rc.limits.foreach_limit",
+                 " try:"]
+        self.block(nodes, lines, 2)
+        lines += ["  pass",
+                  " finally:",
+                  "  rc.size = size",
+                  " if size > MAX: rc.over()"]
+        self.functions.append("\n".join(lines))
+        return name
+
+    def block(self, nodes: Sequence[_Node], lines: list[str], depth: int) -> None:
+        pad = " " * depth
+        for node in nodes:
+            if isinstance(node, _Text):
+                lines.append(f"{pad}A({self.const(node.text)}); size += {node.size}")
+            elif isinstance(node, _Output):
+                v = self.new("v")
+                lines.append(f"{pad}{v} = {self.expr(node.ref)}")
+                lines.append(f"{pad}if {v} is not None:")
+                lines.append(f"{pad} if type({v}) is not str: {v} = _TX({v}, rc)")
+                lines.append(f"{pad} size += len({v})")
+                lines.append(f"{pad} if size > MAX: rc.size = size; rc.over()")
+                lines.append(f"{pad} A({v})")
+            elif isinstance(node, _Set):
+                v = self.new("v")
+                lines.append(f"{pad}{v} = {self.expr(node.value)}")
+                if node.target.steps:
+                    lines.append(f"{pad}if {v} is not None: "
+                                 f"{self.const(node.target)}.assign(rc, {v})")
+                else:
+                    lines.append(f"{pad}if {v} is not None: "
+                                 f"V[{node.target.name!r}] = {v}")
+            elif isinstance(node, _If):
+                for i, (condition, body) in enumerate(node.branches):
+                    keyword = "if" if i == 0 else "elif"
+                    lines.append(f"{pad}{keyword} _T({self.expr(condition)}):")
+                    self.block(body, lines, depth + 1)
+                    lines.append(f"{pad} pass")
+                if node.otherwise is not None:
+                    lines.append(f"{pad}else:")
+                    self.block(node.otherwise, lines, depth + 1)
+                    lines.append(f"{pad} pass")
+            elif isinstance(node, _Foreach):
+                items, state, saved, index, item = (self.new(n) for n in
+                                                    ("items", "st", "sv", "i", "x"))
+                var = repr(node.var)
+                lines.append(f"{pad}{items} = _IT({self.expr(node.iterable)})")
+                lines.append(f"{pad}if {items} is not None:")
+                lines.append(f"{pad} {items}, {state}, {saved} = "
+                             f"_FE(V, {var}, {items}, LIMIT)")
+                lines.append(f"{pad} try:")
+                lines.append(f"{pad}  for {index}, {item} in enumerate({items}):")
+                inner = pad + "   "
+                lines.append(f"{inner}if size > MAX: rc.size = size; rc.over()")
+                lines.append(f"{inner}if _MONO() > DL: _LATE(rc)")
+                lines.append(f"{inner}{state}.index = {index}; "
+                             f"V['velocityCount'] = {index} + 1")
+                lines.append(f"{inner}if {item} is None: V.pop({var}, None)")
+                lines.append(f"{inner}else: V[{var}] = {item}")
+                # always: a #break may also come from an interpolated string
+                lines.append(f"{inner}try:")
+                self.block(node.body, lines, depth + 4)
+                lines.append(f"{inner} pass")
+                lines.append(f"{inner}except _BR:")
+                lines.append(f"{inner} break")
+                lines.append(f"{pad} finally:")
+                lines.append(f"{pad}  _FX(V, {var}, {saved})")
+            elif isinstance(node, _Control):
+                error = "_BR" if node.kind == "break" else "_ST"
+                lines.append(f"{pad}rc.size = size; raise {error}()")
+            else:
+                raise TypeError(f"cannot compile {type(node).__name__}")
+
+    def expr(self, e: _Expr) -> str:
+        if isinstance(e, _Literal):
+            value = e.value
+            if value is None or isinstance(value, (bool, str)) or (
+                    isinstance(value, int)):
+                return repr(value)
+            return self.const(value)
+        if isinstance(e, _Ref):
+            code = f"V.get({e.name!r})"
+            for kind, name, arg in e.steps:
+                if kind == _PROP:
+                    # a map's key without a call; anything else through the helper
+                    t = self.new("t")
+                    code = (f"({t}.get({name!r}) if type({t} := {code}) is dict "
+                            f"else _P({t}, {name!r}))")
+                elif kind == _CALL:
+                    args = "[" + ", ".join(self.expr(a) for a in arg) + "]"
+                    if not all(_is_pure(a) for a in arg):
+                        args = f"(lambda: {args})"
+                    code = f"_C({code}, {name!r}, {args}, rc)"
+                else:
+                    key = self.expr(arg)
+                    if not _is_pure(arg):
+                        key = f"(lambda: {key})"
+                    code = f"_I({code}, {key})"
+            return code
+        if isinstance(e, _Interpolated):
+            return f"_S({self.function(e.nodes)}, rc)"
+        if isinstance(e, _ListExpr):
+            return "_JL([" + ", ".join(self.expr(i) for i in e.items) + "])"
+        if isinstance(e, _MapExpr):
+            return "{" + ", ".join(f"{self.expr(k)}: {self.expr(v)}"
+                                   for k, v in e.items) + "}"
+        if isinstance(e, _Not):
+            return f"(not _T({self.expr(e.operand)}))"
+        if isinstance(e, _Binary):
+            left, right = self.expr(e.left), self.expr(e.right)
+            if e.op == "&&":
+                return f"(_T({left}) and _T({right}))"
+            if e.op == "||":
+                return f"(_T({left}) or _T({right}))"
+            if e.op == "==":
+                return f"_EQ({left}, {right})"
+            if e.op == "!=":
+                return f"(not _EQ({left}, {right}))"
+            if e.op in ("<", ">", "<=", ">="):
+                return f"_CMP({e.op!r}, {left}, {right})"
+            return f"_AR({e.op!r}, {left}, {right}, rc)"
+        # ranges, negation and anything rare: evaluate through the tree node
+        return f"{self.const(e)}.eval(rc)"
+
+
+def _compile_tree(nodes: Sequence[_Node]) -> Callable[[_Render, dict[str, Any]], None] | None:
+    """The template as a Python function, or ``None`` when Python cannot compile it
+    (nesting beyond its static-block limit): the interpreter then renders it.
+
+    No template text reaches the generated source as code: names, method names and
+    string keys go in through ``repr`` of identifiers, every other value through the
+    constant table ``K``.
+    """
+    compiler = _Compiler()
+    try:
+        main = compiler.function(nodes)
+        source = "\n\n".join(compiler.functions)
+        namespace: dict[str, Any] = dict(_HELPERS)
+        namespace["K"] = compiler.consts
+        exec(compile(source, "<vtl template>", "exec"), namespace)
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
+        return None
+    function: Callable[[_Render, dict[str, Any]], None] = namespace[main]
+    return function
+
+
 # -- the public API ----------------------------------------------------------------------------
 
 
@@ -1623,9 +1881,10 @@ class Template:
         :data:`MAX_TEMPLATE_BYTES`.
     """
 
-    __slots__ = ("nodes", "source")
+    __slots__ = ("_function", "nodes", "source")
 
-    def __init__(self, source: str, *, max_bytes: int = MAX_TEMPLATE_BYTES) -> None:
+    def __init__(self, source: str, *, max_bytes: int = MAX_TEMPLATE_BYTES,
+                 compiled: bool = True) -> None:
         if len(source.encode("utf-8")) > max_bytes:
             raise TemplateSyntaxError(
                 f"the template is larger than {max_bytes // 1024} KB (API Gateway's limit)")
@@ -1636,6 +1895,12 @@ class Template:
         except RecursionError:
             raise TemplateSyntaxError("template nests too deeply", source,
                                       parser.pos) from None
+        self._function = _compile_tree(self.nodes) if compiled else None
+
+    @property
+    def is_compiled(self) -> bool:
+        """True when rendering runs generated Python rather than the tree interpreter."""
+        return self._function is not None
 
     def render(self, variables: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> str:
         """Render with ``variables`` as the top-level names (``#set`` adds to a copy).
@@ -1646,7 +1911,10 @@ class Template:
         rc = _Render(dict(variables), limits)
         try:
             try:
-                _render_all(self.nodes, rc)
+                if self._function is not None:
+                    self._function(rc, rc.vars)
+                else:
+                    _render_all(self.nodes, rc)
             except (_Stop, _Break):
                 pass
             if rc.size > limits.max_output:

@@ -344,3 +344,42 @@ def test_arbitrary_text_never_crashes(source: str) -> None:
     except TemplateError:
         return
     assert len(out) <= 10_000
+
+
+# -- the compiled form renders exactly like the tree interpreter ----------------------------
+
+
+def _outcome(template: Template, variables: dict[str, Any]) -> tuple[str, str]:
+    try:
+        return ("ok", template.render(variables, Limits(max_output=20_000, max_seconds=2.0,
+                                                        max_range=1000)))
+    except TemplateLimitError as e:
+        return ("limit", type(e).__name__)
+    except TemplateError as e:
+        return ("error", str(e))
+
+
+def _fresh() -> dict[str, Any]:
+    return {"x": {"a": [1, {"b": "c"}], "s": "text"}, "s": "Hello, World",
+            "m": {"a": 1}, "l": JsonList([1, "two", None])}
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces=st.lists(_PIECES, max_size=40))
+def test_compiled_templates_match_the_interpreter(pieces: list[str]) -> None:
+    source = "".join(pieces)
+    try:
+        compiled = Template(source)
+    except TemplateSyntaxError:
+        return
+    interpreted = Template(source, compiled=False)
+    assert compiled.is_compiled
+    assert _outcome(compiled, _fresh()) == _outcome(interpreted, _fresh())
+
+
+def test_deep_templates_fall_back_to_the_interpreter() -> None:
+    """Python refuses more than 20 nested loops; such a template is interpreted."""
+    source = "#foreach($i in [1])" * 30 + "x" + "#end" * 30
+    template = Template(source)
+    assert not template.is_compiled
+    assert template.render({}) == "x"
