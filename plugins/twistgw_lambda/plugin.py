@@ -125,13 +125,14 @@ def configure(config: GatewayConfig) -> None:
 
 
 @hookimpl
-def startup(gateway: Gateway) -> None:
-    """Start the pools (and their ``min_workers``) of the gateway's functions."""
+def startup(gateway: Gateway) -> Any:
+    """Start the pools of the gateway's functions; listeners open once ``min_workers``
+    finished init (bounded by Lambda's 10 s init limit)."""
     config = gateway.config
     functions = parse_functions(config.functions, config.source, Path(config.base_dir))
     runtime = LambdaRuntime(functions, gateway.reactor)
     _state.runtimes[id(config)] = (config, runtime)
-    runtime.start()
+    return runtime.start()
 
 
 @hookimpl

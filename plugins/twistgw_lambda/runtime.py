@@ -121,6 +121,13 @@ class _BoundedRequest(server.Request):
     too_large = False
     _received = 0
 
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # Twisted parses a Content-Type with the email package to look for form bodies,
+        # which cost more than the rest of handling a /response; Runtime API bodies are
+        # never forms, so the header is not needed.
+        self.requestHeaders.removeHeader(b"content-type")
+        super().requestReceived(command, path, version)
+
     def handleContentChunk(self, data: bytes) -> None:
         self._received += len(data)
         if self._received > MAX_PAYLOAD_BYTES + 65536:
@@ -225,6 +232,8 @@ class Worker:
         self._lines = 0
         self._dropped = 0
         self._nodelay = False
+        #: Fires (with None) when init ends: the first /next, or the process is gone.
+        self.initialized: defer.Deferred[None] = defer.Deferred()
 
     @property
     def tag(self) -> str:
@@ -261,6 +270,8 @@ class Worker:
         if self.state == "starting":
             self._cancel_timer()
             self.pool.broken = False
+            if not self.initialized.called:
+                self.initialized.callback(None)
             log.info("lambda {function}: worker #{n} ready (init {ms} ms)",
                      function=self.pool.config.name, n=self.number,
                      ms=int((time.monotonic() - self.started_at) * 1000))
@@ -413,6 +424,8 @@ class Worker:
 
     def exited(self, code: int | None, sig: int | None) -> None:
         self._flush_dropped()
+        if not self.initialized.called:
+            self.initialized.callback(None)
         was = self.state
         self.state = "dead"
         self._cancel_timer()
@@ -567,12 +580,14 @@ class FunctionPool:
             inv = self.queue.popleft()
             inv.finish(InvokeResult(inv.id, payload, "Unhandled"))
 
-    def keep_warm(self) -> None:
-        """Start workers until ``min_workers`` are alive."""
+    def keep_warm(self) -> list[defer.Deferred[None]]:
+        """Start workers until ``min_workers`` are alive; their init-done Deferreds."""
         alive = sum(1 for w in self.workers if w.state != "dead")
+        started: list[defer.Deferred[None]] = []
         while not self.closing and alive < self.config.min_workers:
-            self.spawn()
+            started.append(self.spawn().initialized)
             alive += 1
+        return started
 
     def stop(self, grace: float = 2.0) -> defer.Deferred[None]:
         """Terminate every worker (SIGTERM, then SIGKILL after ``grace``)."""
@@ -603,9 +618,15 @@ class LambdaRuntime:
         self.pools = {name: FunctionPool(cfg, reactor, region)
                       for name, cfg in functions.items()}
 
-    def start(self) -> None:
-        for pool in self.pools.values():
-            pool.keep_warm()
+    def start(self) -> defer.Deferred[Any]:
+        """Start every pool's ``min_workers``; fires when their init is over.
+
+        The gateway opens its listeners after that, so the first requests find warm
+        workers.  Init is bounded (:data:`INIT_TIMEOUT`), and a worker that fails it is
+        logged and does not stop the gateway: its function answers 502 until fixed.
+        """
+        waits = [d for pool in self.pools.values() for d in pool.keep_warm()]
+        return defer.DeferredList(waits, consumeErrors=True)
 
     def stop(self) -> defer.Deferred[Any]:
         return defer.DeferredList([p.stop() for p in self.pools.values()],

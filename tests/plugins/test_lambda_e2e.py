@@ -410,24 +410,31 @@ def test_a_handler_flooding_stdout_is_logged_in_bounded_lines(gw: RunningGateway
     assert re.search(r"lambda Flood \[[0-9a-f-]{36}\] x{8192}$", text, re.M)
 
 
-def test_shutdown_leaves_no_worker_behind(tmp_path: Path) -> None:
+def test_min_workers_are_warm_before_serving_and_gone_after_shutdown(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(
-        "import os\n"
+        "import os, pathlib\n"
+        "pathlib.Path(os.environ['MARKS'], str(os.getpid())).write_text('')\n"
         "def handler(event, context):\n"
         "    return {'statusCode': 200, 'body': str(os.getpid())}\n", encoding="utf-8")
+    marks = tmp_path / "marks"
+    marks.mkdir()
     path = write_config(tmp_path, {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
         "apis": [{"id": "a", "type": "REST", "definition": "api.yaml",
                   "stages": [{"name": "prod"}]}],
-        "functions": {"Fn": _fn("app.handler", code=".", min_workers=2)},
+        "functions": {"Fn": _fn("app.handler", code=".", min_workers=2,
+                                environment={"MARKS": str(marks)})},
         "plugins": {"enabled": ["lambda"]},
         "access_log": False,
     }, {"api.yaml": {"openapi": "3.0.1", "info": {"title": "t", "version": "1"},
                      "paths": {"/x": {"get": _lambda("Fn")}}}})
     with RunningGateway(path, timeout=30) as running:
+        # both workers finished init before the listener opened
+        assert len(list(marks.iterdir())) == 2
         status, _h, body = _get(running, "/prod/x", api="a")
         assert status == 200
         pid = int(body)
+        assert str(pid) in {m.name for m in marks.iterdir()}
         running.stop()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
