@@ -166,6 +166,7 @@ def _render(ctx: Context, source: str | None, body: bytes, phase: str,
         if isinstance(compiled, bytes):
             return compiled
         overrides = ctx.stash.setdefault(OVERRIDES, Overrides())
+        overrides.begin_template()
         text = compiled.render(template_variables(ctx, body, overrides, fin))
     except TemplateLimitError as e:
         log.error("({request_id}) Execution failed due to configuration error: the "

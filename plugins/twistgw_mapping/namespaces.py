@@ -29,7 +29,7 @@ from twistgw.vtl import MISSING, JsonList, TemplateRenderError, VtlObject, to_js
 if TYPE_CHECKING:
     from twistgw import Context
 
-__all__ = ["Overrides", "InputObject", "UtilObject", "ContextObject", "UTIL",
+__all__ = ["Overrides", "OverrideMap", "InputObject", "UtilObject", "ContextObject", "UTIL",
            "parse_json", "json_path", "template_variables", "escape_javascript",
            "url_encode"]
 
@@ -289,19 +289,51 @@ UTIL = UtilObject()
 # -- $context ------------------------------------------------------------------------------------
 
 
+class OverrideMap(dict[Any, Any]):
+    """A map of overrides that refuses a second assignment of one key in one template
+    (AWS answers 5XX then, apigateway-override-request-response-parameters)."""
+
+    __slots__ = ("assigned",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.assigned: set[Any] = set()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if key in self.assigned:
+            raise TemplateRenderError(f"the override {key!r} is set twice in one template")
+        self.assigned.add(key)
+        super().__setitem__(key, value)
+
+
 @attrs.define
 class Overrides:
     """``$context.requestOverride`` and ``$context.responseOverride`` of one request.
 
-    Plain dicts, so every VTL assignment form works on them (``#set(... .header.X = v)``,
+    Maps, so every VTL assignment form works on them (``#set(... .header.X = v)``,
     ``.put``, ``["k"]``) and custom keys survive, as recorded on AWS.
     """
 
-    request: dict[str, Any] = attrs.field(
-        factory=lambda: {"header": {}, "querystring": {}, "path": {}})
-    response: dict[str, Any] = attrs.field(factory=lambda: {"header": {}})
+    request: dict[str, Any] = attrs.field(factory=lambda: {
+        "header": OverrideMap(), "querystring": OverrideMap(), "path": OverrideMap()})
+    response: dict[str, Any] = attrs.field(factory=lambda: _response_map())
     #: ``#set($context.custom = ...)``: kept for the response template too.
     custom: dict[str, Any] = attrs.field(factory=dict)
+
+    def begin_template(self) -> None:
+        """A new template starts: each override may be set once again."""
+        for top in (self.request, self.response):
+            if isinstance(top, OverrideMap):
+                top.assigned.clear()
+            for value in top.values():
+                if isinstance(value, OverrideMap):
+                    value.assigned.clear()
+
+
+def _response_map() -> OverrideMap:
+    response = OverrideMap()
+    dict.__setitem__(response, "header", OverrideMap())
+    return response
 
 
 _PREFIXES = frozenset(

@@ -572,3 +572,21 @@ def test_random_templates_and_bodies_never_crash_the_plugin(
     assert request is not None and response is not None
     assert 100 <= response.status <= 599
     assert len(response.body) <= 10 * 1024 * 1024
+
+
+def test_overriding_a_parameter_twice_in_one_template_is_a_500(
+        make_harness: HarnessFactory, b: Builders) -> None:
+    """DG: an override set twice in one template fails the request (5XX); setting it
+    again in the response template after the request template is fine."""
+    twice = b.mock_op(template=('#set($context.responseOverride.header.X = "1")'
+                                '$context.responseOverride.header.put("X", "2")'
+                                '{"statusCode": 200}'))
+    again = b.mock_op(template=('#set($context.responseOverride.status = 201)'
+                                '{"statusCode": 200}'),
+                      responses={"default": {"statusCode": "200", "responseTemplates": {
+                          "application/json": "#set($context.responseOverride.status = 202)"
+                                              "done"}}})
+    h = make_harness(b.openapi({"/twice": {"get": twice}, "/again": {"get": again}}))
+    assert h.request("GET", "/prod/twice").status == 500
+    response = h.request("GET", "/prod/again")
+    assert (response.status, response.body) == (202, b"done")
