@@ -256,3 +256,40 @@ def test_non_post_integration_method_is_500(tmp_path: Path) -> None:
     finally:
         h._undo()  # type: ignore[attr-defined]
 
+
+
+class Hanging:
+    """A function that never answers; remembers whether the gateway gave up on it."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def __call__(self, event: dict[str, Any]) -> Any:
+        from twisted.internet import defer
+
+        def cancel(_d: Any) -> None:
+            self.cancelled = True
+
+        return defer.Deferred(cancel)
+
+
+@pytest.mark.parametrize(("api_type", "fmt", "status", "body"), [
+    ("REST", None, 504, b'{"message": "Endpoint request timed out"}'),
+    ("HTTP", "2.0", 503, b'{"message":"Service Unavailable"}'),
+])
+def test_integration_timeout_cancels_the_invoke(tmp_path: Path, api_type: str,
+                                                fmt: str | None, status: int,
+                                                body: bytes) -> None:
+    from test_lambda_events import FakePool
+
+    hanging = Hanging()
+    h, pool = make_gateway(tmp_path, {"/x": {"get": lambda_op(fmt=fmt, timeoutInMillis=1000)}},
+                           api_type=api_type)
+    try:
+        pool.invoke = lambda payload, arn, trace: hanging(json.loads(payload))  # type: ignore[method-assign]
+        assert isinstance(pool, FakePool)
+        response = h.request("GET", "/prod/x" if api_type == "REST" else "/x")
+        assert (response.status, response.body) == (status, body)
+        assert hanging.cancelled
+    finally:
+        h._undo()  # type: ignore[attr-defined]
