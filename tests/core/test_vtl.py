@@ -161,7 +161,7 @@ def test_stop() -> None:
 
 
 def test_velocity_17_whitespace() -> None:
-    """Directive lines eat their newline; #set also eats the indentation before it."""
+    """Directive lines eat their newline; a #set alone on its line, its indentation too."""
     template = "<ul>\n#foreach( $p in [\"a\", \"b\"] )\n    <li>$p</li>\n#end\n</ul>"
     assert r(template) == "<ul>\n    <li>a</li>\n    <li>b</li>\n</ul>"
     assert r("#set($a = 1)\n    #set($b = 2)\n$a$b\n") == "12\n"
@@ -176,7 +176,7 @@ def test_map_and_list_methods() -> None:
     assert r('#set($m = {"a": 1})$m.get("a") $m.values() $m.isEmpty() $m.size()') \
         == "1 [1] false 1"
     # On a map, .empty is the key "empty" (Velocity's map getter wins over isEmpty()).
-    assert r('#set($m = {"a": 1})[$m.empty] #set($l = [])$l.empty') == "[]true"  # #set ate " "
+    assert r('#set($m = {"a": 1})[$m.empty] #set($l = [])$l.empty') == "[] true"
     assert r('#set($l = [])$l.add("x") $l.size() $l.get(0) $l.contains("x") $l.isEmpty()') \
         == "true 1 x true false"
 
@@ -383,3 +383,13 @@ def test_deep_templates_fall_back_to_the_interpreter() -> None:
     template = Template(source)
     assert not template.is_compiled
     assert template.render({}) == "x"
+
+
+def test_set_whitespace_of_velocity_1() -> None:
+    """Velocity's own space-gobbling test (set.vtl) in its 1.x-compatible mode."""
+    source = ("#set($foo = 'foo')\n #set($foo = 'foo')\n#set($foo = 'foo') postfix\n"
+              " #set($foo = 'foo') postfix\nprefix #set($foo = 'foo')\n"
+              "prefix #set($foo = 'foo') postfix\n")
+    expected = " postfix\n  postfix\nprefix prefix  postfix\n"
+    assert r(source) == expected
+    assert Template(source, compiled=False).render({}) == expected
