@@ -17,16 +17,17 @@ import attrs
 from twistgw import ConfigError
 
 __all__ = ["FunctionConfig", "parse_functions", "RUNTIMES", "DEFAULT_TIMEOUT",
-           "DEFAULT_MEMORY", "DEFAULT_MAX_WORKERS"]
+           "DEFAULT_MEMORY", "DEFAULT_MAX_WORKERS", "DEFAULT_IDLE_TIMEOUT"]
 
 #: Runtimes this plugin runs today; ``command`` and ``remote:`` are later work (issue #3).
 RUNTIMES = ("python",)
 DEFAULT_TIMEOUT = 3  # seconds, Lambda's default
 DEFAULT_MEMORY = 128  # MB, Lambda's default
 DEFAULT_MAX_WORKERS = 4
+DEFAULT_IDLE_TIMEOUT = 300  # seconds an extra worker may sit idle before it is stopped
 
 _KEYS = ("handler", "code", "runtime", "timeout", "memory", "environment", "min_workers",
-         "max_workers", "description")
+         "max_workers", "idle_timeout", "description")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -58,6 +59,8 @@ class FunctionConfig:
     environment: Mapping[str, str] = attrs.field(factory=dict)
     min_workers: int = 0
     max_workers: int = DEFAULT_MAX_WORKERS
+    #: Workers beyond ``min_workers`` idle this long are stopped (0: never).
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
 
 
 def _int(spec: Mapping[str, Any], key: str, default: int, low: int, high: int,
@@ -110,6 +113,8 @@ def parse_function(name: str, spec: Mapping[str, Any], source: str, base_dir: Pa
     if max_workers < min_workers:
         raise fail("max_workers", f"{max_workers} is below min_workers ({min_workers}); "
                                   "raise max_workers or lower min_workers")
+    idle_timeout = _int(spec, "idle_timeout", DEFAULT_IDLE_TIMEOUT, 0, 86400, fail,
+                        "give the seconds an extra worker may stay idle (0: never stop it)")
     env_raw = spec.get("environment") or {}
     if not isinstance(env_raw, Mapping):
         raise fail("environment", "write a mapping of variable names to values")
@@ -128,7 +133,8 @@ def parse_function(name: str, spec: Mapping[str, Any], source: str, base_dir: Pa
             else str(value)
     return FunctionConfig(name=name, handler=handler, code=code, runtime=str(runtime),
                           timeout=float(timeout), memory=memory, environment=environment,
-                          min_workers=min_workers, max_workers=max_workers)
+                          min_workers=min_workers, max_workers=max_workers,
+                          idle_timeout=float(idle_timeout))
 
 
 def parse_functions(functions: Mapping[str, Mapping[str, Any]], source: str, base_dir: Path

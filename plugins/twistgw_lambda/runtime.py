@@ -217,7 +217,7 @@ class Worker:
     def __init__(self, pool: FunctionPool, number: int) -> None:
         self.pool = pool
         self.number = number
-        self.state = "starting"  # starting | idle | busy | dead
+        self.state = "starting"  # starting | idle | busy | between | retiring | dead
         self.pending_next: server.Request | None = None
         self.current: Invocation | None = None
         self.init_failure: bytes | None = None
@@ -232,6 +232,7 @@ class Worker:
         self._lines = 0
         self._dropped = 0
         self._nodelay = False
+        self._reaper: Any = None
         #: Fires (with None) when init ends: the first /next, or the process is gone.
         self.initialized: defer.Deferred[None] = defer.Deferred()
 
@@ -256,7 +257,7 @@ class Worker:
     # -- Runtime API ------------------------------------------------------------------
 
     def next_request(self, request: server.Request) -> int | bytes:
-        if self.state == "dead":
+        if self.state in ("dead", "retiring"):
             return _json(request, 410, {"errorMessage": "worker retired",
                                         "errorType": "InvalidRequest"})
         if self.pending_next is not None:
@@ -277,6 +278,7 @@ class Worker:
                      ms=int((time.monotonic() - self.started_at) * 1000))
         self.state = "idle"
         self.pending_next = request
+        self._schedule_reap()
         if not self._nodelay:
             # The event must leave now, not when Nagle's algorithm lets it.
             transport = getattr(request.channel, "transport", None)
@@ -286,6 +288,24 @@ class Worker:
         request.notifyFinish().addErrback(lambda _: self._poll_lost(request))
         self.pool.dispatch()
         return server.NOT_DONE_YET
+
+    def _schedule_reap(self) -> None:
+        """Stop this worker after ``idle_timeout`` idle, if the pool has more than its
+        ``min_workers``: a burst must not leave ``max_workers`` processes forever."""
+        idle_timeout = self.pool.config.idle_timeout
+        if idle_timeout <= 0 or (self._reaper is not None and self._reaper.active()):
+            return
+        self._reaper = self.pool.reactor.callLater(idle_timeout, self._reap)
+
+    def _reap(self) -> None:
+        self._reaper = None
+        alive = sum(1 for w in self.pool.workers if w.state != "dead")
+        if self.state == "idle" and alive > self.pool.config.min_workers:
+            log.info("lambda {function}: stopping worker #{n}, idle for {s:.0f} s",
+                     function=self.pool.config.name, n=self.number,
+                     s=self.pool.config.idle_timeout)
+            self.state = "retiring"  # never handed another invoke
+            self.kill("idle", "TERM")
 
     def _poll_lost(self, request: server.Request) -> None:
         if self.pending_next is request:
@@ -300,6 +320,9 @@ class Worker:
         self.pending_next = None
         self.state = "busy"
         self.current = inv
+        if self._reaper is not None and self._reaper.active():
+            self._reaper.cancel()
+        self._reaper = None
         self.last_id = inv.id
         self.invocations += 1
         deadline_ms = int((time.time() + inv.timeout) * 1000)
@@ -424,6 +447,8 @@ class Worker:
 
     def exited(self, code: int | None, sig: int | None) -> None:
         self._flush_dropped()
+        if self._reaper is not None and self._reaper.active():
+            self._reaper.cancel()
         if not self.initialized.called:
             self.initialized.callback(None)
         was = self.state

@@ -63,6 +63,7 @@ def test_a_valid_function_loads(tmp_path: Path) -> None:
     (good(max_workers=0), "functions.Fn.max_workers", "1..256"),
     (good(min_workers=3, max_workers=2), "functions.Fn.max_workers",
      "below min_workers"),
+    (good(idle_timeout=-1), "functions.Fn.idle_timeout", "0..86400"),
     (good(environment=["A=1"]), "functions.Fn.environment", "mapping"),
     (good(environment={"1A": "x"}), "functions.Fn.environment.1A", "start with a letter"),
     (good(environment={"AWS_LAMBDA_FUNCTION_NAME": "x"}),

@@ -136,6 +136,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, counts: Path) -> Iterator[Runni
         "/one": {"get": _lambda("OneAtATime")},
         "/two": {"get": _lambda("TwoAtATime")},
         "/flood": {"get": _lambda("Flood")},
+        "/reaped": {"get": _lambda("Reaped")},
         "/patient": {"get": {**_lambda("Patient"), "x-amazon-apigateway-integration": {
             **_lambda("Patient")["x-amazon-apigateway-integration"],
             "timeoutInMillis": 300}}},
@@ -165,6 +166,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, counts: Path) -> Iterator[Runni
             "OneAtATime": _fn("app.slow_pid", timeout=5, max_workers=1, environment=env),
             "TwoAtATime": _fn("app.slow_pid", timeout=5, max_workers=2, environment=env),
             "Flood": _fn("app.flood", timeout=10, environment=env),
+            "Reaped": _fn("app.slow_pid", idle_timeout=1, environment=env),
             "V2Plain": _fn("app.v2_plain", environment=env),
             "V2Cookies": _fn("app.v2_cookies", environment=env),
         },
@@ -408,6 +410,27 @@ def test_a_handler_flooding_stdout_is_logged_in_bounded_lines(gw: RunningGateway
     flood_lines = [line for line in text.splitlines() if "lambda Flood [" in line]
     assert flood_lines and all(len(line) < 8300 for line in flood_lines)
     assert re.search(r"lambda Flood \[[0-9a-f-]{36}\] x{8192}$", text, re.M)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_idle_workers_beyond_min_are_stopped(gw: RunningGateway) -> None:
+    status, _h, body = _get(gw, "/prod/reaped")
+    assert status == 200
+    pid = int(body)
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    _wait_log(gw, "lambda Reaped: stopping worker #1, idle for 1 s")
+    status, _h, body = _get(gw, "/prod/reaped")  # a fresh worker serves the next one
+    assert status == 200 and int(body) != pid
 
 
 def test_min_workers_are_warm_before_serving_and_gone_after_shutdown(tmp_path: Path) -> None:
