@@ -1136,8 +1136,6 @@ class _Parser:
         self.s = source
         self.pos = 0
         self.depth = 0
-        #: Whether the last directive ate the newline ending its line.
-        self.ate_newline = False
 
     def error(self, message: str, pos: int | None = None) -> NoReturn:
         raise TemplateSyntaxError(message, self.s, self.pos if pos is None else pos)
@@ -1203,6 +1201,11 @@ class _Parser:
                     continue
                 if name in _UNSUPPORTED:
                     self.error(f"#{name} is not supported in mapping templates", start)
+                if name == "set" and all(c in " \t" for chunk in text for c in chunk):
+                    # Velocity 1.x eats the blanks before #set when nothing but blanks
+                    # separate it from the previous directive or reference (or the start
+                    # of its block); blanks that follow other text stay.
+                    text.clear()
                 flush()
                 self.pos = after
                 if name in ends:
@@ -1211,10 +1214,7 @@ class _Parser:
                     return nodes, name
                 if name in ("else", "elseif", "end"):
                     self.error(f"#{name} without a matching #if or #foreach", start)
-                self.ate_newline = False
                 nodes.append(self.directive(name, start))
-                if name == "set" and self.ate_newline:
-                    self.gobble_indent(nodes, start)
                 continue
             if ch == "\\" and self.pos + 1 < n and s[self.pos + 1] in "$#":
                 # \$ref and \#directive: the escaped text is emitted literally
@@ -1259,25 +1259,6 @@ class _Parser:
         m = _NEWLINE_RE.match(self.s, self.pos)
         if m is not None:
             self.pos = m.end()
-            self.ate_newline = True
-
-    def gobble_indent(self, nodes: list[_Node], start: int) -> None:
-        """A ``#set`` alone on its line disappears with its indentation (Velocity 1.x;
-        with text before it on the line, the spaces before it stay)."""
-        s = self.s
-        begin = start
-        while begin > 0 and s[begin - 1] in " \t":
-            begin -= 1
-        if begin == start or (begin > 0 and s[begin - 1] not in "\r\n"):
-            return
-        indent = start - begin
-        previous = nodes[-2] if len(nodes) >= 2 else None
-        if isinstance(previous, _Text) and previous.text.endswith(s[begin:start]):
-            kept = previous.text[:-indent]
-            if kept:
-                nodes[-2] = _Text(kept)
-            else:
-                del nodes[-2]
 
     def open_paren(self, name: str) -> None:
         s = self.s

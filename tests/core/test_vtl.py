@@ -161,7 +161,7 @@ def test_stop() -> None:
 
 
 def test_velocity_17_whitespace() -> None:
-    """Directive lines eat their newline; a #set alone on its line, its indentation too."""
+    """Directive lines eat their newline; blanks between two directives before #set go."""
     template = "<ul>\n#foreach( $p in [\"a\", \"b\"] )\n    <li>$p</li>\n#end\n</ul>"
     assert r(template) == "<ul>\n    <li>a</li>\n    <li>b</li>\n</ul>"
     assert r("#set($a = 1)\n    #set($b = 2)\n$a$b\n") == "12\n"
@@ -393,3 +393,11 @@ def test_set_whitespace_of_velocity_1() -> None:
     expected = " postfix\n  postfix\nprefix prefix  postfix\n"
     assert r(source) == expected
     assert Template(source, compiled=False).render({}) == expected
+
+
+def test_set_keeps_blanks_that_follow_text() -> None:
+    """Velocity 1.x: blanks before #set go only when nothing but blanks separate it from
+    the previous directive or reference; after text (a newline included) they stay."""
+    assert r("{\n  #set($a = 1)\n  \"a\": $a\n}") == "{\n    \"a\": 1\n}"
+    assert r("#if(true)\n  #set($a = 1)\n  x$a\n#end") == "  x1\n"
+    assert r("$s  #set($a = 1)!", s="S") == "S!"
