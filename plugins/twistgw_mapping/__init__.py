@@ -178,7 +178,9 @@ def _render(ctx: Context, source: str | None, body: bytes, phase: str,
                   "transform {phase}: {problem}", request_id=ctx.request_id, phase=phase,
                   problem=str(e))
         raise ApiConfigurationError() from None
-    return text.encode("utf-8")
+    # A lone surrogate (a JSON body may spell one as "\ud800") becomes '?', as Java's
+    # UTF-8 encoder writes it.
+    return text.encode("utf-8", "replace")
 
 
 @hookimpl(tryfirst=True)
@@ -354,6 +356,8 @@ def _add_header(headers: list[tuple[str, str]], name: str, value: str) -> None:
         return
     if lname in REMAPPED_RESPONSE_HEADERS:
         name = f"x-amzn-Remapped-{name}"
+    if not value.isascii():  # no lone surrogates from JSON or templates on the wire
+        value = value.encode("utf-8", "replace").decode("utf-8")
     headers.append((name, value))
 
 

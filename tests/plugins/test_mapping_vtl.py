@@ -590,3 +590,18 @@ def test_overriding_a_parameter_twice_in_one_template_is_a_500(
     assert h.request("GET", "/prod/twice").status == 500
     response = h.request("GET", "/prod/again")
     assert (response.status, response.body) == (202, b"done")
+
+
+def test_lone_surrogate_in_the_body_renders_as_a_question_mark(
+        make_harness: HarnessFactory, b: Builders) -> None:
+    assert rendered(make_harness, b, "[$input.path('$.s')]", b'{"s": "a\\ud800b"}') \
+        == b"[a?b]"
+
+
+def test_override_header_with_a_lone_surrogate_is_written(make_harness: HarnessFactory,
+                                                          b: Builders) -> None:
+    template = "#set($context.responseOverride.header.X-S = $input.path('$.s'))ok"
+    h, _echo = echo_gateway(make_harness, b, http_op(response_template=template))
+    response = h.request("POST", "/prod/x", body=b'{"s": "a\\ud800b"}',
+                         headers={"Content-Type": "application/json"})
+    assert response.headers.get("X-S") == "a?b"
