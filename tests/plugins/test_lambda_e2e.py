@@ -290,8 +290,8 @@ def test_function_timeout_kills_the_worker_and_the_next_request_works(
 
 def test_integration_timeout_is_504(gw: RunningGateway) -> None:
     started = time.monotonic()
-    status, _h, body = _get(gw, "/prod/patient?s=1")
-    assert time.monotonic() - started < 1.0
+    status, _h, body = _get(gw, "/prod/patient?s=3")
+    assert time.monotonic() - started < 2.5  # the 300 ms integration timeout, not 3 s
     assert status == 504
     assert body == b'{"message": "Endpoint request timed out"}'
 
@@ -374,7 +374,7 @@ def test_a_queued_invoke_whose_client_left_is_never_run(gw: RunningGateway) -> N
         first = pool.submit(_get, gw, "/prod/one?s=0.6")
         time.sleep(0.15)  # the first invoke is running; the next one queues
         gone = socket.create_connection(("127.0.0.1", gw.port))
-        gone.sendall(b"GET /prod/one?s=3 HTTP/1.1\r\nHost: x\r\nx-apigw-api-id: restapi"
+        gone.sendall(b"GET /prod/one?s=5 HTTP/1.1\r\nHost: x\r\nx-apigw-api-id: restapi"
                      b"\r\n\r\n")
         time.sleep(0.15)
         # The client leaves (a reset: a plain FIN reads as a half-close, which the
@@ -386,7 +386,7 @@ def test_a_queued_invoke_whose_client_left_is_never_run(gw: RunningGateway) -> N
         waited = time.monotonic() - started
         assert first.result()[0] == 200
     assert status == 200
-    assert waited < 2.0  # served after the first invoke, not after a 3 s ghost
+    assert waited < 3.5  # served after the first invoke, not after a 5 s ghost
 
 
 def test_a_pool_runs_invokes_in_parallel_up_to_max_workers(gw: RunningGateway) -> None:
@@ -394,8 +394,8 @@ def test_a_pool_runs_invokes_in_parallel_up_to_max_workers(gw: RunningGateway) -
     assert [s for s, _ in results] == [200, 200]
     assert len({b for _, b in results}) == 2  # two workers, one invoke each
     started = time.monotonic()
-    results = _parallel(gw, "/prod/two?s=0.5", 2)
-    assert time.monotonic() - started < 0.95  # both warm now: served side by side
+    results = _parallel(gw, "/prod/two?s=0.8", 2)
+    assert time.monotonic() - started < 1.5  # both warm now: side by side, not 1.6 s
     assert [s for s, _ in results] == [200, 200]
 
 
@@ -404,7 +404,7 @@ def test_a_handler_flooding_stdout_is_logged_in_bounded_lines(gw: RunningGateway
     assert (status, body) == (200, b"flooded")
     started = time.monotonic()
     assert _get(gw, "/prod/echo/1")[0] == 200  # the gateway is not busy writing logs
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.5
     text = _wait_log(gw, "lines not logged")
     assert "lambda Flood: worker #1 wrote more than 1000 lines a second; " in text
     flood_lines = [line for line in text.splitlines() if "lambda Flood [" in line]
