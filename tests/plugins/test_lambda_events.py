@@ -65,7 +65,7 @@ def make_gateway(tmp_path: Any, paths: dict[str, Any], *, api_type: str = "REST"
                  binary: list[str] | None = None,
                  output: Callable[[dict[str, Any]], Any] | None = None,
                  functions: tuple[str, ...] = ("Fn",)) -> tuple[GatewayHarness, FakePool]:
-    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "src").mkdir(parents=True, exist_ok=True)
     root: dict[str, Any] = {}
     if binary is not None:
         root["x-amazon-apigateway-binary-media-types"] = binary
@@ -483,3 +483,25 @@ def test_trace_header_on_the_response_matches_the_function_s(tmp_path: Any,
         "X-Amzn-Trace-Id": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8"}))
     assert response.headers.get("X-Amzn-Trace-Id") == (
         "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
+
+
+def test_client_certificate_of_an_mtls_listener_reaches_the_event(tmp_path: Any,
+                                                                  gateways: list[Any]) -> None:
+    from twistgw.models import TlsInfo
+
+    tls = TlsInfo(protocol="TLSv1.3", client_cert_pem="-----BEGIN CERTIFICATE-----\nMII\n",
+                  subject_dn="CN=client", issuer_dn="CN=ca", serial_number="1a2b",
+                  not_before="May 28 12:30:02 2019 GMT", not_after="Aug  5 09:36:04 2021 GMT")
+    cert = {"clientCertPem": "-----BEGIN CERTIFICATE-----\nMII\n", "subjectDN": "CN=client",
+            "issuerDN": "CN=ca", "serialNumber": "1a2b",
+            "validity": {"notBefore": "May 28 12:30:02 2019 GMT",
+                         "notAfter": "Aug  5 09:36:04 2021 GMT"}}
+    h, pool = make_gateway(tmp_path, {"/x": {"get": lambda_op()}})
+    gateways.append(h)
+    run(h, attrs.evolve(make_inbound("GET", "/prod/x"), tls=tls, scheme="https"))
+    assert pool.events[0]["requestContext"]["identity"]["clientCert"] == cert
+    h2, pool2 = make_gateway(tmp_path / "v2", {"/x": {"get": lambda_op(fmt="2.0")}},
+                             api_type="HTTP")
+    gateways.append(h2)
+    run(h2, attrs.evolve(make_inbound("GET", "/x"), tls=tls, scheme="https"))
+    assert pool2.events[0]["requestContext"]["authentication"] == {"clientCert": cert}
