@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -233,6 +233,8 @@ def integration_request(ctx: Context, request: IntegrationRequest, proxy: bool
     path_values, mapped_query, mapped_headers = params.apply(ctx)
     fill = dict(request.path_params) if proxy else {}
     fill.update(path_values)
+    override = request.extras.get("request_override") or {}
+    fill.update(override.get("path") or {})
     uri = request.uri
     if "{" in uri:
         uri = _PLACEHOLDER.sub(lambda m: _quote_path(fill.get(m.group(1), "")), uri)
@@ -260,10 +262,31 @@ def integration_request(ctx: Context, request: IntegrationRequest, proxy: bool
                 headers.append(("Content-Type", ctype))
         client_query = set(ctx.request.query)
         query = tuple(p for p in request.query if p not in client_query) + tuple(mapped_query)
+    headers, query = _apply_overrides(headers, query, override)
     return IntegrationRequest(
         method=request.method, uri=uri, headers=Headers(tuple(headers)), query=query,
         path_params=request.path_params, body=request.body, timeout=request.timeout,
         extras=request.extras)
+
+
+def _apply_overrides(headers: list[tuple[str, str]], query: tuple[tuple[str, str], ...],
+                     override: Mapping[str, Any]) -> tuple[list[tuple[str, str]],
+                                                        tuple[tuple[str, str], ...]]:
+    """Apply a mapping template's ``$context.requestOverride`` header and query values.
+
+    AWS applies overrides after ``requestParameters``, so an override replaces a mapped
+    or passed-through value of the same name (aws-apigw-spec.md §3.6).
+    """
+    header_over = override.get("header") or {}
+    if header_over:
+        names = {str(k).lower() for k in header_over}
+        headers = [(k, v) for k, v in headers if k.lower() not in names]
+        headers.extend((str(k), str(v)) for k, v in header_over.items())
+    query_over = override.get("querystring") or {}
+    if query_over:
+        query = tuple(p for p in query if p[0] not in query_over) + tuple(
+            (str(k), str(v)) for k, v in query_over.items())
+    return headers, query
 
 
 def build_url(ctx: Context, request: IntegrationRequest, proxy: bool) -> str:

@@ -189,6 +189,17 @@ def definition(dead_port: int) -> dict[str, Any]:
                     "integration.request.header.X-Mapped": "'yes'",
                     "integration.request.querystring.q": "method.request.querystring.q"},
                 requestTemplates={"application/json": '{"templated": true}'})},
+            "/overridden/{id}": {"post": plain(f"{BACKEND}/echo/over/{{id}}", {
+                "default": {"statusCode": "200"}},
+                requestParameters={
+                    "integration.request.path.id": "method.request.path.id",
+                    "integration.request.header.X-Mapped": "'mapped'",
+                    "integration.request.querystring.q": "'mapped'"},
+                requestTemplates={"application/json": (
+                    '#set($context.requestOverride.header.X-Mapped = "overridden")\n'
+                    '#set($context.requestOverride.querystring.q = "over")\n'
+                    '#set($context.requestOverride.path.id = "42")\n'
+                    '{"templated": "$input.params(\'id\')"}')})},
             "/plain400": {"post": plain(f"{BACKEND}/status/400", {
                 "default": {"statusCode": "200"}})},
             "/plain418": {"post": plain(f"{BACKEND}/status/400", {
@@ -437,6 +448,19 @@ def test_http_sends_only_mapped_headers_and_defaults(gateway: RunningGateway) ->
     assert header(doc, "X-Forwarded-For") == []
     assert headers["X-From-Backend"] == "yes"
     assert "X-Backend" not in headers  # unmapped integration headers are discarded
+
+
+def test_http_request_overrides_win_over_mappings(gateway: RunningGateway) -> None:
+    """$context.requestOverride from the template replaces mapped header, query and path
+    values (applied after requestParameters, as on AWS)."""
+    status, _h, body = call(gateway, "POST", "/prod/overridden/7", body=b"{}",
+                            headers={"Content-Type": "application/json"})
+    assert status == 200
+    doc = echoed(body)
+    assert doc["path"] == "/echo/over/42"
+    assert doc["query"] == "q=over"
+    assert header(doc, "X-Mapped") == ["overridden"]
+    assert base64.b64decode(doc["body"]).strip() == b'{"templated": "7"}'
 
 
 def test_http_backend_status_not_passed_through_unless_mapped(
