@@ -18,8 +18,9 @@ from typing import Any
 from twistgw import Context, IntegrationRequest, StashKey
 from twistgw.variables import ACCOUNT_ID, request_time
 
-__all__ = ["rest_event", "http_v2_event", "http_v1_event", "gateway_headers",
-           "matches_media_type", "trace_header", "deployment_id", "source_ip"]
+__all__ = ["event_for", "rest_event", "http_v2_event", "http_v1_event", "gateway_headers",
+           "matches_media_type", "trace_header", "event_trace_header", "deployment_id",
+           "source_ip"]
 
 #: Header names an edge-optimised (CloudFront) API capitalises; others stay as sent (§A.6).
 _EDGE_CANONICAL = {n.lower(): n for n in (

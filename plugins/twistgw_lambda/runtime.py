@@ -236,10 +236,6 @@ class Worker:
         #: Fires (with None) when init ends: the first /next, or the process is gone.
         self.initialized: defer.Deferred[None] = defer.Deferred()
 
-    @property
-    def tag(self) -> str:
-        return f"{self.pool.config.name}#{self.number}"
-
     def spawn(self, command: list[str], env: dict[str, str]) -> None:
         reactor = self.pool.reactor
         site = _QuietSite(_RuntimeApi(self))
@@ -299,8 +295,8 @@ class Worker:
 
     def _reap(self) -> None:
         self._reaper = None
-        alive = sum(1 for w in self.pool.workers if w.state != "dead")
-        if self.state == "idle" and alive > self.pool.config.min_workers:
+        staying = sum(1 for w in self.pool.workers if w.state not in ("dead", "retiring"))
+        if self.state == "idle" and staying > self.pool.config.min_workers:
             log.info("lambda {function}: stopping worker #{n}, idle for {s:.0f} s",
                      function=self.pool.config.name, n=self.number,
                      s=self.pool.config.idle_timeout)
