@@ -480,7 +480,8 @@ class FunctionPool:
         self.config = config
         self.reactor = reactor
         self.region = region
-        self.command = command or [sys.executable, "-m", "twistgw_lambda.worker"]
+        self.command = command or (list(config.command) if config.command else
+                                   [sys.executable, "-m", "twistgw_lambda.worker"])
         self.workers: list[Worker] = []
         self.queue: deque[Invocation] = deque()
         self.spawned = 0
@@ -496,7 +497,7 @@ class FunctionPool:
             "LANG": "en_US.UTF-8",
             "TZ": ":UTC",
             "PYTHONUNBUFFERED": "1",
-            "_HANDLER": cfg.handler,
+            "_HANDLER": cfg.handler,  # empty for a command that needs none
             "LAMBDA_TASK_ROOT": str(cfg.code),
             "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info[0]}."
                                  f"{sys.version_info[1]}",

@@ -54,7 +54,7 @@ def test_a_valid_function_loads(tmp_path: Path) -> None:
     (good(handler="app"), "functions.Fn.handler", "module.function"),
     (good(handler=None), "functions.Fn.handler", "module.function"),
     (good(code="nowhere"), "functions.Fn.code", "is not a folder"),
-    (good(runtime="java21"), "functions.Fn.runtime", "use 'python'"),
+    (good(runtime="java21"), "functions.Fn.runtime", "use 'python' or 'command'"),
     (good(timeout=0), "functions.Fn.timeout", "1..900"),
     (good(timeout=901), "functions.Fn.timeout", "1..900"),
     (good(timeout="3"), "functions.Fn.timeout", "1..900"),
@@ -131,3 +131,41 @@ def test_function_uris(uri: str, name: str, region: str, qualifier: str | None) 
 def test_not_a_function_uri() -> None:
     assert parse_function_uri("http://example.com") is None
     assert parse_function_uri("arn:aws:s3:::bucket") is None
+
+
+def test_runtime_command_resolves_its_program(tmp_path: Path) -> None:
+    import sys
+
+    from twistgw_lambda.functions import parse_function
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "bootstrap").write_text("#!/bin/sh\n", encoding="utf-8")
+    (code / "bootstrap").chmod(0o755)
+    fn = parse_function("F", {"runtime": "command", "code": "code",
+                              "command": ["./bootstrap", "x"]}, "gw.yaml", tmp_path)
+    assert fn.command == (str(code / "bootstrap"), "x") and fn.handler == ""
+    fn = parse_function("F", {"runtime": "command", "code": "code", "handler": "app.h",
+                              "command": ["python", "-m", "awslambdaric", "app.h"]},
+                        "gw.yaml", tmp_path)
+    assert fn.command == (sys.executable, "-m", "awslambdaric", "app.h")
+    assert fn.handler == "app.h"
+
+
+@pytest.mark.parametrize(("spec", "where", "fix"), [
+    ({"runtime": "command", "command": []}, "functions.F.command", "list of strings"),
+    ({"runtime": "command"}, "functions.F.command", "list of strings"),
+    ({"runtime": "command", "command": ["./missing"]}, "functions.F.command",
+     "not an executable file"),
+    ({"runtime": "command", "command": ["no-such-program-anywhere"]}, "functions.F.command",
+     "not an executable file"),
+    ({"handler": "app.h", "command": ["./bootstrap"]}, "functions.F.command",
+     "only runtime: command"),
+])
+def test_bad_runtime_command(tmp_path: Path, spec: dict[str, Any], where: str,
+                             fix: str) -> None:
+    from twistgw_lambda.functions import parse_function
+
+    with pytest.raises(ConfigError) as info:
+        parse_function("F", spec, "gw.yaml", tmp_path)
+    assert info.value.path == where and fix in info.value.problem

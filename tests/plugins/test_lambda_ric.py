@@ -73,3 +73,58 @@ def test_awslambdaric_serves_invokes_and_errors(tmp_path: Path) -> None:
         assert function_error == "Unhandled"
         assert doc["errorMessage"] == "kaboom" and doc["errorType"] == "ValueError"
         assert doc["stackTrace"]
+
+
+BOOTSTRAP = '''#!{python}
+"""A custom runtime in a dozen lines: anything that speaks the Runtime API is a worker."""
+import json, os, urllib.request
+
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(r.read())
+    body = json.dumps({{"statusCode": 200, "body": "custom " + event["path"] + " "
+                       + os.environ["AWS_LAMBDA_FUNCTION_NAME"]}}).encode()
+    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=body)).read()
+'''
+
+
+def test_runtime_command_runs_awslambdaric_and_a_custom_bootstrap(tmp_path: Path) -> None:
+    import http.client
+
+    from twistgw.testing import RunningGateway, write_config
+
+    (tmp_path / "app.py").write_text(HANDLER, encoding="utf-8")
+    bootstrap = tmp_path / "bootstrap"
+    bootstrap.write_text(BOOTSTRAP.format(python=sys.executable), encoding="utf-8")
+    bootstrap.chmod(0o755)
+
+    def op(name: str) -> dict[str, object]:
+        return {"responses": {"200": {"description": "ok"}},
+                "x-amazon-apigateway-integration": {
+                    "type": "aws_proxy", "httpMethod": "POST",
+                    "uri": f"arn:aws:lambda:us-east-1:123456789012:function:{name}"}}
+
+    path = write_config(tmp_path, {
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "a", "type": "REST", "definition": "api.yaml",
+                  "stages": [{"name": "prod"}]}],
+        "functions": {
+            "Ric": {"runtime": "command", "code": ".",
+                    "command": ["python", "-m", "awslambdaric", "app.handler"]},
+            "Custom": {"runtime": "command", "code": ".", "command": ["./bootstrap"]},
+        },
+        "plugins": {"enabled": ["lambda"]},
+        "access_log": False,
+    }, {"api.yaml": {"openapi": "3.0.1", "info": {"title": "t", "version": "1"},
+                     "paths": {"/ric": {"get": op("Ric")}, "/custom": {"get": op("Custom")}}}})
+    with RunningGateway(path, timeout=30) as gw:
+        for route, expected in (("/prod/ric", b"Ric '128' True /ric"),
+                                ("/prod/custom", b"custom /custom Custom")):
+            for _ in range(2):
+                conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+                conn.request("GET", route)
+                resp = conn.getresponse()
+                assert (resp.status, resp.read()) == (200, expected), gw.log_text[-2000:]
+                conn.close()
