@@ -130,9 +130,24 @@ def startup(gateway: Gateway) -> Any:
     finished init (bounded by Lambda's 10 s init limit)."""
     config = gateway.config
     functions = parse_functions(config.functions, config.source, Path(config.base_dir))
-    runtime = LambdaRuntime(functions, gateway.reactor)
+    runtime = LambdaRuntime(functions, gateway.reactor, regions=_regions(gateway))
     _state.runtimes[id(config)] = (config, runtime)
     return runtime.start()
+
+
+def _regions(gateway: Gateway) -> dict[str, str]:
+    """Each function's region as its integration ARNs name it (``AWS_REGION`` in the
+    worker, as a function deployed there sees it)."""
+    regions: dict[str, str] = {}
+    for api in gateway.deployment.apis.values():
+        for op in api.definition.operations:
+            integration = op.integration
+            if integration is None or integration.type != "AWS_PROXY":
+                continue
+            ref = parse_function_uri(integration.uri)
+            if ref is not None and "${" not in ref.name:
+                regions.setdefault(ref.name, ref.region)
+    return regions
 
 
 @hookimpl

@@ -635,9 +635,11 @@ class LambdaRuntime:
     """Every function pool of one gateway."""
 
     def __init__(self, functions: dict[str, FunctionConfig], reactor: Any,
-                 region: str = "us-east-1") -> None:
+                 regions: dict[str, str] | None = None, default_region: str = "us-east-1"
+                 ) -> None:
         self.reactor = reactor
-        self.pools = {name: FunctionPool(cfg, reactor, region)
+        regions = regions or {}
+        self.pools = {name: FunctionPool(cfg, reactor, regions.get(name, default_region))
                       for name, cfg in functions.items()}
 
     def start(self) -> defer.Deferred[Any]:

@@ -226,7 +226,7 @@ def test_handler_returns_json_with_the_rest_event_and_context(gw: RunningGateway
     assert env["AWS_LAMBDA_FUNCTION_NAME"] == "Echo"
     assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256"
     assert env["_HANDLER"] == "app.echo"
-    assert env["AWS_REGION"]
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "eu-west-1"  # from the ARN
     assert env["_X_AMZN_TRACE_ID"].startswith("Root=1-")
     assert env["GREETING"] == "hi"
     assert headers["x-amzn-trace-id"] == env["_X_AMZN_TRACE_ID"]
