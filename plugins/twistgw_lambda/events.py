@@ -181,7 +181,8 @@ def _body(ctx: Context, request: IntegrationRequest) -> tuple[str | None, bool]:
 
 def _authorizer_v1(ctx: Context) -> dict[str, Any] | None:
     principal = ctx.principal
-    if principal is None:
+    if principal is None or principal.kind == "api_key":
+        # An API key alone names no authorizer: AWS sends no requestContext.authorizer.
         return None
     if principal.claims:
         return {"claims": {k: _stringify(v) for k, v in principal.claims.items()}}
@@ -227,7 +228,10 @@ def _v1_event(ctx: Context, request: IntegrationRequest, *, lower: bool) -> dict
         "userAgent": ctx.request.headers.get("user-agent"), "userArn": None,
     }
     principal = ctx.principal
-    if principal is not None and principal.usage_identifier_key:
+    if principal is not None and principal.api_key_id is not None:
+        identity["apiKey"] = principal.usage_identifier_key
+        identity["apiKeyId"] = principal.api_key_id
+    elif principal is not None and principal.usage_identifier_key:
         identity["apiKey"] = principal.usage_identifier_key
     cert = _client_cert(ctx)
     if cert is not None:
@@ -324,7 +328,7 @@ def http_v2_event(ctx: Context, request: IntegrationRequest) -> dict[str, Any]:
         "timeEpoch": int(ctx.received_at * 1000),
     }
     principal = ctx.principal
-    if principal is not None:
+    if principal is not None and principal.kind != "api_key":
         if principal.kind == "jwt":
             request_context["authorizer"] = {"jwt": {
                 "claims": {k: _stringify(v) for k, v in principal.claims.items()},

@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twistgw_lambda.plugin import use_runtime
 from twistgw_lambda.runtime import InvokeResult
 
+from twistgw import Allow, Principal, hookimpl
 from twistgw.models import InboundRequest
 from twistgw.testing import GatewayHarness, make_inbound
 
@@ -64,7 +65,8 @@ def make_gateway(tmp_path: Any, paths: dict[str, Any], *, api_type: str = "REST"
                  stages: list[dict[str, Any]] | None = None,
                  binary: list[str] | None = None,
                  output: Callable[[dict[str, Any]], Any] | None = None,
-                 functions: tuple[str, ...] = ("Fn",)) -> tuple[GatewayHarness, FakePool]:
+                 functions: tuple[str, ...] = ("Fn",),
+                 plugins: tuple[tuple[str, Any], ...] = ()) -> tuple[GatewayHarness, FakePool]:
     (tmp_path / "src").mkdir(parents=True, exist_ok=True)
     root: dict[str, Any] = {}
     if binary is not None:
@@ -85,7 +87,7 @@ def make_gateway(tmp_path: Any, paths: dict[str, Any], *, api_type: str = "REST"
         "plugins": {"enabled": ["mock", "mapping", "lambda"]},
         "access_log": False,
     }
-    harness = GatewayHarness(config, definitions={"api.yaml": definition})
+    harness = GatewayHarness(config, definitions={"api.yaml": definition}, plugins=plugins)
     pool = FakePool(output or (lambda event: {"statusCode": 200, "body": "ok"}))
     undo = use_runtime(harness.config, FakeRuntime({name: pool for name in functions}))
     harness._undo = undo  # type: ignore[attr-defined]
@@ -505,3 +507,30 @@ def test_client_certificate_of_an_mtls_listener_reaches_the_event(tmp_path: Any,
     gateways.append(h2)
     run(h2, attrs.evolve(make_inbound("GET", "/x"), tls=tls, scheme="https"))
     assert pool2.events[0]["requestContext"]["authentication"] == {"clientCert": cert}
+
+
+class _KeyOnly:
+    """Allows every request the way the access plugin does for an accepted API key."""
+
+    @hookimpl
+    def authorize(self) -> Allow:
+        return Allow(Principal(id="key-1", kind="api_key", api_key_id="key-1",
+                               usage_identifier_key="abcdefghijklmnopqrstuvwxyz"))
+
+
+def test_api_key_principal_fills_identity_not_authorizer(tmp_path: Any,
+                                                        gateways: list[Any]) -> None:
+    """An accepted API key appears as identity.apiKey/apiKeyId; it is no authorizer."""
+    for api_type, fmt in (("REST", None), ("HTTP", "1.0"), ("HTTP", "2.0")):
+        harness, pool = make_gateway(tmp_path / f"{api_type}{fmt}",
+                                     {"/x": {"get": lambda_op(fmt=fmt)}},
+                                     api_type=api_type, plugins=(("keyonly", _KeyOnly()),))
+        gateways.append(harness)
+        path = "/prod/x" if api_type == "REST" else "/x"
+        assert run(harness, make_inbound("GET", path)).status == 200
+        event = pool.events[-1]
+        assert event["requestContext"].get("authorizer") is None
+        if fmt != "2.0":
+            identity = event["requestContext"]["identity"]
+            assert identity["apiKeyId"] == "key-1"
+            assert identity["apiKey"] == "abcdefghijklmnopqrstuvwxyz"
