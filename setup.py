@@ -14,6 +14,7 @@ SHIPPED_PLUGINS = {
     "lambda": "twistgw_lambda",
     "http": "twistgw_http",
     "access": "twistgw_access",
+    "validation": "twistgw_validation",
 }
 
 setup(
@@ -41,6 +42,7 @@ setup(
         "attrs>=23.1",
         "cryptography>=42",
         "PyYAML>=6.0",
+        "jsonschema>=4.18",
     ],
     entry_points={
         "twistgw": [f"{name} = {pkg}" for name, pkg in SHIPPED_PLUGINS.items()],
