@@ -14,6 +14,7 @@ SHIPPED_PLUGINS = {
     "lambda": "twistgw_lambda",
     "http": "twistgw_http",
     "access": "twistgw_access",
+    "auth": "twistgw_auth",
     "validation": "twistgw_validation",
 }
 
@@ -42,6 +43,7 @@ setup(
         "attrs>=23.1",
         "cryptography>=42",
         "PyYAML>=6.0",
+        "PyJWT>=2.13,<3",
         "jsonschema>=4.18",
     ],
     entry_points={

@@ -1,0 +1,135 @@
+"""JWT, Cognito user-pool and IAM (SigV4) authorization (issue #6).
+
+A shipped plugin registered through the ``twistgw`` entry-point group.  It claims the
+``jwt`` and ``cognito_user_pools`` authorizer types and implements ``authorize`` (default
+order, so before the access plugin's ``trylast`` API-key check, as on AWS, §A.2).  Each
+route's authorizers are read from the definition once and kept in ``route.memo``; JWKS
+caches exist only per issuer named by a definition, so nothing is keyed by what a client
+sends.  Settings: ``plugins.settings.auth`` (docs/auth.rst).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from twistgw import hookimpl
+from twistgw.models import Allow
+
+from . import jwt_auth
+from .jwks import JwksCache
+from .settings import AuthSettings, parse_settings
+
+if TYPE_CHECKING:
+    from twistgw import Context, Registry
+    from twistgw.config import GatewayConfig
+    from twistgw.deployment import Route
+
+__all__ = ["register", "configure", "authorize", "caches_for"]
+
+_MEMO = "twistgw_auth"
+#: Gateway configs whose settings and caches are kept (tests build many).
+_KEEP = 16
+
+
+@attrs.define
+class _Runtime:
+    config: GatewayConfig
+    settings: AuthSettings
+    caches: dict[str, JwksCache] = attrs.field(factory=dict)
+
+    def cache(self, issuer: str) -> JwksCache:
+        found = self.caches.get(issuer)
+        if found is None:
+            configured = self.settings.issuers.get(issuer)
+            s = self.settings
+            found = JwksCache(issuer, configured.jwks_uri if configured else None,
+                              ttl=s.jwks_ttl, refetch_interval=s.refetch_interval,
+                              timeout=s.fetch_timeout, max_bytes=s.max_jwks_bytes)
+            self.caches[issuer] = found
+        return found
+
+
+_runtimes: dict[int, _Runtime] = {}
+
+
+def _runtime(config: GatewayConfig) -> _Runtime:
+    found = _runtimes.get(id(config))
+    if found is not None and found.config is config:
+        return found
+    rt = _Runtime(config=config, settings=parse_settings(config))
+    _runtimes.pop(id(config), None)
+    _runtimes[id(config)] = rt
+    while len(_runtimes) > _KEEP:
+        del _runtimes[next(iter(_runtimes))]
+    return rt
+
+
+def caches_for(config: GatewayConfig) -> dict[str, JwksCache]:
+    """The JWKS caches serving ``config``, by issuer (for operators and tests)."""
+    return _runtime(config).caches
+
+
+@hookimpl
+def register(registry: Registry) -> None:
+    """Claim the JWT and Cognito authorizer types; run only on routes requiring auth."""
+    registry.add_authorizer_type("jwt")
+    registry.add_authorizer_type("cognito_user_pools")
+    registry.add_route_filter(lambda route: route.requires_auth)
+
+
+@hookimpl
+def configure(config: GatewayConfig) -> None:
+    """Check ``plugins.settings.auth``."""
+    _runtimes.pop(id(config), None)
+    _runtime(config)
+
+
+@attrs.frozen
+class _RoutePlan:
+    jwt: tuple[tuple[jwt_auth.JwtAuthorizer, tuple[str, ...]], ...] = ()
+
+
+def _plan(ctx: Context, route: Route) -> _RoutePlan:
+    found = route.memo.get(_MEMO)
+    if isinstance(found, _RoutePlan):
+        return found
+    api = ctx.deployment_api
+    assert api is not None
+    schemes = api.definition.security_schemes
+    jwts = []
+    for req in route.operation.security:
+        scheme = schemes.get(req.scheme)
+        if scheme is None:
+            continue
+        if scheme.kind in ("authorizer:jwt", "authorizer:cognito_user_pools"):
+            kind = scheme.kind.split(":", 1)[1]
+            jwts.append((jwt_auth.from_scheme(scheme.name, kind, scheme.raw), req.scopes))
+    plan = _RoutePlan(jwt=tuple(jwts))
+    route.memo[_MEMO] = plan
+    return plan
+
+
+@hookimpl
+def authorize(ctx: Context) -> Any:
+    """JWT / Cognito tokens on routes whose security names such an authorizer."""
+    route = ctx.route
+    api = ctx.deployment_api
+    if route is None or api is None or not route.requires_auth:
+        return None
+    plan = _plan(ctx, route)
+    if not plan.jwt:
+        return None
+    return _check(ctx, api.gateway, plan)
+
+
+async def _check(ctx: Context, config: GatewayConfig, plan: _RoutePlan) -> Allow:
+    rt = _runtime(config)
+    s = rt.settings
+    principal = None
+    for authorizer, scopes in plan.jwt:
+        caches = {issuer: rt.cache(issuer) for issuer in authorizer.issuers}
+        principal = await jwt_auth.authorize(ctx, authorizer, scopes, caches,
+                                             leeway=s.leeway, max_bytes=s.max_token_bytes)
+    return Allow(principal)

@@ -1,0 +1,210 @@
+"""JWT (HTTP API) and Cognito user-pool (REST) authorizers (aws-apigw-spec.md §5.6, §5.8).
+
+The token's header only ever chooses a ``kid`` inside the issuer's own JWKS and one of
+RS256/ES256 (which must match the key's type); ``jku``, ``x5u`` and ``jwk`` are never
+followed.  Claims: ``iss`` equal to the configured issuer, ``aud`` or ``client_id`` in the
+configured audiences (JWT authorizers), ``exp`` required, ``nbf`` and ``iat`` not in the
+future, all with the configured leeway; then route scopes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import jwt
+
+from twistgw.errors import AccessDenied, GatewayError, Unauthorized
+from twistgw.models import Context, Principal
+
+from .jwks import KEY_ALGORITHMS, JwksCache
+
+__all__ = ["JwtAuthorizer", "TokenRefused", "scopes_of"]
+
+_COGNITO_ARN_PREFIX = "arn:aws:cognito-idp:"
+
+
+class TokenRefused(Exception):
+    """A token failed validation; ``reason`` is the ``error_description`` AWS would give."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def cognito_issuer(arn: str) -> str | None:
+    """``https://cognito-idp.{region}.amazonaws.com/{poolId}`` for a user pool ARN."""
+    if not arn.startswith(_COGNITO_ARN_PREFIX):
+        return None
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or not parts[5].startswith("userpool/"):
+        return None
+    return f"https://cognito-idp.{parts[3]}.amazonaws.com/{parts[5][len('userpool/'):]}"
+
+
+def scopes_of(claims: Mapping[str, Any]) -> list[str]:
+    """The token's scopes: ``scope`` (space-separated) or ``scp`` (list or string)."""
+    raw = claims.get("scope", claims.get("scp"))
+    if isinstance(raw, str):
+        return raw.split()
+    if isinstance(raw, list):
+        return [s for s in raw if isinstance(s, str)]
+    return []
+
+
+@attrs.frozen
+class JwtAuthorizer:
+    """One JWT or Cognito authorizer as a definition declares it."""
+
+    name: str
+    kind: str  # "jwt" | "cognito_user_pools"
+    issuers: tuple[str, ...]
+    audiences: tuple[str, ...]
+    source: tuple[str, str]  # ("header" | "querystring", name)
+
+
+def from_scheme(name: str, kind: str, raw: Mapping[str, Any]) -> JwtAuthorizer:
+    """Read a security scheme's ``x-amazon-apigateway-authorizer`` (or Swagger's form)."""
+    auth = raw.get("x-amazon-apigateway-authorizer") or {}
+    source: tuple[str, str] = ("header", "Authorization")
+    if kind == "jwt":
+        conf = auth.get("jwtConfiguration") or {}
+        issuer = conf.get("issuer")
+        issuers = (str(issuer),) if issuer else ()
+        aud = conf.get("audience") or []
+        audiences = tuple(str(a) for a in (aud if isinstance(aud, list) else [aud]))
+        ident = auth.get("identitySource") or "$request.header.Authorization"
+        if isinstance(ident, list):
+            ident = ident[0] if ident else "$request.header.Authorization"
+        ident = str(ident).strip()
+        for prefix, where in (("$request.header.", "header"),
+                              ("$request.querystring.", "querystring")):
+            if ident.startswith(prefix):
+                source = (where, ident[len(prefix):])
+        return JwtAuthorizer(name=name, kind=kind, issuers=issuers, audiences=audiences,
+                             source=source)
+    arns = auth.get("providerARNs") or []
+    found = tuple(i for i in (cognito_issuer(str(a)) for a in arns) if i)
+    ident = str(auth.get("identitySource") or "")
+    if ident.startswith("method.request.header."):
+        source = ("header", ident[len("method.request.header."):])
+    elif raw.get("in") == "header" and raw.get("name"):
+        source = ("header", str(raw["name"]))
+    return JwtAuthorizer(name=name, kind=kind, issuers=found, audiences=(), source=source)
+
+
+def _unauthorized(is_http: bool, reason: str | None) -> GatewayError:
+    if is_http and reason is not None:
+        desc = reason.replace("\\", "").replace('"', "'")
+        return Unauthorized(headers=[("www-authenticate", f'Bearer scope="" '
+                                      f'error="invalid_token" error_description="{desc}"')])
+    return Unauthorized()
+
+
+def token_from(ctx: Context, authorizer: JwtAuthorizer) -> str | None:
+    """The token from the identity source (``Bearer `` prefix optional), or ``None``."""
+    where, name = authorizer.source
+    if where == "header":
+        value = ctx.request.headers.get(name)
+    else:
+        value = next((v for k, v in reversed(ctx.request.query) if k == name), None)
+    if value is None:
+        return None
+    value = value.strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return value or None
+
+
+async def verify(token: str, authorizer: JwtAuthorizer, caches: Mapping[str, JwksCache], *,
+                 leeway: float, max_bytes: int, now: float | None = None) -> dict[str, Any]:
+    """The verified claims of ``token``, or raise :class:`TokenRefused`."""
+    if len(token) > max_bytes:
+        raise TokenRefused("the token is too large")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise TokenRefused("the token is malformed") from None
+    alg = header.get("alg")
+    if alg not in KEY_ALGORITHMS:
+        raise TokenRefused(f"signing method {str(alg)[:20]} is invalid")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > 256:
+        raise TokenRefused("the token has no valid kid")
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise TokenRefused("the token is malformed") from None
+    issuer = unverified.get("iss")
+    if not isinstance(issuer, str) or issuer not in authorizer.issuers:
+        raise TokenRefused("the token has an invalid issuer")
+    cache = caches[issuer]
+    key = await cache.key(kid)
+    if key is None:
+        raise TokenRefused("the token's kid is not in the issuer's key set")
+    if key.algorithm_name != alg:
+        raise TokenRefused(f"signing method {alg} is invalid for the key")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, key=key.key, algorithms=[alg], issuer=issuer, leeway=leeway,
+            options={"require": ["exp", "iss"], "verify_aud": False, "verify_iat": True,
+                     "verify_nbf": True, "verify_exp": True})
+    except jwt.ExpiredSignatureError:
+        raise TokenRefused("the token has expired") from None
+    except jwt.ImmatureSignatureError:
+        raise TokenRefused("the token is not valid yet") from None
+    except jwt.MissingRequiredClaimError as e:
+        raise TokenRefused(f"the token has no {e.claim} claim") from None
+    except jwt.InvalidIssuerError:
+        raise TokenRefused("the token has an invalid issuer") from None
+    except jwt.InvalidSignatureError:
+        raise TokenRefused("the token has an invalid signature") from None
+    except jwt.PyJWTError:
+        raise TokenRefused("the token is invalid") from None
+    now = time.time() if now is None else now
+    iat = claims.get("iat")
+    if iat is not None and (not isinstance(iat, int | float) or iat > now + leeway):
+        raise TokenRefused("the token was issued in the future")
+    if authorizer.kind == "jwt":
+        aud = claims.get("aud")
+        auds = aud if isinstance(aud, list) else [aud] if aud is not None else []
+        client_id = claims.get("client_id")
+        candidates = [a for a in auds if isinstance(a, str)]
+        if isinstance(client_id, str):
+            candidates.append(client_id)
+        if not any(a in authorizer.audiences for a in candidates):
+            raise TokenRefused("the token does not have a valid audience")
+    return claims
+
+
+async def authorize(ctx: Context, authorizer: JwtAuthorizer, scopes: Sequence[str],
+                    caches: Mapping[str, JwksCache], *, leeway: float,
+                    max_bytes: int) -> Principal:
+    """Check the request's token; the principal, or raise the gateway error AWS answers."""
+    api = ctx.deployment_api
+    is_http = api is not None and api.is_http
+    token = token_from(ctx, authorizer)
+    if token is None:
+        raise Unauthorized()
+    try:
+        claims = await verify(token, authorizer, caches, leeway=leeway, max_bytes=max_bytes)
+    except TokenRefused as e:
+        raise _unauthorized(is_http, e.reason) from None
+    token_scopes = scopes_of(claims)
+    if authorizer.kind == "cognito_user_pools":
+        want = "access" if scopes else "id"
+        if claims.get("token_use") != want:
+            raise Unauthorized()
+    if scopes and not any(s in token_scopes for s in scopes):
+        if is_http:
+            raise AccessDenied("Forbidden", headers=[(
+                "www-authenticate", 'Bearer scope="{}" error="insufficient_scope" '
+                'error_description="the token does not have the required scopes"'.format(
+                    " ".join(scopes).replace('"', "'")))])
+        raise Unauthorized()
+    kind = "jwt" if authorizer.kind == "jwt" else "cognito_user_pools"
+    sub = claims.get("sub")
+    return Principal(id=str(sub) if sub is not None else "", kind=kind, claims=claims,
+                     context={"scopes": token_scopes or None})
