@@ -19,10 +19,12 @@ import attrs
 
 from twistgw import ConfigError
 
-__all__ = ["FunctionConfig", "parse_functions", "RUNTIMES", "DEFAULT_TIMEOUT",
+from .sigv4 import Credentials
+
+__all__ = ["FunctionConfig", "RemoteConfig", "parse_functions", "RUNTIMES", "DEFAULT_TIMEOUT",
            "DEFAULT_MEMORY", "DEFAULT_MAX_WORKERS", "DEFAULT_IDLE_TIMEOUT"]
 
-#: Runtimes this plugin runs today; ``remote:`` is later work (issue #3).
+#: Runtimes this plugin runs in local workers (``remote:`` functions run elsewhere).
 RUNTIMES = ("python", "command")
 DEFAULT_TIMEOUT = 3  # seconds, Lambda's default
 DEFAULT_MEMORY = 128  # MB, Lambda's default
@@ -30,7 +32,13 @@ DEFAULT_MAX_WORKERS = 4
 DEFAULT_IDLE_TIMEOUT = 300  # seconds an extra worker may sit idle before it is stopped
 
 _KEYS = ("handler", "code", "runtime", "command", "timeout", "memory", "environment",
-         "min_workers", "max_workers", "idle_timeout", "description")
+         "min_workers", "max_workers", "idle_timeout", "description", "remote")
+#: The keys a ``remote:`` function may have besides ``remote`` itself.
+_REMOTE_FUNCTION_KEYS = ("remote", "description")
+_REMOTE_KEYS = ("endpoint", "region", "function", "qualifier", "log_type", "credentials",
+                "profile", "connect_timeout")
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+DEFAULT_CONNECT_TIMEOUT = 5.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -42,6 +50,23 @@ RESERVED_ENV = frozenset({
     "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT",
     "LAMBDA_RUNTIME_DIR",
 })
+
+
+@attrs.frozen
+class RemoteConfig:
+    """A checked ``functions.<name>.remote`` mapping (the Lambda Invoke API)."""
+
+    endpoint: str
+    region: str
+    #: The function name, ARN or partial ARN sent in the Invoke path.
+    function: str
+    qualifier: str | None = None
+    #: ``X-Amz-Log-Type``: ``None`` or ``Tail`` (the last 4 KB of logs are logged).
+    log_type: str = "None"
+    #: From config secrets; ``None`` resolves from the environment or the shared file.
+    credentials: Credentials | None = None
+    profile: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
 
 @attrs.frozen
@@ -68,6 +93,8 @@ class FunctionConfig:
     #: Workers beyond ``min_workers`` idle this long are stopped (0: never).
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     command: tuple[str, ...] | None = None
+    #: Set for ``remote:`` functions: invoked through the Invoke API, no workers.
+    remote: RemoteConfig | None = None
 
 
 def _int(spec: Mapping[str, Any], key: str, default: int, low: int, high: int,
@@ -118,10 +145,17 @@ def parse_function(name: str, spec: Mapping[str, Any], source: str, base_dir: Pa
     for key in spec:
         if key not in _KEYS:
             raise fail(str(key), f"unknown key; use one of {', '.join(_KEYS)}")
+    if "remote" in spec:
+        for key in spec:
+            if key not in _REMOTE_FUNCTION_KEYS:
+                raise fail(str(key), "a remote: function runs elsewhere; remove this key "
+                                     "(the function's settings live where it runs)")
+        return FunctionConfig(name=name, handler="", code=base_dir, runtime="remote",
+                              remote=_remote(name, spec["remote"], fail))
     runtime = spec.get("runtime", "python")
     if runtime not in RUNTIMES:
-        raise fail("runtime", f"{runtime!r} is not supported yet; use 'python' or 'command' "
-                              "(remote: is planned)")
+        raise fail("runtime", f"{runtime!r} is not supported; use 'python' or 'command', "
+                              "or remote: for a function behind the Lambda Invoke API")
     handler = spec.get("handler")
     if runtime == "python" or handler is not None:
         if not isinstance(handler, str) or not _HANDLER_RE.match(handler):
@@ -174,6 +208,72 @@ def parse_function(name: str, spec: Mapping[str, Any], source: str, base_dir: Pa
                           timeout=float(timeout), memory=memory, environment=environment,
                           min_workers=min_workers, max_workers=max_workers,
                           idle_timeout=float(idle_timeout), command=command)
+
+
+def _remote(name: str, raw: Any, fail: Any) -> RemoteConfig:
+    """Check ``functions.<name>.remote``."""
+    if not isinstance(raw, Mapping):
+        raise fail("remote", "write a mapping: {region: eu-west-1, endpoint: https://..., "
+                             "function: name-or-arn, qualifier: alias, credentials: {...}}")
+    for key in raw:
+        if key not in _REMOTE_KEYS:
+            raise fail(f"remote.{key}", f"unknown key; use one of {', '.join(_REMOTE_KEYS)}")
+
+    def text(key: str, default: str | None) -> str | None:
+        value = raw.get(key, default)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise fail(f"remote.{key}", "give a non-empty string")
+        return value
+
+    region = text("region", None)
+    if region is None or not _REGION_RE.match(region):
+        raise fail("remote.region", f"{region!r} is not an AWS region; give the region the "
+                                    "function lives in (e.g. eu-west-1), used to sign")
+    endpoint = text("endpoint", f"https://lambda.{region}.amazonaws.com")
+    assert endpoint is not None
+    if not re.match(r"^https?://[^/?#]+/?$", endpoint):
+        raise fail("remote.endpoint", f"{endpoint!r} is not an endpoint; write "
+                                      "https://host[:port] (no path)")
+    function = text("function", name)
+    assert function is not None
+    qualifier = text("qualifier", None)
+    log_type = text("log_type", "None")
+    if log_type not in ("None", "Tail"):
+        raise fail("remote.log_type", f"{log_type!r}: use None or Tail (Tail logs the "
+                                      "invoke's last 4 KB of function logs)")
+    profile = text("profile", None)
+    credentials: Credentials | None = None
+    creds = raw.get("credentials")
+    if creds is not None:
+        if not isinstance(creds, Mapping):
+            raise fail("remote.credentials", "write {access_key_id: {$env: NAME}, "
+                                             "secret_access_key: {$env: NAME}, "
+                                             "session_token: ...}")
+        for key in creds:
+            if key not in ("access_key_id", "secret_access_key", "session_token"):
+                raise fail(f"remote.credentials.{key}", "unknown key; use access_key_id, "
+                                                        "secret_access_key, session_token")
+        values: dict[str, str | None] = {}
+        for key in ("access_key_id", "secret_access_key", "session_token"):
+            value = creds.get(key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise fail(f"remote.credentials.{key}", "give a string (usually a secret, "
+                                                        "{$env: NAME} or {$file: path})")
+            values[key] = value
+        if not values["access_key_id"] or not values["secret_access_key"]:
+            raise fail("remote.credentials", "give both access_key_id and "
+                                             "secret_access_key")
+        credentials = Credentials(str(values["access_key_id"]),
+                                  str(values["secret_access_key"]),
+                                  values["session_token"], source="config")
+    connect_timeout = raw.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, int | float) \
+            or not 0 < connect_timeout <= 60:
+        raise fail("remote.connect_timeout", "give seconds, more than 0 and at most 60")
+    return RemoteConfig(endpoint=endpoint.rstrip("/"), region=region, function=function,
+                        qualifier=qualifier, log_type=log_type or "None",
+                        credentials=credentials, profile=profile,
+                        connect_timeout=float(connect_timeout))
 
 
 def parse_functions(functions: Mapping[str, Mapping[str, Any]], source: str, base_dir: Path

@@ -1,8 +1,16 @@
 """The Lambda plugin's hook implementations (re-exported by the package).
 
 ``AWS_PROXY`` routes get the proxy event for their API type and payload format, invoke the
-function named by the integration URI in its warm worker pool, and map the output back by
-aws-apigw-spec.md §2, with AWS's error statuses and execution-log wording.
+function named by the integration URI in its warm worker pool (or through the Invoke API
+for ``remote:`` functions), and map the output back by aws-apigw-spec.md §2, with AWS's
+error statuses and execution-log wording.
+
+``AWS`` (non-proxy) routes whose URI is a Lambda function's send the integration request
+body (the mapping plugin's rendered template, or the client's body passed through) as the
+event; the function's output is the integration response body with status 200, and a
+function error arrives the same way with ``metadata["error_message"]`` set, so the mapping
+plugin selects the integration response by ``selectionPattern`` on ``errorMessage``
+(§3.7, §3.8).  ``AWS`` integrations with any other service are refused at load time.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from twisted.logger import Logger
 from twistgw import (
     ApiConfigurationError,
     ConfigError,
+    Headers,
     IntegrationFailure,
     IntegrationResponse,
     RequestTooLarge,
@@ -29,6 +38,13 @@ from twistgw.variables import ACCOUNT_ID
 from .arn import parse_function_uri
 from .events import event_for, trace_header
 from .functions import FunctionConfig, parse_functions
+from .remote import (
+    EndpointUnreachable,
+    InvokeFailed,
+    NoCredentials,
+    RemoteFunction,
+    resolve_credentials,
+)
 from .responses import (
     MALFORMED_LOG,
     BadBase64,
@@ -48,6 +64,11 @@ if TYPE_CHECKING:
 __all__ = ["register", "configure", "startup", "shutdown", "integrate", "use_runtime"]
 
 log = Logger()
+
+#: Integration types this plugin serves (``AWS`` only for Lambda function URIs).
+TYPES = frozenset(("AWS_PROXY", "AWS"))
+#: AWS's message for an endpoint it could not talk to (§3.7, the recorded 56-byte body).
+NETWORK_ERROR = "Network error communicating with endpoint"
 
 
 class _State:
@@ -76,9 +97,11 @@ def _is_lambda_route(route: Route) -> bool:
     warning and the route answers 500 at request time.
     """
     integration = route.integration
-    if integration is None or integration.type != "AWS_PROXY":
+    if integration is None or integration.type not in TYPES:
         return False
     uri = integration.uri
+    if integration.type == "AWS" and parse_function_uri(uri) is None:
+        return False  # another AWS service: refused by _check_aws_service
     checking = _state.checking
     if checking is not None and "${" not in uri:
         try:
@@ -109,18 +132,45 @@ def _check_uri(route: Route, uri: str, config: GatewayConfig,
                           f"functions.{ref.name} or fix the name")
 
 
+def _check_aws_service(route: Route) -> None:
+    """Route check: an ``AWS`` integration must invoke a Lambda function; other AWS
+    services (S3, SQS, DynamoDB, ...) are not implemented, so refuse them at load time."""
+    integration = route.integration
+    if integration is None or integration.type != "AWS" or \
+            parse_function_uri(integration.uri) is not None:
+        return
+    file, _, where = route.operation.where.rpartition(": ")
+    raise ConfigError(file or "<definition>", f"{where}.x-amazon-apigateway-integration.uri",
+                      f"{integration.uri!r} is an AWS service integration other than "
+                      "Lambda, which twistgw does not implement; AWS integrations must "
+                      "invoke a function (arn:aws:apigateway:{region}:lambda:path/"
+                      "2015-03-31/functions/arn:aws:lambda:{region}:{account}:function:"
+                      "{Name}/invocations), or use an http integration against the "
+                      "service's endpoint")
+
+
 @hookimpl
 def register(registry: Registry) -> None:
-    """Claim ``AWS_PROXY`` and ``functions:``; stay out of non-Lambda routes."""
+    """Claim ``AWS_PROXY``, ``AWS`` (Lambda only) and ``functions:``; stay out of
+    non-Lambda routes."""
     registry.add_integration_type("AWS_PROXY")
+    registry.add_integration_type("AWS")
     registry.add_feature("functions")
     registry.add_route_filter(_is_lambda_route)
+    registry.add_route_check(_check_aws_service)
 
 
 @hookimpl
 def configure(config: GatewayConfig) -> None:
     """Check ``functions:`` (every key, with the fix in the message)."""
     functions = parse_functions(config.functions, config.source, Path(config.base_dir))
+    for name, fn in functions.items():
+        if fn.remote is not None and fn.remote.credentials is None:
+            try:
+                resolve_credentials(None, fn.remote.profile)
+            except NoCredentials as e:
+                raise ConfigError(config.source, f"functions.{name}.remote.credentials",
+                                  str(e)) from None
     _state.checking = (config, functions)
 
 
@@ -142,7 +192,7 @@ def _regions(gateway: Gateway) -> dict[str, str]:
     for api in gateway.deployment.apis.values():
         for op in api.definition.operations:
             integration = op.integration
-            if integration is None or integration.type != "AWS_PROXY":
+            if integration is None or integration.type not in TYPES:
                 continue
             ref = parse_function_uri(integration.uri)
             if ref is not None and "${" not in ref.name:
@@ -186,18 +236,48 @@ def _fail(ctx: Context, message: str, status: int) -> None:
               request_id=ctx.request_id, status=status)
 
 
+async def _invoke(ctx: Context, pool: Any, payload: bytes, arn: str, trace: str
+                  ) -> InvokeResult:
+    """Invoke, turning what stops the function from running into AWS's answers."""
+    log.debug("({request_id}) Sending request to {arn}", request_id=ctx.request_id, arn=arn)
+    try:
+        result: InvokeResult = await defer.maybeDeferred(pool.invoke, payload, arn, trace)
+    except EndpointUnreachable as e:
+        _fail(ctx, f"Execution failed due to a network error communicating with the Lambda "
+                   f"endpoint: {e}", 504)
+        raise IntegrationFailure(NETWORK_ERROR) from None
+    except InvokeFailed as e:
+        _fail(ctx, f"Lambda invocation failed with status: {e.status}. {e.message}"
+              if e.status != 404 else
+              f"Lambda invocation failed with status: 404. Function not found: {arn}",
+              500 if e.status in (401, 403, 404) else 413 if e.status == 413 else 502)
+        if e.status in (401, 403, 404):
+            _fail(ctx, "Execution failed due to configuration error: Invalid permissions on "
+                       "Lambda function", 500)
+            raise ApiConfigurationError() from None
+        if e.status == 413:
+            raise RequestTooLarge() from None
+        raise IntegrationFailure(status=502) from None
+    if result.function_error == "Throttled":
+        _fail(ctx, "Lambda invocation failed with status: 429. Rate Exceeded.", 502)
+        raise IntegrationFailure(status=502)
+    return result
+
+
 @hookimpl
 async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationResponse | None:
-    """Invoke the function of an ``AWS_PROXY`` integration and map its output (§1, §2)."""
+    """Invoke the function of an ``AWS_PROXY`` or Lambda ``AWS`` integration and map its
+    output (§1, §2, §3.7)."""
     integration = ctx.integration
-    if integration is None or integration.type != "AWS_PROXY":
+    if integration is None or integration.type not in TYPES:
         return None
     api = ctx.deployment_api
     assert api is not None
     is_http = api.is_http
+    kind = "proxy" if integration.type == "AWS_PROXY" else "custom"
     if not is_http and integration.http_method and integration.http_method.upper() != "POST":
-        _fail(ctx, "Execution failed due to configuration error: the integration httpMethod "
-                   "of a Lambda proxy integration must be POST", 500)
+        _fail(ctx, f"Execution failed due to configuration error: the integration httpMethod "
+                   f"of a Lambda {kind} integration must be POST", 500)
         raise ApiConfigurationError()
     ref = parse_function_uri(request.uri)
     if ref is None:
@@ -213,6 +293,8 @@ async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationRes
         _fail(ctx, "Execution failed due to configuration error: Invalid permissions on "
                    "Lambda function", 500)
         raise ApiConfigurationError()
+    if integration.type == "AWS":
+        return await _integrate_custom(ctx, request, pool, ref.arn)
     event = event_for(ctx, request)
     payload = json.dumps(event).encode("utf-8")
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -221,12 +303,7 @@ async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationRes
                    f"({MAX_PAYLOAD_BYTES} bytes).", 413)
         raise RequestTooLarge()
     trace = trace_header(ctx)
-    log.debug("({request_id}) Sending request to {arn}", request_id=ctx.request_id,
-              arn=ref.arn)
-    result: InvokeResult = await defer.maybeDeferred(pool.invoke, payload, ref.arn, trace)
-    if result.function_error == "Throttled":
-        _fail(ctx, "Lambda invocation failed with status: 429. Rate Exceeded.", 502)
-        raise IntegrationFailure(status=502)
+    result = await _invoke(ctx, pool, payload, ref.arn, trace)
     if result.function_error is not None:
         _fail(ctx, f"Lambda execution failed with status 200 due to customer function "
                    f"error: {result.error_message}. Lambda request id: {result.request_id}",
@@ -260,3 +337,59 @@ async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationRes
         headers = headers.with_added("X-Amzn-Trace-Id", trace)
     return attrs.evolve(response, headers=headers,
                         metadata={"lambda_request_id": result.request_id})
+
+
+async def _integrate_custom(ctx: Context, request: IntegrationRequest, pool: Any, arn: str
+                            ) -> IntegrationResponse:
+    """The non-proxy Lambda integration (§3.7): the body is the event, the output the
+    integration response body; a function error is a 200 carrying ``error_message`` for
+    the mapping plugin's ``selectionPattern`` match (§3.8)."""
+    payload = request.body.strip() or b"{}"  # Lambda takes an empty payload as {}
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        _fail(ctx, f"Lambda invocation failed with status: 413. Request payload size "
+                   f"({len(payload)} bytes) exceeded maximum allowed payload size "
+                   f"({MAX_PAYLOAD_BYTES} bytes).", 413)
+        raise RequestTooLarge()
+    if not isinstance(pool, RemoteFunction):  # the Invoke API checks this itself
+        try:
+            json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as e:
+            _fail(ctx, f"Lambda invocation failed with status: 400. Could not parse request "
+                       f"body into json: {e}", 502)
+            raise IntegrationFailure(status=502) from None
+    result = await _invoke(ctx, pool, payload, arn, trace_header(ctx))
+    body = result.payload
+    metadata: dict[str, Any] = {"lambda_request_id": result.request_id, "error_message": ""}
+    if result.function_error is not None:
+        metadata["function_error"] = result.function_error
+        metadata["error_message"] = result.error_message
+        if not isinstance(pool, RemoteFunction):
+            body = _with_request_id(body, result.request_id)
+        log.info("({request_id}) Lambda execution failed with status 200 due to customer "
+                 "function error: {message}. Lambda request id: {lambda_id}",
+                 request_id=ctx.request_id, message=result.error_message,
+                 lambda_id=result.request_id)
+    return IntegrationResponse(
+        status=200,
+        headers=Headers((("Content-Type", "application/json"),
+                         ("X-Amz-Executed-Version", "$LATEST"),
+                         ("x-amzn-RequestId", result.request_id))),
+        body=body, metadata=metadata)
+
+
+def _with_request_id(payload: bytes, request_id: str) -> bytes:
+    """A local worker's error document with Lambda's ``requestId`` after ``errorType``,
+    as the Invoke API returns it (the recorded §3.8 body)."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return payload
+    if not isinstance(doc, dict) or "requestId" in doc:
+        return payload
+    out: dict[str, Any] = {}
+    for key in ("errorMessage", "errorType"):
+        if key in doc:
+            out[key] = doc.pop(key)
+    out["requestId"] = request_id
+    out.update(doc)
+    return json.dumps(out).encode("utf-8")

@@ -29,7 +29,7 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet import defer, protocol
@@ -39,6 +39,9 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from .functions import FunctionConfig
+
+if TYPE_CHECKING:
+    from .remote import RemoteFunction
 
 __all__ = ["InvokeResult", "FunctionPool", "LambdaRuntime", "MAX_PAYLOAD_BYTES",
            "INIT_TIMEOUT", "RUNTIME_PREFIX"]
@@ -638,9 +641,13 @@ class LambdaRuntime:
                  regions: dict[str, str] | None = None, default_region: str = "us-east-1"
                  ) -> None:
         self.reactor = reactor
+        from .remote import RemoteFunction  # imports this module
+
         regions = regions or {}
-        self.pools = {name: FunctionPool(cfg, reactor, regions.get(name, default_region))
-                      for name, cfg in functions.items()}
+        self.pools: dict[str, FunctionPool | RemoteFunction] = {
+            name: RemoteFunction(name, cfg.remote, reactor) if cfg.remote is not None
+            else FunctionPool(cfg, reactor, regions.get(name, default_region))
+            for name, cfg in functions.items()}
 
     def start(self) -> defer.Deferred[Any]:
         """Start every pool's ``min_workers``; fires when their init is over.
