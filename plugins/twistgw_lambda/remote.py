@@ -2,6 +2,7 @@
 
 ``POST {endpoint}/2015-03-31/functions/{name}/invocations[?Qualifier=q]``, SigV4-signed
 (service ``lambda``, the configured region), ``X-Amz-Invocation-Type: RequestResponse``
+and the qualifier of the integration URI's function ARN (else the configured one),
 and ``X-Amz-Log-Type`` as configured.  A 200 answer is the function's output, a function
 error when ``X-Amz-Function-Error`` is set; any other status is an Invoke API error
 (:class:`InvokeFailed`: throttling, missing function, bad signature...).  A failure to talk
@@ -209,11 +210,15 @@ class RemoteFunction:
     def invoke(self, payload: bytes, function_arn: str, trace_id: str
                ) -> defer.Deferred[InvokeResult]:
         """One synchronous invoke; cancelling the Deferred aborts the request."""
-        return defer.Deferred.fromCoroutine(self._invoke(payload, trace_id))
+        _, _, rest = function_arn.partition(":function:")
+        _, _, qualifier = rest.partition(":")
+        return defer.Deferred.fromCoroutine(
+            self._invoke(payload, trace_id, qualifier or self.config.qualifier))
 
-    async def _invoke(self, payload: bytes, trace_id: str) -> InvokeResult:
+    async def _invoke(self, payload: bytes, trace_id: str, qualifier: str | None
+                      ) -> InvokeResult:
         cfg = self.config
-        url = cfg.endpoint.rstrip("/") + invoke_path(cfg.function, cfg.qualifier)
+        url = cfg.endpoint.rstrip("/") + invoke_path(cfg.function, qualifier)
         try:
             credentials = self.credentials()
         except NoCredentials as e:
