@@ -16,6 +16,7 @@ SHIPPED_PLUGINS = {
     "access": "twistgw_access",
     "auth": "twistgw_auth",
     "validation": "twistgw_validation",
+    "cors": "twistgw_cors",
 }
 
 setup(
