@@ -249,7 +249,9 @@ class Principal:
     AUTHORIZER) or the one the API-key check accepted; ``api_key_id`` is set only once an
     API key was accepted, and fills ``$context.identity.apiKeyId`` / ``apiKey``.  A
     principal of ``kind == "api_key"`` only names a key (no authorizer ran), so it fills
-    no ``$context.authorizer.*``.
+    no ``$context.authorizer.*``; nor does one of ``kind == "iam"`` (a SigV4 caller), whose
+    ``context`` holds ``accessKey``, ``accountId``, ``caller``, ``user`` and ``userArn`` for
+    ``$context.identity.*``.
     """
 
     id: str

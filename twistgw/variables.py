@@ -65,6 +65,17 @@ def request_time(epoch: float) -> str:
     return text
 
 
+#: Principal kinds that name a caller without an authorizer: an API key alone, or IAM
+#: (SigV4), whose caller fills ``$context.identity.*`` and no ``$context.authorizer.*``.
+NOT_AUTHORIZERS = frozenset({"api_key", "iam"})
+
+
+def _iam_identity(ctx: Context, field: str) -> Any:
+    """``$context.identity.<field>`` of an IAM caller (``Principal.context``), else None."""
+    p = ctx.principal
+    return p.context.get(field) if p is not None and p.kind == "iam" else None
+
+
 def _api_type(ctx: Context) -> str | None:
     return ctx.deployment_api.config.type if ctx.deployment_api is not None else None
 
@@ -114,11 +125,11 @@ _GETTERS: dict[str, Getter] = {
     "customDomain.basePathMatched": lambda c, f: c.base_path_matched,
     "identity.sourceIp": lambda c, f: c.request.client_ip,
     "identity.userAgent": lambda c, f: c.request.headers.get("user-agent"),
-    "identity.caller": lambda c, f: None,
-    "identity.user": lambda c, f: None,
-    "identity.userArn": lambda c, f: None,
-    "identity.accountId": lambda c, f: None,
-    "identity.accessKey": lambda c, f: None,
+    "identity.caller": lambda c, f: _iam_identity(c, "caller"),
+    "identity.user": lambda c, f: _iam_identity(c, "user"),
+    "identity.userArn": lambda c, f: _iam_identity(c, "userArn"),
+    "identity.accountId": lambda c, f: _iam_identity(c, "accountId"),
+    "identity.accessKey": lambda c, f: _iam_identity(c, "accessKey"),
     "identity.apiKey": lambda c, f: c.principal.usage_identifier_key
     if c.principal is not None and c.principal.api_key_id is not None else None,
     "identity.apiKeyId": lambda c, f: c.principal.api_key_id if c.principal else None,
@@ -142,7 +153,7 @@ _GETTERS: dict[str, Getter] = {
     "identity.clientCert.validity.notAfter": lambda c, f: c.request.tls.not_after
     if c.request.tls else None,
     "authorizer.principalId": lambda c, f: c.principal.id
-    if c.principal is not None and c.principal.kind != "api_key" else None,
+    if c.principal is not None and c.principal.kind not in NOT_AUTHORIZERS else None,
     "error.message": lambda c, f: f.error.message if f and f.error else None,
     "error.messageString": _error_message_string,
     "error.responseType": lambda c, f: f.error.response_type if f and f.error else None,
@@ -166,7 +177,7 @@ _GETTERS: dict[str, Getter] = {
 
 def _authorizer_getter(key: str) -> Getter:
     def get(c: Context, f: Finish | None) -> Any:
-        if c.principal is None or c.principal.kind == "api_key":
+        if c.principal is None or c.principal.kind in NOT_AUTHORIZERS:
             return None
         if key.startswith("claims."):
             return c.principal.claims.get(key[len("claims."):])

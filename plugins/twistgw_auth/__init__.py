@@ -1,7 +1,8 @@
 """JWT, Cognito user-pool and IAM (SigV4) authorization (issue #6).
 
 A shipped plugin registered through the ``twistgw`` entry-point group.  It claims the
-``jwt`` and ``cognito_user_pools`` authorizer types and implements ``authorize`` (default
+``jwt`` and ``cognito_user_pools`` authorizer types and the ``aws_iam`` feature, and
+implements ``authorize`` (default
 order, so before the access plugin's ``trylast`` API-key check, as on AWS, §A.2).  Each
 route's authorizers are read from the definition once and kept in ``route.memo``; JWKS
 caches exist only per issuer named by a definition, so nothing is keyed by what a client
@@ -17,7 +18,7 @@ import attrs
 from twistgw import hookimpl
 from twistgw.models import Allow
 
-from . import jwt_auth
+from . import jwt_auth, sigv4
 from .jwks import JwksCache
 from .settings import AuthSettings, parse_settings
 
@@ -73,9 +74,10 @@ def caches_for(config: GatewayConfig) -> dict[str, JwksCache]:
 
 @hookimpl
 def register(registry: Registry) -> None:
-    """Claim the JWT and Cognito authorizer types; run only on routes requiring auth."""
+    """Claim the JWT and Cognito authorizer types and IAM; run only on routes with auth."""
     registry.add_authorizer_type("jwt")
     registry.add_authorizer_type("cognito_user_pools")
+    registry.add_feature("aws_iam")
     registry.add_route_filter(lambda route: route.requires_auth)
 
 
@@ -89,6 +91,7 @@ def configure(config: GatewayConfig) -> None:
 @attrs.frozen
 class _RoutePlan:
     jwt: tuple[tuple[jwt_auth.JwtAuthorizer, tuple[str, ...]], ...] = ()
+    iam: bool = False
 
 
 def _plan(ctx: Context, route: Route) -> _RoutePlan:
@@ -99,6 +102,7 @@ def _plan(ctx: Context, route: Route) -> _RoutePlan:
     assert api is not None
     schemes = api.definition.security_schemes
     jwts = []
+    iam = route.operation.auth_type == "AWS_IAM"
     for req in route.operation.security:
         scheme = schemes.get(req.scheme)
         if scheme is None:
@@ -106,19 +110,27 @@ def _plan(ctx: Context, route: Route) -> _RoutePlan:
         if scheme.kind in ("authorizer:jwt", "authorizer:cognito_user_pools"):
             kind = scheme.kind.split(":", 1)[1]
             jwts.append((jwt_auth.from_scheme(scheme.name, kind, scheme.raw), req.scopes))
-    plan = _RoutePlan(jwt=tuple(jwts))
+        elif scheme.kind == "aws_iam":
+            iam = True
+    plan = _RoutePlan(jwt=tuple(jwts), iam=iam)
     route.memo[_MEMO] = plan
     return plan
 
 
 @hookimpl
 def authorize(ctx: Context) -> Any:
-    """JWT / Cognito tokens on routes whose security names such an authorizer."""
+    """SigV4 on IAM routes; JWT / Cognito tokens on routes naming such an authorizer."""
     route = ctx.route
     api = ctx.deployment_api
     if route is None or api is None or not route.requires_auth:
         return None
     plan = _plan(ctx, route)
+    if plan.iam:
+        s = _runtime(api.gateway).settings
+        principal = sigv4.authorize(ctx, s.iam_keys, region=s.iam_region,
+                                    max_skew=s.max_skew)
+        if not plan.jwt:
+            return Allow(principal)
     if not plan.jwt:
         return None
     return _check(ctx, api.gateway, plan)

@@ -181,8 +181,9 @@ def _body(ctx: Context, request: IntegrationRequest) -> tuple[str | None, bool]:
 
 def _authorizer_v1(ctx: Context) -> dict[str, Any] | None:
     principal = ctx.principal
-    if principal is None or principal.kind == "api_key":
-        # An API key alone names no authorizer: AWS sends no requestContext.authorizer.
+    if principal is None or principal.kind in ("api_key", "iam"):
+        # An API key alone (or IAM) names no authorizer: AWS sends no
+        # requestContext.authorizer.
         return None
     if principal.claims:
         return {"claims": {k: _stringify(v) for k, v in principal.claims.items()}}
@@ -228,6 +229,9 @@ def _v1_event(ctx: Context, request: IntegrationRequest, *, lower: bool) -> dict
         "userAgent": ctx.request.headers.get("user-agent"), "userArn": None,
     }
     principal = ctx.principal
+    if principal is not None and principal.kind == "iam":
+        for field in ("accessKey", "accountId", "caller", "user", "userArn"):
+            identity[field] = principal.context.get(field)
     if principal is not None and principal.api_key_id is not None:
         identity["apiKey"] = principal.usage_identifier_key
         identity["apiKeyId"] = principal.api_key_id
@@ -333,6 +337,13 @@ def http_v2_event(ctx: Context, request: IntegrationRequest) -> dict[str, Any]:
             request_context["authorizer"] = {"jwt": {
                 "claims": {k: _stringify(v) for k, v in principal.claims.items()},
                 "scopes": principal.context.get("scopes")}}
+        elif principal.kind == "iam":
+            c = principal.context
+            request_context["authorizer"] = {"iam": {
+                "accessKey": c.get("accessKey"), "accountId": c.get("accountId"),
+                "callerId": c.get("caller"), "cognitoIdentity": None,
+                "principalOrgId": None, "userArn": c.get("userArn"),
+                "userId": c.get("user")}}
         else:
             request_context["authorizer"] = {"lambda": dict(principal.context)}
     cert = _client_cert(ctx)
