@@ -367,10 +367,16 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fake_lambda: FakeLambda
         "/down": {"get": _op("Down")},
         "/custom": {"post": custom},
     }}
+    http_api = {"openapi": "3.0.1", "info": {"title": "v2", "version": "1"}, "paths": {
+        "/ok": {"get": _op("Ok", payloadFormatVersion="2.0")},
+        "/slow": {"get": _op("Slow", payloadFormatVersion="2.0", timeoutInMillis=500)},
+    }}
     path = write_config(root, {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
         "apis": [{"id": "restapi", "type": "REST", "definition": "rest.yaml",
-                  "stages": [{"name": "prod", "variables": {"alias": "blue"}}]}],
+                  "stages": [{"name": "prod", "variables": {"alias": "blue"}}]},
+                 {"id": "httpapi", "type": "HTTP", "definition": "http.yaml",
+                  "stages": [{"name": "$default"}]}],
         "functions": {
             "Ok": remote("Ok", credentials=config_creds, log_type="Tail"),
             "OkEnv": remote("Ok"),
@@ -389,7 +395,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fake_lambda: FakeLambda
         },
         "plugins": {"enabled": ["mock", "mapping", "lambda"]},
         "access_log": False,
-    }, {"rest.yaml": rest})
+    }, {"rest.yaml": rest, "http.yaml": http_api})
     import os
 
     env = dict(os.environ)
@@ -402,11 +408,12 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fake_lambda: FakeLambda
         yield running
 
 
-def _call(gw: RunningGateway, path: str, method: str = "GET", body: bytes | None = None
-          ) -> tuple[int, dict[str, str], bytes]:
+def _call(gw: RunningGateway, path: str, method: str = "GET", body: bytes | None = None,
+          api: str = "restapi") -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
     try:
-        conn.request(method, path, body=body, headers={"content-type": "application/json"})
+        conn.request(method, path, body=body, headers={"content-type": "application/json",
+                                                       "x-apigw-api-id": api})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -522,3 +529,13 @@ def test_non_proxy_integration_through_the_invoke_api(
     got = _call(gw, "/prod/custom", "POST", json.dumps(event).encode())
     assert (got[0], got[2]) == (status, body)
     assert _last(fake_lambda)["event"] == event  # the body passed through is the event
+
+
+def test_http_api_payload_2_through_the_invoke_api(gw: RunningGateway,
+                                                   fake_lambda: FakeLambda) -> None:
+    status, _, body = _call(gw, "/ok", api="httpapi")
+    assert (status, json.loads(body)) == (200, {"key": "AKIDCONFIG", "qualifier": None})
+    event = _last(fake_lambda)["event"]
+    assert (event["version"], event["rawPath"]) == ("2.0", "/ok")
+    status, _, body = _call(gw, "/slow", api="httpapi")
+    assert (status, body) == (503, b'{"message":"Service Unavailable"}')
