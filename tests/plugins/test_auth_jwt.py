@@ -24,6 +24,7 @@ import pytest
 import twistgw_auth
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from twisted.internet.defer import Deferred
 from twistgw_auth.jwks import JwksCache
 
 from twistgw.testing import RunningGateway, write_config
@@ -310,16 +311,22 @@ class JwksHandler(BaseHTTPRequestHandler):
                                "jwks_uri": self.server.url + "/jwks.json"}).encode()
         elif self.path == "/jwks.json":
             body = json.dumps(self.server.keyset.doc()).encode()
+        elif self.path == "/slow.json":
+            time.sleep(3)
+            body = json.dumps(self.server.keyset.doc()).encode()
         elif self.path == "/huge.json":
             body = json.dumps({"keys": [], "pad": "x" * 200_000}).encode()
         else:
             self.send_error(404)
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except ConnectionError:
+            pass  # the gateway gave up (timeout, size cap): what the test wants
 
 
 @pytest.fixture(scope="module")
@@ -345,10 +352,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGatew
         "openapi": "3.0.1", "info": {"title": "jwt", "version": "1"},
         "components": {"securitySchemes": {
             "configured": scheme(ISSUER), "discovered": scheme(server.url),
-            "huge": scheme("https://huge.example.test")}},
+            "huge": scheme("https://huge.example.test"),
+            "slow": scheme("https://slow.example.test")}},
         "paths": {"/pets": {"get": {**ok, "security": [{"configured": []}]}},
                   "/disc": {"get": {**ok, "security": [{"discovered": []}]}},
-                  "/huge": {"get": {**ok, "security": [{"huge": []}]}}},
+                  "/huge": {"get": {**ok, "security": [{"huge": []}]}},
+                  "/slow": {"get": {**ok, "security": [{"slow": []}]}}},
     }
     config = write_config(folder, {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
@@ -358,7 +367,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGatew
             "refetch_interval": 60,
             "issuers": [{"issuer": ISSUER, "jwks_uri": server.url + "/jwks.json"},
                         {"issuer": "https://huge.example.test",
-                         "jwks_uri": server.url + "/huge.json"}]}}}},
+                         "jwks_uri": server.url + "/huge.json"},
+                        {"issuer": "https://slow.example.test",
+                         "jwks_uri": server.url + "/slow.json"}]}}}},
         "access_log": False,
     }, {"jwt.yaml": definition})
     try:
@@ -401,3 +412,80 @@ def test_e2e_oidc_discovery_and_size_cap(e2e: tuple[RunningGateway, JwksServer])
     assert get(gw, "/prod/disc", token)[0] == 200
     # A key set over 150,000 bytes is not used: every token for that issuer is refused.
     assert get(gw, "/prod/huge", mint(iss="https://huge.example.test"))[0] == 401
+
+
+def test_e2e_jwks_fetch_times_out_after_1_5_s(e2e: tuple[RunningGateway, JwksServer]) -> None:
+    gw, _ = e2e
+    started = time.monotonic()
+    assert get(gw, "/prod/slow", mint(iss="https://slow.example.test"))[0] == 401
+    assert 1.2 < time.monotonic() - started < 2.9
+
+
+# -- the JWKS cache on its own -------------------------------------------------------------
+
+
+class FakeIdp:
+    """A fetcher whose answers the test releases, on a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.pending: list[Deferred[Any]] = []
+        self.calls = 0
+
+    def fetch(self, url: str, timeout: float, max_bytes: int) -> Deferred[Any]:
+        self.calls += 1
+        d: Deferred[Any] = Deferred()
+        self.pending.append(d)
+        return d
+
+    def cache(self) -> JwksCache:
+        return JwksCache(ISSUER, "https://idp.test/jwks", ttl=600, refetch_interval=30,
+                         fetch=self.fetch, now=lambda: self.now)
+
+
+def run(coro: Any) -> Deferred[Any]:
+    return Deferred.fromCoroutine(coro)
+
+
+def test_concurrent_lookups_share_one_fetch() -> None:
+    idp = FakeIdp()
+    cache = idp.cache()
+    first, second = run(cache.key("rsa1")), run(cache.key("ec1"))
+    assert idp.calls == 1 and not first.called and not second.called
+    idp.pending.pop().callback(KeySet().doc())
+    assert first.result.key_id == "rsa1" and second.result.key_id == "ec1"
+
+
+def test_idp_failure_keeps_the_last_good_keys_and_retries_later() -> None:
+    from twistgw_auth.jwks import JwksError
+
+    idp = FakeIdp()
+    cache = idp.cache()
+    d = run(cache.key("rsa1"))
+    idp.pending.pop().callback(KeySet().doc())
+    assert d.result is not None
+    idp.now += 601  # stale: refetched, and the IdP is down
+    d = run(cache.key("rsa1"))
+    idp.pending.pop().errback(JwksError("down"))
+    assert d.result is not None and d.result.key_id == "rsa1"
+    assert idp.calls == 2
+    assert run(cache.key("rsa1")).result is not None  # no new attempt within 5 s
+    assert idp.calls == 2
+    idp.now += 5
+    d = run(cache.key("rsa1"))
+    assert idp.calls == 3
+    idp.pending.pop().callback(KeySet().doc())
+    assert d.result is not None
+
+
+def test_unusable_jwks_entries_are_skipped() -> None:
+    from twistgw_auth.jwks import parse_jwks
+
+    oct_key = {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}
+    enc = {**jwk(RSA_KEY, "enc"), "use": "enc"}
+    wrong = {**jwk(RSA_KEY, "wrong"), "alg": "ES256"}
+    p384 = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(
+        ec.generate_private_key(ec.SECP384R1()).public_key()))
+    keys = parse_jwks({"keys": [oct_key, enc, wrong, {**p384, "kid": "p384"},
+                                jwk(RSA_KEY, "ok"), "junk", {"kty": "RSA", "kid": "bad"}]})
+    assert list(keys) == ["ok"]
