@@ -12,6 +12,10 @@ pass through untouched; a route filter keeps this plugin off their plans entirel
   variables, context) with AWS's header remapping, and its response template chosen by
   ``Accept`` (§3.8).
 
+``contentHandling`` (``CONVERT_TO_TEXT`` / ``CONVERT_TO_BINARY``) with the API's
+``binaryMediaTypes`` converts request and response bodies by §3.5's matrix (see
+:mod:`twistgw_mapping.binary`); this plugin claims the ``content_handling`` feature.
+
 Templates are VTL (aws-apigw-spec.md §3.6), rendered by :mod:`twistgw.vtl` with the AWS
 objects of :mod:`twistgw_mapping.namespaces`; this plugin claims the ``mapping_templates``
 feature.  Each template is parsed once per deployment (a route check compiles every
@@ -47,6 +51,7 @@ from twistgw.gateway_responses import resolve_parameter
 from twistgw.variables import Finish
 from twistgw.vtl import Template, TemplateError, TemplateLimitError, to_json, to_text
 
+from . import binary
 from .namespaces import Overrides, json_path, parse_json, template_variables
 
 if TYPE_CHECKING:
@@ -97,9 +102,11 @@ def _pattern(selection: str) -> re.Pattern[str]:
 def register(registry: Registry) -> None:
     """Take part only in routes with non-proxy integrations; render VTL templates."""
     registry.add_feature("mapping_templates")
+    registry.add_feature("content_handling")
     registry.add_route_filter(
         lambda route: route.integration is not None and not route.integration.is_proxy)
     registry.add_route_check(check_templates)
+    registry.add_route_check(check_content_handling)
 
 
 # -- compiling templates ---------------------------------------------------------------------
@@ -142,6 +149,18 @@ def check_templates(route: Route) -> None:
             _template(route, source)
         except TemplateError as e:
             raise ConfigError(file, where, f"invalid mapping template: {e}") from None
+
+
+def check_content_handling(route: Route) -> None:
+    """``contentHandling`` is served for non-proxy integrations only (§3.5): refuse it on
+    proxy ones rather than ignore it."""
+    integration = route.integration
+    if integration is None or not integration.is_proxy:
+        return
+    if integration.content_handling or any(r.content_handling for r in integration.responses):
+        file, _, path = integration.where.partition(": ")
+        raise ConfigError(file, f"{path}.contentHandling", "contentHandling is served for "
+                          "non-proxy integrations (MOCK, HTTP, AWS) only; remove it")
 
 
 # ``map_request`` and ``map_response`` are pipes, and this plugin *builds* the value (the
@@ -196,12 +215,39 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
                      lambda: _request_template(integration, content_type))
     if source is _UNSUPPORTED:
         raise UnsupportedMediaType()
+    handling = integration.content_handling
+    api = ctx.api
+    binary_types = api.binary_media_types if api is not None else ()
+    if binary_types or handling:
+        is_binary = binary.matches_media_type(binary.first_type(content_type), binary_types)
+        if binary.request_is_passed_as_binary(is_binary, handling):
+            return None  # binary (or converted to binary) goes through untouched
+        if is_binary:  # CONVERT_TO_TEXT: the template sees the base64 string
+            request = _with_body(request, binary.encode(request.body))
+            if source is _PASS:
+                return request
     if source is _PASS:
-        return None
-    body = _render(ctx, source, request.body, "request")
-    if OVERRIDES in ctx.stash:
+        body = request.body
+    else:
+        body = _render(ctx, source, request.body, "request")
+    if handling == binary.CONVERT_TO_BINARY:
+        body = _decoded(ctx, body, "request")
+    if source is not _PASS and OVERRIDES in ctx.stash:
         return _apply_request_overrides(ctx, integration, request, body, ctx.stash[OVERRIDES])
+    if source is _PASS and body is request.body:
+        return None
     return _with_body(request, body)
+
+
+def _decoded(ctx: Context, body: bytes, phase: str) -> bytes:
+    """``CONVERT_TO_BINARY``: the base64-decoded body; not base64 is AWS's 500."""
+    try:
+        return binary.decode(body)
+    except ValueError as e:
+        log.error("({request_id}) Execution failed due to configuration error: Unable to "
+                  "convert the {phase} body to binary: {problem}",
+                  request_id=ctx.request_id, phase=phase, problem=str(e))
+        raise ApiConfigurationError() from None
 
 
 #: Sentinels: the passthrough behaviour refuses this content type (415) / passes the body.
@@ -339,10 +385,29 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     accept = ctx.request.headers.get("accept")
     template = memoize(route, ("mapping.template", id(chosen), accept),
                        lambda: _pick_template(chosen.response_templates, accept))
+    body = integration_response.body
+    action = binary.ResponseAction.KEEP
+    payload_binary = False
+    api = ctx.api
+    binary_types = api.binary_media_types if api is not None else ()
+    if binary_types or chosen.content_handling:
+        payload_binary = binary.matches_media_type(
+            binary.first_type(integration_response.headers.get("content-type")), binary_types)
+        action = binary.response_action(
+            payload_binary=payload_binary,
+            accept_binary=binary.matches_media_type(binary.first_type(accept), binary_types),
+            types_set=bool(binary_types), handling=chosen.content_handling)
+        if action is binary.ResponseAction.ENCODE:
+            body, payload_binary = binary.encode(body), False
     if template:
-        body = _render(ctx, template, integration_response.body, "response", fin)
-    else:
-        body = integration_response.body
+        if payload_binary:
+            log.error("({request_id}) Execution failed due to configuration error: a "
+                      "response template cannot apply to a binary body",
+                      request_id=ctx.request_id)
+            raise ApiConfigurationError()
+        body = _render(ctx, template, body, "response", fin)
+    if action is binary.ResponseAction.DECODE:
+        body = _decoded(ctx, body, "response")
     status = int(chosen.status_code)
     if OVERRIDES in ctx.stash:
         status = _apply_response_overrides(ctx.stash[OVERRIDES], status, headers)
