@@ -372,7 +372,7 @@ async def _integrate_custom(ctx: Context, request: IntegrationRequest, pool: Any
     return IntegrationResponse(
         status=200,
         headers=Headers((("Content-Type", "application/json"),
-                         ("X-Amz-Executed-Version", "$LATEST"),
+                         ("X-Amz-Executed-Version", result.executed_version),
                          ("x-amzn-RequestId", result.request_id))),
         body=body, metadata=metadata)
 

@@ -266,7 +266,8 @@ class RemoteFunction:
         if response.code != 200:
             raise InvokeFailed(response.code, *_service_error(
                 header(b"x-amzn-errortype"), body))
-        return InvokeResult(request_id, body, header(b"x-amz-function-error"))
+        return InvokeResult(request_id, body, header(b"x-amz-function-error"),
+                            header(b"x-amz-executed-version") or "$LATEST")
 
     def keep_warm(self) -> list[defer.Deferred[None]]:
         return []

@@ -71,6 +71,8 @@ class InvokeResult:
     request_id: str
     payload: bytes
     function_error: str | None = None
+    #: The version that ran (the Invoke API's ``X-Amz-Executed-Version``).
+    executed_version: str = "$LATEST"
 
     @property
     def error_message(self) -> str:

@@ -294,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
             if "four" in json.dumps(event):
                 self._answer(200, FOUR_HUNDRED, {"X-Amz-Function-Error": "Unhandled"})
             else:
-                self._answer(200, "Pass")
+                self._answer(200, "Pass", {"X-Amz-Executed-Version": "7"})
         else:
             self._answer(404, {"Type": "User", "message": f"Function not found: {function}"},
                          {"x-amzn-ErrorType": "ResourceNotFoundException"})
@@ -348,7 +348,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fake_lambda: FakeLambda
                            **kw}}
 
     custom = _op("Custom", "aws", responses={
-        "default": {"statusCode": "200"},
+        "default": {"statusCode": "200", "responseParameters": {
+            "method.response.header.X-Version":
+                "integration.response.header.X-Amz-Executed-Version"}},
         ".*four hundred.*": {"statusCode": "405"},
         ".+": {"statusCode": "502"},
         "200": {"statusCode": "504"}})
@@ -528,6 +530,8 @@ def test_non_proxy_integration_through_the_invoke_api(
         body: bytes) -> None:
     got = _call(gw, "/prod/custom", "POST", json.dumps(event).encode())
     assert (got[0], got[2]) == (status, body)
+    if status == 200:  # the Invoke API's headers are the integration response's
+        assert got[1]["x-version"] == "7"
     assert _last(fake_lambda)["event"] == event  # the body passed through is the event
 
 
