@@ -230,3 +230,23 @@ def test_iam_route_without_the_plugin_is_refused(make_harness: HarnessFactory,
     with pytest.raises(ConfigError, match="IAM"):
         make_harness(api(b), config=b.gateway_config(stages=[{"name": "prod"}]),
                      plugins=[("echo", b.echo())])
+
+
+def test_caller_reaches_the_lambda_events(make_harness: HarnessFactory, b: Builders,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from twistgw_lambda.events import http_v2_event, rest_event
+
+    from twistgw.models import IntegrationRequest
+
+    h, echo = harness(make_harness, b, monkeypatch)
+    assert send(h, "GET", "/prod/pets", signed("GET", "/prod/pets")).status == 200
+    event = rest_event(echo.seen[-1], IntegrationRequest(method="GET", uri="x"))
+    identity = event["requestContext"]["identity"]
+    assert (identity["accessKey"], identity["caller"], identity["accountId"]) == (
+        AKID, "AIDAEXAMPLEUSER", "123456789012")
+    assert "authorizer" not in event["requestContext"]
+    h, echo = harness(make_harness, b, monkeypatch, api_type="HTTP")
+    assert send(h, "GET", "/prod/pets", signed("GET", "/prod/pets")).status == 200
+    event = http_v2_event(echo.seen[-1], IntegrationRequest(method="GET", uri="x"))
+    assert event["requestContext"]["authorizer"]["iam"]["accessKey"] == AKID
+    assert event["requestContext"]["authorizer"]["iam"]["userId"] == "AIDAEXAMPLEUSER"

@@ -489,3 +489,25 @@ def test_unusable_jwks_entries_are_skipped() -> None:
     keys = parse_jwks({"keys": [oct_key, enc, wrong, {**p384, "kid": "p384"},
                                 jwk(RSA_KEY, "ok"), "junk", {"kty": "RSA", "kid": "bad"}]})
     assert list(keys) == ["ok"]
+
+
+def test_claims_reach_the_lambda_events(make_harness: HarnessFactory, b: Builders,
+                                        keys: KeySet) -> None:
+    from twistgw_lambda.events import http_v2_event, rest_event
+
+    from twistgw.models import IntegrationRequest
+
+    h, echo = harness(make_harness, b, keys)
+    assert call(h, "/admin", mint(scope="admin read", n=7)).status == 200
+    ctx = echo.seen[-1]
+    event = http_v2_event(ctx, IntegrationRequest(method="GET", uri="x"))
+    jwt_part = event["requestContext"]["authorizer"]["jwt"]
+    assert jwt_part["claims"]["sub"] == "user-1"
+    assert jwt_part["claims"]["n"] == "7"
+    assert jwt_part["scopes"] == ["admin", "read"]
+    h, echo = harness(make_harness, b, keys, definition=cognito_api(b), api_type="REST",
+                      issuer=POOL_ISSUER)
+    token = mint(iss=POOL_ISSUER, token_use="id", email="c@x.test")
+    assert call(h, "/prod/me", token, scheme="").status == 200
+    event = rest_event(echo.seen[-1], IntegrationRequest(method="GET", uri="x"))
+    assert event["requestContext"]["authorizer"]["claims"]["email"] == "c@x.test"
