@@ -136,10 +136,21 @@ def _check_aws_service(route: Route) -> None:
     """Route check: an ``AWS`` integration must invoke a Lambda function; other AWS
     services (S3, SQS, DynamoDB, ...) are not implemented, so refuse them at load time."""
     integration = route.integration
-    if integration is None or integration.type != "AWS" or \
-            parse_function_uri(integration.uri) is not None:
+    if integration is None or integration.type != "AWS":
         return
     file, _, where = route.operation.where.rpartition(": ")
+    if parse_function_uri(integration.uri) is not None:
+        if integration.request_parameters:
+            # They would set Invoke API headers (X-Amz-Invocation-Type: 'Event' for an
+            # async invoke); nothing reads them yet, and ignoring them is not AWS.
+            raise ConfigError(
+                file or "<definition>",
+                f"{where}.x-amazon-apigateway-integration.requestParameters",
+                "requestParameters on a Lambda AWS integration (e.g. "
+                "X-Amz-Invocation-Type: 'Event' for an asynchronous invoke) are not "
+                "implemented; remove them (every invoke is synchronous) or use an "
+                "aws_proxy integration")
+        return
     raise ConfigError(file or "<definition>", f"{where}.x-amazon-apigateway-integration.uri",
                       f"{integration.uri!r} is an AWS service integration other than "
                       "Lambda, which twistgw does not implement; AWS integrations must "

@@ -179,6 +179,25 @@ def test_other_aws_services_are_refused_at_load(tmp_path: Path) -> None:
     assert "api.yaml" in str(info.value)
 
 
+def test_request_parameters_on_a_lambda_aws_integration_are_refused(tmp_path: Path) -> None:
+    op = custom_op(requestParameters={
+        "integration.request.header.X-Amz-Invocation-Type": "'Event'"})
+    (tmp_path / "src").mkdir()
+    with pytest.raises(ConfigError) as info:
+        GatewayHarness({  # with the http plugin, which claims requestParameters
+            "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+            "apis": [{"id": "a", "type": "REST", "definition": "api.yaml",
+                      "stages": [{"name": "prod"}]}],
+            "functions": {"Fn": {"handler": "app.handler", "code": str(tmp_path / "src")}},
+            "plugins": {"enabled": ["mock", "mapping", "http", "lambda"]},
+            "access_log": False,
+        }, definitions={"api.yaml": {"openapi": "3.0.1",
+                                     "info": {"title": "t", "version": "1"},
+                                     "paths": {"/q": {"post": op}}}})
+    assert info.value.path.endswith("x-amazon-apigateway-integration.requestParameters")
+    assert "asynchronous invoke" in str(info.value)
+
+
 def test_other_aws_services_answer_500_when_not_strict(tmp_path: Path) -> None:
     op = custom_op()
     op["x-amazon-apigateway-integration"]["uri"] = SQS_URI
