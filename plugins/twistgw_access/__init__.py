@@ -7,7 +7,8 @@ names an ``x-api-key`` header scheme, aws-apigw-spec.md §10.1) and implements
 ``apiKeySource: AUTHORIZER`` the key comes from the authorizer's principal, so every other
 ``authorize`` implementation must have run.  The decision itself is
 :class:`twistgw_access.control.AccessControl`; the state is behind
-:class:`twistgw_access.store.AccessStore` (in memory here; a shared store plugs in later).
+:class:`twistgw_access.store.AccessStore`: in memory, or in Redis
+(:mod:`twistgw_access.redis_store`) to share it among gateway processes.
 
 **Clock.** Token refills and calendar quota periods read ``seconds()`` of the gateway's
 reactor, taken in the ``startup`` hook (a ``task.Clock`` in tests, so refills are
@@ -30,6 +31,7 @@ from twisted.internet.defer import Deferred
 from twistgw import hookimpl
 
 from .control import AccessControl, KeyUsage
+from .redis_store import RedisSettings, RedisStore
 from .settings import AccessSettings, parse_settings
 from .store import AccessStore, MemoryStore
 
@@ -74,9 +76,22 @@ class _State:
             from twisted.internet import reactor
 
             clock = reactor
-        control = AccessControl(self.settings_for(config), MemoryStore(), clock)
+        settings = self.settings_for(config)
+        store: AccessStore
+        if isinstance(settings.store, RedisSettings):
+            # Shared state: quota periods follow the Redis server's clock too.
+            store = clock = _start_redis(settings.store, clock)
+        else:
+            store = MemoryStore()
+        control = AccessControl(settings, store, clock)
         _remember(self.controls, config, control)
         return control
+
+
+def _start_redis(settings: RedisSettings, reactor: Any) -> RedisStore:
+    store = RedisStore(settings, reactor)
+    store.start()
+    return store
 
 
 def _remember(table: dict[int, tuple[GatewayConfig, Any]], config: GatewayConfig,
@@ -110,10 +125,12 @@ def startup(gateway: Gateway) -> None:
 
 @hookimpl
 def shutdown(gateway: Gateway) -> None:
-    """Forget the gateway's buckets and counters (in memory: nothing to flush)."""
+    """Forget the gateway's buckets and counters; close the Redis connection if any."""
     found = _state.controls.get(id(gateway.config))
     if found is not None and found[0] is gateway.config:
         del _state.controls[id(gateway.config)]
+        if isinstance(found[1].store, RedisStore):
+            found[1].store.stop()
 
 
 @hookimpl(trylast=True)

@@ -37,6 +37,7 @@ from twistgw import Allow, Deny, InvalidApiKey, Principal, QuotaExceeded, Thrott
 from twistgw.deployment import memoize
 
 from .periods import iso, period_bounds
+from .redis_store import StoreUnavailable
 from .settings import AccessSettings, ApiKey, PlanStage, Throttle, UsagePlan, key_digest
 
 if TYPE_CHECKING:
@@ -131,7 +132,17 @@ class AccessControl:
                            stage_bucket=bucket, stage_throttle=throttle)
 
     async def check(self, ctx: Context) -> Allow | Deny | None:
-        """The ``authorize`` verdict: ``Allow`` with the key for key routes, else ``None``."""
+        """The ``authorize`` verdict: ``Allow`` with the key for key routes, else ``None``.
+
+        A shared store that cannot answer under ``failure: closed`` refuses the request
+        with THROTTLED (see docs/config.rst).
+        """
+        try:
+            return await self._check(ctx)
+        except StoreUnavailable:
+            return Deny(Throttled())
+
+    async def _check(self, ctx: Context) -> Allow | Deny | None:
         policy = self.policy(ctx)
         if policy is None:
             return None
@@ -196,7 +207,7 @@ class AccessControl:
         if quota is not None:
             start, end = period_bounds(now, quota.period, quota.offset)
             counted = await store.count_request(f"quota:{plan.id}:key:{key.id}", start,
-                                                quota.limit)
+                                                quota.limit, end)
             if counted.previous is not None:
                 log.info("quota reset for API key {key_id} in usage plan {plan_id}: new "
                          "{period} period {start} to {end}; {previous} of {limit} requests "

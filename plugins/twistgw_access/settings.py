@@ -23,6 +23,7 @@ import attrs
 from twistgw.errors import ConfigError
 
 from .periods import MAX_OFFSET, PERIODS
+from .redis_store import RedisSettings, parse_url
 
 if TYPE_CHECKING:
     from twistgw.config import GatewayConfig
@@ -116,7 +117,7 @@ class AccessSettings:
         factory=dict)
     stage_throttles: Mapping[tuple[str, str], StageThrottle] = attrs.field(factory=dict)
     account: Throttle = ACCOUNT_DEFAULT
-    store: str = "memory"
+    store: str | RedisSettings = "memory"
 
 
 def key_digest(value: str) -> bytes:
@@ -226,10 +227,7 @@ class _Reader:
     def read(self, raw: Mapping[str, Any]) -> AccessSettings:
         self.mapping(raw, "", ("api_keys", "usage_plans", "stage_throttles",
                                "account_throttle", "store"))
-        store = raw.get("store", "memory")
-        if store != "memory":
-            raise self.fail("store", f"{store!r} is not a known store; only 'memory' (one "
-                            "gateway node) is implemented")
+        store = self.store(raw.get("store", "memory"))
         account = ACCOUNT_DEFAULT
         if "account_throttle" in raw:
             account = self.throttle(raw["account_throttle"], "account_throttle", None)
@@ -239,6 +237,34 @@ class _Reader:
         return AccessSettings(keys=keys, keys_by_digest=by_digest, plans=plans,
                               plan_for=plan_for, stage_throttles=stage_throttles,
                               account=account, store=store)
+
+    def store(self, value: Any) -> str | RedisSettings:
+        if value == "memory":
+            return "memory"
+        if not isinstance(value, Mapping):
+            raise self.fail("store", f"{value!r} is not a store; use 'memory' or "
+                            "{url: \"redis://host:6379/0\", failure: open|closed}")
+        raw = self.mapping(value, "store", ("url", "failure", "timeout_ms", "prefix",
+                                            "max_pending"), required=("url",))
+        url = raw["url"]
+        try:
+            if not isinstance(url, str):
+                raise ValueError("expected a string")
+            parse_url(url)
+        except ValueError as e:
+            raise self.fail("store.url", f"{e}; write redis://[:password@]host:port/db, "
+                            "e.g. redis://127.0.0.1:6379/0") from None
+        failure = raw.get("failure", "open")
+        if failure not in ("open", "closed"):
+            raise self.fail("store.failure", f"{failure!r}: use 'open' (allow requests "
+                            "while Redis is unreachable) or 'closed' (refuse them)")
+        timeout_ms = self.integer(raw.get("timeout_ms", 50), "store.timeout_ms", 1, 60000)
+        max_pending = self.integer(raw.get("max_pending", 1000), "store.max_pending", 1)
+        prefix = raw.get("prefix", "twistgw:access:")
+        if not isinstance(prefix, str) or not prefix:
+            raise self.fail("store.prefix", "expected a non-empty string")
+        return RedisSettings(url=url, failure=failure, timeout_ms=timeout_ms, prefix=prefix,
+                             max_pending=max_pending)
 
     def api_keys(self, value: Any) -> tuple[dict[str, ApiKey], dict[bytes, ApiKey]]:
         keys: dict[str, ApiKey] = {}

@@ -3,7 +3,7 @@
 The access plugin never touches its state directly: it asks an :class:`AccessStore` to
 take a token from a named bucket or to count a request against a named quota.  One
 gateway process uses :class:`MemoryStore`; a store shared by several processes (Redis,
-issue #6's next slice) implements the same three coroutines and plugs in without changing
+``twistgw_access.redis_store``) implements the same three coroutines and plugs in without changing
 the plugin.  The methods are ``async`` for that reason: an in-memory call never waits, so
 a synchronous route (a MOCK) still completes inside one call (see
 :func:`twistgw.dispatch.run_maybe_sync`), while a networked store may await its server.
@@ -50,12 +50,12 @@ class AccessStore(Protocol):
         """
         ...
 
-    async def count_request(self, counter: str, period_start: float, limit: int
-                            ) -> QuotaCount:
+    async def count_request(self, counter: str, period_start: float, limit: int,
+                            period_end: float | None = None) -> QuotaCount:
         """Count one request against ``counter`` for the period starting at ``period_start``.
 
         A counter whose stored period is older restarts at zero.  A request over ``limit``
-        is refused and not counted.
+        is refused and not counted.  ``period_end`` lets a shared store expire the counter.
         """
         ...
 
@@ -98,8 +98,8 @@ class MemoryStore:
         state[0] = tokens
         return False
 
-    async def count_request(self, counter: str, period_start: float, limit: int
-                            ) -> QuotaCount:
+    async def count_request(self, counter: str, period_start: float, limit: int,
+                            period_end: float | None = None) -> QuotaCount:
         state = self.counters.get(counter)
         previous: int | None = None
         if state is None:

@@ -106,7 +106,15 @@ KEYS = [{"id": "k", "value": GOOD_KEY}]
     ({"account_throttle": {"rate": 10, "burst": 5},
       "stage_throttles": [{"api": "testapi", "stage": "prod", "rate": 10, "burst": 6}]},
      "access.stage_throttles[0].burst", "raise plugins.settings.access.account_throttle"),
-    ({"store": "redis"}, "access.store", "only 'memory'"),
+    ({"store": "redis"}, "access.store", "use 'memory' or {url:"),
+    ({"store": {"failure": "open"}}, "access.store", "missing required key 'url'"),
+    ({"store": {"url": "http://127.0.0.1:6379"}}, "access.store.url", "redis://"),
+    ({"store": {"url": "redis://127.0.0.1:6379/x"}}, "access.store.url", "not a number"),
+    ({"store": {"url": "redis://h:1/0", "failure": "maybe"}}, "access.store.failure",
+     "'closed'"),
+    ({"store": {"url": "redis://h:1/0", "timeout_ms": 0}}, "access.store.timeout_ms",
+     "from 1 to 60000"),
+    ({"store": {"url": "redis://h:1/0", "pool": 3}}, "access.store.pool", "unknown key"),
 ])
 def test_config_errors(tmp_path: Path, b: Builders, settings: Any, path: str,
                        fragment: str) -> None:
