@@ -1,0 +1,253 @@
+"""The access plugin's Redis store: shared buckets and quotas (issue #6, shared state).
+
+A real ``redis-server`` is started by the tests on a free loopback port (never a system
+service).  The store is exercised in a subprocess running the real reactor (the suite's
+in-process gateways run on ``task.Clock``), then two real gateway processes share one
+quota through one Redis, and the fail-open / fail-closed policies are checked while Redis
+is down and after it comes back.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twistgw.testing import RunningGateway, write_config
+
+KEY = "redis-key-0123456789abcdefghij"
+LIMIT = b'{"message":"Limit Exceeded"}'
+TOO_MANY = b'{"message":"Too Many Requests"}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """``redis-server`` on a free loopback port, without persistence; restartable."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.command("PING") == b"+PONG\r\n":
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def command(self, *args: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(b"".join([b"*%d\r\n" % len(args)] + [
+                b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args]))
+            return s.recv(65536)
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- the store, on the real reactor in a subprocess ------------------------------------------
+
+STORE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+    from twistgw_access.redis_store import RedisSettings, RedisStore, StoreUnavailable
+
+    async def main(reactor, url, failure):
+        store = RedisStore(RedisSettings(url=url, failure=failure, timeout_ms=200,
+                                         prefix="t:"), reactor)
+        store.start()
+        await task.deferLater(reactor, 0.2, lambda: None)
+        out = {}
+        async def take(bucket, rate, burst):
+            try:
+                return await store.take_token(bucket, rate, burst, 0.0)
+            except StoreUnavailable:
+                return "unavailable"
+        out["burst"] = [await take("b1", 10.0, 3) for _ in range(4)]
+        await task.deferLater(reactor, 0.15, lambda: None)
+        out["refilled"] = [await take("b1", 10.0, 3) for _ in range(2)]
+        counts = []
+        for _ in range(3):
+            try:
+                c = await store.count_request("q1", 86400.0 * 30000, 2, 86400.0 * 30001)
+                counts.append([c.allowed, c.used])
+            except StoreUnavailable:
+                counts.append("unavailable")
+        out["counts"] = counts
+        try:
+            out["used"] = await store.quota_used("q1", 86400.0 * 30000)
+        except StoreUnavailable:
+            out["used"] = "unavailable"
+        out["offset"] = store.offset
+        store.stop()
+        print(json.dumps(out))
+
+    task.react(lambda r: ensureDeferred(main(r, sys.argv[1], sys.argv[2])))
+""")
+
+
+def run_store(url: str, failure: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", STORE_SCRIPT, url, failure],
+                          capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr.decode()
+    result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def test_store_buckets_and_quotas_in_redis(redis: RedisServer) -> None:
+    out = run_store(redis.url, "closed")
+    # Burst 3 then empty; 0.15 s at 10/s (Redis TIME) refills one token, not two.
+    assert out["burst"] == [True, True, True, False]
+    assert out["refilled"] == [True, False]
+    assert out["counts"] == [[True, 1], [True, 2], [False, 2]]
+    assert out["used"] == 2
+    assert abs(out["offset"]) < 5
+    # Namespaced keys that expire: the bucket once refilled, the quota after its period.
+    assert redis.command("TYPE", "t:b:b1") == b"+hash\r\n"
+    ttl = int(redis.command("PTTL", "t:b:b1")[1:-2])
+    assert 0 < ttl <= 1300
+    assert redis.command("EXPIRETIME", f"t:q:q1:{86400 * 30000}") == \
+        b":%d\r\n" % (86400 * 30001 + 60)
+    # The scripts are cached server-side; after SCRIPT FLUSH, EVALSHA falls back to EVAL.
+    assert redis.command("SCRIPT", "FLUSH") == b"+OK\r\n"
+    assert run_store(redis.url, "closed")["counts"] == [[False, 2]] * 3
+
+
+def test_store_unreachable_follows_the_failure_policy() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    closed = run_store(url, "closed")
+    assert closed["burst"] == ["unavailable"] * 4
+    assert closed["counts"] == ["unavailable"] * 3
+    assert closed["used"] == "unavailable"
+    opened = run_store(url, "open")
+    assert opened["burst"] == [True] * 4
+    assert opened["counts"] == [[True, 0]] * 3
+
+
+# -- real gateways sharing one Redis ---------------------------------------------------------
+
+
+def gateway_config(folder: Path, url: str, failure: str, limit: int) -> Path:
+    op = {"responses": {"200": {"description": "ok"}}, "security": [{"api_key": []}],
+          "x-amazon-apigateway-integration": {
+              "type": "mock", "requestTemplates": {"application/json": '{"statusCode": 200}'},
+              "responses": {"default": {"statusCode": "200", "responseTemplates": {
+                  "application/json": '{"ok": true}'}}}}}
+    definition = {
+        "openapi": "3.0.1", "info": {"title": "shared", "version": "1"},
+        "components": {"securitySchemes": {
+            "api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}}},
+        "paths": {"/keyed": {"get": op}},
+    }
+    return Path(write_config(folder, {
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "shared", "type": "REST", "definition": "shared.yaml",
+                  "stages": [{"name": "prod"}]}],
+        "plugins": {"enabled": ["mock", "mapping", "access"], "settings": {"access": {
+            "store": {"url": url, "failure": failure, "timeout_ms": 200},
+            "api_keys": [{"id": "partner", "value": KEY}],
+            "usage_plans": [{"id": "gold", "apis": [{"api": "shared", "stage": "prod"}],
+                             "quota": {"limit": limit, "period": "DAY"},
+                             "keys": ["partner"]}],
+        }}},
+        "access_log": False,
+    }, {"shared.yaml": definition}))
+
+
+def call(gw: RunningGateway) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        conn.request("GET", "/prod/keyed", headers={"x-api-key": KEY})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_two_gateways_enforce_one_quota(redis: RedisServer,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    configs = [gateway_config(tmp_path_factory.mktemp(f"gw{i}"), redis.url, "closed", 5)
+               for i in range(2)]
+    with RunningGateway(configs[0]) as one, RunningGateway(configs[1]) as two:
+        assert wait_for(lambda: call(one)[0] == 200 and call(two)[0] == 200)
+        redis.command("FLUSHDB")  # the probes above counted; start the quota afresh
+        answers = [call((one, two)[i % 2]) for i in range(6)]
+        assert [a[0] for a in answers[:5]] == [200] * 5
+        assert answers[5] == (429, LIMIT)
+        assert call(one) == (429, LIMIT) and call(two) == (429, LIMIT)
+
+
+def test_redis_down_fail_open_fail_closed_and_recovery(
+        redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> None:
+    open_cfg = gateway_config(tmp_path_factory.mktemp("open"), redis.url, "open", 1000)
+    closed_cfg = gateway_config(tmp_path_factory.mktemp("closed"), redis.url, "closed",
+                                1000)
+    with RunningGateway(open_cfg) as opened, RunningGateway(closed_cfg) as closed:
+        assert wait_for(lambda: call(opened)[0] == 200 and call(closed)[0] == 200)
+        before = {gw: (gw.log_text.count("unavailable"), gw.log_text.count(
+            "reachable again")) for gw in (opened, closed)}
+        redis.stop()
+        # Fail-open allows, fail-closed answers THROTTLED; each logs once, not per request.
+        assert [call(opened)[0] for _ in range(3)] == [200] * 3
+        assert [call(closed) for _ in range(3)] == [(429, TOO_MANY)] * 3
+        for gw in (opened, closed):
+            assert gw.log_text.count("unavailable") == before[gw][0] + 1, gw.log_text
+        assert "allowing requests (failure: open)" in opened.log_text
+        assert "refusing requests with THROTTLED (failure: closed)" in closed.log_text
+        redis.start()
+        # Both reconnect by themselves and say so.
+        assert wait_for(lambda: call(closed)[0] == 200)
+        assert wait_for(lambda: call(opened)[0] == 200 and opened.log_text.count(
+            "reachable again") == before[opened][1] + 1)
+        assert closed.log_text.count("reachable again") == before[closed][1] + 1
+        assert int(redis.command("GET", f"twistgw:access:q:quota:gold:key:partner:"
+                                 f"{int(time.time()) // 86400 * 86400}")
+                   .split(b"\r\n")[1]) >= 2
