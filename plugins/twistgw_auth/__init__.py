@@ -1,7 +1,8 @@
-"""JWT, Cognito user-pool and IAM (SigV4) authorization (issue #6).
+"""Lambda (TOKEN/REQUEST), JWT, Cognito user-pool and IAM (SigV4) authorization (issue #6).
 
 A shipped plugin registered through the ``twistgw`` entry-point group.  It claims the
-``jwt`` and ``cognito_user_pools`` authorizer types and the ``aws_iam`` feature, and
+``token``, ``request``, ``jwt`` and ``cognito_user_pools`` authorizer types and the
+``aws_iam`` feature, and
 implements ``authorize`` (default
 order, so before the access plugin's ``trylast`` API-key check, as on AWS, §A.2).  Each
 route's authorizers are read from the definition once and kept in ``route.memo``; JWKS
@@ -14,11 +15,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.logger import Logger
 
 from twistgw import hookimpl
+from twistgw.errors import ApiConfigurationError
 from twistgw.models import Allow
 
-from . import jwt_auth, sigv4
+from . import jwt_auth, lambda_auth, sigv4
 from .jwks import JwksCache
 from .settings import AuthSettings, parse_settings
 
@@ -27,8 +30,9 @@ if TYPE_CHECKING:
     from twistgw.config import GatewayConfig
     from twistgw.deployment import Route
 
-__all__ = ["register", "configure", "authorize", "caches_for"]
+__all__ = ["register", "configure", "authorize", "caches_for", "lambda_cache_for"]
 
+_log = Logger()
 _MEMO = "twistgw_auth"
 #: Gateway configs whose settings and caches are kept (tests build many).
 _KEEP = 16
@@ -39,6 +43,8 @@ class _Runtime:
     config: GatewayConfig
     settings: AuthSettings
     caches: dict[str, JwksCache] = attrs.field(factory=dict)
+    lambda_cache: lambda_auth.AuthorizerCache = attrs.field(
+        factory=lambda_auth.AuthorizerCache)
 
     def cache(self, issuer: str) -> JwksCache:
         found = self.caches.get(issuer)
@@ -72,9 +78,16 @@ def caches_for(config: GatewayConfig) -> dict[str, JwksCache]:
     return _runtime(config).caches
 
 
+def lambda_cache_for(config: GatewayConfig) -> lambda_auth.AuthorizerCache:
+    """The Lambda authorizer result cache serving ``config`` (for operators and tests)."""
+    return _runtime(config).lambda_cache
+
+
 @hookimpl
 def register(registry: Registry) -> None:
     """Claim the JWT and Cognito authorizer types and IAM; run only on routes with auth."""
+    registry.add_authorizer_type("token")
+    registry.add_authorizer_type("request")
     registry.add_authorizer_type("jwt")
     registry.add_authorizer_type("cognito_user_pools")
     registry.add_feature("aws_iam")
@@ -92,6 +105,7 @@ def configure(config: GatewayConfig) -> None:
 class _RoutePlan:
     jwt: tuple[tuple[jwt_auth.JwtAuthorizer, tuple[str, ...]], ...] = ()
     iam: bool = False
+    lambdas: tuple[lambda_auth.LambdaAuthorizer, ...] = ()
 
 
 def _plan(ctx: Context, route: Route) -> _RoutePlan:
@@ -102,6 +116,7 @@ def _plan(ctx: Context, route: Route) -> _RoutePlan:
     assert api is not None
     schemes = api.definition.security_schemes
     jwts = []
+    lambdas = []
     iam = route.operation.auth_type == "AWS_IAM"
     for req in route.operation.security:
         scheme = schemes.get(req.scheme)
@@ -110,9 +125,12 @@ def _plan(ctx: Context, route: Route) -> _RoutePlan:
         if scheme.kind in ("authorizer:jwt", "authorizer:cognito_user_pools"):
             kind = scheme.kind.split(":", 1)[1]
             jwts.append((jwt_auth.from_scheme(scheme.name, kind, scheme.raw), req.scopes))
+        elif scheme.kind in ("authorizer:token", "authorizer:request"):
+            kind = scheme.kind.split(":", 1)[1]
+            lambdas.append(lambda_auth.from_scheme(scheme.name, kind, scheme.raw))
         elif scheme.kind == "aws_iam":
             iam = True
-    plan = _RoutePlan(jwt=tuple(jwts), iam=iam)
+    plan = _RoutePlan(jwt=tuple(jwts), iam=iam, lambdas=tuple(lambdas))
     route.memo[_MEMO] = plan
     return plan
 
@@ -129,9 +147,9 @@ def authorize(ctx: Context) -> Any:
         s = _runtime(api.gateway).settings
         principal = sigv4.authorize(ctx, s.iam_keys, region=s.iam_region,
                                     max_skew=s.max_skew)
-        if not plan.jwt:
+        if not plan.jwt and not plan.lambdas:
             return Allow(principal)
-    if not plan.jwt:
+    if not plan.jwt and not plan.lambdas:
         return None
     return _check(ctx, api.gateway, plan)
 
@@ -140,6 +158,13 @@ async def _check(ctx: Context, config: GatewayConfig, plan: _RoutePlan) -> Allow
     rt = _runtime(config)
     s = rt.settings
     principal = None
+    api = ctx.deployment_api
+    if plan.lambdas and api is not None and api.is_http:
+        _log.error("({request_id}) Lambda authorizers on HTTP APIs are not implemented; "
+                   "answering 500", request_id=ctx.request_id)
+        raise ApiConfigurationError()
+    for lam in plan.lambdas:
+        principal = await lambda_auth.authorize(ctx, config, lam, rt.lambda_cache)
     for authorizer, scopes in plan.jwt:
         caches = {issuer: rt.cache(issuer) for issuer in authorizer.issuers}
         principal = await jwt_auth.authorize(ctx, authorizer, scopes, caches,

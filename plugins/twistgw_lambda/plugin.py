@@ -61,7 +61,8 @@ if TYPE_CHECKING:
     from twistgw.deployment import Route
     from twistgw.gateway import Gateway
 
-__all__ = ["register", "configure", "startup", "shutdown", "integrate", "use_runtime"]
+__all__ = ["register", "configure", "startup", "shutdown", "integrate", "use_runtime",
+           "invoke", "FunctionNotFound", "InvokeResult"]
 
 log = Logger()
 
@@ -232,13 +233,55 @@ def use_runtime(config: GatewayConfig, runtime: Any) -> Callable[[], None]:
 
 def _runtime_for(ctx: Context) -> Any:
     api = ctx.deployment_api
-    if api is not None:
-        entry = _state.runtimes.get(id(api.gateway))
-        if entry is not None and entry[0] is api.gateway:
+    return _runtime_of(api.gateway if api is not None else None)
+
+
+def _runtime_of(config: GatewayConfig | None) -> Any:
+    if config is not None:
+        entry = _state.runtimes.get(id(config))
+        if entry is not None and entry[0] is config:
             return entry[1]
     if len(_state.runtimes) == 1:
         return next(iter(_state.runtimes.values()))[1]
     return None
+
+
+class FunctionNotFound(LookupError):
+    """:func:`invoke` was asked for a function that ``functions:`` does not declare (or
+    whose gateway is not running)."""
+
+
+async def invoke(config: GatewayConfig, function_name: str, payload: bytes, *,
+                 arn: str | None = None, trace: str = "",
+                 timeout: float | None = None) -> InvokeResult:
+    """Run ``function_name`` of ``config``'s ``functions:`` with ``payload`` (the JSON
+    event) on the Lambda plugin's runtime: the same warm worker pool (or Invoke API, for
+    ``remote:`` functions) integrations use.  For other plugins, e.g. Lambda authorizers.
+
+    :param arn: the function ARN the invocation is for (the worker's
+        ``invoked_function_arn``); defaults to the function's ARN in account
+        ``123456789012``, region ``us-east-1``.
+    :param trace: the ``X-Amzn-Trace-Id`` value passed to the function.
+    :param timeout: give up after this many seconds (``defer.TimeoutError``); the
+        function's own ``timeout`` applies regardless.
+    :returns: the :class:`~twistgw_lambda.runtime.InvokeResult`; a function error is a
+        result with ``function_error`` set, not an exception.
+    :raises FunctionNotFound: no such function is declared or running.
+    :raises twistgw_lambda.remote.InvokeFailed, EndpointUnreachable: a ``remote:``
+        function's Invoke API failed.
+    """
+    runtime = _runtime_of(config)
+    pool = runtime.pools.get(function_name) if runtime is not None else None
+    if pool is None:
+        raise FunctionNotFound(function_name)
+    if arn is None:
+        arn = f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:{function_name}"
+    d: defer.Deferred[InvokeResult] = defer.maybeDeferred(pool.invoke, payload, arn, trace)
+    reactor = getattr(runtime, "reactor", None)
+    if timeout is not None and reactor is not None:
+        d.addTimeout(timeout, reactor)
+    result: InvokeResult = await d
+    return result
 
 
 def _fail(ctx: Context, message: str, status: int) -> None:

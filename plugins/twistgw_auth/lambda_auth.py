@@ -1,0 +1,302 @@
+"""REST Lambda authorizers, TOKEN and REQUEST (aws-apigw-spec.md §5.4).
+
+The authorizer function runs on the Lambda plugin's runtime (``twistgw_lambda.invoke``),
+so it must be declared under ``functions:``.  Its IAM policy is evaluated against the
+method ARN ``arn:aws:execute-api:{region}:{account}:{apiId}/{stage}/{METHOD}/{path}``
+(the actual request path); an explicit Deny wins, no matching Allow is a deny.  Results
+(allow and deny alike, never errors) are cached per API, authorizer and identity-source
+values for ``authorizerResultTtlInSeconds`` (default 300, at most 3600, 0 disables) in a
+bounded LRU.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.logger import Logger
+
+from twistgw.errors import AccessDenied, AuthorizerConfigurationError, Unauthorized
+from twistgw.models import Context, Principal
+from twistgw.variables import ACCOUNT_ID
+
+if TYPE_CHECKING:
+    from twistgw.config import GatewayConfig
+
+__all__ = ["LambdaAuthorizer", "AuthorizerCache", "from_scheme", "authorize",
+           "method_arn", "evaluate", "DEFAULT_TTL", "MAX_TTL", "CACHE_SIZE"]
+
+log = Logger()
+
+DEFAULT_TTL = 300
+MAX_TTL = 3600
+#: Cached authorizer results per gateway config (least recently used evicted first).
+CACHE_SIZE = 10_000
+#: The Lambda authorizer response timeout (§5.5; REST uses the same limit).
+INVOKE_TIMEOUT = 10.0
+
+DENY_EXPLICIT = "User is not authorized to access this resource with an explicit deny"
+DENY_IMPLICIT = "User is not authorized to access this resource"
+
+_FUNCTION_RE = re.compile(r":function:([A-Za-z0-9_-]+)(?::[A-Za-z0-9_$-]+)?/invocations$")
+_REGION_RE = re.compile(r"^arn:aws:apigateway:([a-z0-9-]+):lambda:")
+
+
+@attrs.frozen
+class LambdaAuthorizer:
+    """One TOKEN or REQUEST authorizer as a definition declares it."""
+
+    name: str
+    type: str  # "TOKEN" | "REQUEST"
+    function: str | None
+    region: str
+    sources: tuple[str, ...]
+    validation: re.Pattern[str] | None
+    ttl: int
+
+
+def from_scheme(name: str, kind: str, raw: Mapping[str, Any]) -> LambdaAuthorizer:
+    """Read a security scheme's ``x-amazon-apigateway-authorizer``."""
+    auth = raw.get("x-amazon-apigateway-authorizer") or {}
+    uri = str(auth.get("authorizerUri") or "")
+    found = _FUNCTION_RE.search(uri)
+    region = _REGION_RE.match(uri)
+    typ = "TOKEN" if kind == "token" else "REQUEST"
+    ident = auth.get("identitySource")
+    if ident is None and typ == "TOKEN":
+        ident = "method.request.header.Authorization"
+        if raw.get("in") == "header" and raw.get("name"):
+            ident = f"method.request.header.{raw['name']}"
+    sources = tuple(s.strip() for s in str(ident or "").split(",") if s.strip())
+    expr = auth.get("identityValidationExpression")
+    validation = None
+    if typ == "TOKEN" and expr:
+        try:
+            validation = re.compile(str(expr))
+        except re.error:
+            validation = None
+    ttl_raw = auth.get("authorizerResultTtlInSeconds", DEFAULT_TTL)
+    try:
+        ttl = max(0, min(MAX_TTL, int(ttl_raw)))
+    except (TypeError, ValueError):
+        ttl = DEFAULT_TTL
+    return LambdaAuthorizer(name=name, type=typ, function=found.group(1) if found else None,
+                            region=region.group(1) if region else "us-east-1",
+                            sources=sources, validation=validation, ttl=ttl)
+
+
+@attrs.frozen
+class _Result:
+    principal_id: str
+    statements: tuple[Mapping[str, Any], ...]
+    context: Mapping[str, Any]
+    usage_identifier_key: str | None
+
+
+class AuthorizerCache:
+    """A bounded LRU of authorizer results with per-entry expiry."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[Any, ...], tuple[float, _Result]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], now: float) -> _Result | None:
+        found = self.entries.get(key)
+        if found is None:
+            return None
+        if found[0] <= now:
+            del self.entries[key]
+            return None
+        self.entries.move_to_end(key)
+        return found[1]
+
+    def put(self, key: tuple[Any, ...], expires: float, result: _Result) -> None:
+        self.entries[key] = (expires, result)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
+def method_arn(ctx: Context, region: str) -> str:
+    """``arn:aws:execute-api:{region}:{account}:{apiId}/{stage}/{METHOD}/{path}``."""
+    api = ctx.deployment_api
+    stage = ctx.stage
+    api_id = api.id if api is not None else ""
+    stage_name = stage.name if stage is not None else ""
+    return (f"arn:aws:execute-api:{region}:{ACCOUNT_ID}:{api_id}/{stage_name}/"
+            f"{ctx.method}/{ctx.path.lstrip('/')}")
+
+
+@lru_cache(maxsize=1024)
+def _pattern(glob: str) -> re.Pattern[str]:
+    out = []
+    for ch in glob:
+        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def matches(glob: str, value: str) -> bool:
+    """IAM wildcard match: ``*`` any characters (``/`` included), ``?`` one."""
+    return _pattern(glob).fullmatch(value) is not None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def evaluate(statements: Sequence[Mapping[str, Any]], arn: str,
+             action: str = "execute-api:Invoke") -> str:
+    """``"Deny"`` (an explicit deny), ``"Allow"`` or ``""`` (no statement matched)."""
+    allowed = False
+    for st in statements:
+        actions = [str(a) for a in _as_list(st.get("Action", []))]
+        if "NotAction" in st:
+            if any(matches(a, action) for a in _as_list(st["NotAction"])):
+                continue
+        elif not any(matches(a, action) for a in actions):
+            continue
+        if "NotResource" in st:
+            if any(matches(str(r), arn) for r in _as_list(st["NotResource"])):
+                continue
+        elif not any(matches(str(r), arn) for r in _as_list(st.get("Resource", []))):
+            continue
+        effect = st.get("Effect")
+        if effect == "Deny":
+            return "Deny"
+        if effect == "Allow":
+            allowed = True
+    return "Allow" if allowed else ""
+
+
+def _identity_values(ctx: Context, auth: LambdaAuthorizer) -> list[str | None]:
+    from twistgw.variables import lookup
+
+    values: list[str | None] = []
+    for source in auth.sources:
+        value: Any = None
+        if source.startswith("method.request.header."):
+            value = ctx.request.headers.get(source[len("method.request.header."):])
+        elif source.startswith("method.request.querystring."):
+            name = source[len("method.request.querystring."):]
+            value = next((v for k, v in reversed(ctx.request.query) if k == name), None)
+        elif source.startswith("stageVariables."):
+            value = ctx.stage_variables.get(source[len("stageVariables."):])
+        elif source.startswith("context."):
+            value = lookup(ctx, source[len("context."):])
+        values.append(None if value is None else str(value))
+    return values
+
+
+def _bad(reason: str, ctx: Context) -> AuthorizerConfigurationError:
+    log.error("({request_id}) Execution failed due to configuration error: {reason}",
+              request_id=ctx.request_id, reason=reason)
+    log.error("({request_id}) Method completed with status: 500", request_id=ctx.request_id)
+    return AuthorizerConfigurationError(None)
+
+
+def _parse_output(payload: bytes) -> _Result | None:
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    principal = doc.get("principalId")
+    policy = doc.get("policyDocument")
+    if not isinstance(principal, str | int | float) or isinstance(principal, bool) \
+            or not isinstance(policy, dict):
+        return None
+    raw_statements = policy.get("Statement")
+    if raw_statements is None:
+        return None
+    statements = _as_list(raw_statements)
+    if not all(isinstance(s, dict) for s in statements):
+        return None
+    context = doc.get("context") or {}
+    if not isinstance(context, dict):
+        return None
+    for value in context.values():
+        if value is not None and not isinstance(value, str | int | float | bool):
+            return None
+    usage = doc.get("usageIdentifierKey")
+    return _Result(principal_id=str(principal), statements=tuple(statements),
+                   context=context, usage_identifier_key=str(usage) if usage else None)
+
+
+def _event(ctx: Context, auth: LambdaAuthorizer, arn: str) -> dict[str, Any]:
+    if auth.type == "TOKEN":
+        values = _identity_values(ctx, auth)
+        return {"type": "TOKEN", "authorizationToken": values[0] if values else None,
+                "methodArn": arn}
+    from twistgw_lambda.events import rest_event
+
+    from twistgw.models import IntegrationRequest
+
+    request = IntegrationRequest(method=ctx.method, uri="", headers=ctx.request.headers,
+                                 query=ctx.request.query, path_params=ctx.path_params,
+                                 body=b"")
+    proxy = rest_event(ctx, request)
+    proxy.pop("body", None)
+    proxy.pop("isBase64Encoded", None)
+    proxy["requestContext"].pop("authorizer", None)
+    return {"type": "REQUEST", "methodArn": arn, **proxy}
+
+
+async def authorize(ctx: Context, config: GatewayConfig, auth: LambdaAuthorizer,
+                    cache: AuthorizerCache) -> Principal:
+    """Run (or reuse) the authorizer; the principal, or raise AWS's gateway error."""
+    if auth.function is None:
+        raise _bad("Invalid authorizerUri", ctx)
+    values = _identity_values(ctx, auth)
+    if auth.type == "TOKEN":
+        if not values or not values[0]:
+            raise Unauthorized()
+        if auth.validation is not None and auth.validation.fullmatch(values[0]) is None:
+            raise Unauthorized()
+    elif auth.ttl > 0 and (not values or not all(values)):
+        raise Unauthorized()
+    arn = method_arn(ctx, auth.region)
+    api = ctx.deployment_api
+    key = (api.id if api is not None else "", auth.name, tuple(values))
+    now = ctx.received_at
+    result = cache.get(key, now) if auth.ttl > 0 else None
+    if result is None:
+        result = await _run(ctx, config, auth, arn)
+        if auth.ttl > 0:
+            cache.put(key, now + auth.ttl, result)
+    verdict = evaluate(result.statements, arn)
+    if verdict == "Deny":
+        raise AccessDenied(DENY_EXPLICIT)
+    if verdict != "Allow":
+        raise AccessDenied(DENY_IMPLICIT)
+    return Principal(id=result.principal_id, kind="lambda", context=result.context,
+                     usage_identifier_key=result.usage_identifier_key)
+
+
+async def _run(ctx: Context, config: GatewayConfig, auth: LambdaAuthorizer,
+               arn: str) -> _Result:
+    try:
+        from twistgw_lambda import plugin as lambda_plugin
+    except ImportError:
+        raise _bad("the lambda plugin is not installed", ctx) from None
+    assert auth.function is not None
+    payload = json.dumps(_event(ctx, auth, arn)).encode("utf-8")
+    function_arn = f"arn:aws:lambda:{auth.region}:{ACCOUNT_ID}:function:{auth.function}"
+    try:
+        out = await lambda_plugin.invoke(config, auth.function, payload, arn=function_arn,
+                                         timeout=INVOKE_TIMEOUT)
+    except Exception as e:  # any failure to invoke is AWS's 500
+        raise _bad(f"authorizer {auth.function} could not be invoked: {e!r}", ctx) from None
+    if out.function_error is not None:
+        if out.error_message == "Unauthorized":
+            raise Unauthorized()
+        raise _bad(f"authorizer error: {out.error_message}", ctx)
+    result = _parse_output(out.payload)
+    if result is None:
+        raise _bad("Invalid authorizer response", ctx)
+    return result
