@@ -83,7 +83,10 @@ class Gateway(MultiService):
                 raise ConfigError(self.config.source, f"listener {listener.name!r}.endpoint",
                                   f"{listener.endpoint!r} is not a valid Twisted endpoint "
                                   f"description: {e}") from None
-            d = endpoint.listen(site)
+            factory: Any = site
+            for _plugin, wrap in self.pm.registry.listener_wrappers:
+                endpoint, factory = wrap(listener, endpoint, factory, self.reactor)
+            d = endpoint.listen(factory)
             result: list[Any] = []
             d.addBoth(result.append)
             if not result:

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel, datetimeToString
@@ -49,6 +49,7 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from twistgw.limits import Limits
+from twistgw.models import TlsInfo
 
 if TYPE_CHECKING:
     from twisted.internet.base import DelayedCall
@@ -506,6 +507,33 @@ class GatewayRequest(Request):
         #: ``requestHeaders`` canonicalises away.
         self.raw_header_pairs: list[tuple[bytes, bytes]] = []
 
+    _tls_info: TlsInfo | None = None
+
+    @property
+    def tls_info(self) -> TlsInfo | None:
+        """What the TLS layer knows about this connection, or ``None`` over plain TCP.
+
+        Read once per connection from the transport (``ISSLTransport``: a
+        ``TLSMemoryBIOProtocol`` that a listener wrapper put around the site) and kept
+        on the channel, so keep-alive requests share it.  The client certificate fields
+        are filled when the client presented one (mutual TLS listeners).
+        """
+        if self._tls_info is not None:
+            return self._tls_info
+        channel: Any = self.channel
+        transport = getattr(channel, "transport", None)
+        if transport is None or not ISSLTransport.providedBy(transport):
+            return None
+        info = getattr(channel, "_twistgw_tls_info", None)
+        if info is None:
+            info = tls_info_of(transport)
+            channel._twistgw_tls_info = info
+        return info
+
+    @tls_info.setter
+    def tls_info(self, value: TlsInfo | None) -> None:
+        self._tls_info = value
+
     def gotLength(self, length: int | None) -> None:
         """Prepare an in-memory body buffer and the byte budget of this request.
 
@@ -535,6 +563,42 @@ class GatewayRequest(Request):
             return
         content: Any = self.content
         content.write(data)
+
+
+def _asn1_time(value: Any) -> str:
+    return f"{value:%b} {value.day:2d} {value:%H:%M:%S %Y} GMT"
+
+
+def tls_info_of(transport: Any) -> TlsInfo:
+    """A :class:`~twistgw.models.TlsInfo` from a TLS transport (``ISSLTransport``).
+
+    The client certificate (``getPeerCertificate()``) gives the PEM, the subject and
+    issuer DNs (RFC 4514, e.g. ``CN=client,O=Example``), the serial number (decimal)
+    and the validity in AWS's ``May 28 12:30:02 2019 GMT`` form.
+    """
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    protocol = cipher = ""
+    server_name: str | None = None
+    conn = getattr(transport, "_tlsConnection", None)
+    if conn is not None:
+        protocol = conn.get_protocol_version_name() or ""
+        cipher = conn.get_cipher_name() or ""
+        sni = conn.get_servername()
+        server_name = sni.decode("ascii", "replace") if sni else None
+    peer = transport.getPeerCertificate()
+    if peer is None:
+        return TlsInfo(protocol=protocol, cipher=cipher, server_name=server_name)
+    cert = peer.to_cryptography()
+    return TlsInfo(
+        protocol=protocol, cipher=cipher, server_name=server_name,
+        client_cert_pem=cert.public_bytes(Encoding.PEM).decode("ascii"),
+        subject_dn=cert.subject.rfc4514_string(),
+        issuer_dn=cert.issuer.rfc4514_string(),
+        serial_number=str(cert.serial_number),
+        not_before=_asn1_time(cert.not_valid_before_utc),
+        not_after=_asn1_time(cert.not_valid_after_utc),
+    )
 
 
 class _RefusedConnection(Protocol):

@@ -9,12 +9,17 @@ plugin implements is refused at load time, never silently ignored.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .config import ListenerConfig
     from .deployment import Route
 
-__all__ = ["Registry", "FEATURES"]
+#: ``wrap(listener, endpoint, factory, reactor) -> (endpoint, factory)``; see
+#: :meth:`Registry.add_listener_wrapper`.
+ListenerWrapper = Callable[["ListenerConfig", Any, Any, Any], tuple[Any, Any]]
+
+__all__ = ["Registry", "FEATURES", "ListenerWrapper"]
 
 #: Features the core knows how to ask for; plugins claim them with ``add_feature``.
 FEATURES = {
@@ -41,6 +46,7 @@ class Registry:
         self.listener_options: dict[str, str] = {}
         self.route_filters: dict[str, Callable[[Route], bool]] = {}
         self.route_checks: list[tuple[str, Callable[[Route], None]]] = []
+        self.listener_wrappers: list[tuple[str, ListenerWrapper]] = []
 
     def add_integration_type(self, name: str) -> None:
         """Claim an integration type (``MOCK``, ``HTTP_PROXY``, ...)."""
@@ -67,6 +73,21 @@ class Registry:
     def add_listener_option(self, name: str) -> None:
         """Claim a listener key (``tls``, ``allow_sources``, ``admin`` or a new one)."""
         self.listener_options[name] = self.plugin
+
+    def add_listener_wrapper(self, wrap: ListenerWrapper) -> None:
+        """Shape every listener before it binds: ``wrap(listener, endpoint, factory, reactor)``.
+
+        The gateway calls each wrapper, in the order the ``register`` hooks ran, for every non-admin
+        listener in ``privilegedStartService``, with the
+        :class:`~twistgw.config.ListenerConfig`, the server endpoint parsed from
+        ``listener.endpoint``, the protocol factory (the listener's
+        :class:`~twistgw.http.GatewaySite`, or what an earlier wrapper returned) and the
+        reactor.  It returns the ``(endpoint, factory)`` to bind: the same ones when the
+        listener is not its business, or wrapped ones (TLS around the factory, a factory
+        that refuses some peers in ``buildProtocol`` before any byte is parsed).  A
+        wrapper raises :class:`~twistgw.errors.ConfigError` to refuse the listener.
+        """
+        self.listener_wrappers.append((self.plugin, wrap))
 
     def add_route_filter(self, predicate: Callable[[Route], bool]) -> None:
         """Leave this plugin's request-path impls out of routes where ``predicate`` is false.
