@@ -96,10 +96,17 @@ def _start_redis(settings: RedisSettings, reactor: Any) -> RedisStore:
 
 def _remember(table: dict[int, tuple[GatewayConfig, Any]], config: GatewayConfig,
               value: Any) -> None:
-    table.pop(id(config), None)
+    _close(table.pop(id(config), None))
     table[id(config)] = (config, value)
     while len(table) > _KEEP:
-        del table[next(iter(table))]
+        _close(table.pop(next(iter(table))))
+
+
+def _close(entry: tuple[GatewayConfig, Any] | None) -> None:
+    """Close the Redis connection of a control that is dropped."""
+    if entry is not None and isinstance(entry[1], AccessControl) and isinstance(
+            entry[1].store, RedisStore):
+        entry[1].store.stop()
 
 
 _state = _State()

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from twistgw_access.periods import period_bounds
+from twistgw_access.redis_store import RedisSettings, parse_url
 from twistgw_access.settings import ACCOUNT_DEFAULT, Throttle, parse_settings
 from twistgw_access.store import AccessStore, MemoryStore
 
@@ -39,6 +40,15 @@ def plan(**extra: Any) -> dict[str, Any]:
 
 
 KEYS = [{"id": "k", "value": GOOD_KEY}]
+
+
+def test_redis_store_settings(tmp_path: Path, b: Builders) -> None:
+    store = parse_settings(config_with(tmp_path, b, {"store": {
+        "url": "redis://:secret@10.0.0.5:6380/2", "failure": "closed"}})).store
+    assert store == RedisSettings(url="redis://:secret@10.0.0.5:6380/2", failure="closed",
+                                  timeout_ms=50)
+    assert parse_url(store.url) == ("10.0.0.5", 6380, "secret", 2)
+    assert parse_settings(config_with(tmp_path, b, {})).store == "memory"
 
 
 @pytest.mark.parametrize(("settings", "path", "fragment"), [
