@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -161,6 +162,52 @@ def test_store_unreachable_follows_the_failure_policy() -> None:
     opened = run_store(url, "open")
     assert opened["burst"] == [True] * 4
     assert opened["counts"] == [[True, 0]] * 3
+
+
+HUNG_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred, gatherResults
+    from twistgw_access.redis_store import RedisSettings, RedisStore, StoreUnavailable
+
+    async def main(reactor, url):
+        store = RedisStore(RedisSettings(url=url, failure="closed", timeout_ms=100,
+                                         max_pending=2), reactor)
+        store.start()
+        await task.deferLater(reactor, 0.3, lambda: None)  # connected; TIME timed out
+        start = time.monotonic()
+        async def take():
+            try:
+                await store.take_token("b", 1.0, 1, 0.0)
+                return ["taken", time.monotonic() - start]
+            except StoreUnavailable as e:
+                return [str(e), time.monotonic() - start]
+        results = await gatherResults([ensureDeferred(take()) for _ in range(3)])
+        store.stop()
+        print(json.dumps(results))
+
+    task.react(lambda r: ensureDeferred(main(r, sys.argv[1])))
+""")
+
+
+def test_store_times_out_and_bounds_pending_commands(redis: RedisServer) -> None:
+    # A stopped redis-server still accepts connections (the listen backlog) but never
+    # answers: each command times out, and past max_pending commands fail at once.
+    assert redis.process is not None
+    redis.process.send_signal(signal.SIGSTOP)
+    try:
+        done = subprocess.run([sys.executable, "-c", HUNG_SCRIPT, redis.url],
+                              capture_output=True, timeout=30)
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+    assert done.returncode == 0, done.stderr.decode()
+    results = sorted(json.loads(done.stdout.decode().strip().splitlines()[-1]),
+                     key=lambda r: r[1])
+    # The timed-out TIME probe still holds one of the two slots (its reply may yet come),
+    # so the first take waits its 100 ms and the other two fail at once.
+    assert [r[0] for r in results] == ["2 commands pending", "2 commands pending",
+                                       "Redis did not answer in time"], results
+    assert results[1][1] < 0.05 and 0.09 <= results[2][1] < 1.0
 
 
 # -- real gateways sharing one Redis ---------------------------------------------------------
