@@ -26,6 +26,7 @@ import pytest
 from twistgw.testing import RunningGateway, write_config
 
 KEY = "redis-key-0123456789abcdefghij"
+BURST_KEY = "burst-key-0123456789abcdefghij"
 LIMIT = b'{"message":"Limit Exceeded"}'
 TOO_MANY = b'{"message":"Too Many Requests"}'
 
@@ -231,19 +232,23 @@ def gateway_config(folder: Path, url: str, failure: str, limit: int) -> Path:
                   "stages": [{"name": "prod"}]}],
         "plugins": {"enabled": ["mock", "mapping", "access"], "settings": {"access": {
             "store": {"url": url, "failure": failure, "timeout_ms": 200},
-            "api_keys": [{"id": "partner", "value": KEY}],
+            "api_keys": [{"id": "partner", "value": KEY},
+                         {"id": "bursty", "value": BURST_KEY}],
             "usage_plans": [{"id": "gold", "apis": [{"api": "shared", "stage": "prod"}],
                              "quota": {"limit": limit, "period": "DAY"},
-                             "keys": ["partner"]}],
+                             "keys": ["partner"]},
+                            # rate 0: the burst is all there is, no race with the clock.
+                            {"id": "tight", "apis": [{"api": "shared", "stage": "prod"}],
+                             "throttle": {"rate": 0, "burst": 3}, "keys": ["bursty"]}],
         }}},
         "access_log": False,
     }, {"shared.yaml": definition}))
 
 
-def call(gw: RunningGateway) -> tuple[int, bytes]:
+def call(gw: RunningGateway, key: str = KEY) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
     try:
-        conn.request("GET", "/prod/keyed", headers={"x-api-key": KEY})
+        conn.request("GET", "/prod/keyed", headers={"x-api-key": key})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -259,7 +264,7 @@ def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
     return False
 
 
-def test_two_gateways_enforce_one_quota(redis: RedisServer,
+def test_two_gateways_enforce_one_quota_and_one_bucket(redis: RedisServer,
                                         tmp_path_factory: pytest.TempPathFactory) -> None:
     configs = [gateway_config(tmp_path_factory.mktemp(f"gw{i}"), redis.url, "closed", 5)
                for i in range(2)]
@@ -270,6 +275,11 @@ def test_two_gateways_enforce_one_quota(redis: RedisServer,
         assert [a[0] for a in answers[:5]] == [200] * 5
         assert answers[5] == (429, LIMIT)
         assert call(one) == (429, LIMIT) and call(two) == (429, LIMIT)
+        # One token bucket too: burst 3 between both gateways, then THROTTLED on each.
+        answers = [call((one, two)[i % 2], BURST_KEY) for i in range(4)]
+        assert [a[0] for a in answers[:3]] == [200] * 3
+        assert answers[3] == (429, TOO_MANY)
+        assert call(one, BURST_KEY) == (429, TOO_MANY)
 
 
 def test_redis_down_fail_open_fail_closed_and_recovery(
