@@ -18,10 +18,11 @@ import attrs
 from twisted.logger import Logger
 
 from twistgw import hookimpl
-from twistgw.errors import ApiConfigurationError
-from twistgw.models import Allow
+from twistgw.errors import AccessDenied, ApiConfigurationError
+from twistgw.models import Allow, Principal
+from twistgw.variables import ACCOUNT_ID
 
-from . import jwt_auth, lambda_auth, sigv4
+from . import jwt_auth, lambda_auth, resource_policy, sigv4
 from .jwks import JwksCache
 from .settings import AuthSettings, parse_settings
 
@@ -34,6 +35,7 @@ __all__ = ["register", "configure", "authorize", "caches_for", "lambda_cache_for
 
 _log = Logger()
 _MEMO = "twistgw_auth"
+POLICY = "x-amazon-apigateway-policy"
 #: Gateway configs whose settings and caches are kept (tests build many).
 _KEEP = 16
 
@@ -91,7 +93,7 @@ def register(registry: Registry) -> None:
     registry.add_authorizer_type("jwt")
     registry.add_authorizer_type("cognito_user_pools")
     registry.add_feature("aws_iam")
-    registry.add_route_filter(lambda route: route.requires_auth)
+    registry.add_extension(POLICY)
 
 
 @hookimpl
@@ -106,6 +108,9 @@ class _RoutePlan:
     jwt: tuple[tuple[jwt_auth.JwtAuthorizer, tuple[str, ...]], ...] = ()
     iam: bool = False
     lambdas: tuple[lambda_auth.LambdaAuthorizer, ...] = ()
+    policy: resource_policy.ResourcePolicy | None = None
+    policy_error: str | None = None
+    region: str = "us-east-1"
 
 
 def _plan(ctx: Context, route: Route) -> _RoutePlan:
@@ -130,7 +135,21 @@ def _plan(ctx: Context, route: Route) -> _RoutePlan:
             lambdas.append(lambda_auth.from_scheme(scheme.name, kind, scheme.raw))
         elif scheme.kind == "aws_iam":
             iam = True
-    plan = _RoutePlan(jwt=tuple(jwts), iam=iam, lambdas=tuple(lambdas))
+    region = _runtime(api.gateway).settings.iam_region or "us-east-1"
+    policy = None
+    policy_error = None
+    doc = api.definition.extensions.get(POLICY)
+    if doc is not None:
+        if api.is_http:
+            policy_error = f"{POLICY} is for REST APIs only; HTTP APIs have no resource policy"
+        else:
+            try:
+                policy = resource_policy.parse(doc, region=region, account=ACCOUNT_ID,
+                                               api_id=api.id)
+            except resource_policy.PolicyError as e:
+                policy_error = f"{POLICY}: {e}"
+    plan = _RoutePlan(jwt=tuple(jwts), iam=iam, lambdas=tuple(lambdas), policy=policy,
+                      policy_error=policy_error, region=region)
     route.memo[_MEMO] = plan
     return plan
 
@@ -140,18 +159,40 @@ def authorize(ctx: Context) -> Any:
     """SigV4 on IAM routes; JWT / Cognito tokens on routes naming such an authorizer."""
     route = ctx.route
     api = ctx.deployment_api
-    if route is None or api is None or not route.requires_auth:
+    if route is None or api is None:
         return None
     plan = _plan(ctx, route)
+    has_policy = plan.policy is not None or plan.policy_error is not None
+    if not route.requires_auth and not has_policy:
+        return None
+    principal = None
     if plan.iam:
         s = _runtime(api.gateway).settings
         principal = sigv4.authorize(ctx, s.iam_keys, region=s.iam_region,
                                     max_skew=s.max_skew)
-        if not plan.jwt and not plan.lambdas:
-            return Allow(principal)
+    if has_policy:
+        _check_policy(ctx, plan, principal)
     if not plan.jwt and not plan.lambdas:
-        return None
+        return Allow(principal) if plan.iam or has_policy else None
     return _check(ctx, api.gateway, plan)
+
+
+def _check_policy(ctx: Context, plan: _RoutePlan, principal: Principal | None) -> None:
+    """The resource policy (§5.9): an explicit Deny always refuses; without an
+    authorizer or IAM an explicit Allow is required; Cognito needs it too (after
+    authentication, in :func:`_check`)."""
+    if plan.policy is None:
+        _log.error("({request_id}) Execution failed due to configuration error: {error}",
+                   request_id=ctx.request_id, error=plan.policy_error)
+        raise ApiConfigurationError()
+    arn = lambda_auth.method_arn(ctx, plan.region)
+    caller = str(principal.context.get("userArn")) if principal is not None else None
+    verdict = plan.policy.evaluate(arn, ctx.request.client_ip, caller)
+    user = caller or "anonymous"
+    if verdict == "Deny":
+        raise AccessDenied(resource_policy.anonymous_denied(arn, True, user))
+    if verdict != "Allow" and not plan.iam and not plan.lambdas and not plan.jwt:
+        raise AccessDenied(resource_policy.anonymous_denied(arn, False, user))
 
 
 async def _check(ctx: Context, config: GatewayConfig, plan: _RoutePlan) -> Allow:
@@ -169,4 +210,9 @@ async def _check(ctx: Context, config: GatewayConfig, plan: _RoutePlan) -> Allow
         caches = {issuer: rt.cache(issuer) for issuer in authorizer.issuers}
         principal = await jwt_auth.authorize(ctx, authorizer, scopes, caches,
                                              leeway=s.leeway, max_bytes=s.max_token_bytes)
+    if plan.jwt and plan.policy is not None:
+        # Cognito: authenticated first, then the resource policy must explicitly allow.
+        arn = lambda_auth.method_arn(ctx, plan.region)
+        if plan.policy.evaluate(arn, ctx.request.client_ip) != "Allow":
+            raise AccessDenied(resource_policy.anonymous_denied(arn, False))
     return Allow(principal)

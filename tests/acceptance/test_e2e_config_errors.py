@@ -70,8 +70,9 @@ CASES = [
          "apis[0].stages[0].name", "use letters, digits, '-' and '_'"),
     Case("unknown extension at the root",
          {"apis": [api_entry()]},
-         with_root(**{"x-amazon-apigateway-policy": {"Version": "2012-10-17"}}), "api.yaml",
-         "x-amazon-apigateway-policy", "set 'strict: false' in the gateway config"),
+         with_root(**{"x-amazon-apigateway-minimum-compression-size": 1024}), "api.yaml",
+         "x-amazon-apigateway-minimum-compression-size",
+         "set 'strict: false' in the gateway config"),
     Case("unknown extension on an operation",
          {"apis": [api_entry()]},
          with_operation(**{"x-amazon-apigateway-throttle": {"rate": 1}}), "api.yaml",
@@ -131,10 +132,11 @@ def test_strict_false_downgrades_unknown_extensions_to_warnings(tmp_path: Path) 
     config = write_config(
         tmp_path,
         {"listeners": [LOOPBACK_LISTENER], "apis": [api_entry()], "strict": False},
-        {"api.yaml": with_root(**{"x-amazon-apigateway-policy": {"Version": "2012-10-17"}})})
+        {"api.yaml": with_root(**{"x-amazon-apigateway-minimum-compression-size": 1024})})
     result = run_command([*command("twistgw"), "validate", str(config)])
     assert result.returncode == 0, result.stdout
-    assert f"warning: {tmp_path / 'api.yaml'}: x-amazon-apigateway-policy: " in result.stdout
+    assert f"warning: {tmp_path / 'api.yaml'}: x-amazon-apigateway-minimum-compression-size: " \
+        in result.stdout
     assert "OK (1 API, 1 route;" in result.stdout
 
 

@@ -1,4 +1,5 @@
-"""REST Lambda authorizers, TOKEN and REQUEST (aws-apigw-spec.md §5.4).
+"""REST Lambda authorizers, TOKEN and REQUEST (aws-apigw-spec.md §5.4), and resource
+policies (§5.9).
 
 The pipeline runs in-process; fake function pools stand in for the worker processes
 (``use_runtime``), so the authorizer function's events, invocation counts and outputs are
@@ -91,12 +92,14 @@ def gateway(tmp_path: Any, undo: Gateways, scheme: dict[str, Any],
             authorizer: Callable[[dict[str, Any]], Any],
             root: dict[str, Any] | None = None) -> tuple[GatewayHarness, FakePool]:
     (tmp_path / "src").mkdir(parents=True, exist_ok=True)
-    op = {"responses": {"200": {"description": "ok"}}, "security": [{"custom": []}],
+    closed = {"responses": {"200": {"description": "ok"}}, "security": [{"custom": []}],
           "x-amazon-apigateway-integration": {"type": "aws_proxy", "httpMethod": "POST",
                                               "uri": ARN.format(name="Fn")}}
+    op = closed
+    open_op = {k: v for k, v in op.items() if k != "security"}
     definition = {"openapi": "3.0.1", "info": {"title": "t", "version": "1"},
                   **(root or {}),
-                  "paths": {"/pets/{id}": {"get": op, "post": op}, "/open": {"get": op}},
+                  "paths": {"/pets/{id}": {"get": op, "post": op}, "/open": {"get": open_op}},
                   "components": {"securitySchemes": {"custom": scheme}}}
     config = {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
@@ -345,3 +348,76 @@ def test_public_invoke_api(tmp_path: Any, undo: Gateways) -> None:
     d = defer.ensureDeferred(invoke(h.config, "Nope", b"{}"))
     d.addErrback(lambda f: box.append(f.value))
     assert isinstance(box[1], FunctionNotFound)
+
+
+# -- resource policies (§5.9) -------------------------------------------------------------
+
+
+def resource_policy(*statements: dict[str, Any]) -> dict[str, Any]:
+    return {"x-amazon-apigateway-policy": {"Version": "2012-10-17",
+                                           "Statement": list(statements)}}
+
+
+def stmt(effect: str, resource: str = "execute-api:/*", **extra: Any) -> dict[str, Any]:
+    return {"Effect": effect, "Principal": "*", "Action": "execute-api:Invoke",
+            "Resource": resource, **extra}
+
+
+OPEN_ARN = f"arn:aws:execute-api:us-east-1:{ACCOUNT}:{API}/prod/GET/open"
+
+
+def test_policy_allow_by_source_ip(tmp_path: Any, undo: Gateways) -> None:
+    h, _ = gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
+                   root=resource_policy(stmt("Allow", Condition={
+                       "IpAddress": {"aws:SourceIp": ["127.0.0.0/8", "2001:db8::/32"]}})))
+    assert run(h, "GET", "/prod/open").status == 200
+    assert run(h, "GET", "/prod/open", client_ip="2001:db8::7").status == 200
+    for ip in ("10.1.2.3", "::1"):
+        r = run(h, "GET", "/prod/open", client_ip=ip)
+        assert (r.status, body(r)) == (403, {"message": "User: anonymous is not authorized "
+                                         f"to perform: execute-api:Invoke on resource: "
+                                         f"{OPEN_ARN}"}), ip
+        assert r.headers.get("x-amzn-ErrorType") == "AccessDeniedException"
+
+
+def test_policy_explicit_deny_wins(tmp_path: Any, undo: Gateways) -> None:
+    h, _ = gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
+                   root=resource_policy(
+                       stmt("Allow"),
+                       stmt("Deny", Condition={"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}})))
+    assert run(h, "GET", "/prod/open", client_ip="10.9.9.9").status == 200
+    r = run(h, "GET", "/prod/open")
+    assert (r.status, body(r)["message"]) == (
+        403, f"User: anonymous is not authorized to perform: execute-api:Invoke on resource: "
+             f"{OPEN_ARN} with an explicit deny")
+
+
+def test_policy_resources_expand_and_match(tmp_path: Any, undo: Gateways) -> None:
+    h, _ = gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
+                   root=resource_policy(stmt("Allow", "execute-api:/prod/POST/*")))
+    assert run(h, "GET", "/prod/open").status == 403
+    h2, _ = gateway(tmp_path / "2", undo, token_scheme(), lambda e: ALLOW_ALL,
+                    root=resource_policy(stmt("Allow", ["execute-api:/*/GET/op?n"])))
+    assert run(h2, "GET", "/prod/open").status == 200
+
+
+def test_policy_deny_is_checked_before_the_lambda_authorizer(tmp_path: Any,
+                                                            undo: Gateways) -> None:
+    h, auth = gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
+                      root=resource_policy(stmt("Deny", "execute-api:/*/POST/*")))
+    r = run(h, "POST", "/prod/pets/1", headers={"Authorization": "a"})
+    assert r.status == 403
+    assert body(r)["message"].endswith("/prod/POST/pets/1 with an explicit deny")
+    assert auth.events == []
+    # Silent policy + the authorizer's Allow → allowed (Table A).
+    assert run(h, "GET", "/prod/pets/1", headers={"Authorization": "a"}).status == 200
+    assert len(auth.events) == 1
+    # ... but a route without an authorizer needs the policy's explicit Allow.
+    assert run(h, "GET", "/prod/open").status == 403
+
+
+def test_policy_with_unsupported_condition_is_refused(tmp_path: Any, undo: Gateways) -> None:
+    h, _ = gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
+                   root=resource_policy(stmt("Allow", Condition={
+                       "StringEquals": {"aws:SourceVpce": "vpce-1"}})))
+    assert run(h, "GET", "/prod/open").status == 500
