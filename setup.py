@@ -17,6 +17,7 @@ SHIPPED_PLUGINS = {
     "auth": "twistgw_auth",
     "validation": "twistgw_validation",
     "cors": "twistgw_cors",
+    "tls": "twistgw_tls",
 }
 
 setup(
