@@ -65,8 +65,9 @@ class RedisSettings:
     max_pending: int = 1000
 
 
-def parse_url(url: str) -> tuple[str, int, str | None, int]:
-    """``redis://[:password@]host[:port][/db]`` → ``(host, port, password, db)``."""
+def parse_url(url: str) -> tuple[str, int, str | None, int, str | None]:
+    """``redis://[[user]:password@]host[:port][/db]`` → ``(host, port, password, db, user)``.
+    """
     parts = urlsplit(url)
     if parts.scheme != "redis" or not parts.hostname:
         raise ValueError("expected redis://host:port/db")
@@ -74,7 +75,8 @@ def parse_url(url: str) -> tuple[str, int, str | None, int]:
     if not db_text.isdigit():
         raise ValueError(f"database {db_text!r} is not a number")
     password = unquote(parts.password) if parts.password else None
-    return parts.hostname, parts.port or 6379, password, int(db_text)
+    user = unquote(parts.username) if parts.username else None
+    return parts.hostname, parts.port or 6379, password, int(db_text), user
 
 
 # -- RESP2 ----------------------------------------------------------------------------------
@@ -181,7 +183,7 @@ class RespClient:
     def __init__(self, reactor: Any, url: str, *, timeout: float, max_pending: int,
                  on_connect: Any = None) -> None:
         self.reactor = reactor
-        self.host, self.port, self.password, self.db = parse_url(url)
+        self.host, self.port, self.password, self.db, self.user = parse_url(url)
         self.timeout = timeout
         self.max_pending = max_pending
         self.on_connect = on_connect
@@ -227,7 +229,9 @@ class RespClient:
         self._connecting = False
         self.delay = 0.05
         if self.password is not None:
-            proto.send(["AUTH", self.password]).addErrback(self._setup_failed, proto)
+            auth = ["AUTH", self.password] if self.user is None else [
+                "AUTH", self.user, self.password]
+            proto.send(auth).addErrback(self._setup_failed, proto)
         if self.db:
             proto.send(["SELECT", self.db]).addErrback(self._setup_failed, proto)
         self.proto = proto

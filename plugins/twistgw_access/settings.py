@@ -252,8 +252,9 @@ class _Reader:
                 raise ValueError("expected a string")
             parse_url(url)
         except ValueError as e:
-            raise self.fail("store.url", f"{e}; write redis://[:password@]host:port/db, "
-                            "e.g. redis://127.0.0.1:6379/0") from None
+            raise self.fail("store.url", f"{e}; write "
+                            "redis://[[user]:password@]host:port/db, e.g. "
+                            "redis://127.0.0.1:6379/0") from None
         failure = raw.get("failure", "open")
         if failure not in ("open", "closed"):
             raise self.fail("store.failure", f"{failure!r}: use 'open' (allow requests "

@@ -47,7 +47,8 @@ def test_redis_store_settings(tmp_path: Path, b: Builders) -> None:
         "url": "redis://:secret@10.0.0.5:6380/2", "failure": "closed"}})).store
     assert store == RedisSettings(url="redis://:secret@10.0.0.5:6380/2", failure="closed",
                                   timeout_ms=50)
-    assert parse_url(store.url) == ("10.0.0.5", 6380, "secret", 2)
+    assert parse_url(store.url) == ("10.0.0.5", 6380, "secret", 2, None)
+    assert parse_url("redis://gw:p%40ss@cache") == ("cache", 6379, "p@ss", 0, "gw")
     assert parse_settings(config_with(tmp_path, b, {})).store == "memory"
 
 
