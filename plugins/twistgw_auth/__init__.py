@@ -18,7 +18,8 @@ import attrs
 from twisted.logger import Logger
 
 from twistgw import hookimpl
-from twistgw.errors import AccessDenied, ApiConfigurationError
+from twistgw.definition import load_definition
+from twistgw.errors import AccessDenied, ApiConfigurationError, ConfigError
 from twistgw.models import Allow, Principal
 from twistgw.variables import ACCOUNT_ID
 
@@ -28,7 +29,7 @@ from .settings import AuthSettings, parse_settings
 
 if TYPE_CHECKING:
     from twistgw import Context, Registry
-    from twistgw.config import GatewayConfig
+    from twistgw.config import ApiConfig, GatewayConfig
     from twistgw.deployment import Route
 
 __all__ = ["register", "configure", "authorize", "caches_for", "lambda_cache_for"]
@@ -98,9 +99,40 @@ def register(registry: Registry) -> None:
 
 @hookimpl
 def configure(config: GatewayConfig) -> None:
-    """Check ``plugins.settings.auth``."""
+    """Check ``plugins.settings.auth``, and refuse (under ``strict``) resource policies
+    and Lambda authorizers this plugin cannot evaluate, naming the file and key."""
     _runtimes.pop(id(config), None)
-    _runtime(config)
+    rt = _runtime(config)
+    if config.strict:
+        for api_cfg in config.apis:
+            _check_definition(api_cfg, rt.settings.iam_region or "us-east-1")
+
+
+def _check_definition(api_cfg: ApiConfig, region: str) -> None:
+    try:
+        definition = load_definition(api_cfg.definition, api_cfg.definition_display,
+                                     claimed_extensions=frozenset({POLICY}), strict=False,
+                                     warnings=[])
+    except ConfigError:
+        return  # the deployment build reports it
+    source = definition.source
+    doc = definition.extensions.get(POLICY)
+    if doc is not None:
+        if api_cfg.type != "REST":
+            raise ConfigError(source, POLICY, "resource policies are for REST APIs only; "
+                              "remove it (HTTP APIs have none on AWS either)")
+        try:
+            resource_policy.parse(doc, region=region, account=ACCOUNT_ID, api_id=api_cfg.id)
+        except resource_policy.PolicyError as e:
+            raise ConfigError(source, POLICY, f"{e}; twistgw evaluates Allow/Deny on "
+                              "execute-api:Invoke with aws:SourceIp IpAddress/NotIpAddress "
+                              "conditions (docs/auth.rst)") from None
+    if api_cfg.type != "REST":
+        for name, scheme in definition.security_schemes.items():
+            if scheme.kind in ("authorizer:token", "authorizer:request"):
+                raise ConfigError(source, f"securitySchemes.{name}.x-amazon-apigateway-"
+                                  "authorizer", "Lambda authorizers on HTTP APIs are not "
+                                  "implemented yet; use a jwt authorizer or a REST API")
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ from twistgw_auth import lambda_auth, lambda_cache_for
 from twistgw_lambda.plugin import FunctionNotFound, invoke, use_runtime
 from twistgw_lambda.runtime import InvokeResult
 
+from twistgw.errors import ConfigError
 from twistgw.models import InboundRequest, Response
 from twistgw.testing import GatewayHarness, make_inbound
 from twistgw.variables import ACCOUNT_ID as ACCOUNT
@@ -90,7 +91,8 @@ def undo() -> Iterator[Gateways]:
 
 def gateway(tmp_path: Any, undo: Gateways, scheme: dict[str, Any],
             authorizer: Callable[[dict[str, Any]], Any],
-            root: dict[str, Any] | None = None) -> tuple[GatewayHarness, FakePool]:
+            root: dict[str, Any] | None = None,
+            api_type: str = "REST") -> tuple[GatewayHarness, FakePool]:
     (tmp_path / "src").mkdir(parents=True, exist_ok=True)
     closed = {"responses": {"200": {"description": "ok"}}, "security": [{"custom": []}],
           "x-amazon-apigateway-integration": {"type": "aws_proxy", "httpMethod": "POST",
@@ -103,8 +105,8 @@ def gateway(tmp_path: Any, undo: Gateways, scheme: dict[str, Any],
                   "components": {"securitySchemes": {"custom": scheme}}}
     config = {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
-        "apis": [{"id": API, "type": "REST", "definition": "api.yaml",
-                  "endpoint_type": "REGIONAL",
+        "apis": [{"id": API, "type": api_type, "definition": "api.yaml",
+                  **({"endpoint_type": "REGIONAL"} if api_type == "REST" else {}),
                   "stages": [{"name": "prod", "variables": {"tier": "gold"}}]}],
         "functions": {n: {"handler": "app.handler", "code": str(tmp_path / "src")}
                       for n in ("Fn", "Auth")},
@@ -416,8 +418,18 @@ def test_policy_deny_is_checked_before_the_lambda_authorizer(tmp_path: Any,
     assert run(h, "GET", "/prod/open").status == 403
 
 
-def test_policy_with_unsupported_condition_is_refused(tmp_path: Any, undo: Gateways) -> None:
-    h, _ = gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
-                   root=resource_policy(stmt("Allow", Condition={
-                       "StringEquals": {"aws:SourceVpce": "vpce-1"}})))
-    assert run(h, "GET", "/prod/open").status == 500
+def test_policy_with_unsupported_condition_is_refused_at_load(tmp_path: Any,
+                                                              undo: Gateways) -> None:
+    with pytest.raises(ConfigError) as err:
+        gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
+                root=resource_policy(stmt("Allow", Condition={
+                    "StringEquals": {"aws:SourceVpce": "vpce-1"}})))
+    assert "x-amazon-apigateway-policy" in str(err.value)
+    assert "only IpAddress and NotIpAddress" in str(err.value)
+
+
+def test_lambda_authorizer_on_an_http_api_is_refused_at_load(tmp_path: Any,
+                                                            undo: Gateways) -> None:
+    with pytest.raises(ConfigError) as err:
+        gateway(tmp_path, undo, request_scheme(), lambda e: ALLOW_ALL, api_type="HTTP")
+    assert "Lambda authorizers on HTTP APIs are not implemented" in str(err.value)
