@@ -129,10 +129,29 @@ def _check_definition(api_cfg: ApiConfig, region: str) -> None:
                               "conditions (docs/auth.rst)") from None
     if api_cfg.type != "REST":
         for name, scheme in definition.security_schemes.items():
-            if scheme.kind in ("authorizer:token", "authorizer:request"):
+            if scheme.kind in ("authorizer:token", "authorizer:request") and \
+                    _http_payload(scheme.raw) != "2.0":
                 raise ConfigError(source, f"securitySchemes.{name}.x-amazon-apigateway-"
-                                  "authorizer", "Lambda authorizers on HTTP APIs are not "
-                                  "implemented yet; use a jwt authorizer or a REST API")
+                                  "authorizer.authorizerPayloadFormatVersion",
+                                  "HTTP API Lambda authorizers with payload format 1.0 are "
+                                  "not implemented yet; set authorizerPayloadFormatVersion: "
+                                  "'2.0'")
+
+
+def _http_payload(raw: Any) -> str:
+    auth = raw.get("x-amazon-apigateway-authorizer") or {}
+    return str(auth.get("authorizerPayloadFormatVersion") or "")
+
+
+def _lambda_raws(ctx: Context) -> list[Any]:
+    api = ctx.deployment_api
+    route = ctx.route
+    if api is None or route is None:
+        return []
+    schemes = api.definition.security_schemes
+    return [schemes[r.scheme].raw for r in route.operation.security
+            if r.scheme in schemes and schemes[r.scheme].kind in
+            ("authorizer:token", "authorizer:request")]
 
 
 @attrs.frozen
@@ -164,7 +183,8 @@ def _plan(ctx: Context, route: Route) -> _RoutePlan:
             jwts.append((jwt_auth.from_scheme(scheme.name, kind, scheme.raw), req.scopes))
         elif scheme.kind in ("authorizer:token", "authorizer:request"):
             kind = scheme.kind.split(":", 1)[1]
-            lambdas.append(lambda_auth.from_scheme(scheme.name, kind, scheme.raw))
+            lambdas.append(lambda_auth.from_scheme(scheme.name, kind, scheme.raw,
+                                                   http=api.is_http))
         elif scheme.kind == "aws_iam":
             iam = True
     region = _runtime(api.gateway).settings.iam_region or "us-east-1"
@@ -232,9 +252,10 @@ async def _check(ctx: Context, config: GatewayConfig, plan: _RoutePlan) -> Allow
     s = rt.settings
     principal = None
     api = ctx.deployment_api
-    if plan.lambdas and api is not None and api.is_http:
-        _log.error("({request_id}) Lambda authorizers on HTTP APIs are not implemented; "
-                   "answering 500", request_id=ctx.request_id)
+    if plan.lambdas and api is not None and api.is_http and any(
+            _http_payload(lam_raw) != "2.0" for lam_raw in _lambda_raws(ctx)):
+        _log.error("({request_id}) HTTP API Lambda authorizers with payload format 1.0 are "
+                   "not implemented; answering 500", request_id=ctx.request_id)
         raise ApiConfigurationError()
     for lam in plan.lambdas:
         principal = await lambda_auth.authorize(ctx, config, lam, rt.lambda_cache)

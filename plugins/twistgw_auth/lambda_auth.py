@@ -58,11 +58,17 @@ class LambdaAuthorizer:
     sources: tuple[str, ...]
     validation: re.Pattern[str] | None
     ttl: int
+    #: HTTP API authorizer (payload 2.0, §5.5); ``simple`` with enableSimpleResponses.
+    http: bool = False
+    simple: bool = False
 
 
-def from_scheme(name: str, kind: str, raw: Mapping[str, Any]) -> LambdaAuthorizer:
+def from_scheme(name: str, kind: str, raw: Mapping[str, Any], *,
+                http: bool = False) -> LambdaAuthorizer:
     """Read a security scheme's ``x-amazon-apigateway-authorizer``."""
     auth = raw.get("x-amazon-apigateway-authorizer") or {}
+    if http:
+        return _from_http(name, auth)
     uri = str(auth.get("authorizerUri") or "")
     found = _FUNCTION_RE.search(uri)
     region = _REGION_RE.match(uri)
@@ -90,12 +96,34 @@ def from_scheme(name: str, kind: str, raw: Mapping[str, Any]) -> LambdaAuthorize
                             sources=sources, validation=validation, ttl=ttl)
 
 
+def _from_http(name: str, auth: Mapping[str, Any]) -> LambdaAuthorizer:
+    uri = str(auth.get("authorizerUri") or "")
+    found = _FUNCTION_RE.search(uri)
+    region = _REGION_RE.match(uri)
+    ident = auth.get("identitySource") or []
+    items = ident if isinstance(ident, list) else str(ident).split(",")
+    sources = tuple(str(s).strip() for s in items if str(s).strip())
+    try:
+        ttl = max(0, min(MAX_TTL, int(auth.get("authorizerResultTtlInSeconds", 0))))
+    except (TypeError, ValueError):
+        ttl = 0
+    if not sources:
+        ttl = 0  # caching needs an identity source (§5.5)
+    return LambdaAuthorizer(name=name, type="REQUEST",
+                            function=found.group(1) if found else None,
+                            region=region.group(1) if region else "us-east-1",
+                            sources=sources, validation=None, ttl=ttl, http=True,
+                            simple=bool(auth.get("enableSimpleResponses")))
+
+
 @attrs.frozen
 class _Result:
     principal_id: str
     statements: tuple[Mapping[str, Any], ...]
     context: Mapping[str, Any]
     usage_identifier_key: str | None
+    #: Simple responses (HTTP APIs): ``isAuthorized``; ``None`` for policy documents.
+    authorized: bool | None = None
 
 
 class AuthorizerCache:
@@ -188,6 +216,16 @@ def _identity_values(ctx: Context, auth: LambdaAuthorizer) -> list[str | None]:
             value = ctx.stage_variables.get(source[len("stageVariables."):])
         elif source.startswith("context."):
             value = lookup(ctx, source[len("context."):])
+        elif source.startswith("$request.header."):
+            value = ctx.request.headers.get(source[len("$request.header."):])
+        elif source.startswith("$request.querystring."):
+            name = source[len("$request.querystring."):]
+            found = [v for k, v in ctx.request.query if k == name]
+            value = ",".join(found) if found else None
+        elif source.startswith("$stageVariables."):
+            value = ctx.stage_variables.get(source[len("$stageVariables."):])
+        elif source.startswith("$context."):
+            value = lookup(ctx, source[len("$context."):])
         values.append(None if value is None else str(value))
     return values
 
@@ -199,13 +237,23 @@ def _bad(reason: str, ctx: Context) -> AuthorizerConfigurationError:
     return AuthorizerConfigurationError(None)
 
 
-def _parse_output(payload: bytes) -> _Result | None:
+def _parse_output(payload: bytes, auth: LambdaAuthorizer | None = None) -> _Result | None:
     try:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(doc, dict):
         return None
+    if auth is not None and auth.http:
+        context = doc.get("context") or {}
+        if not isinstance(context, dict):
+            return None
+        if auth.simple:
+            authorized = doc.get("isAuthorized")
+            if not isinstance(authorized, bool):
+                return None
+            return _Result(principal_id="", statements=(), context=context,
+                           usage_identifier_key=None, authorized=authorized)
     principal = doc.get("principalId")
     policy = doc.get("policyDocument")
     if not isinstance(principal, str | int | float) or isinstance(principal, bool) \
@@ -221,6 +269,8 @@ def _parse_output(payload: bytes) -> _Result | None:
     if not isinstance(context, dict):
         return None
     for value in context.values():
+        if auth is not None and auth.http:
+            break  # HTTP APIs take any JSON (§5.5)
         if value is not None and not isinstance(value, str | int | float | bool):
             return None
     usage = doc.get("usageIdentifierKey")
@@ -233,13 +283,21 @@ def _event(ctx: Context, auth: LambdaAuthorizer, arn: str) -> dict[str, Any]:
         values = _identity_values(ctx, auth)
         return {"type": "TOKEN", "authorizationToken": values[0] if values else None,
                 "methodArn": arn}
-    from twistgw_lambda.events import rest_event
+    from twistgw_lambda.events import http_v2_event, rest_event
 
     from twistgw.models import IntegrationRequest
 
     request = IntegrationRequest(method=ctx.method, uri="", headers=ctx.request.headers,
                                  query=ctx.request.query, path_params=ctx.path_params,
                                  body=b"")
+    if auth.http:
+        v2 = http_v2_event(ctx, request)
+        v2.pop("body", None)
+        v2.pop("isBase64Encoded", None)
+        v2["requestContext"].pop("authorizer", None)
+        return {"version": "2.0", "type": "REQUEST", "routeArn": arn,
+                "identitySource": [v for v in _identity_values(ctx, auth) if v is not None],
+                **{k: v for k, v in v2.items() if k != "version"}}
     proxy = rest_event(ctx, request)
     proxy.pop("body", None)
     proxy.pop("isBase64Encoded", None)
@@ -258,7 +316,7 @@ async def authorize(ctx: Context, config: GatewayConfig, auth: LambdaAuthorizer,
             raise Unauthorized()
         if auth.validation is not None and auth.validation.fullmatch(values[0]) is None:
             raise Unauthorized()
-    elif auth.ttl > 0 and (not values or not all(values)):
+    elif (auth.ttl > 0 or auth.http) and not all(values):
         raise Unauthorized()
     arn = method_arn(ctx, auth.region)
     api = ctx.deployment_api
@@ -269,6 +327,10 @@ async def authorize(ctx: Context, config: GatewayConfig, auth: LambdaAuthorizer,
         result = await _run(ctx, config, auth, arn)
         if auth.ttl > 0:
             cache.put(key, now + auth.ttl, result)
+    if result.authorized is not None:
+        if not result.authorized:
+            raise AccessDenied("Forbidden")
+        return Principal(id="", kind="lambda", context=result.context)
     verdict = evaluate(result.statements, arn)
     if verdict == "Deny":
         raise AccessDenied(DENY_EXPLICIT)
@@ -293,10 +355,10 @@ async def _run(ctx: Context, config: GatewayConfig, auth: LambdaAuthorizer,
     except Exception as e:  # any failure to invoke is AWS's 500
         raise _bad(f"authorizer {auth.function} could not be invoked: {e!r}", ctx) from None
     if out.function_error is not None:
-        if out.error_message == "Unauthorized":
+        if out.error_message == "Unauthorized" and not auth.http:
             raise Unauthorized()
         raise _bad(f"authorizer error: {out.error_message}", ctx)
-    result = _parse_output(out.payload)
+    result = _parse_output(out.payload, auth)
     if result is None:
         raise _bad("Invalid authorizer response", ctx)
     return result

@@ -97,6 +97,8 @@ def gateway(tmp_path: Any, undo: Gateways, scheme: dict[str, Any],
     closed = {"responses": {"200": {"description": "ok"}}, "security": [{"custom": []}],
           "x-amazon-apigateway-integration": {"type": "aws_proxy", "httpMethod": "POST",
                                               "uri": ARN.format(name="Fn")}}
+    if api_type == "HTTP":
+        closed["x-amazon-apigateway-integration"]["payloadFormatVersion"] = "2.0"
     op = closed
     open_op = {k: v for k, v in op.items() if k != "security"}
     definition = {"openapi": "3.0.1", "info": {"title": "t", "version": "1"},
@@ -428,8 +430,61 @@ def test_policy_with_unsupported_condition_is_refused_at_load(tmp_path: Any,
     assert "only IpAddress and NotIpAddress" in str(err.value)
 
 
-def test_lambda_authorizer_on_an_http_api_is_refused_at_load(tmp_path: Any,
-                                                            undo: Gateways) -> None:
+def test_http_payload_1_authorizer_is_refused_at_load(tmp_path: Any,
+                                                      undo: Gateways) -> None:
     with pytest.raises(ConfigError) as err:
-        gateway(tmp_path, undo, request_scheme(), lambda e: ALLOW_ALL, api_type="HTTP")
-    assert "Lambda authorizers on HTTP APIs are not implemented" in str(err.value)
+        gateway(tmp_path, undo, request_scheme(authorizerPayloadFormatVersion="1.0"),
+                lambda e: ALLOW_ALL, api_type="HTTP")
+    assert "payload format 1.0 are not implemented" in str(err.value)
+
+
+# -- HTTP API Lambda authorizers, payload 2.0 (§5.5) ----------------------------------------
+
+
+def http_scheme(**auth: Any) -> dict[str, Any]:
+    return request_scheme(authorizerPayloadFormatVersion="2.0",
+                          identitySource=["$request.header.X-User", "$request.querystring.q"],
+                          **auth)
+
+
+def test_http_simple_response(tmp_path: Any, undo: Gateways) -> None:
+    h, auth = gateway(tmp_path, undo, http_scheme(enableSimpleResponses=True),
+                      lambda e: {"isAuthorized": e["identitySource"][0] == "ok",
+                                 "context": {"roles": ["a", "b"], "n": 1}},
+                      api_type="HTTP")
+    r = run(h, "GET", "/prod/pets/7?q=1", headers={"X-User": "ok"})
+    assert r.status == 200, r.body
+    assert body(r) == {"lambda": {"roles": ["a", "b"], "n": 1}}
+    event = auth.events[0]
+    assert event["version"] == "2.0"
+    assert event["type"] == "REQUEST"
+    assert event["routeArn"] == (f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API}/prod/GET/"
+                                 "pets/7")
+    assert event["identitySource"] == ["ok", "1"]
+    assert event["routeKey"] == "GET /pets/{id}"
+    assert event["headers"]["x-user"] == "ok"
+    assert "body" not in event and "authorizer" not in event["requestContext"]
+    r = run(h, "GET", "/prod/pets/7?q=1", headers={"X-User": "no"})
+    assert (r.status, body(r)) == (403, {"message": "Forbidden"})
+    r = run(h, "GET", "/prod/pets/7", headers={"X-User": "ok"})  # q missing
+    assert (r.status, body(r)) == (401, {"message": "Unauthorized"})
+    assert len(auth.events) == 2  # TTL defaults to 0 on HTTP APIs: no caching
+
+
+def test_http_errors_and_policy_output_and_cache(tmp_path: Any, undo: Gateways) -> None:
+    outputs: dict[str, Any] = {
+        "boom": InvokeResult("i", b'{"errorMessage": "Unauthorized"}', "Unhandled"),
+        "bad": {"isAuthorized": "yes"},
+        "policy": ALLOW_ALL,
+        "deny": policy("Deny", "*"),
+    }
+    h, auth = gateway(tmp_path, undo, http_scheme(authorizerResultTtlInSeconds=60),
+                      lambda e: outputs[e["identitySource"][0]], api_type="HTTP")
+    for user in ("boom", "bad"):
+        r = run(h, "GET", "/prod/pets/1?q=1", headers={"X-User": user})
+        assert (r.status, body(r)) == (500, {"message": "Internal Server Error"}), user
+    assert run(h, "GET", "/prod/pets/1?q=1", headers={"X-User": "policy"}).status == 200
+    assert run(h, "GET", "/prod/pets/2?q=1", headers={"X-User": "policy"}).status == 200
+    r = run(h, "GET", "/prod/pets/1?q=1", headers={"X-User": "deny"})
+    assert (r.status, body(r)) == (403, {"message": "Forbidden"})
+    assert [e["identitySource"][0] for e in auth.events] == ["boom", "bad", "policy", "deny"]
