@@ -95,6 +95,15 @@ def register(registry: Registry) -> None:
     registry.add_authorizer_type("cognito_user_pools")
     registry.add_feature("aws_iam")
     registry.add_extension(POLICY)
+    # Stay off the plans of routes with no authorization and no resource policy, so
+    # they pay nothing for this plugin.  The set is filled by ``configure``, which runs
+    # before route plans are built; ids from several configs only ever over-include.
+    registry.add_route_filter(
+        lambda route: route.requires_auth or route.api_id in _POLICY_APIS)
+
+
+#: Ids of APIs whose definition carries a resource policy (see ``register``).
+_POLICY_APIS: set[str] = set()
 
 
 @hookimpl
@@ -103,9 +112,22 @@ def configure(config: GatewayConfig) -> None:
     and Lambda authorizers this plugin cannot evaluate, naming the file and key."""
     _runtimes.pop(id(config), None)
     rt = _runtime(config)
+    for api_cfg in config.apis:
+        if _has_policy(api_cfg):
+            _POLICY_APIS.add(api_cfg.id)
     if config.strict:
         for api_cfg in config.apis:
             _check_definition(api_cfg, rt.settings.iam_region or "us-east-1")
+
+
+def _has_policy(api_cfg: ApiConfig) -> bool:
+    try:
+        definition = load_definition(api_cfg.definition, api_cfg.definition_display,
+                                     claimed_extensions=frozenset({POLICY}), strict=False,
+                                     warnings=[])
+    except ConfigError:
+        return False  # the deployment build reports it
+    return POLICY in definition.extensions
 
 
 def _check_definition(api_cfg: ApiConfig, region: str) -> None:
