@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from twistgw import ApiConfigurationError, Headers, Response, hookimpl
-from twistgw.errors import HttpApiNotFound
+from twistgw.definition import load_definition
+from twistgw.errors import ConfigError, HttpApiNotFound
 
 if TYPE_CHECKING:
     from twistgw import Context, GatewayError, IntegrationResponse, Registry
+    from twistgw.config import GatewayConfig
 
 __all__ = ["register", "handle_error", "map_response", "CorsConfig", "cors_config",
            "EXTENSION"]
@@ -120,8 +122,31 @@ def cors_config(ctx: Context) -> CorsConfig | None:
 
 @hookimpl
 def register(registry: Registry) -> None:
-    """Claim the HTTP API CORS extension."""
+    """Claim the HTTP API CORS extension; stay off routes of APIs without it."""
     registry.add_extension(EXTENSION)
+    # Filled by ``configure`` before route plans are built; over-inclusion across
+    # configs only costs a quick None, never a wrong answer.
+    registry.add_route_filter(lambda route: route.api_id in _CORS_APIS)
+
+
+#: Ids of HTTP APIs whose definition carries x-amazon-apigateway-cors.
+_CORS_APIS: set[str] = set()
+
+
+@hookimpl
+def configure(config: GatewayConfig) -> None:
+    """Note which HTTP APIs configure CORS (for the route filter)."""
+    for api_cfg in config.apis:
+        if api_cfg.type != "HTTP":
+            continue
+        try:
+            definition = load_definition(api_cfg.definition, api_cfg.definition_display,
+                                         claimed_extensions=frozenset({EXTENSION}),
+                                         strict=False, warnings=[])
+        except ConfigError:
+            continue  # the deployment build reports it
+        if EXTENSION in definition.extensions:
+            _CORS_APIS.add(api_cfg.id)
 
 
 def _is_preflight(ctx: Context) -> bool:
