@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,7 +111,7 @@ def wrap_listener(listener: ListenerConfig, endpoint: Any, factory: Any,
     if options is not None:
         factory = TLSMemoryBIOFactory(options, False, factory)
     if sources:
-        factory = AllowListFactory(factory, sources, listener.name)
+        factory = AllowListFactory(factory, sources, listener.name, reactor)
     return endpoint, factory
 
 
@@ -137,11 +138,18 @@ class AllowListFactory(Factory):
     what it sent is parsed, not even a TLS ClientHello.
     """
 
-    def __init__(self, wrapped: Any, networks: tuple[Network, ...], name: str) -> None:
+    #: At most one refusal log line per this many seconds (a scan must not flood the log).
+    log_interval = 60.0
+
+    def __init__(self, wrapped: Any, networks: tuple[Network, ...], name: str,
+                 clock: Any = None) -> None:
         self.wrapped = wrapped
         self.networks = networks
         self.name = name
+        self.clock = clock
         self.refused = 0
+        self._not_logged = 0
+        self._last_log: float | None = None
 
     def allowed(self, host: str) -> bool:
         """Whether ``host`` (an IP literal; IPv4-mapped IPv6 counts as IPv4) may connect."""
@@ -157,11 +165,20 @@ class AllowListFactory(Factory):
     def buildProtocol(self, addr: IAddress | None) -> Any:
         host = getattr(addr, "host", None)
         if host is None or not self.allowed(str(host)):
-            self.refused += 1
-            log.info("listener {name}: connection from {peer} refused (not in "
-                     "allow_sources)", name=self.name, peer=host)
+            self._note_refusal(host)
             return None
         return self.wrapped.buildProtocol(addr)
+
+    def _note_refusal(self, host: object) -> None:
+        self.refused += 1
+        self._not_logged += 1
+        now = self.clock.seconds() if self.clock is not None else time.monotonic()
+        if self._last_log is None or now - self._last_log >= self.log_interval:
+            log.info("listener {name}: connection from {peer} refused (not in "
+                     "allow_sources; {count} refused since the last such line)",
+                     name=self.name, peer=host, count=self._not_logged)
+            self._last_log = now
+            self._not_logged = 0
 
     def doStart(self) -> None:
         self.wrapped.doStart()

@@ -132,6 +132,33 @@ def test_allow_list_ipv4_ipv6_and_mapped_addresses() -> None:
     assert factory.refused == 3
 
 
+def test_allow_list_refusals_are_logged_at_most_once_per_interval() -> None:
+    from twisted.internet.task import Clock
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    clock = Clock()
+    factory = AllowListFactory(Factory.forProtocol(_Marker),
+                               parse_sources(("10.0.0.0/8",), "<t>", "l"), "main", clock)
+    lines: list[str] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        if "allow_sources" in event.get("log_format", ""):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        for _ in range(5):
+            factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1))
+        clock.advance(61)
+        factory.buildProtocol(IPv4Address("TCP", "192.0.2.2", 1))
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert factory.refused == 6
+    assert len(lines) == 2
+    assert "192.0.2.1" in lines[0] and "1 refused" in lines[0]
+    assert "192.0.2.2" in lines[1] and "5 refused" in lines[1]
+
+
 HANDLER = """
 import json
 
