@@ -37,6 +37,7 @@ __all__ = [
     "load_definition",
     "parse_definition",
     "read_structured_file",
+    "matches_media_type",
     "INTEGRATION_TYPES",
     "HTTP_METHODS",
     "ANY_METHODS",
@@ -238,6 +239,26 @@ class ApiDefinition:
     extensions: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
     models: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping,
                                             eq=False)
+
+
+def matches_media_type(media_type: str, binary_media_types: tuple[str, ...]) -> bool:
+    """Whether ``media_type`` is one of an API's ``binaryMediaTypes`` (§2.1, §6.7).
+
+    Exact match, an entry ``type/*`` matching any subtype, or ``*/*`` matching anything;
+    an entry with a wildcard type (``*/png``) is not honoured, as on AWS.  Shared by every
+    plugin that decides "binary or text" (Lambda events and responses, contentHandling).
+    """
+    media_type = media_type.lower()
+    if not media_type or not binary_media_types:
+        return False
+    main = media_type.split("/", 1)[0]
+    for entry in binary_media_types:
+        entry = entry.strip().lower()
+        if entry == "*/*" or entry == media_type:
+            return True
+        if entry.endswith("/*") and not entry.startswith("*") and entry[:-2] == main:
+            return True
+    return False
 
 
 def read_structured_file(path: Path, display: str) -> Any:

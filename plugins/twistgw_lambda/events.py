@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from twistgw import Context, IntegrationRequest, StashKey
+from twistgw.definition import matches_media_type
 from twistgw.variables import ACCOUNT_ID, request_time
 
 __all__ = ["event_for", "rest_event", "http_v2_event", "http_v1_event", "gateway_headers",
@@ -34,25 +35,6 @@ _TEXT_TYPES = ("application/json", "application/xml", "application/javascript")
 
 def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
-
-
-def matches_media_type(media_type: str, binary_media_types: tuple[str, ...]) -> bool:
-    """Whether ``media_type`` is one of an API's ``binaryMediaTypes`` (§2.1, §6.7).
-
-    Exact match, an entry ``type/*`` matching any subtype, or ``*/*`` matching anything;
-    an entry with a wildcard type (``*/png``) is not honoured, as on AWS.
-    """
-    media_type = media_type.lower()
-    if not media_type:
-        return False
-    main = media_type.split("/", 1)[0]
-    for entry in binary_media_types:
-        entry = entry.strip().lower()
-        if entry == "*/*" or entry == media_type:
-            return True
-        if entry.endswith("/*") and not entry.startswith("*") and entry[:-2] == main:
-            return True
-    return False
 
 
 _TRACE_KEY: StashKey[str | None] = StashKey("twistgw_lambda.trace")

@@ -13,6 +13,8 @@ import base64
 import binascii
 import enum
 
+from twistgw.definition import matches_media_type
+
 __all__ = ["matches_media_type", "first_type", "decode", "encode", "ResponseAction",
            "response_action", "request_is_passed_as_binary"]
 
@@ -23,20 +25,6 @@ CONVERT_TO_BINARY = "CONVERT_TO_BINARY"
 def first_type(value: str | None) -> str:
     """The first media type of a header value, lower-case, without parameters."""
     return (value or "").split(",", 1)[0].split(";", 1)[0].strip().lower()
-
-
-def matches_media_type(media_type: str, binary_media_types: tuple[str, ...]) -> bool:
-    """Exact match, ``type/*`` for any subtype, ``*/*`` for anything (§6.7)."""
-    if not media_type or not binary_media_types:
-        return False
-    main = media_type.split("/", 1)[0]
-    for entry in binary_media_types:
-        entry = entry.strip().lower()
-        if entry == "*/*" or entry == media_type:
-            return True
-        if entry.endswith("/*") and not entry.startswith("*") and entry[:-2] == main:
-            return True
-    return False
 
 
 def decode(body: bytes) -> bytes:
