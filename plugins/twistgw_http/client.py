@@ -26,8 +26,7 @@ from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet import error as inet_error
-from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.ssl import (
     Certificate,
     PrivateCertificate,
@@ -35,19 +34,17 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
-    ResponseDone,
 )
 from twisted.web.error import SchemeNotSupported
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers as TwistedHeaders
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from twistgw import ApiConfigurationError, ConfigError, IntegrationFailure
+from twistgw.outbound import BodyTooLarge, BoundedBody, BytesProducer
 
 from .guard import HostGuard, unavailable
 
@@ -183,73 +180,6 @@ def _at_most_one(value: float, source: str, key: str) -> int:
     if value not in (0, 1):
         raise ConfigError(source, key, "0 (no retry) or 1 (one retry after a connect failure)")
     return int(value)
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """A request body already in memory (the gateway buffers bodies, bounded)."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self.body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class BodyTooLarge(Exception):
-    """The backend's body exceeded ``max_response_bytes``."""
-
-
-_DONE = Failure(inet_error.ConnectionDone())
-
-
-def _abort(transport: Any) -> None:
-    """Stop a response body: Twisted's body transport aborts the connection."""
-    if transport is not None:
-        transport.stopProducing()
-
-
-class _Collector(Protocol):
-    """Reads a response body up to a limit; aborting the connection beyond it."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
-        self.chunks: list[bytes] = []
-        self.finished: Deferred[bytes] = Deferred(self._cancel)
-
-    def _cancel(self, _d: Deferred[bytes]) -> None:
-        _abort(self.transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.finished.called:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self.chunks = []
-            self.finished.errback(BodyTooLarge())
-            _abort(self.transport)
-            return
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = _DONE) -> None:
-        if self.finished.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(b"".join(self.chunks))
-        else:
-            self.finished.errback(reason)
 
 
 @attrs.frozen
@@ -425,7 +355,7 @@ class BackendClient:
         return answer
 
     async def _send(self, method: bytes, uri: bytes, headers: TwistedHeaders,
-                    producer: _BytesProducer | None) -> IResponse:
+                    producer: BytesProducer | None) -> IResponse:
         """Send the request, retrying once on a failure to *connect* within the budget.
 
         A connect failure means no byte reached the backend, so a retry is safe for any
@@ -455,14 +385,14 @@ class BackendClient:
         for name, value in headers:
             raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
         send_body = body or method in ("POST", "PUT", "PATCH")
-        producer = _BytesProducer(body) if send_body else None
+        producer = BytesProducer(body) if send_body else None
         try:
             uri = url.encode("latin-1")
         except UnicodeEncodeError:
             raise ApiConfigurationError() from None
         try:
             response = await self._send(method.encode("ascii"), uri, raw, producer)
-            collector = _Collector(self.settings.max_response_bytes)
+            collector = BoundedBody(self.settings.max_response_bytes)
             response.deliverBody(collector)
             data = await collector.finished
         except BodyTooLarge:

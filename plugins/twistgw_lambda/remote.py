@@ -33,15 +33,11 @@ from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import defer
-from twisted.internet import error as inet_error
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers as TwistedHeaders
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
+
+from twistgw.outbound import BodyTooLarge, BoundedBody, BytesProducer
 
 from .functions import RemoteConfig
 from .runtime import MAX_PAYLOAD_BYTES, InvokeResult
@@ -123,66 +119,6 @@ def invoke_path(function: str, qualifier: str | None) -> str:
     return path
 
 
-@implementer(IBodyProducer)
-class _Body:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
-        consumer.write(self.body)
-        return defer.succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class _TooLarge(Exception):
-    pass
-
-
-_DONE = Failure(inet_error.ConnectionDone())
-
-
-class _Reader(Protocol):
-    """Collects a response body up to ``limit`` bytes; cancelling aborts the connection."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
-        self.chunks: list[bytes] = []
-        self.done: defer.Deferred[bytes] = defer.Deferred(self._abort)
-
-    def _abort(self, _d: Any) -> None:
-        stop = getattr(self.transport, "stopProducing", None)
-        if stop is not None:  # Twisted's body transport: aborts the connection
-            stop()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self.done.errback(_TooLarge())
-            self._abort(None)
-            return
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = _DONE) -> None:
-        if self.done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.chunks))
-        else:
-            self.done.errback(reason)
-
-
 class RemoteFunction:
     """Invokes one function through the Invoke API; quacks like a worker pool."""
 
@@ -236,13 +172,13 @@ class RemoteFunction:
             raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
         try:
             response = await self.agent.request(b"POST", url.encode("ascii"), raw,
-                                                _Body(payload))
-            reader = _Reader(MAX_PAYLOAD_BYTES + 65536)
+                                                BytesProducer(payload))
+            reader = BoundedBody(MAX_PAYLOAD_BYTES + 65536)
             response.deliverBody(reader)
-            body = await reader.done
+            body = await reader.finished
         except defer.CancelledError:
             raise
-        except _TooLarge:
+        except BodyTooLarge:
             return InvokeResult("-", json.dumps({
                 "errorMessage": f"Response payload size exceeded maximum allowed payload "
                                 f"size ({MAX_PAYLOAD_BYTES} bytes).",
