@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from twistgw.gateway import Gateway
 
 __all__ = ["register", "configure", "startup", "shutdown", "authorize", "usage",
-           "control_for", "AccessControl", "AccessStore", "MemoryStore", "KeyUsage"]
+           "control_for", "shared_store", "AccessControl", "AccessStore", "MemoryStore", "KeyUsage"]
 
 #: Gateway configs whose settings or controls are kept (a process normally serves one;
 #: tests build many, so old entries are dropped).
@@ -160,6 +160,19 @@ def control_for(gateway: Gateway) -> AccessControl:
     if found is not None and found[0] is gateway.config:
         return found[1]
     return _state.control_for(gateway.config, clock=gateway.reactor)
+
+
+def shared_store(config: GatewayConfig) -> RedisStore | None:
+    """The Redis store serving ``config``'s running access control, if it has one.
+
+    Other plugins share state through it (the auth plugin caches Lambda authorizer
+    results there); ``None`` with the in-memory store or before the control exists (it
+    is created by ``startup``), so callers fall back to their own memory.
+    """
+    found = _state.controls.get(id(config))
+    if found is not None and found[0] is config and isinstance(found[1].store, RedisStore):
+        return found[1].store
+    return None
 
 
 def usage(gateway: Gateway, key_ids: Sequence[str] | None = None

@@ -7,10 +7,11 @@ whose clocks disagree still refill one bucket consistently; quota periods are co
 the plugin from :meth:`RedisStore.seconds`, the local clock corrected by the offset to the
 server's ``TIME`` measured on each connection.
 
-Keys are ``<prefix>b:<bucket>`` (a hash: tokens and last refill) and
-``<prefix>q:<counter>:<period start>`` (an integer).  A bucket key expires once it would
-have refilled completely (so the expiry loses nothing); a quota key expires at the end of
-its period.
+Keys are ``<prefix>b:<bucket>`` (a hash: tokens and last refill),
+``<prefix>q:<counter>:<period start>`` (an integer) and ``<prefix>c:<key>`` (a cached
+value, Lambda authorizer results: :meth:`RedisStore.cache_get`).  A bucket key expires
+once it would have refilled completely (so the expiry loses nothing); a quota key expires
+at the end of its period; a cached value when its TTL ends.
 
 The client is a small RESP2 client over one Twisted TCP connection: commands are
 pipelined, at most ``max_pending`` wait for a reply (more fail at once), each has a
@@ -379,8 +380,9 @@ class RedisStore:
 
     # -- failure policy --------------------------------------------------------------------
 
-    def _failed(self, error: BaseException) -> None:
-        """Log (at most once a minute), then raise when fail-closed."""
+    def _failed(self, error: BaseException, *, enforce: bool = True) -> None:
+        """Log (at most once a minute), then raise when fail-closed and ``enforce``
+        (cache reads and writes never refuse a request: a miss only costs a call)."""
         now = float(self.reactor.seconds())
         self.healthy = False
         if self._last_warning is None or now - self._last_warning >= _LOG_EVERY:
@@ -390,7 +392,7 @@ class RedisStore:
             log.warn("access store Redis at {host}:{port} unavailable ({error}); {action}",
                      host=self.client.host, port=self.client.port, error=str(error) or
                      type(error).__name__, action=action)
-        if self.settings.failure != "open":
+        if enforce and self.settings.failure != "open":
             raise StoreUnavailable(str(error))
 
     def _ok(self) -> None:
@@ -446,3 +448,36 @@ class RedisStore:
 
     def _quota_key(self, counter: str, period_start: float) -> str:
         return f"{self.prefix}q:{counter}:{int(period_start)}"
+
+    # -- shared result cache (the auth plugin's Lambda authorizer results) ----------------
+
+    async def cache_get(self, key: str) -> tuple[bytes, int] | None:
+        """``(value, milliseconds left)`` of ``<prefix>c:<key>``, or ``None`` on a miss.
+
+        ``GET`` and ``PTTL`` are pipelined (one round trip).  An unreachable Redis is a
+        miss, whatever ``failure`` says: the caller then computes the value itself.
+        """
+        name = f"{self.prefix}c:{key}"
+        value_d = self.client.execute("GET", name)
+        ttl_d = self.client.execute("PTTL", name)
+        try:
+            value = await value_d
+            ttl = await ttl_d
+        except (RedisError, TimeoutError) as e:
+            for d in (value_d, ttl_d):
+                d.addErrback(lambda _: None)
+            self._failed(e, enforce=False)
+            return None
+        self._ok()
+        if not isinstance(value, bytes) or not isinstance(ttl, int) or ttl <= 0:
+            return None
+        return value, ttl
+
+    async def cache_put(self, key: str, value: bytes, ttl_ms: int) -> None:
+        """Store ``value`` under ``<prefix>c:<key>`` for ``ttl_ms`` (``SET ... PX``)."""
+        try:
+            await self.client.execute("SET", f"{self.prefix}c:{key}", value, "PX", ttl_ms)
+        except (RedisError, TimeoutError) as e:
+            self._failed(e, enforce=False)
+            return
+        self._ok()

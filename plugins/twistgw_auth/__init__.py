@@ -47,7 +47,7 @@ class _Runtime:
     settings: AuthSettings
     caches: dict[str, JwksCache] = attrs.field(factory=dict)
     lambda_cache: lambda_auth.AuthorizerCache = attrs.field(
-        factory=lambda_auth.AuthorizerCache)
+        factory=lambda: lambda_auth.AuthorizerCache(shared=_shared_cache))
 
     def cache(self, issuer: str) -> JwksCache:
         found = self.caches.get(issuer)
@@ -62,6 +62,15 @@ class _Runtime:
 
 
 _runtimes: dict[int, _Runtime] = {}
+
+
+def _shared_cache(config: GatewayConfig) -> lambda_auth.SharedCache | None:
+    """The access plugin's Redis store serving ``config``, when it runs with one."""
+    try:
+        from twistgw_access import shared_store
+    except ImportError:
+        return None
+    return shared_store(config)
 
 
 def _runtime(config: GatewayConfig) -> _Runtime:

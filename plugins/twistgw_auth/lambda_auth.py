@@ -6,17 +6,19 @@ method ARN ``arn:aws:execute-api:{region}:{account}:{apiId}/{stage}/{METHOD}/{pa
 (the actual request path); an explicit Deny wins, no matching Allow is a deny.  Results
 (allow and deny alike, never errors) are cached per API, authorizer and identity-source
 values for ``authorizerResultTtlInSeconds`` (default 300, at most 3600, 0 disables) in a
-bounded LRU.
+bounded LRU, in front of a cache shared by gateway processes when one is configured (the
+access plugin's Redis store), so a result computed by one process serves the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 from twisted.logger import Logger
@@ -28,7 +30,7 @@ from twistgw.variables import ACCOUNT_ID
 if TYPE_CHECKING:
     from twistgw.config import GatewayConfig
 
-__all__ = ["LambdaAuthorizer", "AuthorizerCache", "from_scheme", "authorize",
+__all__ = ["LambdaAuthorizer", "AuthorizerCache", "SharedCache", "from_scheme", "authorize",
            "method_arn", "evaluate", "DEFAULT_TTL", "MAX_TTL", "CACHE_SIZE"]
 
 log = Logger()
@@ -126,11 +128,31 @@ class _Result:
     authorized: bool | None = None
 
 
-class AuthorizerCache:
-    """A bounded LRU of authorizer results with per-entry expiry."""
+class SharedCache(Protocol):
+    """A cache shared by gateway processes (the access plugin's Redis store)."""
 
-    def __init__(self, size: int = CACHE_SIZE) -> None:
+    async def cache_get(self, key: str) -> tuple[bytes, int] | None:
+        """``(value, milliseconds left)`` or ``None``; never raises for an outage."""
+        ...
+
+    async def cache_put(self, key: str, value: bytes, ttl_ms: int) -> None:
+        """Store ``value`` for ``ttl_ms``; never raises for an outage."""
+        ...
+
+
+class AuthorizerCache:
+    """A bounded LRU of authorizer results with per-entry expiry, in front of an
+    optional shared cache.
+
+    :param shared: called with the gateway config, returns the :class:`SharedCache` to
+        read through and write to (``None``: this process's memory only).
+    """
+
+    def __init__(self, size: int = CACHE_SIZE,
+                 shared: Callable[[GatewayConfig], SharedCache | None] | None = None
+                 ) -> None:
         self.size = size
+        self.shared = shared
         self.entries: OrderedDict[tuple[Any, ...], tuple[float, _Result]] = OrderedDict()
 
     def get(self, key: tuple[Any, ...], now: float) -> _Result | None:
@@ -148,6 +170,56 @@ class AuthorizerCache:
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
+
+
+#: Results larger than this (serialized) stay in this process's memory only.
+MAX_SHARED_BYTES = 65536
+
+
+def shared_key(key: tuple[Any, ...]) -> str:
+    """The shared cache's name for a result key: a SHA-256, so tokens never reach Redis."""
+    text = json.dumps(key, separators=(",", ":"), ensure_ascii=True)
+    return "authz:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def dump_result(result: _Result) -> bytes:
+    """A cached result as JSON (for the shared cache)."""
+    return json.dumps({"p": result.principal_id, "s": list(result.statements),
+                       "c": dict(result.context), "u": result.usage_identifier_key,
+                       "a": result.authorized}, separators=(",", ":")).encode()
+
+
+def load_result(data: bytes) -> _Result | None:
+    """The result :func:`dump_result` wrote, or ``None`` for anything else."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    principal, statements, context = doc.get("p"), doc.get("s"), doc.get("c")
+    usage, authorized = doc.get("u"), doc.get("a")
+    if not isinstance(principal, str) or not isinstance(statements, list) or not all(
+            isinstance(st, dict) for st in statements) or not isinstance(context, dict) \
+            or not isinstance(usage, str | None) or not isinstance(authorized, bool | None):
+        return None
+    return _Result(principal_id=principal, statements=tuple(statements), context=context,
+                   usage_identifier_key=usage, authorized=authorized)
+
+
+async def _cached(cache: AuthorizerCache, shared: SharedCache | None,
+                  key: tuple[Any, ...], now: float) -> _Result | None:
+    """This process's entry, else the shared cache's (kept here until it expires there)."""
+    result = cache.get(key, now)
+    if result is not None or shared is None:
+        return result
+    found = await shared.cache_get(shared_key(key))
+    if found is None:
+        return None
+    result = load_result(found[0])
+    if result is not None:
+        cache.put(key, now + found[1] / 1000, result)
+    return result
 
 
 def method_arn(ctx: Context, region: str) -> str:
@@ -320,13 +392,20 @@ async def authorize(ctx: Context, config: GatewayConfig, auth: LambdaAuthorizer,
         raise Unauthorized()
     arn = method_arn(ctx, auth.region)
     api = ctx.deployment_api
-    key = (api.id if api is not None else "", auth.name, tuple(values))
+    key = (api.id if api is not None else "", auth.name, auth.function, tuple(values))
     now = ctx.received_at
-    result = cache.get(key, now) if auth.ttl > 0 else None
+    result = None
+    shared = None
+    if auth.ttl > 0:
+        shared = cache.shared(config) if cache.shared is not None else None
+        result = await _cached(cache, shared, key, now)
     if result is None:
-        result = await _run(ctx, config, auth, arn)
+        result = await _run(ctx, config, auth, arn)  # errors raise: never cached
         if auth.ttl > 0:
             cache.put(key, now + auth.ttl, result)
+            data = dump_result(result)
+            if shared is not None and len(data) <= MAX_SHARED_BYTES:
+                await shared.cache_put(shared_key(key), data, auth.ttl * 1000)
     if result.authorized is not None:
         if not result.authorized:
             raise AccessDenied("Forbidden")

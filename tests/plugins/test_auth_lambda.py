@@ -282,6 +282,45 @@ def test_cache_is_bounded() -> None:
     assert cache.get((4,), 100.0) is None  # expired
 
 
+class FakeShared:
+    """A :class:`lambda_auth.SharedCache` in a dict: ``name -> (value, ms left)``."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[bytes, int]] = {}
+        self.puts: list[tuple[str, int]] = []
+
+    async def cache_get(self, key: str) -> tuple[bytes, int] | None:
+        return self.data.get(key)
+
+    async def cache_put(self, key: str, value: bytes, ttl_ms: int) -> None:
+        self.puts.append((key, ttl_ms))
+        self.data[key] = (value, ttl_ms)
+
+
+def test_shared_cache_round_trip_and_local_expiry() -> None:
+    shared = FakeShared()
+    cache = lambda_auth.AuthorizerCache()
+    statement = policy("Allow", "*")["policyDocument"]["Statement"][0]
+    result = lambda_auth._Result("user-1", (statement,), {"tier": "gold", "n": 3}, "k" * 20)
+    key = ("api", "custom", "Auth", ("Bearer a",))
+    name = lambda_auth.shared_key(key)
+    assert name.startswith("authz:") and "Bearer" not in name
+    assert lambda_auth.load_result(lambda_auth.dump_result(result)) == result
+    shared.data[name] = (lambda_auth.dump_result(result), 5000)
+    found = defer.ensureDeferred(lambda_auth._cached(cache, shared, key, 100.0))
+    assert found.result == result
+    # Kept locally until the shared entry's own expiry (5 s left), not a fresh TTL.
+    assert cache.entries[key][0] == 105.0
+    del shared.data[name]
+    assert cache.get(key, 104.9) == result and cache.get(key, 105.0) is None
+    # Anything but a result written by dump_result is a miss, not an error.
+    for junk in (b"not json", b"[]", b'{"p": 1, "s": [], "c": {}}'):
+        shared.data[name] = (junk, 5000)
+        assert lambda_auth.load_result(junk) is None
+        missed = defer.ensureDeferred(lambda_auth._cached(cache, shared, key, 200.0))
+        assert missed.result is None
+
+
 # -- REQUEST ------------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """End to end: a REST TOKEN authorizer running in a real Lambda worker of the daemon.
 
 The authorizer counts its invocations in a file, so the result cache (one invocation per
-token within the TTL) is observed from outside; the integration echoes
+token within the TTL, shared by two gateway processes through a real redis-server) is
+observed from outside; the integration echoes
 ``requestContext.authorizer`` as the function behind the API saw it.
 """
 
@@ -9,8 +10,12 @@ from __future__ import annotations
 
 import http.client
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+from test_access_redis import RedisServer, wait_for
 
 from twistgw.testing import RunningGateway, write_config
 
@@ -103,3 +108,83 @@ def test_token_authorizer_in_a_real_worker(tmp_path: Path) -> None:
                        "deny"})
         assert count.read_text().splitlines() == [
             "Bearer alice", "Bearer bad", "Bearer broken", "Bearer deny"]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _shared_config(folder: Path, src: Path, count: Path, url: str, ttl: int) -> Path:
+    """A gateway whose TOKEN authorizer counts its calls, with the access plugin's Redis."""
+    op: dict[str, Any] = {
+        "responses": {"200": {"description": "ok"}}, "security": [{"custom": []}],
+        "x-amazon-apigateway-integration": {"type": "aws_proxy", "httpMethod": "POST",
+                                            "uri": ARN.format(name="Echo")}}
+    definition = {
+        "openapi": "3.0.1", "info": {"title": "t", "version": "1"},
+        "paths": {"/pets/{id}": {"get": op}},
+        "components": {"securitySchemes": {"custom": {
+            "type": "apiKey", "name": "Authorization", "in": "header",
+            "x-amazon-apigateway-authtype": "custom",
+            "x-amazon-apigateway-authorizer": {
+                "type": "token", "authorizerUri": ARN.format(name="Auth"),
+                "authorizerResultTtlInSeconds": ttl}}}}}
+    fn = {"code": str(src), "runtime": "python", "timeout": 3,
+          "environment": {"COUNT_FILE": str(count)}}
+    return write_config(folder, {
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "restapi", "type": "REST", "definition": "api.yaml",
+                  "stages": [{"name": "prod"}]}],
+        "functions": {"Auth": {**fn, "handler": "app.authorizer"},
+                      "Echo": {**fn, "handler": "app.echo"}},
+        "plugins": {"enabled": ["mock", "mapping", "lambda", "access", "auth"],
+                    "settings": {"access": {"store": {"url": url, "timeout_ms": 500}}}},
+        "access_log": False,
+    }, {"api.yaml": definition})
+
+
+def test_two_gateways_share_authorizer_results_through_redis(
+        tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> None:
+    src = tmp_path_factory.mktemp("src")
+    (src / "app.py").write_text(HANDLERS, encoding="utf-8")
+    count = src / "count.txt"
+    count.write_text("")
+    configs = [_shared_config(tmp_path_factory.mktemp(f"gw{i}"), src, count,
+                              redis_server.url, 120) for i in range(2)]
+    with RunningGateway(configs[0], timeout=30) as one, \
+            RunningGateway(configs[1], timeout=30) as two:
+        assert wait_for(lambda: b"+PONG" in redis_server.command("PING"))
+        status, body = _get(one, "/prod/pets/1", "Bearer alice")
+        assert status == 200, body
+        # The second process finds the first one's result in Redis: no second call.
+        status, body = _get(two, "/prod/pets/2", "Bearer alice")
+        assert status == 200, body
+        assert json.loads(body)["principalId"] == "user-alice"
+        assert json.loads(body)["tier"] == "gold"
+        assert count.read_text().splitlines() == ["Bearer alice"]
+        # A Deny is cached and shared too; a different token is a different key.
+        assert _get(one, "/prod/pets/1", "Bearer deny")[0] == 403
+        assert _get(two, "/prod/pets/1", "Bearer deny")[0] == 403
+        assert _get(two, "/prod/pets/1", "Bearer bob")[0] == 200
+        assert count.read_text().splitlines() == ["Bearer alice", "Bearer deny",
+                                                  "Bearer bob"]
+        # Errors are never cached: each gateway calls the function again.
+        assert _get(one, "/prod/pets/1", "Bearer broken")[0] == 500
+        assert _get(two, "/prod/pets/1", "Bearer broken")[0] == 500
+        assert _get(one, "/prod/pets/1", "Bearer bad")[0] == 401
+        assert _get(two, "/prod/pets/1", "Bearer bad")[0] == 401
+        assert count.read_text().splitlines()[3:] == [
+            "Bearer broken", "Bearer broken", "Bearer bad", "Bearer bad"]
+        # Three results in Redis, under hashed names (no token in a key), with the TTL.
+        keys = redis_server.command("KEYS", "twistgw:access:c:*").decode()
+        names = [line for line in keys.split("\r\n") if line.startswith("twistgw:")]
+        assert len(names) == 3 and not any("alice" in n for n in names), keys
+        for name in names:
+            ttl = int(redis_server.command("PTTL", name)[1:-2])
+            assert 100_000 < ttl <= 120_000
