@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_access_redis import RedisServer, wait_for
+from test_access_redis import RedisServer, redis, wait_for  # noqa: F401 (fixture)
 
 from twistgw.testing import RunningGateway, write_config
 
@@ -60,36 +59,49 @@ def _get(gw: RunningGateway, path: str, token: str | None) -> tuple[int, bytes]:
         conn.close()
 
 
-def test_token_authorizer_in_a_real_worker(tmp_path: Path) -> None:
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "app.py").write_text(HANDLERS, encoding="utf-8")
-    count = tmp_path / "count.txt"
-    count.write_text("")
+def gateway_config(folder: Path, src: Path, count: Path, *, ttl: int,
+                   validation: str | None = None, redis_url: str | None = None) -> Path:
+    """A gateway whose TOKEN authorizer counts its calls in ``count``; with
+    ``redis_url``, the access plugin's store (which the authorizer cache shares)."""
     op: dict[str, Any] = {
         "responses": {"200": {"description": "ok"}}, "security": [{"custom": []}],
         "x-amazon-apigateway-integration": {"type": "aws_proxy", "httpMethod": "POST",
                                             "uri": ARN.format(name="Echo")}}
+    authorizer: dict[str, Any] = {"type": "token", "authorizerUri": ARN.format(name="Auth"),
+                                  "authorizerResultTtlInSeconds": ttl}
+    if validation is not None:
+        authorizer["identityValidationExpression"] = validation
     definition = {
         "openapi": "3.0.1", "info": {"title": "t", "version": "1"},
         "paths": {"/pets/{id}": {"get": op}},
         "components": {"securitySchemes": {"custom": {
             "type": "apiKey", "name": "Authorization", "in": "header",
             "x-amazon-apigateway-authtype": "custom",
-            "x-amazon-apigateway-authorizer": {
-                "type": "token", "authorizerUri": ARN.format(name="Auth"),
-                "identityValidationExpression": "^Bearer [a-z]+$",
-                "authorizerResultTtlInSeconds": 300}}}}}
-    fn = {"code": "src", "runtime": "python", "timeout": 3,
+            "x-amazon-apigateway-authorizer": authorizer}}}}
+    fn = {"code": str(src), "runtime": "python", "timeout": 3,
           "environment": {"COUNT_FILE": str(count)}}
-    path = write_config(tmp_path, {
+    plugins: dict[str, Any] = {"enabled": ["mock", "mapping", "lambda", "auth"]}
+    if redis_url is not None:
+        plugins = {"enabled": ["mock", "mapping", "lambda", "access", "auth"], "settings": {
+            "access": {"store": {"url": redis_url, "timeout_ms": 500}}}}
+    return write_config(folder, {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
         "apis": [{"id": "restapi", "type": "REST", "definition": "api.yaml",
                   "stages": [{"name": "prod"}]}],
         "functions": {"Auth": {**fn, "handler": "app.authorizer"},
                       "Echo": {**fn, "handler": "app.echo"}},
-        "plugins": {"enabled": ["mock", "mapping", "lambda", "auth"]},
+        "plugins": plugins,
         "access_log": False,
     }, {"api.yaml": definition})
+
+
+def test_token_authorizer_in_a_real_worker(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text(HANDLERS, encoding="utf-8")
+    count = tmp_path / "count.txt"
+    count.write_text("")
+    path = gateway_config(tmp_path, tmp_path / "src", count, ttl=300,
+                          validation="^Bearer [a-z]+$")
     with RunningGateway(path, timeout=30) as gw:
         status, body = _get(gw, "/prod/pets/1", "Bearer alice")
         assert status == 200, body
@@ -110,56 +122,18 @@ def test_token_authorizer_in_a_real_worker(tmp_path: Path) -> None:
             "Bearer alice", "Bearer bad", "Bearer broken", "Bearer deny"]
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _shared_config(folder: Path, src: Path, count: Path, url: str, ttl: int) -> Path:
-    """A gateway whose TOKEN authorizer counts its calls, with the access plugin's Redis."""
-    op: dict[str, Any] = {
-        "responses": {"200": {"description": "ok"}}, "security": [{"custom": []}],
-        "x-amazon-apigateway-integration": {"type": "aws_proxy", "httpMethod": "POST",
-                                            "uri": ARN.format(name="Echo")}}
-    definition = {
-        "openapi": "3.0.1", "info": {"title": "t", "version": "1"},
-        "paths": {"/pets/{id}": {"get": op}},
-        "components": {"securitySchemes": {"custom": {
-            "type": "apiKey", "name": "Authorization", "in": "header",
-            "x-amazon-apigateway-authtype": "custom",
-            "x-amazon-apigateway-authorizer": {
-                "type": "token", "authorizerUri": ARN.format(name="Auth"),
-                "authorizerResultTtlInSeconds": ttl}}}}}
-    fn = {"code": str(src), "runtime": "python", "timeout": 3,
-          "environment": {"COUNT_FILE": str(count)}}
-    return write_config(folder, {
-        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
-        "apis": [{"id": "restapi", "type": "REST", "definition": "api.yaml",
-                  "stages": [{"name": "prod"}]}],
-        "functions": {"Auth": {**fn, "handler": "app.authorizer"},
-                      "Echo": {**fn, "handler": "app.echo"}},
-        "plugins": {"enabled": ["mock", "mapping", "lambda", "access", "auth"],
-                    "settings": {"access": {"store": {"url": url, "timeout_ms": 500}}}},
-        "access_log": False,
-    }, {"api.yaml": definition})
-
-
 def test_two_gateways_share_authorizer_results_through_redis(
-        tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> None:
+        tmp_path_factory: pytest.TempPathFactory,
+        redis: RedisServer) -> None:  # noqa: F811 (the imported fixture)
     src = tmp_path_factory.mktemp("src")
     (src / "app.py").write_text(HANDLERS, encoding="utf-8")
     count = src / "count.txt"
     count.write_text("")
-    configs = [_shared_config(tmp_path_factory.mktemp(f"gw{i}"), src, count,
-                              redis_server.url, 120) for i in range(2)]
+    configs = [gateway_config(tmp_path_factory.mktemp(f"gw{i}"), src, count, ttl=120,
+                              redis_url=redis.url) for i in range(2)]
     with RunningGateway(configs[0], timeout=30) as one, \
             RunningGateway(configs[1], timeout=30) as two:
-        assert wait_for(lambda: b"+PONG" in redis_server.command("PING"))
+        assert wait_for(lambda: b"+PONG" in redis.command("PING"))
         status, body = _get(one, "/prod/pets/1", "Bearer alice")
         assert status == 200, body
         # The second process finds the first one's result in Redis: no second call.
@@ -182,9 +156,9 @@ def test_two_gateways_share_authorizer_results_through_redis(
         assert count.read_text().splitlines()[3:] == [
             "Bearer broken", "Bearer broken", "Bearer bad", "Bearer bad"]
         # Three results in Redis, under hashed names (no token in a key), with the TTL.
-        keys = redis_server.command("KEYS", "twistgw:access:c:*").decode()
+        keys = redis.command("KEYS", "twistgw:access:c:*").decode()
         names = [line for line in keys.split("\r\n") if line.startswith("twistgw:")]
         assert len(names) == 3 and not any("alice" in n for n in names), keys
         for name in names:
-            ttl = int(redis_server.command("PTTL", name)[1:-2])
+            ttl = int(redis.command("PTTL", name)[1:-2])
             assert 100_000 < ttl <= 120_000
