@@ -12,6 +12,7 @@ sends.  Settings: ``plugins.settings.auth`` (docs/auth.rst).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -25,7 +26,7 @@ from twistgw.variables import ACCOUNT_ID
 
 from . import jwt_auth, lambda_auth, resource_policy, sigv4
 from .jwks import JwksCache
-from .settings import AuthSettings, parse_settings
+from .settings import AuthSettings, IamKey, parse_settings
 
 if TYPE_CHECKING:
     from twistgw import Context, Registry
@@ -249,21 +250,40 @@ def authorize(ctx: Context) -> Any:
     if not route.requires_auth and not has_policy:
         return None
     principal = None
+    verdict = ""
     if plan.iam:
         s = _runtime(api.gateway).settings
         principal = sigv4.authorize(ctx, s.iam_keys, region=s.iam_region,
                                     max_skew=s.max_skew)
-    if has_policy:
+        if has_policy:
+            verdict = _check_policy(ctx, plan, principal)
+        _check_identity(ctx, plan, s.iam_keys, principal, verdict, api.is_http)
+    elif has_policy:
         _check_policy(ctx, plan, principal)
     if not plan.jwt and not plan.lambdas:
         return Allow(principal) if plan.iam or has_policy else None
     return _check(ctx, api.gateway, plan)
 
 
-def _check_policy(ctx: Context, plan: _RoutePlan, principal: Principal | None) -> None:
+def _check_identity(ctx: Context, plan: _RoutePlan, keys: Mapping[str, IamKey],
+                    principal: Principal, resource: str, is_http: bool) -> None:
+    """The IAM caller's own policies (§5.7): an explicit Deny refuses; otherwise their
+    Allow or the resource policy's (same account, §5.9 Table A) is needed."""
+    key = keys.get(str(principal.context.get("accessKey")))
+    arn = lambda_auth.method_arn(ctx, plan.region)
+    verdict = key.policy.evaluate(arn, ctx.request.client_ip) if key is not None else ""
+    if verdict == "Allow" or (verdict == "" and resource == "Allow"):
+        return
+    if is_http:
+        raise AccessDenied("Forbidden")
+    raise AccessDenied(resource_policy.anonymous_denied(arn, verdict == "Deny",
+                                                        principal.id))
+
+
+def _check_policy(ctx: Context, plan: _RoutePlan, principal: Principal | None) -> str:
     """The resource policy (§5.9): an explicit Deny always refuses; without an
     authorizer or IAM an explicit Allow is required; Cognito needs it too (after
-    authentication, in :func:`_check`)."""
+    authentication, in :func:`_check`).  Returns the verdict for IAM callers."""
     if plan.policy is None:
         _log.error("({request_id}) Execution failed due to configuration error: {error}",
                    request_id=ctx.request_id, error=plan.policy_error)
@@ -276,6 +296,7 @@ def _check_policy(ctx: Context, plan: _RoutePlan, principal: Principal | None) -
         raise AccessDenied(resource_policy.anonymous_denied(arn, True, user))
     if verdict != "Allow" and not plan.iam and not plan.lambdas and not plan.jwt:
         raise AccessDenied(resource_policy.anonymous_denied(arn, False, user))
+    return verdict
 
 
 async def _check(ctx: Context, config: GatewayConfig, plan: _RoutePlan) -> Allow:

@@ -16,6 +16,9 @@ import attrs
 
 from twistgw.errors import ConfigError
 
+from .resource_policy import PolicyError, ResourcePolicy
+from .resource_policy import parse as parse_policy
+
 if TYPE_CHECKING:
     from twistgw.config import GatewayConfig
 
@@ -44,6 +47,8 @@ class IamKey:
     user: str
     account_id: str
     arn: str
+    #: The identity's policies (the key's own and its user's): what it may invoke.
+    policy: ResourcePolicy = attrs.field(factory=lambda: ResourcePolicy(statements=()))
 
 
 @attrs.frozen
@@ -79,6 +84,35 @@ def _string(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value:
         raise _fail(path, "expected a non-empty string")
     return value
+
+
+def _policy(doc: Any, path: str, region: str | None) -> ResourcePolicy:
+    """An identity policy: IAM statements on ``execute-api:Invoke``, no ``Principal``."""
+    statements = doc.get("Statement") if isinstance(doc, Mapping) else None
+    for i, st in enumerate(statements if isinstance(statements, list) else [statements]):
+        if isinstance(st, Mapping) and ("Principal" in st or "NotPrincipal" in st):
+            raise _fail(f"{path}.Statement[{i}].Principal", "identity policies name no "
+                        "principal (the key or user they are attached to is it); remove it")
+    try:
+        return parse_policy(doc, region=region or "us-east-1", account="", api_id="")
+    except PolicyError as e:
+        raise _fail(path, f"{e}; write an IAM policy document {{Version, Statement: "
+                    "[{Effect, Action: execute-api:Invoke, Resource: <method ARNs>}]}") \
+            from None
+
+
+def _users(raw: Any, region: str | None) -> dict[str, ResourcePolicy]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise _fail("iam.users", "expected a mapping of user name to {policy: ...}")
+    out: dict[str, ResourcePolicy] = {}
+    for name, entry in raw.items():
+        path = f"iam.users.{name}"
+        if not isinstance(entry, Mapping) or set(entry) != {"policy"}:
+            raise _fail(path, "expected {policy: <IAM policy document>}")
+        out[str(name)] = _policy(entry["policy"], f"{path}.policy", region)
+    return out
 
 
 def parse_settings(config: GatewayConfig) -> AuthSettings:
@@ -122,11 +156,13 @@ def parse_settings(config: GatewayConfig) -> AuthSettings:
     if not isinstance(iam_raw, Mapping):
         raise _fail("iam", "expected a mapping")
     for key in iam_raw:
-        if key not in ("keys", "region"):
-            raise _fail(f"iam.{key}", "unknown key; expected keys or region")
+        if key not in ("keys", "region", "users"):
+            raise _fail(f"iam.{key}", "unknown key; expected keys, users or region")
     region = iam_raw.get("region")
     if region is not None:
         region = _string(region, "iam.region")
+    users = _users(iam_raw.get("users"), region)
+    used_users: set[str] = set()
     keys: dict[str, IamKey] = {}
     raw_keys = iam_raw.get("keys") or []
     if not isinstance(raw_keys, list):
@@ -135,7 +171,8 @@ def parse_settings(config: GatewayConfig) -> AuthSettings:
         path = f"iam.keys[{i}]"
         if not isinstance(entry, Mapping):
             raise _fail(path, "expected a mapping")
-        allowed = ("access_key_id", "secret_access_key", "user", "account_id", "arn")
+        allowed = ("access_key_id", "secret_access_key", "user", "account_id", "arn",
+                   "policy")
         for key in entry:
             if key not in allowed:
                 raise _fail(f"{path}.{key}", f"unknown key; expected one of {', '.join(allowed)}")
@@ -153,8 +190,18 @@ def parse_settings(config: GatewayConfig) -> AuthSettings:
             raise _fail(f"{path}.account_id", "expected 12 digits")
         user = _string(entry.get("user", akid), f"{path}.user")
         arn = _string(entry.get("arn", f"arn:aws:iam::{account}:user/{user}"), f"{path}.arn")
+        own = _policy(entry["policy"], f"{path}.policy", region) if "policy" in entry \
+            else ResourcePolicy(statements=())
+        user_policy = users.get(user)
+        if user_policy is not None:
+            used_users.add(user)
+            own = ResourcePolicy(statements=own.statements + user_policy.statements)
         keys[akid] = IamKey(access_key_id=akid, secret=secret, user=user,
-                            account_id=account, arn=arn)
+                            account_id=account, arn=arn, policy=own)
+    for name in users:
+        if name not in used_users:
+            raise _fail(f"iam.users.{name}", "no key in iam.keys has this user, so the "
+                        "policy would never apply; set user: on the key or fix the name")
     return AuthSettings(
         issuers=issuers,
         leeway=_number(jwt_raw, "leeway", "jwt.", 30, 0, 60),

@@ -17,7 +17,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from twistgw.variables import lookup
+from twistgw.variables import ACCOUNT_ID, lookup
 
 if TYPE_CHECKING:
     from conftest import Builders, HarnessFactory
@@ -43,16 +43,36 @@ def api(b: Builders) -> dict[str, Any]:
             "x-amazon-apigateway-authtype": "awsSigv4"}}})
 
 
+#: The method ARNs of the test API: ``{stage}/{METHOD}/{path}`` follows.
+ARN = f"arn:aws:execute-api:eu-west-1:{ACCOUNT_ID}:testapi/"
+USER_ARN = "arn:aws:iam::123456789012:user/AIDAEXAMPLEUSER"
+
+
+def iam_policy(*statements: tuple[str, str | list[str]]) -> dict[str, Any]:
+    """An identity policy of ``(effect, resource)`` statements on execute-api:Invoke."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": effect, "Action": "execute-api:Invoke", "Resource": resource}
+        for effect, resource in statements]}
+
+
+ALLOW_ALL = iam_policy(("Allow", ARN + "*"))
+
+
 def harness(make_harness: HarnessFactory, b: Builders, monkeypatch: pytest.MonkeyPatch,
-            api_type: str = "REST") -> tuple[GatewayHarness, Any]:
+            api_type: str = "REST", *, key_extra: dict[str, Any] | None = None,
+            iam_extra: dict[str, Any] | None = None,
+            definition: dict[str, Any] | None = None) -> tuple[GatewayHarness, Any]:
     monkeypatch.setenv("TWISTGW_TEST_IAM_SECRET", SECRET)
     echo = b.echo()
     config = b.gateway_config(api_type=api_type, stages=[{"name": "prod"}])
+    key = {"access_key_id": AKID, "secret_access_key": {"$env": "TWISTGW_TEST_IAM_SECRET"},
+           "user": "AIDAEXAMPLEUSER", "account_id": "123456789012", "policy": ALLOW_ALL,
+           **(key_extra or {})}
     config["plugins"] = {"enabled": ["mock", "mapping", "auth"], "settings": {"auth": {
-        "iam": {"region": "eu-west-1", "keys": [{
-            "access_key_id": AKID, "secret_access_key": {"$env": "TWISTGW_TEST_IAM_SECRET"},
-            "user": "AIDAEXAMPLEUSER", "account_id": "123456789012"}]}}}}
-    return make_harness(api(b), config=config, plugins=[("echo", echo)]), echo
+        "iam": {"region": "eu-west-1", "keys": [{k: v for k, v in key.items()
+                                                  if v is not None}],
+                **(iam_extra or {})}}}}
+    return make_harness(definition or api(b), config=config, plugins=[("echo", echo)]), echo
 
 
 def signed(method: str, path: str, body: bytes = b"", *, secret: str = SECRET,
@@ -201,7 +221,79 @@ def test_http_api_refusals_are_forbidden(make_harness: HarnessFactory, b: Builde
     assert send(h, "GET", "/prod/pets", signed("GET", "/prod/pets")).status == 200
 
 
+def test_identity_policy_allows_only_what_it_names(make_harness: HarnessFactory,
+                                                   b: Builders,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    h, echo = harness(make_harness, b, monkeypatch, key_extra={
+        "policy": iam_policy(("Allow", [ARN + "prod/GET/pets", ARN + "*/GET/pets/?"]))})
+    assert send(h, "GET", "/prod/pets", signed("GET", "/prod/pets")).status == 200
+    assert send(h, "GET", "/prod/pets/7", signed("GET", "/prod/pets/7")).status == 200
+    seen = len(echo.seen)
+    for method, path in (("POST", "/prod/pets"), ("GET", "/prod/pets/77")):
+        assert_refused(send(h, method, path, signed(method, path)),
+                       f"User: {USER_ARN} is not authorized to perform: execute-api:Invoke "
+                       f"on resource: {ARN}prod/{method}/{path[6:]}", "AccessDeniedException")
+    assert len(echo.seen) == seen
+
+
+def test_explicit_deny_wins_over_the_users_allow(make_harness: HarnessFactory, b: Builders,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    h, _ = harness(make_harness, b, monkeypatch, key_extra={
+        "policy": iam_policy(("Deny", ARN + "*/*/pets/*"))}, iam_extra={
+        "users": {"AIDAEXAMPLEUSER": {"policy": ALLOW_ALL}}})
+    assert send(h, "GET", "/prod/pets", signed("GET", "/prod/pets")).status == 200
+    assert_refused(send(h, "GET", "/prod/pets/1", signed("GET", "/prod/pets/1")),
+                   f"User: {USER_ARN} is not authorized to perform: execute-api:Invoke on "
+                   f"resource: {ARN}prod/GET/pets/1 with an explicit deny",
+                   "AccessDeniedException")
+
+
+def test_key_without_policy_invokes_nothing(make_harness: HarnessFactory, b: Builders,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    h, _ = harness(make_harness, b, monkeypatch, key_extra={"policy": None})
+    assert_refused(send(h, "GET", "/prod/pets", signed("GET", "/prod/pets")),
+                   f"User: {USER_ARN} is not authorized to perform: execute-api:Invoke on "
+                   f"resource: {ARN}prod/GET/pets", "AccessDeniedException")
+    # The user's policy applies to every key of the user.
+    h, _ = harness(make_harness, b, monkeypatch, key_extra={"policy": None}, iam_extra={
+        "users": {"AIDAEXAMPLEUSER": {"policy": ALLOW_ALL}}})
+    assert send(h, "GET", "/prod/pets", signed("GET", "/prod/pets")).status == 200
+    h, _ = harness(make_harness, b, monkeypatch, "HTTP", key_extra={"policy": None})
+    response = send(h, "GET", "/prod/pets", signed("GET", "/prod/pets"))
+    assert (response.status, response.body) == (403, b'{"message":"Forbidden"}')
+
+
+def test_resource_policy_allow_is_enough_for_a_silent_identity(
+        make_harness: HarnessFactory, b: Builders, monkeypatch: pytest.MonkeyPatch) -> None:
+    definition = api(b)
+    definition["x-amazon-apigateway-policy"] = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": USER_ARN}, "Action": "execute-api:Invoke",
+         "Resource": "execute-api:/*/GET/pets"}]}
+    h, _ = harness(make_harness, b, monkeypatch, definition=definition, key_extra={
+        "policy": iam_policy(("Allow", ARN + "*/POST/*"))})
+    # Same account (Table A): the resource policy's Allow or the identity's suffices.
+    assert send(h, "GET", "/prod/pets", signed("GET", "/prod/pets")).status == 200
+    assert send(h, "POST", "/prod/pets", signed("POST", "/prod/pets")).status == 200
+    assert_refused(send(h, "GET", "/prod/pets/1", signed("GET", "/prod/pets/1")),
+                   f"User: {USER_ARN} is not authorized to perform: execute-api:Invoke on "
+                   f"resource: {ARN}prod/GET/pets/1", "AccessDeniedException")
+
+
 @pytest.mark.parametrize(("settings", "where"), [
+    ({"iam": {"keys": [{"access_key_id": AKID, "secret_access_key": SECRET, "policy": {
+        "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "execute-api:Invoke",
+                       "Resource": "*"}]}}]}},
+     "plugins.settings.auth.iam.keys[0].policy.Statement[0].Principal"),
+    ({"iam": {"keys": [{"access_key_id": AKID, "secret_access_key": SECRET, "policy": {
+        "Statement": [{"Effect": "Maybe", "Action": "execute-api:Invoke",
+                       "Resource": "*"}]}}]}},
+     "plugins.settings.auth.iam.keys[0].policy"),
+    ({"iam": {"keys": [{"access_key_id": AKID, "secret_access_key": SECRET}],
+              "users": {"nobody": {"policy": ALLOW_ALL}}}},
+     "plugins.settings.auth.iam.users.nobody"),
+    ({"iam": {"keys": [{"access_key_id": AKID, "secret_access_key": SECRET, "user": "u"}],
+              "users": {"u": ALLOW_ALL}}},
+     "plugins.settings.auth.iam.users.u"),
     ({"iam": {"keys": [{"access_key_id": "lower-case-key-0001", "secret_access_key": SECRET}]}},
      "plugins.settings.auth.iam.keys[0].access_key_id"),
     ({"iam": {"keys": [{"access_key_id": AKID, "secret_access_key": "short"}]}},
