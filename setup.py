@@ -18,6 +18,7 @@ SHIPPED_PLUGINS = {
     "validation": "twistgw_validation",
     "cors": "twistgw_cors",
     "tls": "twistgw_tls",
+    "admin": "twistgw_admin",
 }
 
 setup(
@@ -47,6 +48,7 @@ setup(
         "PyYAML>=6.0",
         "PyJWT>=2.13,<3",
         "jsonschema>=4.18",
+        "prometheus_client>=0.20",
     ],
     entry_points={
         "twistgw": [f"{name} = {pkg}" for name, pkg in SHIPPED_PLUGINS.items()],

@@ -8,18 +8,27 @@ plugin implements is refused at load time, never silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import ListenerConfig
     from .deployment import Route
+    from .gateway import Gateway
 
 #: ``wrap(listener, endpoint, factory, reactor) -> (endpoint, factory)``; see
 #: :meth:`Registry.add_listener_wrapper`.
 ListenerWrapper = Callable[["ListenerConfig", Any, Any, Any], tuple[Any, Any]]
 
-__all__ = ["Registry", "FEATURES", "ListenerWrapper"]
+#: ``check(gateway) -> None`` when ready, else the reason; see
+#: :meth:`Registry.add_readiness_check`.
+ReadinessCheck = Callable[["Gateway"], "str | None"]
+#: ``collect(gateway) -> [(name, help, labels, value), ...]``; see
+#: :meth:`Registry.add_gauge_source`.
+GaugeSource = Callable[["Gateway"], Iterable[tuple[str, str, Mapping[str, str], float]]]
+
+__all__ = ["Registry", "FEATURES", "ListenerWrapper", "ReadinessCheck",
+           "GaugeSource"]
 
 #: Features the core knows how to ask for; plugins claim them with ``add_feature``.
 FEATURES = {
@@ -47,6 +56,8 @@ class Registry:
         self.route_filters: dict[str, Callable[[Route], bool]] = {}
         self.route_checks: list[tuple[str, Callable[[Route], None]]] = []
         self.listener_wrappers: list[tuple[str, ListenerWrapper]] = []
+        self.readiness_checks: list[tuple[str, str, ReadinessCheck]] = []
+        self.gauge_sources: list[tuple[str, GaugeSource]] = []
 
     def add_integration_type(self, name: str) -> None:
         """Claim an integration type (``MOCK``, ``HTTP_PROXY``, ...)."""
@@ -108,3 +119,24 @@ class Registry:
         the plugin must still handle it at request time.
         """
         self.route_checks.append((self.plugin, check))
+
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        """Take part in the gateway's readiness (the admin plugin's ``/ready``).
+
+        ``check(gateway)`` is called on every readiness probe, on the reactor thread, so it
+        must be cheap and must not block: it returns ``None`` when this plugin is ready to
+        serve (e.g. its worker pools are warm) or a short reason why not, which the probe
+        reports under ``name``.
+        """
+        self.readiness_checks.append((self.plugin, name, check))
+
+    def add_gauge_source(self, collect: GaugeSource) -> None:
+        """Expose gauges (pool sizes, queue lengths) on the admin plugin's ``/metrics``.
+
+        ``collect(gateway)`` runs at scrape time only, never on the request path, and
+        yields ``(name, help, labels, value)``: ``name`` is a Prometheus metric name
+        (the admin plugin prefixes ``twistgw_``), every sample of one name must use the
+        same label names, and label values must come from the config (function names),
+        never from requests, so the number of series stays bounded.
+        """
+        self.gauge_sources.append((self.plugin, collect))

@@ -53,7 +53,7 @@ from .responses import (
     parse_v1,
     parse_v2,
 )
-from .runtime import MAX_PAYLOAD_BYTES, InvokeResult, LambdaRuntime
+from .runtime import MAX_PAYLOAD_BYTES, FunctionPool, InvokeResult, LambdaRuntime
 
 if TYPE_CHECKING:
     from twistgw import Context, IntegrationRequest, Registry
@@ -170,6 +170,35 @@ def register(registry: Registry) -> None:
     registry.add_feature("functions")
     registry.add_route_filter(_is_lambda_route)
     registry.add_route_check(_check_aws_service)
+    registry.add_readiness_check("lambda", _pools_warm)
+    registry.add_gauge_source(_pool_gauges)
+
+
+def _pools_warm(gateway: Gateway) -> str | None:
+    """Readiness: every local pool has ``min_workers`` workers past init."""
+    if not gateway.config.functions:
+        return None
+    runtime = _runtime_of(gateway.config)
+    if runtime is None:
+        return "the function pools have not started"
+    cold = [name for name, pool in runtime.pools.items() if isinstance(pool, FunctionPool)
+            and sum(w.state in ("idle", "busy", "between") for w in pool.workers)
+            < pool.config.min_workers]
+    return f"not warm yet: {', '.join(sorted(cold))}" if cold else None
+
+
+def _pool_gauges(gateway: Gateway) -> Any:
+    """Metrics: workers per function and state, and invocations queued per function."""
+    runtime = _runtime_of(gateway.config) if gateway.config.functions else None
+    for name, pool in (runtime.pools.items() if runtime is not None else ()):
+        if not isinstance(pool, FunctionPool):
+            continue  # a remote function has no local pool
+        for state in ("starting", "idle", "busy", "between", "retiring"):
+            yield ("lambda_pool_workers", "Lambda workers per function and state",
+                   {"function": name, "state": state},
+                   float(sum(w.state == state for w in pool.workers)))
+        yield ("lambda_pool_queued", "Invocations waiting for a Lambda worker",
+               {"function": name}, float(len(pool.queue)))
 
 
 @hookimpl
