@@ -12,6 +12,7 @@ sends.  Settings: ``plugins.settings.auth`` (docs/auth.rst).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -42,10 +43,15 @@ POLICY = "x-amazon-apigateway-policy"
 _KEEP = 16
 
 
+_VPCE_RE = re.compile(r"^vpce-[0-9A-Za-z]{1,64}$")
+
+
 @attrs.define
 class _Runtime:
     config: GatewayConfig
     settings: AuthSettings
+    #: ``aws:SourceVpce`` of each listener that declares a ``vpce`` id.
+    vpces: dict[str, str] = attrs.field(factory=dict)
     caches: dict[str, JwksCache] = attrs.field(factory=dict)
     lambda_cache: lambda_auth.AuthorizerCache = attrs.field(
         factory=lambda: lambda_auth.AuthorizerCache(shared=_shared_cache))
@@ -78,7 +84,9 @@ def _runtime(config: GatewayConfig) -> _Runtime:
     found = _runtimes.get(id(config))
     if found is not None and found.config is config:
         return found
-    rt = _Runtime(config=config, settings=parse_settings(config))
+    rt = _Runtime(config=config, settings=parse_settings(config), vpces={
+        listener.name: str(listener.options["vpce"]) for listener in config.listeners
+        if isinstance(listener.options.get("vpce"), str)})
     _runtimes.pop(id(config), None)
     _runtimes[id(config)] = rt
     while len(_runtimes) > _KEEP:
@@ -105,6 +113,7 @@ def register(registry: Registry) -> None:
     registry.add_authorizer_type("cognito_user_pools")
     registry.add_feature("aws_iam")
     registry.add_extension(POLICY)
+    registry.add_listener_option("vpce")
     # Stay off the plans of routes with no authorization and no resource policy, so
     # they pay nothing for this plugin.  The set is filled by ``configure``, which runs
     # before route plans are built; ids from several configs only ever over-include.
@@ -122,6 +131,12 @@ def configure(config: GatewayConfig) -> None:
     and Lambda authorizers this plugin cannot evaluate, naming the file and key."""
     _runtimes.pop(id(config), None)
     rt = _runtime(config)
+    for i, listener in enumerate(config.listeners):
+        vpce = listener.options.get("vpce")
+        if vpce is not None and (not isinstance(vpce, str) or not _VPCE_RE.match(vpce)):
+            raise ConfigError(config.source, f"listeners[{i}].vpce", "expected an id such as "
+                              "vpce-0a1b2c3d (vpce- then 1 to 64 letters or digits), matched "
+                              "by aws:SourceVpce conditions of resource policies")
     for api_cfg in config.apis:
         if _has_policy(api_cfg):
             _POLICY_APIS.add(api_cfg.id)
@@ -157,7 +172,7 @@ def _check_definition(api_cfg: ApiConfig, region: str) -> None:
             resource_policy.parse(doc, region=region, account=ACCOUNT_ID, api_id=api_cfg.id)
         except resource_policy.PolicyError as e:
             raise ConfigError(source, POLICY, f"{e}; twistgw evaluates Allow/Deny on "
-                              "execute-api:Invoke with aws:SourceIp IpAddress/NotIpAddress "
+                              "execute-api:Invoke with aws:SourceIp and aws:SourceVpce "
                               "conditions (docs/auth.rst)") from None
     if api_cfg.type != "REST":
         for name, scheme in definition.security_schemes.items():
@@ -265,13 +280,20 @@ def authorize(ctx: Context) -> Any:
     return _check(ctx, api.gateway, plan)
 
 
+def _vpce(ctx: Context) -> str | None:
+    """``aws:SourceVpce``: the ``vpce`` id of the listener the request came in on."""
+    api = ctx.deployment_api
+    return _runtime(api.gateway).vpces.get(ctx.request.listener) if api is not None else None
+
+
 def _check_identity(ctx: Context, plan: _RoutePlan, keys: Mapping[str, IamKey],
                     principal: Principal, resource: str, is_http: bool) -> None:
     """The IAM caller's own policies (§5.7): an explicit Deny refuses; otherwise their
     Allow or the resource policy's (same account, §5.9 Table A) is needed."""
     key = keys.get(str(principal.context.get("accessKey")))
     arn = lambda_auth.method_arn(ctx, plan.region)
-    verdict = key.policy.evaluate(arn, ctx.request.client_ip) if key is not None else ""
+    verdict = key.policy.evaluate(arn, ctx.request.client_ip, vpce=_vpce(ctx)) \
+        if key is not None else ""
     if verdict == "Allow" or (verdict == "" and resource == "Allow"):
         return
     if is_http:
@@ -290,7 +312,7 @@ def _check_policy(ctx: Context, plan: _RoutePlan, principal: Principal | None) -
         raise ApiConfigurationError()
     arn = lambda_auth.method_arn(ctx, plan.region)
     caller = str(principal.context.get("userArn")) if principal is not None else None
-    verdict = plan.policy.evaluate(arn, ctx.request.client_ip, caller)
+    verdict = plan.policy.evaluate(arn, ctx.request.client_ip, caller, vpce=_vpce(ctx))
     user = caller or "anonymous"
     if verdict == "Deny":
         raise AccessDenied(resource_policy.anonymous_denied(arn, True, user))
@@ -318,6 +340,6 @@ async def _check(ctx: Context, config: GatewayConfig, plan: _RoutePlan) -> Allow
     if plan.jwt and plan.policy is not None:
         # Cognito: authenticated first, then the resource policy must explicitly allow.
         arn = lambda_auth.method_arn(ctx, plan.region)
-        if plan.policy.evaluate(arn, ctx.request.client_ip) != "Allow":
+        if plan.policy.evaluate(arn, ctx.request.client_ip, vpce=_vpce(ctx)) != "Allow":
             raise AccessDenied(resource_policy.anonymous_denied(arn, False))
     return Allow(principal)

@@ -4,8 +4,11 @@ Statements are checked for ``execute-api:Invoke`` on the method ARN
 ``arn:aws:execute-api:{region}:{account}:{apiId}/{stage}/{METHOD}/{path}``; a resource
 ``execute-api:/...`` expands to ``arn:aws:execute-api:{region}:{account}:{apiId}/...`` as
 on import.  Conditions: ``IpAddress`` and ``NotIpAddress`` on ``aws:SourceIp`` (IPv4 and
-IPv6 addresses and CIDRs).  Any other condition is refused (500 and an execution-log
-line), never ignored.
+IPv6 addresses and CIDRs), and ``StringEquals``, ``StringNotEquals``, ``StringLike`` and
+``StringNotLike`` on ``aws:SourceVpce``: the ``vpce`` id of the listener the request came
+in on, the on-prem stand-in for the VPC endpoint of a private API (a listener without one
+has no ``aws:SourceVpce``, so only the negated operators match it, as in IAM).  Any other
+condition is refused (500 and an execution-log line), never ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = ["ResourcePolicy", "PolicyError", "parse", "anonymous_denied"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _OPERATORS = ("IpAddress", "NotIpAddress")
+_STRING_OPERATORS = ("StringEquals", "StringNotEquals", "StringLike", "StringNotLike")
 
 
 class PolicyError(ValueError):
@@ -38,6 +42,8 @@ class _Statement:
     resources: tuple[str, ...]
     not_resources: tuple[str, ...] | None
     ip: tuple[tuple[bool, tuple[Network, ...]], ...]  # (negated, networks)
+    #: aws:SourceVpce conditions: (operator, values).
+    vpce: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @attrs.frozen
@@ -45,7 +51,7 @@ class ResourcePolicy:
     statements: tuple[_Statement, ...]
 
     def evaluate(self, arn: str, source_ip: str, caller_arn: str | None = None,
-                 action: str = "execute-api:Invoke") -> str:
+                 action: str = "execute-api:Invoke", vpce: str | None = None) -> str:
         """``"Deny"`` (explicit), ``"Allow"`` or ``""`` (no statement applies)."""
         try:
             ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = \
@@ -69,6 +75,8 @@ class ResourcePolicy:
                 continue
             if not all(_ip_matches(ip, negated, nets) for negated, nets in st.ip):
                 continue
+            if not all(_vpce_matches(vpce, op, values) for op, values in st.vpce):
+                continue
             if st.effect == "Deny":
                 return "Deny"
             allowed = True
@@ -79,6 +87,17 @@ def _ip_matches(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, negate
                 nets: tuple[Network, ...]) -> bool:
     inside = ip is not None and any(ip.version == n.version and ip in n for n in nets)
     return not inside if negated else inside
+
+
+def _vpce_matches(vpce: str | None, op: str, values: tuple[str, ...]) -> bool:
+    """IAM string operators; a missing key matches only the negated ones."""
+    if vpce is None:
+        return op.startswith("StringNot")
+    if op.endswith("Like"):
+        found = any(matches(v, vpce) for v in values)
+    else:
+        found = vpce in values
+    return not found if op.startswith("StringNot") else found
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
@@ -132,13 +151,23 @@ def parse(doc: Any, *, region: str, account: str, api_id: str) -> ResourcePolicy
                          else r for r in _strings(st[key], f"{where}.{key}"))
 
         ip: list[tuple[bool, tuple[Network, ...]]] = []
+        vpce: list[tuple[str, tuple[str, ...]]] = []
         condition = st.get("Condition") or {}
         if not isinstance(condition, Mapping):
             raise PolicyError(f"{where}.Condition must be a mapping")
         for op, keys in condition.items():
+            if op in _STRING_OPERATORS and isinstance(keys, Mapping):
+                for key, value in keys.items():
+                    if str(key).lower() != "aws:sourcevpce":
+                        raise PolicyError(f"{where}.Condition.{op}.{key}: string conditions "
+                                          "are supported on aws:SourceVpce only")
+                    vpce.append((op, _strings(value, f"{where}.Condition.{op}.{key}")))
+                continue
             if op not in _OPERATORS or not isinstance(keys, Mapping):
                 raise PolicyError(f"{where}.Condition.{op}: only IpAddress and NotIpAddress "
-                                  "are supported")
+                                  "(aws:SourceIp) and StringEquals, StringNotEquals, "
+                                  "StringLike and StringNotLike (aws:SourceVpce) are "
+                                  "supported")
             for key, value in keys.items():
                 if str(key).lower() != "aws:sourceip":
                     raise PolicyError(f"{where}.Condition.{op}.{key}: only aws:SourceIp is "
@@ -156,7 +185,7 @@ def parse(doc: Any, *, region: str, account: str, api_id: str) -> ResourcePolicy
             if "NotAction" in st else None,
             resources=resources("Resource") if "Resource" in st else (),
             not_resources=resources("NotResource") if "NotResource" in st else None,
-            ip=tuple(ip)))
+            ip=tuple(ip), vpce=tuple(vpce)))
     return ResourcePolicy(statements=tuple(out))
 
 

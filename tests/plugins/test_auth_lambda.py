@@ -92,7 +92,8 @@ def undo() -> Iterator[Gateways]:
 def gateway(tmp_path: Any, undo: Gateways, scheme: dict[str, Any],
             authorizer: Callable[[dict[str, Any]], Any],
             root: dict[str, Any] | None = None,
-            api_type: str = "REST") -> tuple[GatewayHarness, FakePool]:
+            api_type: str = "REST",
+            listeners: list[dict[str, Any]] | None = None) -> tuple[GatewayHarness, FakePool]:
     (tmp_path / "src").mkdir(parents=True, exist_ok=True)
     closed = {"responses": {"200": {"description": "ok"}}, "security": [{"custom": []}],
           "x-amazon-apigateway-integration": {"type": "aws_proxy", "httpMethod": "POST",
@@ -106,7 +107,7 @@ def gateway(tmp_path: Any, undo: Gateways, scheme: dict[str, Any],
                   "paths": {"/pets/{id}": {"get": op, "post": op}, "/open": {"get": open_op}},
                   "components": {"securitySchemes": {"custom": scheme}}}
     config = {
-        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "listeners": listeners or [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
         "apis": [{"id": API, "type": api_type, "definition": "api.yaml",
                   **({"endpoint_type": "REGIONAL"} if api_type == "REST" else {}),
                   "stages": [{"name": "prod", "variables": {"tier": "gold"}}]}],
@@ -122,9 +123,9 @@ def gateway(tmp_path: Any, undo: Gateways, scheme: dict[str, Any],
 
 
 def run(h: GatewayHarness, method: str, path: str, *, at: float = T0,
-        **kw: Any) -> Response:
+        listener: str | None = None, **kw: Any) -> Response:
     inbound: InboundRequest = make_inbound(method, path, **kw)
-    inbound = attrs.evolve(inbound, listener=h.default_listener, received_at=at)
+    inbound = attrs.evolve(inbound, listener=listener or h.default_listener, received_at=at)
     result = h.gateway.pipeline.handle(h.gateway.deployment, inbound)
     if isinstance(result, defer.Deferred):
         box: list[Any] = []
@@ -461,12 +462,56 @@ def test_policy_deny_is_checked_before_the_lambda_authorizer(tmp_path: Any,
 
 def test_policy_with_unsupported_condition_is_refused_at_load(tmp_path: Any,
                                                               undo: Gateways) -> None:
+    for condition, problem in (
+            ({"StringEquals": {"aws:UserAgent": "curl"}},
+             "Condition.StringEquals.aws:UserAgent: string conditions are supported on "
+             "aws:SourceVpce only"),
+            ({"DateGreaterThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}},
+             "Condition.DateGreaterThan: only IpAddress and NotIpAddress")):
+        with pytest.raises(ConfigError) as err:
+            gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
+                    root=resource_policy(stmt("Allow", Condition=condition)))
+        assert "x-amazon-apigateway-policy" in str(err.value)
+        assert problem in str(err.value)
+
+
+#: A private-API style gateway: one listener stands for the VPC endpoint ``vpce-1a2b``.
+VPCE_LISTENERS = [
+    {"name": "private", "endpoint": "tcp:0:interface=127.0.0.1", "vpce": "vpce-1a2b"},
+    {"name": "partner", "endpoint": "tcp:0:interface=127.0.0.1", "vpce": "vpce-99ff"},
+    {"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"},
+]
+
+
+def test_policy_source_vpce_is_the_listeners_vpce(tmp_path: Any, undo: Gateways) -> None:
+    # AWS's private-API pattern: allow all, deny unless through our endpoint.
+    h, _ = gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
+                   listeners=VPCE_LISTENERS, root=resource_policy(
+                       stmt("Allow"),
+                       stmt("Deny", Condition={
+                           "StringNotEquals": {"aws:SourceVpce": "vpce-1a2b"}})))
+    assert run(h, "GET", "/prod/open", listener="private").status == 200
+    for listener in ("partner", "public"):  # another vpce, and none at all
+        r = run(h, "GET", "/prod/open", listener=listener)
+        assert (r.status, body(r)["message"]) == (
+            403, f"User: anonymous is not authorized to perform: execute-api:Invoke on "
+                 f"resource: {OPEN_ARN} with an explicit deny"), listener
+    # StringLike / StringEquals allow; a listener without a vpce never equals anything.
+    h2, _ = gateway(tmp_path / "2", undo, token_scheme(), lambda e: ALLOW_ALL,
+                    listeners=VPCE_LISTENERS, root=resource_policy(
+                        stmt("Allow", Condition={"StringLike": {"aws:SourceVpce": "vpce-9*"}}),
+                        stmt("Allow", "execute-api:/*/POST/*", Condition={
+                            "StringEquals": {"aws:SourceVpce": ["vpce-1a2b", "vpce-x"]}})))
+    assert [run(h2, "GET", "/prod/open", listener=n).status
+            for n in ("private", "partner", "public")] == [403, 200, 403]
+
+
+def test_listener_vpce_must_be_an_endpoint_id(tmp_path: Any, undo: Gateways) -> None:
     with pytest.raises(ConfigError) as err:
-        gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
-                root=resource_policy(stmt("Allow", Condition={
-                    "StringEquals": {"aws:SourceVpce": "vpce-1"}})))
-    assert "x-amazon-apigateway-policy" in str(err.value)
-    assert "only IpAddress and NotIpAddress" in str(err.value)
+        gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL, listeners=[
+            {"name": "private", "endpoint": "tcp:0:interface=127.0.0.1", "vpce": "my vpc"}])
+    assert "listeners[0].vpce" in str(err.value)
+    assert "vpce-0a1b2c3d" in str(err.value)
 
 
 def test_http_payload_1_authorizer_is_refused_at_load(tmp_path: Any,
