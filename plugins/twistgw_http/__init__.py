@@ -124,11 +124,17 @@ def _check_route(route: Route) -> None:
     integration = route.integration
     if integration is None or integration.type not in TYPES:
         return
-    if integration.tls_config.get("insecureSkipVerification"):
-        file, _, path = integration.where.partition(": ")
+    file, _, path = integration.where.partition(": ")
+    for key in integration.tls_config:
+        if key != "insecureSkipVerification":
+            raise ConfigError(file, f"{path}.tlsConfig.{key}",
+                              "only insecureSkipVerification is implemented for HTTP "
+                              "integrations (serverNameToVerify belongs to private "
+                              "integrations); remove it")
+    skip = integration.tls_config.get("insecureSkipVerification", False)
+    if not isinstance(skip, bool):
         raise ConfigError(file, f"{path}.tlsConfig.insecureSkipVerification",
-                          "skipping backend certificate verification is not implemented; "
-                          "add the backend's CA to plugins.settings.http.ca_file instead")
+                          f"expected true or false, got {skip!r}")
     check_parameters(integration)
 
 
@@ -359,8 +365,10 @@ async def _call(ctx: Context, request: IntegrationRequest, proxy: bool
     url = build_url(ctx, request, proxy)
     headers = outbound_headers(ctx, request, client.settings, proxy)
     started = time.monotonic()
+    insecure = ctx.integration is not None and \
+        ctx.integration.tls_config.get("insecureSkipVerification") is True
     answer = await client.request(request.method, url, headers, request.body,
-                                  timeout=request.timeout)
+                                  timeout=request.timeout, insecure=insecure)
     latency = int((time.monotonic() - started) * 1000)
     if proxy:
         # Twisted leaves a HEAD answer's Content-Length among the headers (it describes

@@ -25,8 +25,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+from OpenSSL import SSL
+from service_identity import VerificationError
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from service_identity.pyopenssl import extract_patterns
 from twisted.internet import error as inet_error
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
     Certificate,
     PrivateCertificate,
@@ -34,6 +39,7 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -46,6 +52,7 @@ from zope.interface import implementer
 from twistgw import ApiConfigurationError, ConfigError, IntegrationFailure
 from twistgw.outbound import BodyTooLarge, BoundedBody, BytesProducer
 
+from .fastclient import BadResponse, FastPool, StaleConnection, Target, parse_target, request_head
 from .guard import HostGuard, unavailable
 
 __all__ = ["HttpSettings", "BackendClient", "BackendAnswer", "NETWORK_ERROR",
@@ -57,6 +64,8 @@ log = Logger()
 NETWORK_ERROR = "Network error communicating with endpoint"
 #: API Gateway's payload limit, applied to what a backend may answer.
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+#: The outbound client used unless ``plugins.settings.http.client`` says otherwise.
+DEFAULT_CLIENT = "agent"
 
 
 @attrs.frozen
@@ -82,6 +91,8 @@ class HttpSettings:
     #: Consecutive failures that open a backend's circuit; 0 turns the breaker off.
     breaker_failures: int = 5
     breaker_open_seconds: float = 30.0
+    #: ``fast`` (the lean client of :mod:`.fastclient`) or ``agent`` (Twisted's Agent).
+    client: str = DEFAULT_CLIENT
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     def trusts(self, address: str) -> bool:
@@ -98,7 +109,7 @@ class HttpSettings:
 _KNOWN = {"connect_timeout", "max_idle_per_host", "idle_timeout", "retry_idempotent",
           "max_response_bytes", "ca_file", "trusted_proxies", "max_concurrent_per_host",
           "max_pending_per_host", "breaker_failures", "breaker_open_seconds", "client_cert",
-          "client_key", "connect_retries"}
+          "client_key", "connect_retries", "client"}
 
 
 def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = None
@@ -146,6 +157,11 @@ def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = 
         except Exception as e:
             raise ConfigError(source, f"{where}.client_cert",
                               f"cannot load the client certificate and key: {e}") from None
+    client = raw.get("client", DEFAULT_CLIENT)
+    if client not in ("fast", "agent"):
+        raise ConfigError(source, f"{where}.client",
+                          f"expected fast (the gateway's own HTTP/1.1 client) or agent "
+                          f"(Twisted's Agent), got {client!r}")
     proxies = raw.get("trusted_proxies", [])
     if not isinstance(proxies, list):
         raise ConfigError(source, f"{where}.trusted_proxies",
@@ -172,6 +188,7 @@ def parse_settings(raw: Mapping[str, Any], source: str, base_dir: Path | None = 
         max_pending_per_host=int(number("max_pending_per_host", 1024, 0)),
         breaker_failures=int(number("breaker_failures", 5, 0)),
         breaker_open_seconds=number("breaker_open_seconds", 30.0, 0.001),
+        client=client,
         trusted_proxies=tuple(nets),
     )
 
@@ -231,9 +248,14 @@ def _decode(encoding: str, body: bytes, limit: int) -> bytes | None:
 @implementer(IPolicyForHTTPS)
 class _TlsPolicy:
     """Verify backends against the platform or ``ca_file`` (host names always checked),
-    presenting ``client_cert`` when configured (Twisted's browser-like policy cannot)."""
+    presenting ``client_cert`` when configured (Twisted's browser-like policy cannot).
 
-    def __init__(self, settings: HttpSettings) -> None:
+    ``insecure``: the integration's ``tlsConfig.insecureSkipVerification``; the chain
+    need not lead to a trusted CA, but the host name and the validity dates are still
+    checked, as on AWS (aws-apigw-spec.md §3.7).
+    """
+
+    def __init__(self, settings: HttpSettings, insecure: bool = False) -> None:
         self.trust_root: Any = None  # None: the platform's trust store
         if settings.ca_file is not None:
             pem = Path(settings.ca_file).read_bytes()
@@ -244,10 +266,51 @@ class _TlsPolicy:
             cert = Path(settings.client_cert).read_bytes()
             key = Path(settings.client_key or settings.client_cert).read_bytes()
             self.client_cert = PrivateCertificate.loadPEM(cert + b"\n" + key)
+        self.insecure = insecure
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        return optionsForClientTLS(hostname.decode("idna"), trustRoot=self.trust_root,
-                                   clientCertificate=self.client_cert)
+        creator = optionsForClientTLS(hostname.decode("idna"), trustRoot=self.trust_root,
+                                      clientCertificate=self.client_cert)
+        if self.insecure:
+            return _SkipChainVerification(creator)
+        return creator
+
+
+#: OpenSSL verification errors about the chain of trust, which insecureSkipVerification
+#: ignores: unable to get issuer (2, 20), self-signed (18, 19), unable to verify the leaf
+#: (21), invalid CA (24), untrusted (27).  Expiry (9, 10) and everything else still fail.
+_CHAIN_ERRORS = frozenset((2, 18, 19, 20, 21, 24, 27))
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _SkipChainVerification:
+    """Twisted's client TLS options with the chain-of-trust errors forgiven."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def clientConnectionForTLS(self, tls_protocol: Any) -> Any:
+        connection = self.inner.clientConnectionForTLS(tls_protocol)
+        hostname: str = self.inner._hostnameASCII
+        is_dns: bool = self.inner._hostnameIsDnsName
+        ident: Any = DNS_ID(hostname) if is_dns else IPAddress_ID(hostname)
+        protocol_ref: list[Any] = [tls_protocol]
+
+        def verify(conn: Any, cert: Any, err: int, depth: int, ok: int) -> bool:
+            if not ok and err not in _CHAIN_ERRORS:
+                return False
+            if depth != 0:
+                return True
+            try:
+                verify_service_identity(extract_patterns(cert), [ident], [])
+            except VerificationError:
+                if protocol_ref:
+                    protocol_ref.pop().failVerification(Failure())
+                return False
+            return True
+
+        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+        return connection
 
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
@@ -256,23 +319,52 @@ _MAX_GUARDS = 10_000
 
 
 class BackendClient:
-    """A pooled Agent for one set of :class:`HttpSettings`."""
+    """The outbound client for one set of :class:`HttpSettings`: the fast pools of
+    :mod:`.fastclient` (``client: fast``) or a pooled Agent (``client: agent``), each in
+    a verifying and an ``insecureSkipVerification`` flavour, made when first needed."""
 
     def __init__(self, reactor: Any, settings: HttpSettings) -> None:
         self.settings = settings
         self.reactor = reactor
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = settings.max_idle_per_host
-        pool.cachedConnectionTimeout = settings.idle_timeout  # type: ignore[assignment]
-        pool.retryAutomatically = settings.retry_idempotent
-        self.pool = pool
-        self.agent = Agent(reactor, contextFactory=_TlsPolicy(settings),
-                           connectTimeout=settings.connect_timeout, pool=pool)
+        self._fast: dict[bool, FastPool] = {}
+        self._agents: dict[bool, tuple[Agent, HTTPConnectionPool]] = {}
         self.guards: dict[tuple[str, str, int | None], HostGuard] = {}
         self.in_flight = 0
         self.retrying = 0
-        #: Retries made so far (for tests and metrics).
-        self.retries = 0
+        self._retries = 0
+
+    @property
+    def retries(self) -> int:
+        """Retries made so far, by either client (for tests and metrics)."""
+        return self._retries + sum(f.retries for f in self._fast.values())
+
+    def fast(self, insecure: bool = False) -> FastPool:
+        """The fast client's pools (one set per TLS flavour)."""
+        found = self._fast.get(insecure)
+        if found is None:
+            s = self.settings
+            policy = _TlsPolicy(s, insecure)
+            found = self._fast[insecure] = FastPool(
+                self.reactor, connect_timeout=s.connect_timeout,
+                max_idle=s.max_idle_per_host, idle_timeout=s.idle_timeout,
+                max_body=s.max_response_bytes, retry_idempotent=s.retry_idempotent,
+                connect_retries=s.connect_retries, tls_creator=policy.creatorForNetloc,
+                in_flight=lambda: self.in_flight)
+        return found
+
+    def agent(self, insecure: bool = False) -> Agent:
+        """The pooled Agent (one per TLS flavour)."""
+        found = self._agents.get(insecure)
+        if found is None:
+            s = self.settings
+            pool = HTTPConnectionPool(self.reactor, persistent=True)
+            pool.maxPersistentPerHost = s.max_idle_per_host
+            pool.cachedConnectionTimeout = s.idle_timeout  # type: ignore[assignment]
+            pool.retryAutomatically = s.retry_idempotent
+            agent = Agent(self.reactor, contextFactory=_TlsPolicy(s, insecure),
+                          connectTimeout=s.connect_timeout, pool=pool)
+            found = self._agents[insecure] = (agent, pool)
+        return found[0]
 
     def guard_for(self, url: str) -> HostGuard:
         """The :class:`HostGuard` of the backend ``url`` points at."""
@@ -282,6 +374,9 @@ class BackendClient:
         except ValueError:
             raise ApiConfigurationError() from None
         key = (parts.scheme.lower(), (parts.hostname or "").lower(), port)
+        return self._guard(key)
+
+    def _guard(self, key: tuple[str, str, int | None]) -> HostGuard:
         guard = self.guards.get(key)
         if guard is None:
             if len(self.guards) >= _MAX_GUARDS:
@@ -303,19 +398,27 @@ class BackendClient:
 
     def close(self) -> Deferred[None]:
         """Close the idle pooled connections (on shutdown or when settings change)."""
-        return self.pool.closeCachedConnections()  # type: ignore[no-any-return]
+        for fast in self._fast.values():
+            fast.close()
+        closing = [pool.closeCachedConnections() for _agent, pool in self._agents.values()]
+        return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
 
     async def request(self, method: str, url: str, headers: Sequence[tuple[str, str]],
-                      body: bytes, *, timeout: float = 29.0, decode: bool = True
-                      ) -> BackendAnswer:
+                      body: bytes, *, timeout: float = 29.0, decode: bool = True,
+                      insecure: bool = False) -> BackendAnswer:
         """One exchange through the backend's guard (slots, queue, breaker).
 
         Raises AWS's gateway errors, or ``CancelledError`` when cancelled.  ``timeout`` is
         the integration timeout: a cancellation at or after it counts as a backend failure
         for the breaker, an earlier one (client gone) does not.  ``decode``: undo
-        gzip/deflate so ``Content-Encoding`` can be dropped as AWS does.
+        gzip/deflate so ``Content-Encoding`` can be dropped as AWS does.  ``insecure``:
+        the integration's ``tlsConfig.insecureSkipVerification``.
         """
-        guard = self.guard_for(url)
+        if self.settings.client == "fast":
+            target, path = parse_target(url)
+            guard = self._guard(target.key)
+        else:
+            guard = self.guard_for(url)
         if not guard.admit():
             raise unavailable()
         started = self.reactor.seconds()
@@ -332,7 +435,11 @@ class BackendClient:
                 raise
         self.in_flight += 1
         try:
-            answer = await self._exchange(method, url, headers, body, decode)
+            if self.settings.client == "fast":
+                answer = await self._fast_exchange(method, target, path, headers, body,
+                                                   decode, insecure)
+            else:
+                answer = await self._exchange(method, url, headers, body, decode, insecure)
         except CancelledError:
             if self.reactor.seconds() - started >= timeout * 0.95:
                 guard.failed()
@@ -354,8 +461,53 @@ class BackendClient:
         guard.succeeded()
         return answer
 
+    async def _fast_exchange(self, method: str, target: Target, path: str,
+                             headers: Sequence[tuple[str, str]], body: bytes, decode: bool,
+                             insecure: bool) -> BackendAnswer:
+        send_body = body or method in ("POST", "PUT", "PATCH")
+        head = request_head(method, path, target.host_header, list(headers),
+                            len(body) if send_body else None)
+        try:
+            status, pairs, data, length = await self.fast(insecure).request(
+                target, method.encode("ascii"), head + body if body else head)
+        except BodyTooLarge:
+            raise IntegrationFailure(status=502) from None
+        except CancelledError:
+            raise
+        except Exception as e:
+            if not isinstance(e, (BadResponse, StaleConnection, inet_error.ConnectError,
+                                  inet_error.DNSLookupError, inet_error.ConnectionLost,
+                                  inet_error.ConnectionDone)):
+                log.debug("backend exchange failed: {error!r}", error=e)
+            raise IntegrationFailure(NETWORK_ERROR) from e
+        return self._answer(status, pairs, data, length, decode)
+
+    def _answer(self, status: int, pairs: Sequence[tuple[str, str]], data: bytes,
+                length: int | None, decode: bool) -> BackendAnswer:
+        """The answer, its body decoded (gzip, deflate) when ``decode`` asks for it."""
+        out: list[tuple[str, str]] = []
+        encoding: list[str] = []
+        for key, value in pairs:
+            if decode and key.lower() == "content-encoding":
+                encoding.append(value)
+                continue
+            out.append((key, value))
+        if encoding:
+            coding = ",".join(encoding)
+            try:
+                decoded = _decode(coding, data, self.settings.max_response_bytes)
+            except BodyTooLarge:
+                raise IntegrationFailure(status=502) from None
+            except zlib.error:
+                raise IntegrationFailure(NETWORK_ERROR) from None
+            if decoded is None:
+                out.append(("Content-Encoding", coding))
+            else:
+                data = decoded
+        return BackendAnswer(status=status, headers=tuple(out), body=data, length=length)
+
     async def _send(self, method: bytes, uri: bytes, headers: TwistedHeaders,
-                    producer: BytesProducer | None) -> IResponse:
+                    producer: BytesProducer | None, insecure: bool) -> IResponse:
         """Send the request, retrying once on a failure to *connect* within the budget.
 
         A connect failure means no byte reached the backend, so a retry is safe for any
@@ -364,23 +516,24 @@ class BackendClient:
         the requests in flight (at least 3) retrying at once, keeps a dead backend from
         doubling the load on everything else.
         """
+        agent = self.agent(insecure)
         try:
-            response: IResponse = await self.agent.request(method, uri, headers, producer)
+            response: IResponse = await agent.request(method, uri, headers, producer)
             return response
         except (inet_error.ConnectError, inet_error.DNSLookupError):
             budget = max(3, self.in_flight // 5)
             if self.settings.connect_retries < 1 or self.retrying >= budget:
                 raise
         self.retrying += 1
-        self.retries += 1
+        self._retries += 1
         try:
-            response = await self.agent.request(method, uri, headers, producer)
+            response = await agent.request(method, uri, headers, producer)
             return response
         finally:
             self.retrying -= 1
 
     async def _exchange(self, method: str, url: str, headers: Sequence[tuple[str, str]],
-                        body: bytes, decode: bool) -> BackendAnswer:
+                        body: bytes, decode: bool, insecure: bool) -> BackendAnswer:
         raw = TwistedHeaders()
         for name, value in headers:
             raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
@@ -391,7 +544,7 @@ class BackendClient:
         except UnicodeEncodeError:
             raise ApiConfigurationError() from None
         try:
-            response = await self._send(method.encode("ascii"), uri, raw, producer)
+            response = await self._send(method.encode("ascii"), uri, raw, producer, insecure)
             collector = BoundedBody(self.settings.max_response_bytes)
             response.deliverBody(collector)
             data = await collector.finished
@@ -407,25 +560,8 @@ class BackendClient:
             if _is_cancel(e):
                 raise CancelledError() from e
             raise IntegrationFailure(NETWORK_ERROR) from e
-        out: list[tuple[str, str]] = []
-        encoding = None
-        for name, values in response.headers.getAllRawHeaders():
-            key = name.decode("latin-1")
-            if decode and key.lower() == "content-encoding":
-                encoding = b",".join(values).decode("latin-1")
-                continue
-            out.extend((key, v.decode("latin-1")) for v in values)
-        if encoding is not None:
-            try:
-                decoded = _decode(encoding, data, self.settings.max_response_bytes)
-            except BodyTooLarge:
-                raise IntegrationFailure(status=502) from None
-            except zlib.error:
-                raise IntegrationFailure(NETWORK_ERROR) from None
-            if decoded is None:
-                out.append(("Content-Encoding", encoding))
-            else:
-                data = decoded
+        pairs = [(name.decode("latin-1"), v.decode("latin-1"))
+                 for name, values in response.headers.getAllRawHeaders() for v in values]
         length = response.length if response.length is not UNKNOWN_LENGTH else None
-        return BackendAnswer(status=response.code, headers=tuple(out), body=data,
-                             length=length if isinstance(length, int) else None)
+        return self._answer(response.code, pairs, data,
+                            length if isinstance(length, int) else None, decode)

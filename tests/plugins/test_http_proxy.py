@@ -221,9 +221,13 @@ def backend() -> Iterator[Backend]:
     server.server_close()
 
 
-@pytest.fixture(scope="module")
-def gateway(backend: Backend, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[RunningGateway]:
+#: Every HTTP_PROXY/HTTP test runs against both outbound clients (``client`` setting).
+CLIENTS = ["fast", "agent"]
+
+
+@pytest.fixture(scope="module", params=CLIENTS)
+def gateway(backend: Backend, tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[RunningGateway]:
     folder: Path = tmp_path_factory.mktemp("http-gw")
     config = {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
@@ -232,7 +236,8 @@ def gateway(backend: Backend, tmp_path_factory: pytest.TempPathFactory
                       "backend": f"127.0.0.1:{backend.port}", "name": "prod-stage"}}]}],
         "plugins": {"enabled": ["mock", "mapping", "http"],
                     "settings": {"http": {"max_response_bytes": 100_000,
-                                          "connect_timeout": 2}}},
+                                          "connect_timeout": 2,
+                                          "client": request.param}}},
         "access_log": False,
     }
     path = write_config(folder, config, {"api.yaml": definition(closed_port())})
@@ -405,9 +410,10 @@ def test_proxy_body_over_the_cap_is_502(gateway: RunningGateway) -> None:
 def test_proxy_backend_request_cancelled_when_client_disconnects(
         gateway: RunningGateway, backend: Backend) -> None:
     conn = socket.create_connection(("127.0.0.1", gateway.port))
-    conn.sendall(b"GET /prod/longhang?who=cancel HTTP/1.1\r\nHost: x\r\n\r\n")
+    who = f"who=cancel-{gateway.port}"  # the module runs once per client, on one backend
+    conn.sendall(f"GET /prod/longhang?{who} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     deadline = time.monotonic() + 5
-    while not any(d["path"] == "/hang" and d["query"] == "who=cancel" for d in backend.seen):
+    while not any(d["path"] == "/hang" and d["query"] == who for d in backend.seen):
         assert time.monotonic() < deadline, "the backend never got the request"
         time.sleep(0.02)
     # A reset, not a FIN: the gateway's channel is half-closeable (a client that only
@@ -416,7 +422,7 @@ def test_proxy_backend_request_cancelled_when_client_disconnects(
     conn.close()
     # The route's timeout is 10 s: a close within 3 s is the cancellation, not the timeout.
     deadline = time.monotonic() + 3
-    while "who=cancel" not in backend.hang_closed:
+    while who not in backend.hang_closed:
         assert time.monotonic() < deadline, "the backend request was not cancelled"
         time.sleep(0.02)
 
@@ -477,9 +483,9 @@ def test_http_backend_status_not_passed_through_unless_mapped(
 # -- bounded concurrency and the circuit breaker -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def guarded(backend: Backend, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[RunningGateway]:
+@pytest.fixture(scope="module", params=CLIENTS)
+def guarded(backend: Backend, tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[RunningGateway]:
     """A gateway allowing one request per backend, no queue, a breaker after 2 failures."""
     folder: Path = tmp_path_factory.mktemp("http-guarded")
     dead = closed_port()
@@ -497,7 +503,8 @@ def guarded(backend: Backend, tmp_path_factory: pytest.TempPathFactory
                     "settings": {"http": {"max_concurrent_per_host": 1,
                                           "max_pending_per_host": 0,
                                           "breaker_failures": 2,
-                                          "breaker_open_seconds": 1}}},
+                                          "breaker_open_seconds": 1,
+                                          "client": request.param}}},
         "access_log": False,
     }
     path = write_config(folder, config, {"api.yaml": doc})
@@ -508,11 +515,12 @@ def guarded(backend: Backend, tmp_path_factory: pytest.TempPathFactory
 def test_a_full_backend_answers_503_at_once(guarded: RunningGateway, backend: Backend
                                             ) -> None:
     results: list[int] = []
+    who = f"who=slot-{guarded.port}"  # the module runs once per client, on one backend
     hanging = threading.Thread(target=lambda: results.append(
-        call(guarded, "GET", "/prod/hang?who=slot")[0]))
+        call(guarded, "GET", f"/prod/hang?{who}")[0]))
     hanging.start()
     deadline = time.monotonic() + 5
-    while not any(d["query"] == "who=slot" for d in backend.seen):
+    while not any(d["query"] == who for d in backend.seen):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     started = time.monotonic()

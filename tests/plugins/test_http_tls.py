@@ -32,9 +32,11 @@ def _name(cn: str) -> x509.Name:
 
 
 def make_cert(cn: str, dns: str, issuer: tuple[x509.Certificate, Any] | None = None,
-              ca: bool = False) -> tuple[x509.Certificate, Any]:
+              ca: bool = False, expired: bool = False) -> tuple[x509.Certificate, Any]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
+    if expired:
+        now -= datetime.timedelta(days=3)
     issuer_cert, issuer_key = issuer if issuer is not None else (None, key)
     builder = (x509.CertificateBuilder()
                .subject_name(_name(cn))
@@ -108,8 +110,15 @@ class TlsBackend(ThreadingHTTPServer):
         self.server_close()
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+#: Insecure routes: (name, backend): insecureSkipVerification forgives an untrusted
+#: chain, but not a wrong host name or an expired certificate (§3.7).
+INSECURE = {"insecure-selfsigned": "selfsigned", "insecure-wronghost": "selfwronghost",
+            "insecure-expired": "selfexpired"}
+
+
+@pytest.fixture(scope="module", params=["fast", "agent"])
+def gateway(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+            ) -> Iterator[RunningGateway]:
     folder: Path = tmp_path_factory.mktemp("http-tls")
     ca = make_cert("twistgw test CA", "", ca=True)
     ca_path, _ = write_pem(folder, "ca", *ca)
@@ -120,6 +129,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
             "wrong.example", "wrong.example", ca))),
         "selfsigned": TlsBackend(*write_pem(folder, "self", *make_cert("localhost",
                                                                         "localhost"))),
+        "selfwronghost": TlsBackend(*write_pem(folder, "selfwrong", *make_cert(
+            "wrong.example", "wrong.example"))),
+        "selfexpired": TlsBackend(*write_pem(folder, "selfexpired", *make_cert(
+            "localhost", "localhost", expired=True))),
         # Asks for a client certificate signed by the test CA.
         "mtls": TlsBackend(*write_pem(folder, "good2", *make_cert("localhost", "localhost",
                                                                    ca)), client_ca=ca_path),
@@ -132,6 +145,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
             "type": "http_proxy", "httpMethod": "GET", "timeoutInMillis": 5000,
             "uri": f"https://localhost:{server.port}/hello"}}}
         for name, server in backends.items()}
+    for name, target in INSECURE.items():
+        paths[f"/{name}"] = {"get": {
+            "responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": {
+                "type": "http_proxy", "httpMethod": "GET", "timeoutInMillis": 5000,
+                "tlsConfig": {"insecureSkipVerification": True},
+                "uri": f"https://localhost:{backends[target].port}/hello"}}}
     config = {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
         "apis": [{"id": "tlsapi", "type": "REST", "definition": "api.yaml",
@@ -139,7 +159,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
         "plugins": {"enabled": ["mock", "mapping", "http"],
                     "settings": {"http": {"ca_file": str(ca_path),
                                           "client_cert": str(client_cert),
-                                          "client_key": str(client_key)}}},
+                                          "client_key": str(client_key),
+                                          "client": request.param}}},
         "access_log": False,
     }
     path = write_config(folder, config, {"api.yaml": {
@@ -176,3 +197,15 @@ def test_untrusted_or_wrong_host_certificate_is_a_network_error(
 def test_client_certificate_is_presented_to_a_backend_that_asks(
         gateway: RunningGateway) -> None:
     assert get(gateway, "/prod/mtls") == (200, b'{"tls": "ok"}')
+
+
+def test_insecure_skip_verification_accepts_an_untrusted_chain(
+        gateway: RunningGateway) -> None:
+    assert get(gateway, "/prod/insecure-selfsigned") == (200, b'{"tls": "ok"}')
+
+
+@pytest.mark.parametrize("route", ["/prod/insecure-wronghost", "/prod/insecure-expired",
+                                   "/prod/selfexpired"])
+def test_insecure_skip_verification_still_checks_host_and_dates(
+        gateway: RunningGateway, route: str) -> None:
+    assert get(gateway, route) == (504, NETWORK_ERROR)

@@ -88,13 +88,27 @@ def test_unservable_mappings_are_refused_at_load_time(
     assert problem in str(info.value)
 
 
-def test_insecure_skip_verification_is_refused_not_ignored(
-        make_harness: HarnessFactory, b: Builders) -> None:
-    op = b.proxy_op("https://127.0.0.1:9/", tlsConfig={"insecureSkipVerification": True})
+@pytest.mark.parametrize(("tls", "key", "problem"), [
+    ({"insecureSkipVerification": "yes"}, "tlsConfig.insecureSkipVerification",
+     "expected true or false"),
+    ({"serverNameToVerify": "x.example"}, "tlsConfig.serverNameToVerify",
+     "only insecureSkipVerification"),
+])
+def test_bad_tls_config_is_refused_at_load_time(
+        make_harness: HarnessFactory, b: Builders, tls: dict[str, Any], key: str,
+        problem: str) -> None:
+    op = b.proxy_op("https://127.0.0.1:9/", tlsConfig=tls)
     with pytest.raises(ConfigError) as info:
         make_harness(b.openapi({"/x": {"get": op}}), config=b.gateway_config(plugins=ENABLED))
-    assert "tlsConfig.insecureSkipVerification" in str(info.value)
-    assert "plugins.settings.http.ca_file" in str(info.value)
+    assert key in str(info.value)
+    assert problem in str(info.value)
+
+
+def test_unknown_client_setting_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings({"client": "curl"}, "gw.yaml")
+    assert "plugins.settings.http.client" in str(info.value)
+    assert parse_settings({"client": "agent"}, "gw.yaml").client == "agent"
 
 
 def test_forbidden_mapping_under_strict_false_fails_every_request_like_aws(
@@ -380,8 +394,9 @@ def run(coro: Any) -> Any:
 def fake_client(agent: FakeAgent, **settings: Any) -> Any:
     from twistgw_http.client import BackendClient
 
-    client = BackendClient(Clock(), HttpSettings(**settings))
-    client.agent = agent  # type: ignore[assignment]
+    client = BackendClient(Clock(), HttpSettings(**{"client": "agent", **settings}))
+    fake: Any = lambda insecure=False: agent  # noqa: E731
+    client.agent = fake  # type: ignore[method-assign]
     return client
 
 
