@@ -176,29 +176,12 @@ def _check_definition(api_cfg: ApiConfig, region: str) -> None:
                               "conditions (docs/auth.rst)") from None
     if api_cfg.type != "REST":
         for name, scheme in definition.security_schemes.items():
-            if scheme.kind in ("authorizer:token", "authorizer:request") and \
-                    _http_payload(scheme.raw) != "2.0":
+            if scheme.kind not in ("authorizer:token", "authorizer:request"):
+                continue
+            problem = lambda_auth.from_scheme(name, "request", scheme.raw, http=True).problem
+            if problem is not None:
                 raise ConfigError(source, f"securitySchemes.{name}.x-amazon-apigateway-"
-                                  "authorizer.authorizerPayloadFormatVersion",
-                                  "HTTP API Lambda authorizers with payload format 1.0 are "
-                                  "not implemented yet; set authorizerPayloadFormatVersion: "
-                                  "'2.0'")
-
-
-def _http_payload(raw: Any) -> str:
-    auth = raw.get("x-amazon-apigateway-authorizer") or {}
-    return str(auth.get("authorizerPayloadFormatVersion") or "")
-
-
-def _lambda_raws(ctx: Context) -> list[Any]:
-    api = ctx.deployment_api
-    route = ctx.route
-    if api is None or route is None:
-        return []
-    schemes = api.definition.security_schemes
-    return [schemes[r.scheme].raw for r in route.operation.security
-            if r.scheme in schemes and schemes[r.scheme].kind in
-            ("authorizer:token", "authorizer:request")]
+                                  "authorizer", problem)
 
 
 @attrs.frozen
@@ -325,12 +308,6 @@ async def _check(ctx: Context, config: GatewayConfig, plan: _RoutePlan) -> Allow
     rt = _runtime(config)
     s = rt.settings
     principal = None
-    api = ctx.deployment_api
-    if plan.lambdas and api is not None and api.is_http and any(
-            _http_payload(lam_raw) != "2.0" for lam_raw in _lambda_raws(ctx)):
-        _log.error("({request_id}) HTTP API Lambda authorizers with payload format 1.0 are "
-                   "not implemented; answering 500", request_id=ctx.request_id)
-        raise ApiConfigurationError()
     for lam in plan.lambdas:
         principal = await lambda_auth.authorize(ctx, config, lam, rt.lambda_cache)
     for authorizer, scopes in plan.jwt:

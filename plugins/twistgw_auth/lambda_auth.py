@@ -60,9 +60,13 @@ class LambdaAuthorizer:
     sources: tuple[str, ...]
     validation: re.Pattern[str] | None
     ttl: int
-    #: HTTP API authorizer (payload 2.0, §5.5); ``simple`` with enableSimpleResponses.
+    #: HTTP API authorizer (§5.5) with its payload format; ``simple`` with
+    #: enableSimpleResponses (2.0 only).
     http: bool = False
     simple: bool = False
+    payload: str = "1.0"
+    #: Why the definition cannot be served (refused at load; 500 under strict: false).
+    problem: str | None = None
 
 
 def from_scheme(name: str, kind: str, raw: Mapping[str, Any], *,
@@ -111,11 +115,20 @@ def _from_http(name: str, auth: Mapping[str, Any]) -> LambdaAuthorizer:
         ttl = 0
     if not sources:
         ttl = 0  # caching needs an identity source (§5.5)
+    payload = str(auth.get("authorizerPayloadFormatVersion") or "")
+    simple = bool(auth.get("enableSimpleResponses"))
+    problem = None
+    if payload not in ("1.0", "2.0"):
+        problem = (f"authorizerPayloadFormatVersion {payload or '(missing)'!r}: HTTP API "
+                   "Lambda authorizers need '1.0' or '2.0'")
+    elif simple and payload != "2.0":
+        problem = ("enableSimpleResponses needs authorizerPayloadFormatVersion '2.0' (1.0 "
+                   "authorizers answer with an IAM policy)")
     return LambdaAuthorizer(name=name, type="REQUEST",
                             function=found.group(1) if found else None,
                             region=region.group(1) if region else "us-east-1",
                             sources=sources, validation=None, ttl=ttl, http=True,
-                            simple=bool(auth.get("enableSimpleResponses")))
+                            simple=simple, payload=payload, problem=problem)
 
 
 @attrs.frozen
@@ -350,36 +363,47 @@ def _parse_output(payload: bytes, auth: LambdaAuthorizer | None = None) -> _Resu
                    context=context, usage_identifier_key=str(usage) if usage else None)
 
 
+def _without_body(event: dict[str, Any]) -> dict[str, Any]:
+    """A proxy event as an authorizer gets it: no body, no authorizer yet."""
+    event.pop("body", None)
+    event.pop("isBase64Encoded", None)
+    event["requestContext"].pop("authorizer", None)
+    return event
+
+
 def _event(ctx: Context, auth: LambdaAuthorizer, arn: str) -> dict[str, Any]:
     if auth.type == "TOKEN":
         values = _identity_values(ctx, auth)
         return {"type": "TOKEN", "authorizationToken": values[0] if values else None,
                 "methodArn": arn}
-    from twistgw_lambda.events import http_v2_event, rest_event
+    from twistgw_lambda.events import http_v1_event, http_v2_event, rest_event
 
     from twistgw.models import IntegrationRequest
 
     request = IntegrationRequest(method=ctx.method, uri="", headers=ctx.request.headers,
                                  query=ctx.request.query, path_params=ctx.path_params,
                                  body=b"")
+    if auth.http and auth.payload == "1.0":
+        # §5.5: the REST-compatible event, plus version and the comma-joined sources.
+        v1 = _without_body(http_v1_event(ctx, request))
+        joined = ",".join(v for v in _identity_values(ctx, auth) if v is not None)
+        return {"version": "1.0", "type": "REQUEST", "methodArn": arn,
+                "identitySource": joined, "authorizationToken": joined,
+                **{k: v for k, v in v1.items() if k != "version"}}
     if auth.http:
-        v2 = http_v2_event(ctx, request)
-        v2.pop("body", None)
-        v2.pop("isBase64Encoded", None)
-        v2["requestContext"].pop("authorizer", None)
+        v2 = _without_body(http_v2_event(ctx, request))
         return {"version": "2.0", "type": "REQUEST", "routeArn": arn,
                 "identitySource": [v for v in _identity_values(ctx, auth) if v is not None],
                 **{k: v for k, v in v2.items() if k != "version"}}
-    proxy = rest_event(ctx, request)
-    proxy.pop("body", None)
-    proxy.pop("isBase64Encoded", None)
-    proxy["requestContext"].pop("authorizer", None)
+    proxy = _without_body(rest_event(ctx, request))
     return {"type": "REQUEST", "methodArn": arn, **proxy}
 
 
 async def authorize(ctx: Context, config: GatewayConfig, auth: LambdaAuthorizer,
                     cache: AuthorizerCache) -> Principal:
     """Run (or reuse) the authorizer; the principal, or raise AWS's gateway error."""
+    if auth.problem is not None:
+        raise _bad(auth.problem, ctx)
     if auth.function is None:
         raise _bad("Invalid authorizerUri", ctx)
     values = _identity_values(ctx, auth)

@@ -514,21 +514,63 @@ def test_listener_vpce_must_be_an_endpoint_id(tmp_path: Any, undo: Gateways) -> 
     assert "vpce-0a1b2c3d" in str(err.value)
 
 
-def test_http_payload_1_authorizer_is_refused_at_load(tmp_path: Any,
-                                                      undo: Gateways) -> None:
-    with pytest.raises(ConfigError) as err:
-        gateway(tmp_path, undo, request_scheme(authorizerPayloadFormatVersion="1.0"),
-                lambda e: ALLOW_ALL, api_type="HTTP")
-    assert "payload format 1.0 are not implemented" in str(err.value)
+def test_http_authorizer_payload_version_checked_at_load(tmp_path: Any,
+                                                         undo: Gateways) -> None:
+    for extra, problem in (
+            ({}, "authorizerPayloadFormatVersion '(missing)'"),
+            ({"authorizerPayloadFormatVersion": "3.0"}, "need '1.0' or '2.0'"),
+            ({"authorizerPayloadFormatVersion": "1.0", "enableSimpleResponses": True},
+             "enableSimpleResponses needs authorizerPayloadFormatVersion '2.0'")):
+        with pytest.raises(ConfigError) as err:
+            gateway(tmp_path, undo, request_scheme(
+                identitySource=["$request.header.X-User"], **extra), lambda e: ALLOW_ALL,
+                api_type="HTTP")
+        assert "securitySchemes.custom.x-amazon-apigateway-authorizer" in str(err.value)
+        assert problem in str(err.value)
+
+
+def test_http_payload_1_event_and_policy_output(tmp_path: Any, undo: Gateways) -> None:
+    outputs: dict[str, Any] = {
+        "ok": {**ALLOW_ALL, "context": {"tier": "gold", "roles": ["a"]}},
+        "deny": policy("Deny", "*"),
+        "boom": InvokeResult("i", b'{"errorMessage": "Unauthorized"}', "Unhandled"),
+    }
+    h, auth = gateway(tmp_path, undo, http_scheme(authorizerPayloadFormatVersion="1.0"),
+                      lambda e: outputs[e["identitySource"].split(",")[0]],
+                      api_type="HTTP")
+    r = run(h, "GET", "/prod/pets/7?q=1", headers={"X-User": "ok"})
+    assert r.status == 200, r.body
+    assert body(r) == {"lambda": {"tier": "gold", "roles": ["a"]}}
+    event = auth.events[0]
+    assert list(event)[:5] == ["version", "type", "methodArn", "identitySource",
+                               "authorizationToken"]
+    assert (event["version"], event["type"]) == ("1.0", "REQUEST")
+    assert event["methodArn"] == f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API}/prod/GET/pets/7"
+    assert event["identitySource"] == event["authorizationToken"] == "ok,1"
+    # The REST-compatible (1.0) request fields, without the body.
+    assert (event["resource"], event["httpMethod"]) == ("/pets/{id}", "GET")
+    assert event["path"].endswith("/pets/7")  # as the Lambda plugin's 1.0 event has it
+    assert event["headers"]["x-user"] == "ok"
+    assert event["queryStringParameters"] == {"q": "1"}
+    assert event["pathParameters"] == {"id": "7"}
+    assert event["requestContext"]["stage"] == "prod"
+    assert "body" not in event and "authorizer" not in event["requestContext"]
+    assert "routeArn" not in event
+    r = run(h, "GET", "/prod/pets/7?q=1", headers={"X-User": "deny"})
+    assert (r.status, body(r)) == (403, {"message": "Forbidden"})
+    r = run(h, "GET", "/prod/pets/7?q=1", headers={"X-User": "boom"})
+    assert (r.status, body(r)) == (500, {"message": "Internal Server Error"})
+    r = run(h, "GET", "/prod/pets/7", headers={"X-User": "ok"})  # q missing
+    assert (r.status, body(r)) == (401, {"message": "Unauthorized"})
+    assert len(auth.events) == 3
 
 
 # -- HTTP API Lambda authorizers, payload 2.0 (§5.5) ----------------------------------------
 
 
 def http_scheme(**auth: Any) -> dict[str, Any]:
-    return request_scheme(authorizerPayloadFormatVersion="2.0",
-                          identitySource=["$request.header.X-User", "$request.querystring.q"],
-                          **auth)
+    return request_scheme(**{"authorizerPayloadFormatVersion": "2.0", "identitySource": [
+        "$request.header.X-User", "$request.querystring.q"], **auth})
 
 
 def test_http_simple_response(tmp_path: Any, undo: Gateways) -> None:
