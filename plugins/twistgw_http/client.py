@@ -65,7 +65,7 @@ NETWORK_ERROR = "Network error communicating with endpoint"
 #: API Gateway's payload limit, applied to what a backend may answer.
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 #: The outbound client used unless ``plugins.settings.http.client`` says otherwise.
-DEFAULT_CLIENT = "agent"
+DEFAULT_CLIENT = "fast"
 
 
 @attrs.frozen
