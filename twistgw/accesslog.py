@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 from .hookspecs import hookimpl
+from .redaction import access_log_getter
 from .variables import Finish, Getter, getter_for
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def compile_format(fmt: str) -> tuple[str | Getter, ...]:
             # Try the longest known prefix ("$context.status." style trailing dots).
             pieces.append("-")
         else:
-            pieces.append(getter)
+            pieces.append(access_log_getter(name, getter))  # no API key or token in logs
         pos = m.end()
     if pos < len(fmt):
         pieces.append(fmt[pos:])

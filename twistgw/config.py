@@ -176,6 +176,9 @@ class GatewayConfig:
     access_log: AccessLogConfig = attrs.field(
         factory=lambda: AccessLogConfig(format=ACCESS_LOG_PRESETS["clf"]))
     strict: bool = True
+    #: Seconds requests in flight get to finish on SIGTERM (and on an old deployment
+    #: after a reload) before their connections are cut.
+    shutdown_grace: float = 30.0
     raw: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping,
                                          eq=False)
 
@@ -315,9 +318,14 @@ class _Reader:
     def read(self, doc: Any) -> GatewayConfig:
         top = self.mapping(doc, "", frozenset({
             "listeners", "apis", "domains", "functions", "plugins", "limits", "access_log",
-            "strict",
+            "strict", "shutdown_grace",
         }), required=("apis",))
         strict = self.boolean(top.get("strict", True), "strict")
+        grace = top.get("shutdown_grace", 30)
+        if isinstance(grace, bool) or not isinstance(grace, int | float) \
+                or not 0 <= grace <= 3600:
+            raise self.fail("shutdown_grace", f"{grace!r} is not a number of seconds from 0 "
+                            "to 3600; the default is 30")
         limits = self.limits(top.get("limits"), "limits", Limits())
         access_log = self.access_log(top.get("access_log"), "access_log", None)
         listeners = self.listeners(top.get("listeners"), limits)
@@ -330,7 +338,7 @@ class _Reader:
         return GatewayConfig(
             source=self.file, base_dir=self.base_dir, listeners=listeners, apis=apis,
             domains=domains, functions=functions, plugins=plugins, limits=limits,
-            access_log=access_log, strict=strict, raw=dict(top),
+            access_log=access_log, strict=strict, shutdown_grace=float(grace), raw=dict(top),
         )
 
     def listeners(self, value: Any, limits: Limits) -> tuple[ListenerConfig, ...]:

@@ -2,7 +2,8 @@
 
 Four hooks sit on the request path and give the project its shape: ``authorize``,
 ``map_request``, ``integrate`` and ``map_response``.  Around them are set-up hooks
-(``register``, ``configure``), lifecycle hooks (``startup``, ``shutdown``), observers
+(``register``, ``configure``), lifecycle hooks (``startup``, ``shutdown``,
+``prepare_reload``), observers
 (``request_started``, ``request_finished``) and ``handle_error``.
 
 Request-path hooks are called by :mod:`twistgw.dispatch`, not by pluggy's caller, because
@@ -24,6 +25,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .config import GatewayConfig
+    from .deployment import Deployment
     from .errors import GatewayError
     from .gateway import Gateway
     from .models import (
@@ -112,6 +114,32 @@ def shutdown(gateway: Gateway) -> Any:
     :builtin: none.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def prepare_reload(gateway: Gateway, deployment: Deployment) -> Any:
+    """Get ready to serve a reloaded config without disturbing the one serving now.
+
+    :phase: reload (``SIGHUP``), after every ``configure`` accepted the new config and its
+        deployment was built, before it serves.  ``gateway.config`` and
+        ``gateway.deployment`` are still the ones serving; ``deployment.config`` is new.
+    :semantics: All implementations are called; returned awaitables are awaited together.
+        Return ``None`` (nothing to switch) or a :class:`~twistgw.reload.ReloadStep` (or
+        an awaitable of one).  Raise :class:`~twistgw.errors.ConfigError` (or fail the
+        awaitable) to reject the reload: every step already prepared is aborted and the
+        old deployment keeps serving.
+    :may change: nothing requests of the old deployment see: build new state aside.  The
+        step's ``commit`` runs in the reactor turn that switches deployments, ``abort``
+        when the reload is rejected, ``retire`` once the requests in flight on the old
+        deployment finished (at most ``shutdown_grace`` later).
+    :builtin: the Lambda plugin starts pools for new and changed functions (unchanged
+        ones are kept) and stops replaced pools at retire; the access plugin keeps its
+        counters and token buckets.  A plugin that does not implement this hook gets
+        ``configure(new)`` to check the config, ``configure(old)`` right after (so it
+        keeps serving the old one) and ``configure(new)`` again at commit.
+
+    .. versionadded:: 0.2
     """
 
 

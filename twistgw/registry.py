@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import ListenerConfig
+    from .config import GatewayConfig, ListenerConfig
     from .deployment import Route
     from .gateway import Gateway
 
@@ -26,9 +26,11 @@ ReadinessCheck = Callable[["Gateway"], "str | None"]
 #: ``collect(gateway) -> [(name, help, labels, value), ...]``; see
 #: :meth:`Registry.add_gauge_source`.
 GaugeSource = Callable[["Gateway"], Iterable[tuple[str, str, Mapping[str, str], float]]]
+#: ``check(config, workers) -> warnings``; see :meth:`Registry.add_worker_check`.
+WorkerCheck = Callable[["GatewayConfig", int], Iterable[str]]
 
 __all__ = ["Registry", "FEATURES", "ListenerWrapper", "ReadinessCheck",
-           "GaugeSource"]
+           "GaugeSource", "WorkerCheck"]
 
 #: Features the core knows how to ask for; plugins claim them with ``add_feature``.
 FEATURES = {
@@ -58,6 +60,7 @@ class Registry:
         self.listener_wrappers: list[tuple[str, ListenerWrapper]] = []
         self.readiness_checks: list[tuple[str, str, ReadinessCheck]] = []
         self.gauge_sources: list[tuple[str, GaugeSource]] = []
+        self.worker_checks: list[tuple[str, WorkerCheck]] = []
 
     def add_integration_type(self, name: str) -> None:
         """Claim an integration type (``MOCK``, ``HTTP_PROXY``, ...)."""
@@ -129,6 +132,16 @@ class Registry:
         reports under ``name``.
         """
         self.readiness_checks.append((self.plugin, name, check))
+
+    def add_worker_check(self, check: WorkerCheck) -> None:
+        """Say what happens to this plugin's state under ``--workers N`` (N > 1).
+
+        ``check(config, workers)`` runs before twistd daemonizes: it returns warnings to
+        log (state kept per process, e.g. in-memory counters that each worker applies on
+        its own) or raises :class:`~twistgw.errors.ConfigError` to refuse a config whose
+        meaning would change when spread over processes.
+        """
+        self.worker_checks.append((self.plugin, check))
 
     def add_gauge_source(self, collect: GaugeSource) -> None:
         """Expose gauges (pool sizes, queue lengths) on the admin plugin's ``/metrics``.

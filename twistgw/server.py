@@ -133,11 +133,22 @@ def _http_date(now: float) -> bytes:
     return cached[1]  # type: ignore[no-any-return]
 
 
+def _closing(request: Request, raw: dict[bytes, list[bytes]]) -> None:
+    """Answer with ``Connection: close`` and close after this response (draining)."""
+    raw[b"Connection"] = [b"close"]
+    channel: Any = request.channel
+    if channel is not None:
+        channel.persistent = False
+
+
 @implementer(IResource)
 class GatewayResource:
     """The one leaf resource of a listener's Site: every path ends here."""
 
     isLeaf = True
+    #: Set when the listener drains (shutdown, or removed by a reload): every response
+    #: then carries ``Connection: close`` and the connection closes after it.
+    draining = False
 
     def __init__(self, gateway: Gateway, listener: str, scheme: str = "http") -> None:
         self.gateway = gateway
@@ -156,22 +167,27 @@ class GatewayResource:
         """Run the pipeline; write synchronously when it finished synchronously."""
         if not self.gateway.ready:
             return self._unavailable(request)
-        deployment = self.gateway.deployment
+        # Read once: a reload swaps gateway.serving, and this request stays on its
+        # deployment, which is kept until the requests counted on it are done.
+        serving = self.gateway.serving
         inbound = inbound_from_twisted(request, self.listener, self.scheme)
         pipeline = self.gateway.pipeline
+        serving.enter()
         try:
-            result = pipeline.handle(deployment, inbound)
+            result = pipeline.handle(serving.deployment, inbound)
         except Exception:
             log.failure("unhandled error in the request pipeline")
-            return self._internal_error(request)
+            self._internal_error(request)
+            return serving.leave(NOT_DONE_YET)
         if isinstance(result, Deferred):
             finished = request.notifyFinish()
             finished.addErrback(lambda _f: result.cancel())
+            finished.addBoth(serving.leave)
             result.addCallbacks(lambda ex: self._write(request, ex),
                                 lambda f: self._failed(request, f))
             return NOT_DONE_YET
         self._write(request, result)
-        return NOT_DONE_YET
+        return serving.leave(NOT_DONE_YET)
 
     def _write(self, request: Request, exchange: Exchange) -> None:
         if request._disconnected:
@@ -192,6 +208,8 @@ class GatewayResource:
                 found.append(_wire_value(value))
         body = response.body
         raw[b"Content-Length"] = [str(len(body)).encode("ascii")]
+        if self.draining:
+            _closing(request, raw)
         headers = TwistedHeaders()
         headers._rawHeaders = raw
         request.responseHeaders = headers
@@ -230,6 +248,8 @@ class GatewayResource:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"x-amzn-errortype", b"InternalServerErrorException")
         request.setHeader(b"content-length", str(len(body)).encode())
+        if self.draining:
+            _closing(request, request.responseHeaders._rawHeaders)
         request.write(body)
         request.finish()
         return NOT_DONE_YET

@@ -8,6 +8,7 @@ key and fix and exits non-zero before daemonizing or binding anything.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application.service import IService
@@ -28,20 +29,36 @@ class Options(usage.Options):
                 "http://127.0.0.1:8080/.")
     optParameters = [
         ["config", "c", None, "The gateway config file (YAML or JSON). Default: the demo."],
+        ["workers", "w", 1, "Gateway processes sharing each listener, supervised by this "
+         "one (docs/deployment.rst). Default: 1, no supervisor.", int],
     ]
 
     def postOptions(self) -> None:
         """Load and check the config now, so errors stop twistd before it daemonizes."""
         path = self["config"] or str(demo_config_path())
+        if self["workers"] < 1:
+            raise usage.UsageError("--workers must be 1 or more")
         try:
             config = load_config(path)
             from .gateway import Gateway
+            from .workers import check_workers, worker_plugins
 
-            self["gateway"] = Gateway(config)
+            self["gateway"] = Gateway(config, extra_plugins=worker_plugins())
+            self["worker_warnings"] = check_workers(self["gateway"], self["workers"])
+            self["config_path"] = os.path.abspath(path)
         except ConfigError as e:
             raise usage.UsageError(f"configuration error: {e}") from None
 
 
 def makeService(options: Any) -> IService:
-    """The service twistd runs: the :class:`~twistgw.gateway.Gateway` built in options."""
+    """The service twistd runs: the :class:`~twistgw.gateway.Gateway` built in options,
+    or with ``--workers`` > 1 the :class:`~twistgw.workers.Supervisor` of N of them."""
+    from .redaction import install_redaction
+
+    install_redaction()
+    if options["workers"] > 1:
+        from .workers import Supervisor
+
+        return Supervisor(options["gateway"], options["workers"], options["config_path"],
+                          warnings=options["worker_warnings"])
     return options["gateway"]  # type: ignore[no-any-return]

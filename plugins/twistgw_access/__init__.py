@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 
 from twistgw import hookimpl
+from twistgw.errors import ConfigError
 
 from .control import AccessControl, KeyUsage
 from .redis_store import RedisSettings, RedisStore
-from .settings import AccessSettings, parse_settings
+from .settings import ACCOUNT_DEFAULT, AccessSettings, parse_settings
 from .store import AccessStore, MemoryStore
 
 if TYPE_CHECKING:
@@ -116,6 +117,33 @@ _state = _State()
 def register(registry: Registry) -> None:
     """Claim API-key enforcement; throttles apply to every route, so no route filter."""
     registry.add_feature("api_keys")
+    registry.add_worker_check(worker_check)
+
+
+def worker_check(config: GatewayConfig, workers: int) -> list[str]:
+    """``--workers N`` with the in-memory store: refuse quotas, warn about throttles.
+
+    Each worker would keep its own counters: a quota of 1 000 a day would let N x 1 000
+    through (a contract broken silently), so that is refused; token buckets would allow N
+    x the rate, which is logged loudly.  A ``redis://`` store is shared and exact.
+    """
+    settings = parse_settings(config)
+    if isinstance(settings.store, RedisSettings):
+        return []
+    quotas = sorted(p.id for p in settings.plans.values() if p.quota is not None)
+    if quotas:
+        raise ConfigError(config.source, "plugins.settings.access.store",
+                          f"usage plans {', '.join(quotas)} have quotas, and with --workers "
+                          f"{workers} the in-memory store would count them per process "
+                          f"(up to {workers} x the quota); set store: redis://HOST:PORT/DB "
+                          "or run --workers 1")
+    throttled = (settings.stage_throttles or settings.account != ACCOUNT_DEFAULT
+                 or any(p.throttle is not None for p in settings.plans.values()))
+    if not throttled:
+        return []
+    return [f"plugins.settings.access.store is memory: with --workers {workers} every "
+            f"worker keeps its own throttle buckets, so up to {workers} x each configured "
+            "rate and burst get through; set store: redis://HOST:PORT/DB to share them"]
 
 
 @hookimpl

@@ -29,18 +29,21 @@ from twistgw import (
     hookimpl,
 )
 from twistgw.config import GatewayConfig, load_config
+from twistgw.deployment import Deployment
 from twistgw.errors import GatewayError
 from twistgw.gateway import Gateway
 from twistgw.hookspecs import REQUEST_PATH_HOOKS
 from twistgw.models import Context, IntegrationRequest, Response
 from twistgw.pipeline import Outcome
 from twistgw.plugins import make_plugin_manager
+from twistgw.reload import ReloadStep
 from twistgw.testing import write_config
 
 if TYPE_CHECKING:
     from conftest import Builders, HarnessFactory, LogCapture
 
-ALL_HOOKS = ("register", "configure", "startup", "shutdown", "authorize", "map_request",
+ALL_HOOKS = ("register", "configure", "startup", "shutdown", "prepare_reload", "authorize",
+             "map_request",
              "integrate", "map_response", "handle_error", "request_started",
              "request_finished")
 
@@ -260,6 +263,70 @@ def test_hook_shutdown(tmp_path: Path, b: Builders) -> None:
     reactor.advance(2)
     assert len(box) == 1
     assert not gateway.running
+
+
+def test_hook_prepare_reload(tmp_path: Path, b: Builders, log_events: LogCapture) -> None:
+    """prepare_reload: awaited before the switch; commit at the switch, retire once the old
+    deployment's requests are done, abort (for every prepared step) when one refuses."""
+    events: list[str] = []
+    gate: list[Deferred[ReloadStep]] = []
+
+    class Stepper:
+        @hookimpl
+        def prepare_reload(self, gateway: Gateway, deployment: Deployment) -> Any:
+            old = gateway.deployment.apis["testapi"].definition.title
+            new = deployment.apis["testapi"].definition.title
+            events.append(f"prepare {old} -> {new}")
+            d: Deferred[ReloadStep] = Deferred()
+            gate.append(d)
+            return d
+
+    class Refuser:
+        refuse = False
+
+        @hookimpl
+        def prepare_reload(self, gateway: Gateway, deployment: Deployment) -> None:
+            if self.refuse:
+                raise ConfigError(deployment.config.source, "plugins.settings.refuser",
+                                  "not today; fix it")
+
+    refuser = Refuser()
+    gateway, reactor = lifecycle_gateway(tmp_path, b, [("stepper", Stepper()),
+                                                       ("refuser", refuser)])
+    gateway.startService()
+    first = gateway.serving
+    first.enter()  # a request in flight on the first deployment
+    write_config(tmp_path, b.gateway_config(), {"api.yaml": b.openapi(
+        {"/pets": {"get": b.mock_op(200, "[]")}}, info={"title": "v2", "version": "2"})})
+    box: list[Any] = []
+    gateway.reload().addBoth(box.append)
+    assert events == ["prepare test api -> v2"] and box == []
+    assert gateway.deployment is first.deployment  # nothing switches while preparing
+    gate[0].callback(ReloadStep(commit=lambda: events.append("commit"),
+                                abort=lambda: events.append("abort"),
+                                retire=lambda: events.append("retire")))
+    assert box == [True]
+    assert gateway.deployment.apis["testapi"].definition.title == "v2"
+    assert events[-1] == "commit"
+    reactor.advance(0)
+    assert events[-1] == "commit"  # the old deployment still has a request in flight
+    first.leave()
+    reactor.advance(0)
+    assert events[-1] == "retire"
+
+    refuser.refuse = True
+    second = gateway.deployment
+    write_config(tmp_path, b.gateway_config(), {"api.yaml": petstore(b)})
+    gateway.reload().addBoth(box.append)
+    gate[1].callback(ReloadStep(abort=lambda: events.append("abort 2")))
+    assert box[-1] is False
+    assert events[-1] == "abort 2"
+    assert gateway.deployment is second
+    assert any("reload 2 rejected, still serving the previous config: "
+               f"{tmp_path / 'gateway.yaml'}: plugins.settings.refuser: not today; fix it"
+               in t for t in log_events.texts()), log_events.texts()
+    assert gateway.reloads == {"applied": 1, "rejected": 1}
+    gateway.stopService()
 
 
 # -- request path -------------------------------------------------------------------------------
