@@ -22,7 +22,8 @@ from twistgw import ConfigError
 from .sigv4 import Credentials
 
 __all__ = ["FunctionConfig", "RemoteConfig", "parse_functions", "RUNTIMES", "DEFAULT_TIMEOUT",
-           "DEFAULT_MEMORY", "DEFAULT_MAX_WORKERS", "DEFAULT_IDLE_TIMEOUT"]
+           "DEFAULT_MEMORY", "DEFAULT_MAX_WORKERS", "DEFAULT_IDLE_TIMEOUT",
+           "DEFAULT_ASYNC_QUEUE"]
 
 #: Runtimes this plugin runs in local workers (``remote:`` functions run elsewhere).
 RUNTIMES = ("python", "command")
@@ -30,9 +31,12 @@ DEFAULT_TIMEOUT = 3  # seconds, Lambda's default
 DEFAULT_MEMORY = 128  # MB, Lambda's default
 DEFAULT_MAX_WORKERS = 4
 DEFAULT_IDLE_TIMEOUT = 300  # seconds an extra worker may sit idle before it is stopped
+#: Asynchronous (``X-Amz-Invocation-Type: Event``) invocations a function may hold queued.
+DEFAULT_ASYNC_QUEUE = 1000
 
 _KEYS = ("handler", "code", "runtime", "command", "timeout", "memory", "environment",
-         "min_workers", "max_workers", "idle_timeout", "description", "remote")
+         "min_workers", "max_workers", "idle_timeout", "description", "remote",
+         "reserved_concurrency", "async_queue")
 #: The keys a ``remote:`` function may have besides ``remote`` itself.
 _REMOTE_FUNCTION_KEYS = ("remote", "description")
 _REMOTE_KEYS = ("endpoint", "region", "function", "qualifier", "log_type", "credentials",
@@ -93,6 +97,11 @@ class FunctionConfig:
     #: Workers beyond ``min_workers`` idle this long are stopped (0: never).
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     command: tuple[str, ...] | None = None
+    #: Lambda's reserved concurrency: invocations running or waiting for a worker beyond
+    #: this are throttled at once (0 throttles every invoke); ``None``: no reservation.
+    reserved_concurrency: int | None = None
+    #: Asynchronous invocations held until a worker is free; beyond it they are throttled.
+    async_queue: int = DEFAULT_ASYNC_QUEUE
     #: Set for ``remote:`` functions: invoked through the Invoke API, no workers.
     remote: RemoteConfig | None = None
 
@@ -181,8 +190,26 @@ def parse_function(name: str, spec: Mapping[str, Any], source: str, base_dir: Pa
                   "give the memory size in MB (Lambda allows 128..10240)")
     min_workers = _int(spec, "min_workers", 0, 0, 256, fail,
                        "give how many warm workers to keep (0 starts them on demand)")
-    max_workers = _int(spec, "max_workers", max(DEFAULT_MAX_WORKERS, min_workers), 1, 256,
+    reserved: int | None = None
+    if "reserved_concurrency" in spec:
+        reserved = _int(spec, "reserved_concurrency", 0, 0, 256, fail,
+                        "give the function's reserved concurrency (0 throttles every "
+                        "invoke; leave it out for no reservation)")
+    default_max = max(DEFAULT_MAX_WORKERS, min_workers) if reserved is None else \
+        max(reserved, min_workers, 1)
+    max_workers = _int(spec, "max_workers", default_max, 1, 256,
                        fail, "give the most concurrent workers (the function's concurrency)")
+    if reserved is not None and reserved < min_workers:
+        raise fail("reserved_concurrency", f"{reserved} is below min_workers "
+                                           f"({min_workers}); warm workers beyond the "
+                                           "reservation would never run; lower min_workers")
+    if reserved is not None and max_workers > max(reserved, 1):
+        raise fail("max_workers", f"{max_workers} is above reserved_concurrency "
+                                  f"({reserved}), so the extra workers would never run; "
+                                  "lower max_workers or leave it out")
+    async_queue = _int(spec, "async_queue", DEFAULT_ASYNC_QUEUE, 0, 100000, fail,
+                       "give how many asynchronous (Event) invocations may wait for a "
+                       "worker (0 refuses them)")
     if max_workers < min_workers:
         raise fail("max_workers", f"{max_workers} is below min_workers ({min_workers}); "
                                   "raise max_workers or lower min_workers")
@@ -207,7 +234,8 @@ def parse_function(name: str, spec: Mapping[str, Any], source: str, base_dir: Pa
     return FunctionConfig(name=name, handler=handler or "", code=code, runtime=str(runtime),
                           timeout=float(timeout), memory=memory, environment=environment,
                           min_workers=min_workers, max_workers=max_workers,
-                          idle_timeout=float(idle_timeout), command=command)
+                          idle_timeout=float(idle_timeout), command=command,
+                          reserved_concurrency=reserved, async_queue=async_queue)
 
 
 def _remote(name: str, raw: Any, fail: Any) -> RemoteConfig:

@@ -11,6 +11,10 @@ event; the function's output is the integration response body with status 200, a
 function error arrives the same way with ``metadata["error_message"]`` set, so the mapping
 plugin selects the integration response by ``selectionPattern`` on ``errorMessage``
 (§3.7, §3.8).  ``AWS`` integrations with any other service are refused at load time.
+Their ``requestParameters`` may set Invoke API headers; ``X-Amz-Invocation-Type``
+(``'Event'``, or mapped from a method request header) makes the invoke asynchronous: the
+function is queued, the integration response is Lambda's 202 with an empty body, and the
+default integration response gives the client its status (§3.7).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from twistgw.variables import ACCOUNT_ID
 from .arn import parse_function_uri
 from .events import event_for, trace_header
 from .functions import FunctionConfig, parse_functions
+from .invocation import check_invoke_parameters, invocation_type
 from .remote import (
     EndpointUnreachable,
     InvokeFailed,
@@ -141,16 +146,7 @@ def _check_aws_service(route: Route) -> None:
         return
     file, _, where = route.operation.where.rpartition(": ")
     if parse_function_uri(integration.uri) is not None:
-        if integration.request_parameters:
-            # They would set Invoke API headers (X-Amz-Invocation-Type: 'Event' for an
-            # async invoke); nothing reads them yet, and ignoring them is not AWS.
-            raise ConfigError(
-                file or "<definition>",
-                f"{where}.x-amazon-apigateway-integration.requestParameters",
-                "requestParameters on a Lambda AWS integration (e.g. "
-                "X-Amz-Invocation-Type: 'Event' for an asynchronous invoke) are not "
-                "implemented; remove them (every invoke is synchronous) or use an "
-                "aws_proxy integration")
+        check_invoke_parameters(integration)
         return
     raise ConfigError(file or "<definition>", f"{where}.x-amazon-apigateway-integration.uri",
                       f"{integration.uri!r} is an AWS service integration other than "
@@ -168,6 +164,8 @@ def register(registry: Registry) -> None:
     registry.add_integration_type("AWS_PROXY")
     registry.add_integration_type("AWS")
     registry.add_feature("functions")
+    # Lambda AWS integrations map Invoke API headers (X-Amz-Invocation-Type).
+    registry.add_feature("request_parameters")
     registry.add_route_filter(_is_lambda_route)
     registry.add_route_check(_check_aws_service)
     registry.add_readiness_check("lambda", _pools_warm)
@@ -319,17 +317,37 @@ def _fail(ctx: Context, message: str, status: int) -> None:
               request_id=ctx.request_id, status=status)
 
 
-async def _invoke(ctx: Context, pool: Any, payload: bytes, arn: str, trace: str
-                  ) -> InvokeResult:
+def _throttled(ctx: Context, lambda_id: str) -> IntegrationFailure:
+    """Lambda's 429 ``TooManyRequestsException`` (the function at its concurrency): API
+    Gateway answers 500 ``Internal server error`` (HTTP APIs: 500 ``Internal Server
+    Error``, §4.4) as an INTEGRATION_FAILURE gateway response, whatever the integration
+    responses say.  aws-apigw-spec.md §4.1 has no row for it; the status and log lines
+    follow AWS's answers in re:Post "API Gateway proxy integration does not forward Lambda
+    throttling" and Stack Overflow 36363280 (a 429 "will always be considered as 500")."""
+    _fail(ctx, f"Lambda invocation failed with status: 429. Lambda request id: {lambda_id}",
+          500)
+    _fail(ctx, "Execution failed due to configuration error: Rate Exceeded.", 500)
+    return IntegrationFailure(status=500)
+
+
+async def _invoke(ctx: Context, pool: Any, payload: bytes, arn: str, trace: str,
+                  kind: str = "RequestResponse") -> InvokeResult:
     """Invoke, turning what stops the function from running into AWS's answers."""
     log.debug("({request_id}) Sending request to {arn}", request_id=ctx.request_id, arn=arn)
     try:
-        result: InvokeResult = await defer.maybeDeferred(pool.invoke, payload, arn, trace)
+        if kind == "RequestResponse":  # the plain call: test doubles need no keyword
+            result: InvokeResult = await defer.maybeDeferred(pool.invoke, payload, arn,
+                                                             trace)
+        else:
+            result = await defer.maybeDeferred(pool.invoke, payload, arn, trace,
+                                               invocation_type=kind)
     except EndpointUnreachable as e:
         _fail(ctx, f"Execution failed due to a network error communicating with the Lambda "
                    f"endpoint: {e}", 504)
         raise IntegrationFailure(NETWORK_ERROR) from None
     except InvokeFailed as e:
+        if e.status == 429:
+            raise _throttled(ctx, e.request_id) from None
         _fail(ctx, f"Lambda invocation failed with status: {e.status}. {e.message}"
               if e.status != 404 else
               f"Lambda invocation failed with status: 404. Function not found: {arn}",
@@ -342,8 +360,7 @@ async def _invoke(ctx: Context, pool: Any, payload: bytes, arn: str, trace: str
             raise RequestTooLarge() from None
         raise IntegrationFailure(status=502) from None
     if result.function_error == "Throttled":
-        _fail(ctx, "Lambda invocation failed with status: 429. Rate Exceeded.", 502)
-        raise IntegrationFailure(status=502)
+        raise _throttled(ctx, result.request_id)
     return result
 
 
@@ -427,6 +444,13 @@ async def _integrate_custom(ctx: Context, request: IntegrationRequest, pool: Any
     """The non-proxy Lambda integration (§3.7): the body is the event, the output the
     integration response body; a function error is a 200 carrying ``error_message`` for
     the mapping plugin's ``selectionPattern`` match (§3.8)."""
+    kind = invocation_type(ctx, ctx.integration)
+    if kind not in ("RequestResponse", "Event", "DryRun"):
+        _fail(ctx, f"Lambda invocation failed with status: 400. 1 validation error "
+                   f"detected: Value '{kind}' at 'invocationType' failed to satisfy "
+                   f"constraint: Member must satisfy enum value set: [Event, "
+                   f"RequestResponse, DryRun]", 500)
+        raise IntegrationFailure(status=500)
     payload = request.body.strip() or b"{}"  # Lambda takes an empty payload as {}
     if len(payload) > MAX_PAYLOAD_BYTES:
         _fail(ctx, f"Lambda invocation failed with status: 413. Request payload size "
@@ -440,7 +464,19 @@ async def _integrate_custom(ctx: Context, request: IntegrationRequest, pool: Any
             _fail(ctx, f"Lambda invocation failed with status: 400. Could not parse request "
                        f"body into json: {e}", 502)
             raise IntegrationFailure(status=502) from None
-    result = await _invoke(ctx, pool, payload, arn, trace_header(ctx))
+    result = await _invoke(ctx, pool, payload, arn, trace_header(ctx), kind)
+    if kind != "RequestResponse":
+        # Lambda's 202 (Event: queued) or 204 (DryRun) with no body; no errorMessage, so
+        # the default integration response answers (§3.7, set-up-lambda-integration-async).
+        log.info("({request_id}) Lambda {kind} invocation accepted with status {status}. "
+                 "Lambda request id: {lambda_id}", request_id=ctx.request_id, kind=kind,
+                 status=result.status, lambda_id=result.request_id)
+        return IntegrationResponse(
+            status=result.status,
+            headers=Headers((("Content-Type", "application/json"),
+                             ("x-amzn-RequestId", result.request_id))),
+            body=b"", metadata={"lambda_request_id": result.request_id,
+                                "error_message": ""})
     body = result.payload
     metadata: dict[str, Any] = {"lambda_request_id": result.request_id, "error_message": ""}
     if result.function_error is not None:

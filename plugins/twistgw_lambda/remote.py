@@ -1,8 +1,9 @@
 """``remote:`` functions: the Lambda Invoke API against a configured endpoint.
 
 ``POST {endpoint}/2015-03-31/functions/{name}/invocations[?Qualifier=q]``, SigV4-signed
-(service ``lambda``, the configured region), ``X-Amz-Invocation-Type: RequestResponse``
-and the qualifier of the integration URI's function ARN (else the configured one),
+(service ``lambda``, the configured region), ``X-Amz-Invocation-Type`` (``RequestResponse``
+unless the integration maps ``Event`` or ``DryRun``: then the answer is 202 or 204 with no
+body) and the qualifier of the integration URI's function ARN (else the configured one),
 and ``X-Amz-Log-Type`` as configured.  A 200 answer is the function's output, a function
 error when ``X-Amz-Function-Error`` is set; any other status is an Invoke API error
 (:class:`InvokeFailed`: throttling, missing function, bad signature...).  A failure to talk
@@ -59,11 +60,14 @@ class NoCredentials(Exception):
 class InvokeFailed(Exception):
     """The Invoke API answered something other than 200 (the function did not run)."""
 
-    def __init__(self, status: int, error_type: str, message: str) -> None:
+    def __init__(self, status: int, error_type: str, message: str,
+                 request_id: str = "-") -> None:
         super().__init__(f"{status} {error_type}: {message}")
         self.status = status
         self.error_type = error_type
         self.message = message
+        #: The Invoke API's ``x-amzn-RequestId`` for the failed call.
+        self.request_id = request_id
 
 
 class EndpointUnreachable(Exception):
@@ -143,16 +147,17 @@ class RemoteFunction:
             self._read_at = now
         return self._credentials
 
-    def invoke(self, payload: bytes, function_arn: str, trace_id: str
-               ) -> defer.Deferred[InvokeResult]:
-        """One synchronous invoke; cancelling the Deferred aborts the request."""
+    def invoke(self, payload: bytes, function_arn: str, trace_id: str,
+               invocation_type: str = "RequestResponse") -> defer.Deferred[InvokeResult]:
+        """One invoke; cancelling the Deferred aborts the request."""
         _, _, rest = function_arn.partition(":function:")
         _, _, qualifier = rest.partition(":")
         return defer.Deferred.fromCoroutine(
-            self._invoke(payload, trace_id, qualifier or self.config.qualifier))
+            self._invoke(payload, trace_id, qualifier or self.config.qualifier,
+                         invocation_type))
 
-    async def _invoke(self, payload: bytes, trace_id: str, qualifier: str | None
-                      ) -> InvokeResult:
+    async def _invoke(self, payload: bytes, trace_id: str, qualifier: str | None,
+                      invocation_type: str = "RequestResponse") -> InvokeResult:
         cfg = self.config
         url = cfg.endpoint.rstrip("/") + invoke_path(cfg.function, qualifier)
         try:
@@ -160,7 +165,7 @@ class RemoteFunction:
         except NoCredentials as e:
             raise InvokeFailed(403, "MissingAuthenticationTokenException", str(e)) from None
         headers = sign("POST", url, [
-            ("X-Amz-Invocation-Type", "RequestResponse"),
+            ("X-Amz-Invocation-Type", invocation_type),
             ("X-Amz-Log-Type", cfg.log_type),
             ("Content-Type", "application/json"),
             ("User-Agent", "twistgw"),
@@ -199,11 +204,13 @@ class RemoteFunction:
             for line in text.splitlines():
                 log.info("lambda {function} [{request_id}] {line}", function=self.name,
                          request_id=request_id, line=line)
-        if response.code != 200:
+        expected = {"Event": 202, "DryRun": 204}.get(invocation_type, 200)
+        if response.code != expected:
             raise InvokeFailed(response.code, *_service_error(
-                header(b"x-amzn-errortype"), body))
+                header(b"x-amzn-errortype"), body), request_id=request_id)
         return InvokeResult(request_id, body, header(b"x-amz-function-error"),
-                            header(b"x-amz-executed-version") or "$LATEST")
+                            header(b"x-amz-executed-version") or "$LATEST",
+                            status=response.code)
 
     def keep_warm(self) -> list[defer.Deferred[None]]:
         return []

@@ -17,12 +17,22 @@ Design (docs/lambda.rst has the operator's view):
   (a running one keeps its worker busy until it ends or times out, as on Lambda), init
   is bounded to 10 s, bodies posted by a worker are capped at Lambda's 6 MB, and a
   worker's exit fails its invocation at once.
+* ``reserved_concurrency`` caps invocations running or waiting for a worker; beyond it an
+  invoke is throttled at once (Lambda's ``TooManyRequestsException``), never queued.
+* Asynchronous invokes (``X-Amz-Invocation-Type: Event``) are accepted into a bounded
+  queue per function and answered 202 at once; they run when a worker is free and the
+  synchronous queue is empty.  Their outcome (and anything dropped) is logged.
+* ``memory`` is enforced by a watchdog that samples each worker's resident set size
+  (``/proc/<pid>/statm``) every :data:`MEMORY_POLL_INTERVAL` seconds; a worker over its
+  size is killed with SIGKILL, as Lambda's cgroup limit kills it, and its invocation gets
+  Lambda's ``Runtime.OutOfMemory`` error.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource as _resource
 import sys
 import time
 import traceback
@@ -32,7 +42,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -58,6 +68,29 @@ RUNTIME_PREFIX = b"/2018-06-01/runtime/"
 _OUTPUT_LINE_LIMIT = 8192
 #: Output lines per worker per second that reach the log; the rest are counted.
 OUTPUT_LINES_PER_SECOND = 1000
+#: Seconds between two samples of every worker's resident memory.
+MEMORY_POLL_INTERVAL = 0.1
+_PAGE_SIZE = _resource.getpagesize()
+#: How Lambda's runtime (Go's ``os/exec``) names the signal that ended a process.
+_SIGNAL_NAMES = {1: "hangup", 2: "interrupt", 3: "quit", 4: "illegal instruction",
+                 6: "aborted", 7: "bus error", 8: "floating point exception", 9: "killed",
+                 11: "segmentation fault", 13: "broken pipe", 15: "terminated"}
+
+
+def exit_status(code: int | None, sig: int | None) -> str:
+    """``exit status 3`` / ``signal: killed``, as Lambda words a runtime's exit."""
+    if sig:
+        return f"signal: {_SIGNAL_NAMES.get(sig, f'signal {sig}')}"
+    return f"exit status {code}"
+
+
+def resident_bytes(pid: int) -> int | None:
+    """The resident set size of ``pid`` (Linux ``/proc``), or ``None`` if unknown."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @attrs.frozen
@@ -73,6 +106,8 @@ class InvokeResult:
     function_error: str | None = None
     #: The version that ran (the Invoke API's ``X-Amz-Executed-Version``).
     executed_version: str = "$LATEST"
+    #: The Invoke API's status: 200 (ran), 202 (queued ``Event``), 204 (``DryRun``).
+    status: int = 200
 
     @property
     def error_message(self) -> str:
@@ -86,6 +121,12 @@ class InvokeResult:
         return ""
 
 
+def throttled(request_id: str | None = None) -> InvokeResult:
+    """Lambda's answer to an invoke over the function's concurrency or queue (429)."""
+    return InvokeResult(request_id or str(uuid.uuid4()), _error_payload(
+        "Rate Exceeded.", "TooManyRequestsException"), "Throttled")
+
+
 def _error_payload(message: str, error_type: str | None = None) -> bytes:
     doc: dict[str, Any] = {"errorMessage": message}
     if error_type is not None:
@@ -96,9 +137,10 @@ def _error_payload(message: str, error_type: str | None = None) -> bytes:
 class Invocation:
     """One invoke on its way through a pool."""
 
-    def __init__(self, payload: bytes, function_arn: str, trace_id: str, timeout: float
-                 ) -> None:
+    def __init__(self, payload: bytes, function_arn: str, trace_id: str, timeout: float,
+                 asynchronous: bool = False) -> None:
         self.id = str(uuid.uuid4())
+        self.asynchronous = asynchronous
         self.payload = payload
         self.function_arn = function_arn
         self.trace_id = trace_id
@@ -227,6 +269,8 @@ class Worker:
         self.current: Invocation | None = None
         self.init_failure: bytes | None = None
         self.killed_because: str | None = None
+        #: Resident bytes seen when the memory watchdog killed the worker.
+        self.out_of_memory: int | None = None
         self.timer: Any = None
         self.port: Any = None
         self.transport: Any = None
@@ -409,6 +453,22 @@ class Worker:
                 f"Init timed out after {INIT_TIMEOUT:.2f} seconds", "Runtime.InitTimeout")
             self.kill("init timeout")
 
+    def check_memory(self, limit: int) -> None:
+        """Kill the worker if its resident set is over ``limit`` bytes (the watchdog)."""
+        if self.state == "dead" or self.transport is None or self.out_of_memory is not None:
+            return
+        pid = getattr(self.transport, "pid", None)
+        rss = resident_bytes(pid) if pid else None
+        if rss is None or rss <= limit:
+            return
+        self.out_of_memory = rss
+        log.error("lambda {function}: worker #{n} uses {used} MB, over the function's "
+                  "memory of {limit} MB; killing it [{request_id}]",
+                  function=self.pool.config.name, n=self.number, used=rss // 1048576,
+                  limit=self.pool.config.memory,
+                  request_id=self.current.id if self.current is not None else "-")
+        self.kill("out of memory")
+
     def kill(self, why: str, sig: str = "KILL") -> None:
         """Stop the process; ``exited`` does the bookkeeping."""
         self.killed_because = self.killed_because or why
@@ -460,7 +520,11 @@ class Worker:
         if self.port is not None:
             self.port.stopListening()
             self.port = None
-        status = f"signal {sig}" if sig else f"exit status {code}"
+        status = exit_status(code, sig)
+        # Lambda's types: a runtime killed for memory is Runtime.OutOfMemory, any other
+        # exit Runtime.ExitError; the message is the same "Runtime exited" line.
+        error_type = "Runtime.ExitError" if self.out_of_memory is None else \
+            "Runtime.OutOfMemory"
         if self.current is not None:
             inv = self.current
             log.error("lambda {function}: worker #{n} exited mid-invoke ({status}) "
@@ -468,10 +532,11 @@ class Worker:
                       status=status, request_id=inv.id)
             self._finish_current(_error_payload(
                 f"RequestId: {inv.id} Error: Runtime exited with error: {status}",
-                "Runtime.ExitError"), "Unhandled")
-        elif was == "starting" and self.killed_because is None and self.init_failure is None:
+                error_type), "Unhandled")
+        elif was == "starting" and self.init_failure is None and (
+                self.killed_because is None or self.out_of_memory is not None):
             self.init_failure = _error_payload(
-                f"Runtime exited with error: {status}", "Runtime.ExitError")
+                f"Runtime exited with error: {status}", error_type)
             log.error("lambda {function}: worker #{n} exited during init ({status})",
                       function=self.pool.config.name, n=self.number, status=status)
         self.pool.worker_gone(self, was)
@@ -489,7 +554,10 @@ class FunctionPool:
                                    [sys.executable, "-m", "twistgw_lambda.worker"])
         self.workers: list[Worker] = []
         self.queue: deque[Invocation] = deque()
+        #: Accepted asynchronous invocations waiting for a worker (bounded).
+        self.events: deque[Invocation] = deque()
         self.spawned = 0
+        self._watchdog: task.LoopingCall | None = None
         self.closing = False
         self.broken = False  # the last worker failed init: no eager respawn
         self._gone_waiters: list[defer.Deferred[None]] = []
@@ -525,18 +593,72 @@ class FunctionPool:
 
     # -- invoking ---------------------------------------------------------------------
 
-    def invoke(self, payload: bytes, function_arn: str, trace_id: str
-               ) -> defer.Deferred[InvokeResult]:
-        """Queue one invocation; the Deferred is cancellable (timeout, client gone)."""
+    @property
+    def concurrency(self) -> int:
+        """The most invocations that may run at once (workers, or the reservation)."""
+        reserved = self.config.reserved_concurrency
+        return self.config.max_workers if reserved is None else \
+            min(reserved, self.config.max_workers)
+
+    def running(self) -> int:
+        """Invocations a worker is running now (async ones included)."""
+        return sum(1 for w in self.workers if w.current is not None)
+
+    def invoke(self, payload: bytes, function_arn: str, trace_id: str,
+               invocation_type: str = "RequestResponse") -> defer.Deferred[InvokeResult]:
+        """Queue one invocation; the Deferred is cancellable (timeout, client gone).
+
+        ``invocation_type`` ``Event`` queues it asynchronously and fires at once with a
+        202 result (or Lambda's throttle if the async queue is full); ``DryRun`` only
+        answers 204, as the Invoke API does for a function it could run.
+        """
+        if invocation_type == "Event":
+            return defer.succeed(self.invoke_event(payload, function_arn, trace_id))
+        if invocation_type == "DryRun":
+            return defer.succeed(InvokeResult(str(uuid.uuid4()), b"", status=204))
         inv = Invocation(payload, function_arn, trace_id, self.config.timeout)
-        if self.closing or len(self.queue) >= MAX_QUEUE:
-            inv.finish(InvokeResult(inv.id, _error_payload(
-                "Rate Exceeded.", "TooManyRequestsException"), "Throttled"))
+        reserved = self.config.reserved_concurrency
+        if self.closing or len(self.queue) >= MAX_QUEUE or (
+                reserved is not None and len(self.queue) + self.running() >= reserved):
+            log.warn("lambda {function}: throttled [{request_id}] ({running} running, "
+                     "{queued} waiting, reserved concurrency {reserved})",
+                     function=self.config.name, request_id=inv.id, running=self.running(),
+                     queued=len(self.queue), reserved=reserved)
+            inv.finish(throttled(inv.id))
             return inv.deferred
         inv.on_cancel = self._cancel
         self.queue.append(inv)
         self.dispatch()
         return inv.deferred
+
+    def invoke_event(self, payload: bytes, function_arn: str, trace_id: str
+                     ) -> InvokeResult:
+        """Accept one asynchronous invocation: 202 now, run later, outcome logged."""
+        inv = Invocation(payload, function_arn, trace_id, self.config.timeout,
+                         asynchronous=True)
+        if self.closing or len(self.events) >= self.config.async_queue or \
+                self.config.reserved_concurrency == 0:
+            log.error("lambda {function}: asynchronous invocation refused [{request_id}]: "
+                      "{queued} already queued (async_queue {limit})",
+                      function=self.config.name, request_id=inv.id,
+                      queued=len(self.events), limit=self.config.async_queue)
+            return throttled(inv.id)
+        inv.deferred.addCallback(self._event_done, inv)
+        self.events.append(inv)
+        log.info("lambda {function}: asynchronous invocation queued [{request_id}]",
+                 function=self.config.name, request_id=inv.id)
+        self.dispatch()
+        return InvokeResult(inv.id, b"", status=202)
+
+    def _event_done(self, result: InvokeResult, inv: Invocation) -> None:
+        """Log how an asynchronous invocation ended (no caller is waiting for it)."""
+        if result.function_error is None:
+            log.info("lambda {function}: asynchronous invocation succeeded [{request_id}]",
+                     function=self.config.name, request_id=inv.id)
+        else:
+            log.error("lambda {function}: asynchronous invocation failed [{request_id}]: "
+                      "{error}", function=self.config.name, request_id=inv.id,
+                      error=result.payload[:4096].decode("utf-8", "replace"))
 
     def _cancel(self, inv: Invocation) -> None:
         try:
@@ -544,28 +666,53 @@ class FunctionPool:
         except ValueError:
             pass  # already running: the worker finishes or times out on its own
 
+    def _next_invocation(self) -> tuple[deque[Invocation], Invocation] | None:
+        """The next invocation to run: synchronous first, then asynchronous ones while
+        the function is under its concurrency."""
+        if self.queue:
+            return self.queue, self.queue[0]
+        if self.events and self.running() < self.concurrency:
+            return self.events, self.events[0]
+        return None
+
     def dispatch(self) -> None:
         """Hand queued invocations to idle workers; start workers for the rest."""
-        while self.queue:
+        while True:
+            found = self._next_invocation()
+            if found is None:
+                break
             worker = next((w for w in self.workers
                            if w.state == "idle" and w.pending_next is not None), None)
             if worker is None:
                 break
-            inv = self.queue.popleft()
+            source, inv = found
+            source.popleft()
             if not worker.start(inv):
-                self.queue.appendleft(inv)
+                source.appendleft(inv)
                 worker.state = "between"
         if self.closing:
             return
         starting = sum(1 for w in self.workers if w.state == "starting")
         alive = sum(1 for w in self.workers if w.state != "dead")
-        want = len(self.queue) - starting
-        while want > 0 and alive < self.config.max_workers:
+        want = len(self.queue) + min(len(self.events), self.concurrency - self.running()) \
+            - starting
+        while want > 0 and alive < self.concurrency:
             self.spawn()
             alive += 1
             want -= 1
 
+    def _watch_memory(self) -> None:
+        limit = self.config.memory * 1024 * 1024
+        for w in list(self.workers):
+            w.check_memory(limit)
+        if not self.workers and self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
+
     def spawn(self) -> Worker:
+        if self._watchdog is None or not self._watchdog.running:
+            self._watchdog = task.LoopingCall(self._watch_memory)
+            self._watchdog.clock = self.reactor
+            self._watchdog.start(MEMORY_POLL_INTERVAL, now=False)
         self.spawned += 1
         worker = Worker(self, self.spawned)
         self.workers.append(worker)
@@ -603,8 +750,12 @@ class FunctionPool:
             self.keep_warm()
 
     def _fail_queue(self, payload: bytes) -> None:
+        """Fail every waiting invocation, asynchronous ones too (each is logged)."""
         while self.queue:
             inv = self.queue.popleft()
+            inv.finish(InvokeResult(inv.id, payload, "Unhandled"))
+        while self.events:
+            inv = self.events.popleft()
             inv.finish(InvokeResult(inv.id, payload, "Unhandled"))
 
     def keep_warm(self) -> list[defer.Deferred[None]]:
@@ -619,6 +770,12 @@ class FunctionPool:
     def stop(self, grace: float = 2.0) -> defer.Deferred[None]:
         """Terminate every worker (SIGTERM, then SIGKILL after ``grace``)."""
         self.closing = True
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
+        if self.events:
+            log.warn("lambda {function}: {count} queued asynchronous invocations will not "
+                     "run: the gateway is shutting down", function=self.config.name,
+                     count=len(self.events))
         self._fail_queue(_error_payload("the gateway is shutting down", "Runtime.Shutdown"))
         if not self.workers:
             return defer.succeed(None)

@@ -157,11 +157,17 @@ def test_integration_method_must_be_post(tmp_path: Path) -> None:
         h._undo()  # type: ignore[attr-defined]
 
 
-def test_throttled_function_is_502(tmp_path: Path) -> None:
+def test_throttled_function_is_500_whatever_the_integration_responses(
+        tmp_path: Path) -> None:
+    """Lambda's 429 is always API Gateway's 500 (the ``.+`` -> 502 and default -> 200
+    responses are not consulted), with AWS's execution-log lines."""
     h, _pool = make_gateway(tmp_path, {"/sel": {"post": custom_op()}},
                             output=lambda event: InvokeResult("x", b"{}", "Throttled"))
     try:
-        assert post(h, b"{}").status == 502
+        response = post(h, b"{}")
+        assert (response.status, response.body) == (
+            500, b'{"message": "Internal server error"}')
+        assert response.headers.get("x-amzn-ErrorType") == "InternalServerErrorException"
     finally:
         h._undo()  # type: ignore[attr-defined]
 
@@ -179,23 +185,40 @@ def test_other_aws_services_are_refused_at_load(tmp_path: Path) -> None:
     assert "api.yaml" in str(info.value)
 
 
-def test_request_parameters_on_a_lambda_aws_integration_are_refused(tmp_path: Path) -> None:
-    op = custom_op(requestParameters={
-        "integration.request.header.X-Amz-Invocation-Type": "'Event'"})
-    (tmp_path / "src").mkdir()
+def _with_parameters(tmp_path: Path, op: dict[str, Any]) -> GatewayHarness:
+    """The lambda plugin alone claims requestParameters for its AWS integrations."""
+    (tmp_path / "src").mkdir(exist_ok=True)
+    return GatewayHarness({
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "a", "type": "REST", "definition": "api.yaml",
+                  "stages": [{"name": "prod"}]}],
+        "functions": {"Fn": {"handler": "app.handler", "code": str(tmp_path / "src")}},
+        "plugins": {"enabled": ["mock", "mapping", "lambda"]},
+        "access_log": False,
+    }, definitions={"api.yaml": {"openapi": "3.0.1", "info": {"title": "t", "version": "1"},
+                                 "paths": {"/q": {"post": op}}}})
+
+
+@pytest.mark.parametrize(("key", "source", "wanted"), [
+    ("integration.request.querystring.Qualifier", "'prod'", "only integration.request.header"),
+    ("integration.request.path.fn", "method.request.path.fn", "only integration.request"),
+    ("integration.request.header.X-Amz-Invocation-Type", "method.request.body.kind",
+     "method request body"),
+    ("integration.request.header.Content-Length", "'1'", "Content-Length"),
+])
+def test_request_parameters_a_lambda_aws_integration_cannot_have_are_refused(
+        tmp_path: Path, key: str, source: str, wanted: str) -> None:
     with pytest.raises(ConfigError) as info:
-        GatewayHarness({  # with the http plugin, which claims requestParameters
-            "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
-            "apis": [{"id": "a", "type": "REST", "definition": "api.yaml",
-                      "stages": [{"name": "prod"}]}],
-            "functions": {"Fn": {"handler": "app.handler", "code": str(tmp_path / "src")}},
-            "plugins": {"enabled": ["mock", "mapping", "http", "lambda"]},
-            "access_log": False,
-        }, definitions={"api.yaml": {"openapi": "3.0.1",
-                                     "info": {"title": "t", "version": "1"},
-                                     "paths": {"/q": {"post": op}}}})
-    assert info.value.path.endswith("x-amazon-apigateway-integration.requestParameters")
-    assert "asynchronous invoke" in str(info.value)
+        _with_parameters(tmp_path, custom_op(requestParameters={key: source}))
+    assert info.value.path.endswith(f"x-amazon-apigateway-integration.requestParameters.{key}")
+    assert wanted in str(info.value)
+    assert "api.yaml" in str(info.value)
+
+
+def test_invocation_type_header_mappings_load(tmp_path: Path) -> None:
+    _with_parameters(tmp_path, custom_op(requestParameters={
+        "integration.request.header.X-Amz-Invocation-Type": "method.request.header.InvType",
+        "integration.request.header.X-Amz-Client-Context": "'e30='"}))
 
 
 def test_other_aws_services_answer_500_when_not_strict(tmp_path: Path) -> None:

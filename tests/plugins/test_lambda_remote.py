@@ -278,6 +278,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(429, {"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
                                "Type": "User", "message": "Rate Exceeded."},
                          {"x-amzn-ErrorType": "TooManyRequestsException"})
+        elif name == "Queued":
+            if lowered.get("x-amz-invocation-type") == "Event":
+                self._answer(202, b"")
+            else:
+                self._answer(200, {"ran": "now"})
         elif name == "Slow":
             time.sleep(2.0)
             try:
@@ -368,6 +373,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fake_lambda: FakeLambda
         "/badsig": {"get": _op("BadSig")},
         "/down": {"get": _op("Down")},
         "/custom": {"post": custom},
+        "/queued": {"post": _op("Queued", "aws", requestParameters={
+            "integration.request.header.X-Amz-Invocation-Type": "'Event'"},
+            responses={"default": {"statusCode": "202"}})},
     }}
     http_api = {"openapi": "3.0.1", "info": {"title": "v2", "version": "1"}, "paths": {
         "/ok": {"get": _op("Ok", payloadFormatVersion="2.0")},
@@ -394,6 +402,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fake_lambda: FakeLambda
             "Down": {"remote": {"endpoint": f"http://127.0.0.1:{_closed_port()}",
                                 "region": REGION, "credentials": config_creds}},
             "Custom": remote("Custom", credentials=config_creds),
+            "Queued": remote("Queued", credentials=config_creds),
         },
         "plugins": {"enabled": ["mock", "mapping", "lambda"]},
         "access_log": False,
@@ -481,10 +490,20 @@ def test_function_error_unhandled_is_502(gw: RunningGateway) -> None:
     assert "customer function error: kaboom. Lambda request id: remote-req-id" in gw.log_text
 
 
-def test_throttled_429_is_aws_502(gw: RunningGateway) -> None:
+def test_throttled_429_is_aws_500(gw: RunningGateway) -> None:
     status, _, body = _call(gw, "/prod/throttled")
-    assert (status, body) == (502, b'{"message": "Internal server error"}')
-    assert "Lambda invocation failed with status: 429. Rate Exceeded." in gw.log_text
+    assert (status, body) == (500, b'{"message": "Internal server error"}')
+    assert "Lambda invocation failed with status: 429. Lambda request id: " in gw.log_text
+    assert "Execution failed due to configuration error: Rate Exceeded." in gw.log_text
+
+
+def test_event_invocation_type_reaches_the_invoke_api(gw: RunningGateway,
+                                                      fake_lambda: FakeLambda) -> None:
+    status, _headers, body = _call(gw, "/prod/queued", "POST", b'{"job": 7}')
+    assert (status, body) == (202, b"")
+    with fake_lambda.lock:
+        seen = [s for s in fake_lambda.seen if s["event"] == {"job": 7}]
+    assert [s["invocation_type"] for s in seen] == ["Event"]
 
 
 def test_slow_function_is_504_after_the_integration_timeout(gw: RunningGateway) -> None:
