@@ -3,7 +3,8 @@
 ``twistgw validate CONFIG`` does everything the daemon does before binding (loads plugins,
 parses every definition, checks that every feature used is implemented) and exits 0 or
 prints the error (file, key, fix) and exits 1.  ``twistgw routes CONFIG`` prints each
-API's routes with the URL prefixes they are served under.
+API's routes with the URL prefixes they are served under.  ``twistgw usage --config
+CONFIG [--key ID]`` prints current usage per API key from the shared (Redis) store.
 """
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ def route_table(deployment: Deployment) -> list[str]:
     return lines
 
 
+def _usage(path: str, keys: list[str] | None, as_json: bool) -> int:
+    """``twistgw usage``: the access plugin's report (it owns the store's layout)."""
+    try:
+        from twistgw_access import cli as access_cli
+    except ImportError:
+        print("error: the access plugin (twistgw_access) is not installed", file=sys.stderr)
+        return 1
+    try:
+        return access_cli.main(load_config(path), keys, as_json)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``twistgw`` console script."""
     parser = argparse.ArgumentParser(prog="twistgw", description=__doc__.split("\n\n")[0])
@@ -57,7 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("config", nargs="?", help="gateway config file (default: the demo)")
     r = sub.add_parser("routes", help="print the route table of a gateway config")
     r.add_argument("config", nargs="?", help="gateway config file (default: the demo)")
+    u = sub.add_parser("usage", help="current usage per API key, from the shared store "
+                       "(the access plugin's; docs/config.rst)")
+    u.add_argument("--config", required=True, help="gateway config file")
+    u.add_argument("--key", action="append", help="only this API key id (repeatable)")
+    u.add_argument("--json", action="store_true", help="print /usage's JSON instead")
     args = parser.parse_args(argv)
+    if args.command == "usage":
+        return _usage(args.config, args.key, args.json)
     try:
         deployment = _load(args.config)
     except ConfigError as e:

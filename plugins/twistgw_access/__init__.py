@@ -17,8 +17,9 @@ deterministic).  A request served before ``startup`` ran (a
 directly) gets the global reactor's clock, which is the wall clock.
 
 **Operators** read current usage per key with :func:`usage` (a Deferred of
-:class:`~twistgw_access.control.KeyUsage` rows); each quota period rollover logs one line.
-An admin endpoint serving the same report is issue #7's.
+:class:`~twistgw_access.control.KeyUsage` rows; a stable API: the admin listener's
+``/usage`` serves it), or with ``twistgw usage`` (:mod:`twistgw_access.cli`) straight from
+the Redis store; each quota period rollover logs one line.
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ def usage(gateway: Gateway, key_ids: Sequence[str] | None = None
           ) -> Deferred[list[KeyUsage]]:
     """Current usage per API key and usage plan (quota used, remaining, period bounds).
 
-    The operators' read API until the admin endpoint (issue #7) serves it over HTTP.
-    With the in-memory store the Deferred has already fired.
+    The operators' read API, kept stable: the admin listener's ``GET /usage`` serves it
+    as ``{"items": [attrs.asdict(row), ...]}`` (docs/config.rst).  With the in-memory
+    store the Deferred has already fired.
     """
     return Deferred.fromCoroutine(control_for(gateway).usage(key_ids))

@@ -214,7 +214,8 @@ def test_store_times_out_and_bounds_pending_commands(redis: RedisServer) -> None
 # -- real gateways sharing one Redis ---------------------------------------------------------
 
 
-def gateway_config(folder: Path, url: str, failure: str, limit: int) -> Path:
+def gateway_config(folder: Path, url: str | None, failure: str, limit: int) -> Path:
+    """Two keys on one API; the access plugin's store in Redis at ``url`` (else memory)."""
     op = {"responses": {"200": {"description": "ok"}}, "security": [{"api_key": []}],
           "x-amazon-apigateway-integration": {
               "type": "mock", "requestTemplates": {"application/json": '{"statusCode": 200}'},
@@ -231,7 +232,7 @@ def gateway_config(folder: Path, url: str, failure: str, limit: int) -> Path:
         "apis": [{"id": "shared", "type": "REST", "definition": "shared.yaml",
                   "stages": [{"name": "prod"}]}],
         "plugins": {"enabled": ["mock", "mapping", "access"], "settings": {"access": {
-            "store": {"url": url, "failure": failure, "timeout_ms": 200},
+            "store": {"url": url, "failure": failure, "timeout_ms": 200} if url else "memory",
             "api_keys": [{"id": "partner", "value": KEY},
                          {"id": "bursty", "value": BURST_KEY}],
             "usage_plans": [{"id": "gold", "apis": [{"api": "shared", "stage": "prod"}],
@@ -308,3 +309,53 @@ def test_redis_down_fail_open_fail_closed_and_recovery(
         assert int(redis.command("GET", f"twistgw:access:q:quota:gold:key:partner:"
                                  f"{int(time.time()) // 86400 * 86400}")
                    .split(b"\r\n")[1]) >= 2
+
+
+# -- twistgw usage: the report read straight from Redis --------------------------------------
+
+
+def usage_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "twistgw.cli", "usage", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_usage_cli_reads_the_quota_from_redis(redis: RedisServer,
+                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    config = gateway_config(tmp_path_factory.mktemp("usage"), redis.url, "closed", 5)
+    with RunningGateway(config) as gw:
+        assert wait_for(lambda: call(gw)[0] == 200)
+        redis.command("FLUSHDB")
+        assert [call(gw)[0] for _ in range(3)] == [200] * 3
+    # The gateway is gone; the counts are still in Redis.
+    done = usage_cli("--config", str(config), "--key", "partner", "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["items"]
+    day = int(time.time()) // 86400 * 86400
+    assert row == {"key_id": "partner", "enabled": True, "plan_id": "gold", "used": 3,
+                   "limit": 5, "remaining": 2, "period": "DAY",
+                   "period_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day)),
+                   "period_end": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                               time.gmtime(day + 86400))}
+    done = usage_cli("--config", str(config))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["KEY", "PLAN", "USED", "LIMIT", "REMAINING", "PERIOD"]
+    assert lines[1].split()[:5] == ["partner", "gold", "3", "5", "2"]
+    assert lines[2].split()[:5] == ["bursty", "tight", "0", "-", "-"]
+    done = usage_cli("--config", str(config), "--key", "nobody")
+    assert done.returncode == 1
+    assert "no API key with id 'nobody'" in done.stderr
+    redis.stop()
+    done = usage_cli("--config", str(config))
+    assert done.returncode == 1
+    assert f"cannot reach Redis at 127.0.0.1:{redis.port}" in done.stderr
+
+
+def test_usage_cli_points_at_the_admin_endpoint_for_the_memory_store(
+        tmp_path: Path) -> None:
+    config = gateway_config(tmp_path, None, "closed", 5)
+    done = usage_cli("--config", str(config))
+    assert done.returncode == 1
+    assert "GET /usage" in done.stderr and "store: memory" in done.stderr
+    done = usage_cli("--config", str(tmp_path / "missing.yaml"))
+    assert done.returncode == 1 and done.stderr.startswith("error: ")
