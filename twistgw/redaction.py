@@ -45,8 +45,8 @@ _HINT = re.compile(r"(?i)author|cookie|key|token|secret|passw|signature|eyJ|bear
 _PAIR = re.compile(
     rf"""(?ix)
     (?P<key>["']?\b(?:{_NAMES})\b["']?\s*(?:[:=]|(?<=["'])\s*,)\s*)
-    (?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'
-       |(?:(?:Bearer|Basic|Digest|Negotiate|AWS4-HMAC-SHA256)\s+)?[^\s"',;&}}\])]+)
+    (?P<value>\[(?:[^\]"]|"(?:[^"\\]|\\.)*")*\]|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'
+       |(?:(?:Bearer|Basic|Digest|Negotiate|AWS4-HMAC-SHA256)\s+)?[^\s"',;&}}\[\])]+)
     """)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}")
@@ -57,6 +57,10 @@ _MAX_DEPTH = 6
 
 def _pair(m: re.Match[str]) -> str:
     value = m.group("value")
+    if REDACTED in value:
+        return m.group(0)  # already redacted: keep redaction idempotent
+    if value[:1] == "[":
+        return f'{m.group("key")}["{REDACTED}"]'
     if value[:1] in ("'", '"'):
         return f"{m.group('key')}{value[0]}{REDACTED}{value[0]}"
     return f"{m.group('key')}{REDACTED}"

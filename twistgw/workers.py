@@ -195,6 +195,8 @@ def _shareable_endpoint(config: GatewayConfig, listener: ListenerConfig, reactor
 class _NoAccept(Factory):
     """Never used: the supervisor's ports stop reading at once."""
 
+    noisy = False
+
 
 class _Worker(ProcessProtocol):
     """One worker process: forwards its log lines, tells the supervisor when it ends."""
