@@ -36,12 +36,14 @@ if TYPE_CHECKING:
     from twistgw import Context, GatewayError, IntegrationResponse, Registry
     from twistgw.config import GatewayConfig
 
-__all__ = ["register", "handle_error", "map_response", "CorsConfig", "cors_config",
-           "EXTENSION"]
+__all__ = ["register", "handle_error", "map_response", "CorsConfig", "CorsError",
+           "cors_config", "parse_cors", "EXTENSION"]
 
 EXTENSION = "x-amazon-apigateway-cors"
 
 _LIST_KEYS = ("allowOrigins", "exposeHeaders", "allowMethods", "allowHeaders")
+_EXAMPLES = {"allowOrigins": "https://app.example.com", "exposeHeaders": "x-total-count",
+             "allowMethods": "GET, POST", "allowHeaders": "content-type, authorization"}
 _KEYS = frozenset((*_LIST_KEYS, "allowCredentials", "maxAge"))
 
 
@@ -68,26 +70,51 @@ class CorsConfig:
         return None
 
 
+class CorsError(ValueError):
+    """A malformed ``x-amazon-apigateway-cors``: ``key`` (empty for the whole value) and
+    what to write instead."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+
+
 def parse_cors(raw: Any) -> CorsConfig:
-    """The configuration from the extension's value; ``ValueError`` says what is wrong."""
+    """The configuration from the extension's value; :class:`CorsError` says what is
+    wrong, with the fix.  The rules are AWS's ``CreateApi``/``UpdateApi`` checks of a
+    ``corsConfiguration``: lists of strings, ``maxAge`` in -1..86400 seconds, and no
+    ``allowCredentials`` with a wildcard origin (AWS refuses it: a browser never sends
+    credentials to ``Access-Control-Allow-Origin: *``)."""
     if not isinstance(raw, Mapping):
-        raise ValueError("expected a mapping")
-    unknown = set(raw) - _KEYS
+        raise CorsError("", "write a mapping with allowOrigins, allowMethods, "
+                            "allowHeaders, exposeHeaders (lists of strings), "
+                            "allowCredentials (true/false) and maxAge (seconds)")
+    unknown = sorted(str(k) for k in set(raw) - _KEYS)
     if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}; known: {sorted(_KEYS)}")
+        raise CorsError(unknown[0], f"unknown key; use one of {', '.join(sorted(_KEYS))}")
     lists: dict[str, tuple[str, ...]] = {}
     for key in _LIST_KEYS:
         value = raw.get(key) or []
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{key} must be a list of strings")
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v
+                                                          for v in value):
+            raise CorsError(key, f"{value!r} is not a list of non-empty strings; write "
+                                 f"e.g. {key}: [{_EXAMPLES[key]}]")
         lists[key] = tuple(value)
     credentials = raw.get("allowCredentials", False)
     if not isinstance(credentials, bool):
-        raise ValueError("allowCredentials must be true or false")
+        raise CorsError("allowCredentials", f"{credentials!r} is not a boolean; write true "
+                                            "or false (unquoted)")
+    if credentials and "*" in lists["allowOrigins"]:
+        raise CorsError("allowCredentials", "AWS refuses allowCredentials: true with the "
+                                            "wildcard origin '*' in allowOrigins; list the "
+                                            "allowed origins (https://app.example.com) or "
+                                            "set allowCredentials to false")
     max_age = raw.get("maxAge")
     if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int)
                                 or not -1 <= max_age <= 86400):
-        raise ValueError("maxAge must be an integer from -1 to 86400 seconds")
+        raise CorsError("maxAge", f"{max_age!r} is not a whole number of seconds in "
+                                  "-1..86400 (AWS's range; -1 disables caching)")
     return CorsConfig(allow_origins=lists["allowOrigins"], allow_credentials=credentials,
                       expose_headers=lists["exposeHeaders"], max_age=max_age,
                       allow_methods=lists["allowMethods"], allow_headers=lists["allowHeaders"])
@@ -135,7 +162,8 @@ _CORS_APIS: set[str] = set()
 
 @hookimpl
 def configure(config: GatewayConfig) -> None:
-    """Note which HTTP APIs configure CORS (for the route filter)."""
+    """Note which HTTP APIs configure CORS (for the route filter) and refuse a malformed
+    configuration at load time, naming the definition file, the key and the fix."""
     for api_cfg in config.apis:
         if api_cfg.type != "HTTP":
             continue
@@ -146,6 +174,12 @@ def configure(config: GatewayConfig) -> None:
         except ConfigError:
             continue  # the deployment build reports it
         if EXTENSION in definition.extensions:
+            try:
+                parse_cors(definition.extensions[EXTENSION])
+            except CorsError as e:
+                raise ConfigError(api_cfg.definition_display,
+                                  f"{EXTENSION}.{e.key}" if e.key else EXTENSION,
+                                  e.problem) from None
             _CORS_APIS.add(api_cfg.id)
 
 

@@ -16,7 +16,8 @@ what to check:
   ``#/components/schemas/Name``, ``#/definitions/Name`` or AWS's
   ``https://apigateway.amazonaws.com/restapis/{id}/models/Name``.  Failure (schema
   violation or unparsable JSON) is ``400 {"message": "Invalid request body"}``
-  (``BAD_REQUEST_BODY``).
+  (``BAD_REQUEST_BODY``); ``$context.error.validationErrorString`` then holds the
+  validator's messages in AWS's wording (:mod:`twistgw_validation.messages`).
 
 Parameters are checked before the body.  Validation runs after ``authorize`` and before
 every other ``map_request`` impl: this plugin's ``map_request`` is ``tryfirst`` and
@@ -30,15 +31,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from jsonschema import Draft4Validator  # type: ignore[import-untyped]
-from jsonschema.exceptions import (  # type: ignore[import-untyped]
-    SchemaError,
-    ValidationError,
-)
+from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 from referencing import Registry as SchemaRegistry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT4
@@ -46,6 +44,8 @@ from twisted.logger import Logger
 
 from twistgw import ApiConfigurationError, BadRequestBody, BadRequestParameters, hookimpl
 from twistgw.deployment import memoize
+
+from .messages import AwsDraft4Validator, aws_messages
 
 if TYPE_CHECKING:
     from twistgw import Context, IntegrationRequest, Registry
@@ -174,7 +174,7 @@ def compile_validator(definition: ApiDefinition, op: Operation, api_id: str
             for ctype, schema in schemas.items():
                 schema = _canonical_refs(_thaw(schema), api_id)
                 Draft4Validator.check_schema(schema)
-                bodies[ctype] = Draft4Validator(schema, registry=registry)
+                bodies[ctype] = AwsDraft4Validator(schema, registry=registry)
     return RouteValidator(required=required, bodies=bodies)
 
 
@@ -214,25 +214,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _body_errors(validator: Draft4Validator, body: bytes) -> Iterator[str]:
+def _body_errors(validator: Draft4Validator, body: bytes) -> list[str]:
+    """AWS's messages for the body (:mod:`twistgw_validation.messages`); none if valid."""
     try:
         instance = json.loads(body.decode("utf-8") if body.strip() else "{}",
                               parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
-        yield f"Unable to parse the request body as JSON: {e}"
-        return
+        return [f"Unable to parse the request body as JSON: {e}"]
     try:
-        errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
+        return aws_messages(validator.iter_errors(instance))
     except RecursionError:
-        yield "the request body is nested too deeply"
-        return
-    for error in errors:
-        yield _describe(error)
-
-
-def _describe(error: ValidationError) -> str:
-    where = "".join(f"[{p!r}]" if isinstance(p, int) else f"/{p}" for p in error.path)
-    return f"{error.message} at {where or '/'}"
+        return ["the request body is nested too deeply"]
 
 
 @hookimpl(tryfirst=True)
@@ -260,7 +252,7 @@ def map_request(ctx: Context, request: IntegrationRequest) -> None:
         body_validator = validator.bodies.get(ctype) or validator.bodies.get("$default")
         if body_validator is not None:
             try:
-                problems = list(_body_errors(body_validator, ctx.request.body))
+                problems = _body_errors(body_validator, ctx.request.body)
             except Unresolvable as e:
                 log.error("({request_id}) Execution failed due to configuration error: "
                           "a model reference does not resolve: {problem}",

@@ -154,15 +154,34 @@ def test_refused_without_the_plugin(make_harness: HarnessFactory, b: Builders) -
     assert "x-amazon-apigateway-cors" in str(info.value)
 
 
-@pytest.mark.parametrize("raw", [
-    [], {"allowOrigin": ["*"]}, {"allowOrigins": "*"}, {"allowCredentials": "yes"},
-    {"maxAge": "10"}, {"maxAge": 86401},
+@pytest.mark.parametrize(("raw", "key", "fix"), [
+    ([], "", "write a mapping"),
+    ({"allowOrigin": ["*"]}, "allowOrigin", "unknown key; use one of"),
+    ({"allowOrigins": "*"}, "allowOrigins", "is not a list of non-empty strings"),
+    ({"allowHeaders": ["content-type", 7]}, "allowHeaders", "allowHeaders: [content-type"),
+    ({"allowMethods": [""]}, "allowMethods", "allowMethods: [GET, POST]"),
+    ({"allowCredentials": "yes"}, "allowCredentials", "write true or false"),
+    ({"allowOrigins": ["https://a.test", "*"], "allowCredentials": True},
+     "allowCredentials", "AWS refuses allowCredentials: true with the wildcard origin"),
+    ({"maxAge": "10"}, "maxAge", "-1..86400"),
+    ({"maxAge": 86401}, "maxAge", "-1..86400"),
+    ({"maxAge": -2}, "maxAge", "-1..86400"),
+    ({"maxAge": True}, "maxAge", "-1..86400"),
 ])
-def test_bad_configurations(raw: Any) -> None:
-    with pytest.raises(ValueError):
+def test_a_malformed_configuration_is_refused_at_load(
+        make_harness: HarnessFactory, b: Builders, raw: Any, key: str, fix: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        harness(make_harness, b, raw)
+    assert info.value.path == (f"x-amazon-apigateway-cors.{key}" if key
+                               else "x-amazon-apigateway-cors")
+    assert fix in str(info.value)
+    assert ".yaml" in str(info.value) or ".json" in str(info.value)  # the definition file
+
+
+def test_the_edges_of_a_valid_configuration_load(make_harness: HarnessFactory,
+                                                 b: Builders) -> None:
+    for raw in ({"maxAge": -1}, {"maxAge": 86400}, {"allowOrigins": ["*"]},
+                {"allowOrigins": ["*"], "allowCredentials": False},
+                {"allowOrigins": ["https://a.test"], "allowCredentials": True}, {}):
         parse_cors(raw)
-
-
-def test_a_bad_configuration_is_a_500(make_harness: HarnessFactory, b: Builders) -> None:
-    h = harness(make_harness, b, {"allowOrigins": "*"})
-    assert h.request("GET", "/pets", headers={"Origin": "https://x.test"}).status == 500
+        harness(make_harness, b, raw)
