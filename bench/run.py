@@ -879,11 +879,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proxy_gateway_config(backend_port: int) -> Path:
-    """bench/configs/proxy.yaml with the backend's address, written to bench/out."""
-    text = (CONFIGS / "proxy.yaml").read_text().replace("@BACKEND@",
-                                                        f"127.0.0.1:{backend_port}")
-    path = OUT / "proxy.yaml"
+def proxy_gateway_config(backend_port: int, client: str = "fast") -> Path:
+    """bench/configs/proxy.yaml with the backend's address and the outbound client
+    (``fast`` or ``agent``), written to bench/out."""
+    text = (CONFIGS / "proxy.yaml").read_text().replace(
+        "@BACKEND@", f"127.0.0.1:{backend_port}").replace("@CLIENT@", client)
+    path = OUT / ("proxy.yaml" if client == "fast" else f"proxy-{client}.yaml")
     path.write_text(text)
     return path
 
@@ -903,6 +904,7 @@ def run_proxy() -> dict[str, Any]:
     backend = nginx_backend(backend_port)
     backend_url = f"http://127.0.0.1:{backend_port}"
     config = proxy_gateway_config(backend_port)
+    agent_config = proxy_gateway_config(backend_port, "agent")
     servers = [
         Server("proxy-bare", [sys.executable, str(BENCH / "hello_twisted.py"), "0"],
                r"listening on 127\.0\.0\.1:(\d+)", PROXY_PATH, MOCK_BODY),
@@ -910,13 +912,17 @@ def run_proxy() -> dict[str, Any]:
         Server("proxy-treq", [sys.executable, str(BENCH / "naive_treq_proxy.py"),
                               backend_url, "0"],
                r"listening on 127\.0\.0\.1:(\d+)", PROXY_PATH, MOCK_BODY),
+        proxy_gateway(agent_config, "proxy-gateway-agent"),
         proxy_gateway(config),
     ]
     labels = {
         "proxy-bare": "(a) bare twisted.web hello-world (not proxying)",
         "nginx-proxy": "(b) nginx proxy_pass, keepalive upstream",
         "proxy-treq": "(c) naive treq proxy (bench/naive_treq_proxy.py)",
-        "proxy-gateway": "(d) gateway HTTP_PROXY, access log to its own file",
+        "proxy-gateway-agent": "(d0) gateway HTTP_PROXY, client: agent (Twisted's Agent, "
+                               "before)",
+        "proxy-gateway": "(d) gateway HTTP_PROXY, client: fast (the default), access log "
+                         "to its own file",
     }
     say(f"== proxy: wrk -t1 -c{CONNECTIONS} -d{DURATION}s --latency (keep-alive), "
         f"warm-up {WARMUP}s, {ROUNDS} round(s); servers under test on cpu {SERVER_CPU}, "
@@ -1017,23 +1023,26 @@ def run_proxy() -> dict[str, Any]:
         s.stop()
     if not ok["vs_treq"] or os.environ.get("PROXY_PROFILE"):
         out["profile"] = proxy_profile(config)
+        if os.environ.get("PROXY_PROFILE"):
+            out["profile_agent"] = proxy_profile(agent_config, "agent")
     backend.stop()
     return out
 
 
-def proxy_profile(config: Path) -> dict[str, Any]:
+def proxy_profile(config: Path, client: str = "fast") -> dict[str, Any]:
     """The gateway's proxy path live under ``twistd --profile`` (cProfile) and wrk."""
     seconds = min(DURATION, 10)
     say()
-    say(f"== proxy profile: gateway HTTP_PROXY under twistd --profile --profiler=cprofile, "
-        f"wrk -c{CONNECTIONS} for {seconds}s")
-    prof_path = OUT / "profile-live-proxy-gateway.prof"
+    say(f"== proxy profile (client: {client}): gateway HTTP_PROXY under twistd --profile "
+        f"--profiler=cprofile, wrk -c{CONNECTIONS} for {seconds}s")
+    suffix = "" if client == "fast" else f"-{client}"
+    prof_path = OUT / f"profile-live-proxy-gateway{suffix}.prof"
     prof_path.unlink(missing_ok=True)
-    server = proxy_gateway(config, "proxy-gateway-profiled", f"--profile={prof_path}",
+    server = proxy_gateway(config, f"proxy-gateway{suffix}-profiled", f"--profile={prof_path}",
                            "--profiler=cprofile", "--savestats")
     try:
         server.start()
-        r = wrk(server.url, seconds, "wrk-proxy-gateway-profiled.txt")
+        r = wrk(server.url, seconds, f"wrk-proxy-gateway{suffix}-profiled.txt")
         say(f"   under the profiler: {r.rps:.0f} req/s, p99 {r.p99_ms:.2f} ms")
     finally:
         server.stop(timeout=60)

@@ -24,14 +24,13 @@ The outbound side (pools, timeouts, caps, TLS, errors) is :mod:`twistgw_http.cli
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 from twistgw import (
@@ -42,8 +41,9 @@ from twistgw import (
     IntegrationResponse,
     hookimpl,
 )
+from twistgw.tracing import trace_root
 
-from .client import BackendClient, HttpSettings, parse_settings
+from .client import BackendAnswer, BackendClient, HttpSettings, parse_settings
 from .params import check_parameters, compile_parameters
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9._$-]+)\+?\}")
 #: Characters left as they are when a value is put into the URL path: a raw path
 #: parameter is already valid there and must not be re-encoded.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+_PATH_CLEAN = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=._~%-]*")
 
 
 class _State:
@@ -190,7 +191,7 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
 
 @hookimpl
 def integrate(ctx: Context, request: IntegrationRequest
-              ) -> Coroutine[Any, Any, IntegrationResponse] | None:
+              ) -> Deferred[IntegrationResponse] | None:
     """Call the backend of an HTTP or HTTP_PROXY integration."""
     integration = ctx.integration
     if integration is None or integration.type not in TYPES or ctx.deployment_api is None:
@@ -199,10 +200,11 @@ def integrate(ctx: Context, request: IntegrationRequest
 
 
 def trace_id(ctx: Context) -> str:
-    """The client's ``X-Amzn-Trace-Id``, or a new X-Ray root id."""
+    """The client's ``X-Amzn-Trace-Id`` as sent, or the request's generated root: the
+    same trace a Lambda integration and an OpenTelemetry exporter see."""
     if ctx.trace_id:
         return ctx.trace_id
-    return f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()}"
+    return f"Root={trace_root(ctx)}"
 
 
 def _encode_pairs(pairs: Sequence[tuple[str, str]]) -> str:
@@ -212,6 +214,8 @@ def _encode_pairs(pairs: Sequence[tuple[str, str]]) -> str:
 def _quote_path(value: str) -> str:
     """Put ``value`` into a URL path: raw path values (latin-1 text of the bytes the
     client sent) keep their bytes and their percent-encoding; other text is UTF-8."""
+    if _PATH_CLEAN.fullmatch(value) is not None:
+        return value  # nothing quote() would change (the usual case)
     try:
         raw = value.encode("latin-1")
     except UnicodeEncodeError:
@@ -357,25 +361,30 @@ def proxy_response_headers(headers: tuple[tuple[str, str], ...], length: int | N
     return Headers(tuple(out))
 
 
-async def _call(ctx: Context, request: IntegrationRequest, proxy: bool
-                ) -> IntegrationResponse:
+def _call(ctx: Context, request: IntegrationRequest, proxy: bool
+          ) -> Deferred[IntegrationResponse]:
     api = ctx.deployment_api
     assert api is not None
     client = _state.client_for(api.gateway)
     url = build_url(ctx, request, proxy)
     headers = outbound_headers(ctx, request, client.settings, proxy)
+    integration = ctx.integration
+    insecure = integration is not None and \
+        integration.tls_config.get("insecureSkipVerification") is True
     started = time.monotonic()
-    insecure = ctx.integration is not None and \
-        ctx.integration.tls_config.get("insecureSkipVerification") is True
-    answer = await client.request(request.method, url, headers, request.body,
-                                  timeout=request.timeout, insecure=insecure)
-    latency = int((time.monotonic() - started) * 1000)
-    if proxy:
-        # Twisted leaves a HEAD answer's Content-Length among the headers (it describes
-        # the body not sent), where the remapping already renames it.
-        length = answer.length if request.method != "HEAD" else None
-        return IntegrationResponse(status=answer.status,
-                                   headers=proxy_response_headers(answer.headers, length),
+    d = client.send(request.method, url, headers, request.body, timeout=request.timeout,
+                    insecure=insecure)
+    head = request.method == "HEAD"
+
+    def respond(answer: BackendAnswer) -> IntegrationResponse:
+        latency = int((time.monotonic() - started) * 1000)
+        if proxy:
+            # A HEAD answer's Content-Length (of the body not sent) stays among the
+            # headers, where the remapping already renames it.
+            length = answer.length if not head else None
+            return IntegrationResponse(status=answer.status,
+                                       headers=proxy_response_headers(answer.headers, length),
+                                       body=answer.body, metadata={"latency_ms": latency})
+        return IntegrationResponse(status=answer.status, headers=Headers(answer.headers),
                                    body=answer.body, metadata={"latency_ms": latency})
-    return IntegrationResponse(status=answer.status, headers=Headers(answer.headers),
-                               body=answer.body, metadata={"latency_ms": latency})
+    return d.addCallback(respond)

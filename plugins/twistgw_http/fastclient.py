@@ -31,7 +31,7 @@ Redirects are never followed: a 3xx is an answer like any other.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -159,8 +159,7 @@ _names: set[str] = set()
 
 
 def request_head(method: str, path: str, host_header: str,
-                 headers: list[tuple[str, str]] | tuple[tuple[str, str], ...],
-                 body_length: int | None) -> bytes:
+                 headers: Sequence[tuple[str, str]], body_length: int | None) -> bytes:
     """The request line and headers, ready to write.
 
     Header names must be tokens (an invalid one is a configuration error, as Twisted's

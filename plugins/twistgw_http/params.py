@@ -186,9 +186,20 @@ def _compile(items: tuple[tuple[str, str], ...]) -> CompiledParameters:
     return CompiledParameters(mappings=tuple(mappings))
 
 
+_by_integration: dict[int, tuple[Integration, CompiledParameters]] = {}
+
+
 def compile_parameters(integration: Integration) -> CompiledParameters:
-    """The compiled ``requestParameters`` of ``integration`` (cached per mapping)."""
-    return _compile(tuple(integration.request_parameters.items()))
+    """The compiled ``requestParameters`` of ``integration`` (cached per integration
+    object, then per mapping: building the key tuple showed in the proxy profile)."""
+    found = _by_integration.get(id(integration))
+    if found is not None and found[0] is integration:
+        return found[1]
+    compiled = _compile(tuple(integration.request_parameters.items()))
+    if len(_by_integration) >= 4096:
+        _by_integration.clear()
+    _by_integration[id(integration)] = (integration, compiled)
+    return compiled
 
 
 def check_parameters(integration: Integration) -> None:

@@ -97,6 +97,10 @@ def _answer(path: str, seen: Seen, conn: socket.socket, nth_on_conn: int) -> boo
         except OSError:
             pass  # the gateway aborted the connection, as it should
         return False
+    if route == "/slow":
+        time.sleep(0.1)
+        conn.sendall(ok(f"slow {path}".encode()))
+        return True
     if route == "/close-second":
         # Answer the first request; close a connection's later requests unanswered,
         # as a backend does when its keep-alive timer fires just as a request arrives.
@@ -186,10 +190,8 @@ def backend() -> Iterator[RawBackend]:
     server.close()
 
 
-@pytest.fixture(scope="module")
-def gateway(backend: RawBackend, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[RunningGateway]:
-    folder: Path = tmp_path_factory.mktemp("fastclient")
+def start_gateway(backend: RawBackend, folder: Path, **settings: object
+                  ) -> RunningGateway:
     integration = {"type": "http_proxy", "httpMethod": "ANY",
                    "uri": f"http://127.0.0.1:{backend.port}/{{proxy}}",
                    "timeoutInMillis": 3000,
@@ -205,12 +207,37 @@ def gateway(backend: RawBackend, tmp_path_factory: pytest.TempPathFactory
                   "stages": [{"name": "prod"}]}],
         "plugins": {"enabled": ["http"],
                     "settings": {"http": {"client": "fast", "max_response_bytes": 100_000,
-                                          "max_idle_per_host": 4}}},
+                                          "max_idle_per_host": 4, **settings}}},
         "access_log": False,
     }
-    path = write_config(folder, config, {"api.yaml": doc})
-    with RunningGateway(path) as gw:
+    return RunningGateway(write_config(folder, config, {"api.yaml": doc}))
+
+
+@pytest.fixture(scope="module")
+def gateway(backend: RawBackend, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[RunningGateway]:
+    with start_gateway(backend, tmp_path_factory.mktemp("fastclient")) as gw:
         yield gw
+
+
+def test_requests_wait_in_the_queue_for_a_slot(backend: RawBackend,
+                                               tmp_path_factory: pytest.TempPathFactory
+                                               ) -> None:
+    """One slot, a queue of ten: five concurrent requests are all answered, one at a time
+    (so on one connection)."""
+    folder = tmp_path_factory.mktemp("fastclient-queue")
+    with start_gateway(backend, folder, max_concurrent_per_host=1,
+                       max_pending_per_host=10) as gw:
+        statuses: list[int] = []
+        threads = [threading.Thread(target=lambda n=n: statuses.append(
+            call(gw, "GET", f"/prod/slow?q={n}-{gw.port}")[0])) for n in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert statuses == [200] * 5
+    seen = [s for s in backend.requests_to("/slow") if s.path.endswith(f"-{gw.port}")]
+    assert len(seen) == 5 and len({s.conn_id for s in seen}) == 1
 
 
 def call(gw: RunningGateway, method: str, path: str, body: bytes | None = None
