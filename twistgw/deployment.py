@@ -186,6 +186,10 @@ class _Builder:
     def build(self) -> Deployment:
         cfg = self.config
         self.check_listeners()
+        for api_cfg in cfg.apis:
+            if api_cfg.endpoint_type == "PRIVATE":
+                self.need_feature("private_apis", cfg.source, f"{api_cfg.where}.endpoint_type",
+                                  "a PRIVATE API (served only on private listeners)")
         if cfg.functions:
             self.need_feature("functions", cfg.source, "functions", "running Lambda functions")
         default_log = AccessLog(cfg.access_log, self.clock)

@@ -42,6 +42,7 @@ FEATURES = {
     "request_parameters": "integration requestParameters mappings",
     "functions": "Lambda functions declared under functions:",
     "content_handling": "contentHandling CONVERT_TO_BINARY / CONVERT_TO_TEXT",
+    "private_apis": "APIs with endpoint_type PRIVATE, served only on private listeners",
 }
 
 

@@ -1,289 +1,262 @@
-"""TLS listeners, mutual TLS and source allow-lists (issue 7, first slice).
+"""TLS listeners, SNI, mutual TLS, certificate reload, allow-lists and private listeners.
 
-A shipped plugin that claims the listener keys ``tls`` and ``allow_sources`` and shapes
-those listeners through :meth:`~twistgw.registry.Registry.add_listener_wrapper`:
+A shipped plugin (issue 7) that claims the listener keys ``tls``, ``allow_sources`` and
+``private`` and shapes those listeners through
+:meth:`~twistgw.registry.Registry.add_listener_wrapper`:
 
 * ``tls: {certificate: chain.pem, key: key.pem}`` (RSA or ECDSA; paths relative to the
-  gateway config) wraps the listener's site in TLS (``TLSMemoryBIOFactory`` with a
-  ``CertificateOptions``): TLS 1.2 or newer, Mozilla "intermediate"'s six ECDHE-AEAD
-  cipher suites for TLS 1.2, ALPN ``http/1.1`` only (no HTTP/2).
-* ``tls.policy`` takes AWS security policy names (see :data:`POLICIES`); ``TLS_1_0`` is
-  refused because the gateway never serves below TLS 1.2.
-* ``tls.client_ca: bundle.pem`` turns on mutual TLS: the handshake fails without a client
-  certificate, with one not issued by the bundle's CAs or with an expired one; the
-  certificate reaches ``$context.identity.clientCert`` and the Lambda events.
-* ``allow_sources: [CIDR, ...]`` (IPv4 and IPv6) closes connections from other peers in
-  ``buildProtocol``, before TLS or HTTP see a byte.
-
-Certificates, keys and bundles are read and checked when the config is loaded (missing
-files, unreadable PEM, a key that does not match the certificate are config errors naming
-the key); an expired server certificate, or one expiring within 30 days, is a warning.
+  gateway config) wraps the listener's site in TLS: TLS 1.2 or newer, Mozilla
+  "intermediate"'s six ECDHE-AEAD suites for TLS 1.2 and its key exchange groups, ALPN
+  ``http/1.1`` only (no HTTP/2).  ``tls.policy`` takes AWS security policy names.
+* ``tls.client_ca: bundle.pem`` turns on mutual TLS; the client certificate reaches
+  ``$context.identity.clientCert`` and the Lambda events.
+* ``tls.sni: {api.example.com: {certificate, key, client_ca}}`` serves several custom
+  domains on one listener, each with its own certificate (and truststore); an unknown or
+  absent server name gets the listener's default certificate.
+* Certificates, keys and truststores reload without dropping connections: when their files
+  change (polled every ``plugins.settings.tls.watch_interval`` seconds) and when
+  :func:`reload_certificates` is called (the gateway's SIGHUP handler).  Expiry is checked
+  at startup and daily.
+* ``allow_sources: [CIDR, ...]`` closes connections from other peers in ``buildProtocol``,
+  before TLS or HTTP see a byte.  A listener with ``allow_sources`` or ``private: true`` is
+  *private*; an API with ``endpoint_type: PRIVATE`` may only be served on private listeners.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
-import time
-from collections.abc import Mapping
-from pathlib import Path
+import weakref
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import ssl
-from twisted.internet.interfaces import IProtocolFactory
-from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from zope.interface import implementer
 
 from twistgw import hookimpl
 from twistgw.errors import ConfigError
 
-if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress
+from .allow import AllowListFactory, Network, parse_sources
+from .contexts import (
+    DEFAULT_POLICY,
+    MOZILLA_GROUPS,
+    MOZILLA_INTERMEDIATE,
+    POLICIES,
+    ListenerTls,
+)
 
+if TYPE_CHECKING:
     from twistgw import Registry
     from twistgw.config import GatewayConfig, ListenerConfig
+    from twistgw.gateway import Gateway
 
-__all__ = ["register", "configure", "wrap_listener", "POLICIES", "MOZILLA_INTERMEDIATE",
-           "AllowListFactory", "load_tls_options", "parse_sources"]
+__all__ = ["register", "configure", "startup", "shutdown", "wrap_listener",
+           "reload_certificates", "POLICIES", "MOZILLA_INTERMEDIATE", "MOZILLA_GROUPS",
+           "DEFAULT_POLICY", "AllowListFactory", "ListenerTls", "parse_sources",
+           "is_private", "TlsSettings"]
 
 log = Logger()
 
-#: Mozilla "intermediate" TLS 1.2 suites: ECDHE key exchange with AEAD ciphers only.
-MOZILLA_INTERMEDIATE = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+#: Seconds between expiry checks after the one at startup.
+EXPIRY_CHECK_INTERVAL = 86400.0
+_SETTINGS_KEYS = frozenset({"watch_interval", "expiry_warning_days"})
 
-#: AWS security policy name -> lowest TLS version served (``None``: refused).
-POLICIES: dict[str, ssl.TLSVersion | None] = {
-    "TLS_1_0": None,
-    "TLS_1_2": ssl.TLSVersion.TLSv1_2,
-    "SecurityPolicy_TLS12_2018_EDGE": ssl.TLSVersion.TLSv1_2,
-    "SecurityPolicy_TLS12_PFS_2025_EDGE": ssl.TLSVersion.TLSv1_2,
-    "SecurityPolicy_TLS13_1_2_2021_06": ssl.TLSVersion.TLSv1_2,
-    "SecurityPolicy_TLS13_1_2_PQ_2025_09": ssl.TLSVersion.TLSv1_2,
-    "SecurityPolicy_TLS13_1_2_PFS_PQ_2025_09": ssl.TLSVersion.TLSv1_2,
-    "SecurityPolicy_TLS13_1_2_FIPS_PQ_2025_09": ssl.TLSVersion.TLSv1_2,
-    "SecurityPolicy_TLS13_1_2_FIPS_PFS_PQ_2025_09": ssl.TLSVersion.TLSv1_2,
-    "SecurityPolicy_TLS13_1_3_2025_09": ssl.TLSVersion.TLSv1_3,
-    "SecurityPolicy_TLS13_1_3_FIPS_2025_09": ssl.TLSVersion.TLSv1_3,
-    "SecurityPolicy_TLS13_2025_EDGE": ssl.TLSVersion.TLSv1_3,
-}
-DEFAULT_POLICY = "TLS_1_2"
-EXPIRY_WARNING = datetime.timedelta(days=30)
-_TLS_KEYS = frozenset({"certificate", "key", "client_ca", "policy"})
 
-#: Options prepared by ``configure`` for each listener object (kept alive with it).
-_prepared: dict[int, tuple[ListenerConfig, Any]] = {}
+class TlsSettings:
+    """``plugins.settings.tls``: how often files are polled, when expiry is warned about."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        raw = config.plugin_settings("tls")
+        where = "plugins.settings.tls"
+        for key in raw:
+            if key not in _SETTINGS_KEYS:
+                raise ConfigError(config.source, f"{where}.{key}", "unknown key; known: "
+                                  + ", ".join(sorted(_SETTINGS_KEYS)))
+        self.watch_interval = _number(raw.get("watch_interval", 10), config.source,
+                                      f"{where}.watch_interval", 0, 86400)
+        days = _number(raw.get("expiry_warning_days", 30), config.source,
+                       f"{where}.expiry_warning_days", 0, 3650)
+        self.warn_within = datetime.timedelta(days=days)
+
+
+def _number(value: Any, source: str, where: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            low <= value <= high):
+        raise ConfigError(source, where, f"expected a number from {low:g} to {high:g}")
+    return float(value)
+
+
+class _Prepared:
+    """What ``configure`` read for one listener: its TLS contexts and allow-list."""
+
+    def __init__(self, listener: ListenerConfig, tls: ListenerTls | None,
+                 sources: tuple[Network, ...]) -> None:
+        self.listener = listener
+        self.tls = tls
+        self.sources = sources
+
+
+#: Per listener object (``id``), kept with the listener so a reused id never matches.
+_prepared: dict[int, _Prepared] = {}
+#: The TLS listeners actually bound (weakly: a stopped listener's factory goes away).
+_bound: weakref.WeakSet[ListenerTls] = weakref.WeakSet()
+#: Timers per running gateway config (``id``): the file watcher and the expiry check.
+_timers: dict[int, list[LoopingCall]] = {}
 
 
 @hookimpl
 def register(registry: Registry) -> None:
-    """Claim ``tls`` and ``allow_sources``; wrap the listeners that use them."""
+    """Claim ``tls``, ``allow_sources`` and ``private``; wrap the listeners using them."""
     registry.add_listener_option("tls")
     registry.add_listener_option("allow_sources")
+    registry.add_listener_option("private")
+    registry.add_feature("private_apis")
     registry.add_listener_wrapper(wrap_listener)
+
+
+def is_private(listener: ListenerConfig) -> bool:
+    """Whether a listener may serve PRIVATE APIs: it has ``allow_sources`` or is marked
+    ``private: true`` (bound to an interface only a private network reaches)."""
+    return bool(listener.allow_sources) or listener.options.get("private") is True
 
 
 @hookimpl
 def configure(config: GatewayConfig) -> None:
-    """Read and check every listener's certificates and allow-list before anything binds."""
+    """Read and check every listener's certificates and allow-list before anything binds;
+    refuse PRIVATE APIs on public listeners."""
+    settings = TlsSettings(config)
     for i, listener in enumerate(config.listeners):
         if listener.admin:
             continue
         where = f"listeners[{i}]"
+        private = listener.options.get("private", False)
+        if not isinstance(private, bool):
+            raise ConfigError(config.source, f"{where}.private", "expected true or false")
         sources = parse_sources(listener.allow_sources, config.source, where)
-        options = None
+        tls = None
         if listener.tls is not None:
-            options = load_tls_options(listener.tls, config.base_dir, config.source,
-                                       f"{where}.tls")
-        _prepared[id(listener)] = (listener, (options, sources))
+            tls = ListenerTls(listener.tls, config.base_dir, config.source, f"{where}.tls",
+                              listener.name, settings.warn_within)
+        _prepared[id(listener)] = _Prepared(listener, tls, sources)
+    check_private_apis(config)
+
+
+def check_private_apis(config: GatewayConfig) -> None:
+    """A PRIVATE API (or a custom domain mapping to one) only on private listeners."""
+    listeners = {lst.name: lst for lst in config.listeners}
+    private_apis = {api.id for api in config.apis if api.endpoint_type == "PRIVATE"}
+    for api in config.apis:
+        if api.id not in private_apis:
+            continue
+        for name in api.listeners:
+            if not is_private(listeners[name]):
+                raise ConfigError(config.source, f"{api.where}.listeners",
+                                  f"the PRIVATE API {api.id!r} is served on listener "
+                                  f"{name!r}, which is public; give that listener "
+                                  "allow_sources (or private: true when it is bound to a "
+                                  "private interface), or list only private listeners")
+    public = [lst.name for lst in config.listeners if not lst.admin]
+    for i, domain in enumerate(config.domains):
+        for j, mapping in enumerate(domain.mappings):
+            if mapping.api not in private_apis:
+                continue
+            for name in domain.listeners or tuple(public):
+                if not is_private(listeners[name]):
+                    raise ConfigError(config.source, f"domains[{i}].mappings[{j}].api",
+                                      f"the domain {domain.name!r} maps the PRIVATE API "
+                                      f"{mapping.api!r} and is served on the public "
+                                      f"listener {name!r}; limit the domain's listeners to "
+                                      "private ones")
 
 
 def wrap_listener(listener: ListenerConfig, endpoint: Any, factory: Any,
                   reactor: Any) -> tuple[Any, Any]:
     """TLS around the site, and the allow-list around that (refusal before the handshake)."""
     entry = _prepared.get(id(listener))
-    if entry is None or entry[0] is not listener:
+    if entry is None or entry.listener is not listener:
         return endpoint, factory
-    options, sources = entry[1]
-    if options is not None:
-        factory = TLSMemoryBIOFactory(options, False, factory)
-    if sources:
-        factory = AllowListFactory(factory, sources, listener.name, reactor)
+    if entry.tls is not None:
+        factory = TLSMemoryBIOFactory(entry.tls, False, factory)
+        _bound.add(entry.tls)
+    if entry.sources:
+        factory = AllowListFactory(factory, entry.sources, listener.name, reactor)
     return endpoint, factory
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+def _listeners_of(config: GatewayConfig) -> list[ListenerTls]:
+    out: list[ListenerTls] = []
+    for listener in config.listeners:
+        entry = _prepared.get(id(listener))
+        if entry is not None and entry.listener is listener and entry.tls is not None:
+            out.append(entry.tls)
+    return out
 
 
-def parse_sources(values: tuple[str, ...], source: str, where: str) -> tuple[Network, ...]:
-    """CIDRs (or single addresses) of ``allow_sources``; a bad one is a config error."""
-    out: list[Network] = []
-    for j, value in enumerate(values):
+@hookimpl
+def startup(gateway: Gateway) -> None:
+    """Watch the gateway's certificate files and check expiry daily."""
+    config = gateway.config
+    tls = _listeners_of(config)
+    if not tls:
+        return
+    settings = TlsSettings(config)
+    timers: list[LoopingCall] = []
+    if settings.watch_interval > 0:
+        watch = LoopingCall(poll_files, tls)
+        watch.clock = gateway.reactor
+        watch.start(settings.watch_interval, now=False)
+        timers.append(watch)
+    expiry = LoopingCall(check_expiry, tls)
+    expiry.clock = gateway.reactor
+    expiry.start(EXPIRY_CHECK_INTERVAL, now=False)
+    timers.append(expiry)
+    _timers[id(config)] = timers
+
+
+@hookimpl
+def shutdown(gateway: Gateway) -> None:
+    """Stop the gateway's watcher and expiry timers."""
+    for timer in _timers.pop(id(gateway.config), []):
+        if timer.running:
+            timer.stop()
+
+
+def check_expiry(listeners: list[ListenerTls]) -> None:
+    """The daily expiry check of every certificate of these listeners."""
+    for tls in listeners:
+        tls.check_expiry()
+
+
+def poll_files(listeners: list[ListenerTls]) -> None:
+    """Reload a listener whose files changed (mtime, size or inode); a bad new file is
+    logged and the listener keeps its current certificates until the files change again."""
+    for tls in listeners:
+        signature = tls.file_signature()
+        if signature == tls.signature:
+            continue
         try:
-            out.append(ipaddress.ip_network(value.strip(), strict=False))
-        except ValueError as e:
-            raise ConfigError(source, f"{where}.allow_sources[{j}]",
-                              f"{value!r} is not an IPv4 or IPv6 CIDR: {e}") from None
-    return tuple(out)
+            tls.reload()
+        except ConfigError as e:
+            tls.signature = signature  # retried when the files change again
+            log.error("listener {name}: the changed certificate files were not loaded, the "
+                      "previous certificates stay in use: {error}", name=tls.name,
+                      error=str(e))
 
 
-@implementer(IProtocolFactory)
-class AllowListFactory(Factory):
-    """Builds the wrapped factory's protocol only for peers inside the allow-list.
+def reload_certificates() -> list[str]:
+    """Re-read the certificates, keys and truststores of every bound TLS listener.
 
-    A refused peer gets no protocol, so Twisted closes the connection at once: nothing of
-    what it sent is parsed, not even a TLS ClientHello.
+    For the gateway's SIGHUP handler (and operators' tooling).  All listeners are built
+    first and swapped only when every one loaded, so a bad file changes nothing.
+    Established connections keep their TLS session; new connections get the new files.
+
+    :returns: the names of the listeners reloaded.
+    :raises ConfigError: naming the listener key and the file that is bad.
     """
-
-    #: At most one refusal log line per this many seconds (a scan must not flood the log).
-    log_interval = 60.0
-
-    def __init__(self, wrapped: Any, networks: tuple[Network, ...], name: str,
-                 clock: Any = None) -> None:
-        self.wrapped = wrapped
-        self.networks = networks
-        self.name = name
-        self.clock = clock
-        self.refused = 0
-        self._not_logged = 0
-        self._last_log: float | None = None
-
-    def allowed(self, host: str) -> bool:
-        """Whether ``host`` (an IP literal; IPv4-mapped IPv6 counts as IPv4) may connect."""
-        try:
-            ip = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            mapped = ip.ipv4_mapped
-            return any(mapped in n for n in self.networks if n.version == 4)
-        return any(ip in n for n in self.networks if n.version == ip.version)
-
-    def buildProtocol(self, addr: IAddress | None) -> Any:
-        host = getattr(addr, "host", None)
-        if host is None or not self.allowed(str(host)):
-            self._note_refusal(host)
-            return None
-        return self.wrapped.buildProtocol(addr)
-
-    def _note_refusal(self, host: object) -> None:
-        self.refused += 1
-        self._not_logged += 1
-        now = self.clock.seconds() if self.clock is not None else time.monotonic()
-        if self._last_log is None or now - self._last_log >= self.log_interval:
-            log.info("listener {name}: connection from {peer} refused (not in "
-                     "allow_sources; {count} refused since the last such line)",
-                     name=self.name, peer=host, count=self._not_logged)
-            self._last_log = now
-            self._not_logged = 0
-
-    def doStart(self) -> None:
-        self.wrapped.doStart()
-
-    def doStop(self) -> None:
-        self.wrapped.doStop()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.wrapped, name)
-
-
-def _fail(source: str, where: str, message: str) -> ConfigError:
-    return ConfigError(source, where, message)
-
-
-def _read(tls: Mapping[str, Any], key: str, base_dir: Path, source: str, where: str
-          ) -> tuple[Path, bytes]:
-    value = tls.get(key)
-    if not isinstance(value, str) or not value:
-        raise _fail(source, f"{where}.{key}", "must be the path of a PEM file")
-    path = Path(value)
-    if not path.is_absolute():
-        path = base_dir / path
-    try:
-        return path, path.read_bytes()
-    except OSError as e:
-        raise _fail(source, f"{where}.{key}",
-                    f"cannot read {path}: {e.strerror or e}") from None
-
-
-def _certificates(path: Path, data: bytes, source: str, where: str) -> list[Any]:
-    from cryptography import x509
-
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError as e:
-        raise _fail(source, where, f"{path} holds no readable PEM certificate: {e}") from None
-    return certs
-
-
-def _check_expiry(cert: Any, path: Path, where: str, now: datetime.datetime) -> None:
-    not_after = cert.not_valid_after_utc
-    if not_after <= now:
-        log.warn("{where}: the certificate in {path} EXPIRED on {when}; clients will "
-                 "refuse it", where=where, path=str(path), when=not_after.isoformat())
-    elif not_after - now <= EXPIRY_WARNING:
-        log.warn("{where}: the certificate in {path} expires on {when} (in {days} days)",
-                 where=where, path=str(path), when=not_after.isoformat(),
-                 days=(not_after - now).days)
-
-
-def load_tls_options(tls: Mapping[str, Any], base_dir: Path, source: str, where: str
-                     ) -> ssl.CertificateOptions:
-    """The ``CertificateOptions`` of a listener's ``tls`` mapping (checked, with warnings).
-
-    :raises ConfigError: naming the key for an unknown key or policy, a missing or
-        unreadable file, or a key that does not belong to the certificate.
-    """
-    from cryptography.hazmat.primitives.serialization import (
-        Encoding,
-        PublicFormat,
-        load_pem_private_key,
-    )
-    from OpenSSL import crypto
-
-    for key in tls:
-        if key not in _TLS_KEYS:
-            raise _fail(source, f"{where}.{key}", f"unknown key; known: "
-                        f"{', '.join(sorted(_TLS_KEYS))}")
-    policy = tls.get("policy", DEFAULT_POLICY)
-    if not isinstance(policy, str) or policy not in POLICIES:
-        raise _fail(source, f"{where}.policy", f"unknown TLS policy {policy!r}; known: "
-                    f"{', '.join(POLICIES)}")
-    minimum = POLICIES[policy]
-    if minimum is None:
-        raise _fail(source, f"{where}.policy", f"{policy} allows TLS 1.0 and 1.1, which "
-                    "this gateway never serves; use TLS_1_2 (TLS 1.2 and 1.3) or a "
-                    "SecurityPolicy_TLS13_* name")
-    cert_path, cert_data = _read(tls, "certificate", base_dir, source, where)
-    chain = _certificates(cert_path, cert_data, source, f"{where}.certificate")
-    key_path, key_data = _read(tls, "key", base_dir, source, where)
-    try:
-        private_key = load_pem_private_key(key_data, password=None)
-    except (ValueError, TypeError) as e:
-        raise _fail(source, f"{where}.key", f"{key_path} holds no readable unencrypted "
-                    f"PEM private key: {e}") from None
-    spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    if private_key.public_key().public_bytes(*spki) != chain[0].public_key().public_bytes(
-            *spki):
-        raise _fail(source, f"{where}.key", f"the key in {key_path} does not match the "
-                    f"certificate in {cert_path} (the first certificate of the chain)")
-    now = datetime.datetime.now(datetime.UTC)
-    _check_expiry(chain[0], cert_path, f"{where}.certificate", now)
-    kwargs: dict[str, Any] = {}
-    if "client_ca" in tls:
-        ca_path, ca_data = _read(tls, "client_ca", base_dir, source, where)
-        cas = _certificates(ca_path, ca_data, source, f"{where}.client_ca")
-        kwargs["trustRoot"] = ssl.trustRootFromCertificates(
-            [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in cas])
-    return ssl.CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(private_key),  # type: ignore[arg-type]
-        certificate=crypto.X509.from_cryptography(chain[0]),
-        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
-        raiseMinimumTo=minimum,
-        acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(MOZILLA_INTERMEDIATE),
-        acceptableProtocols=[b"http/1.1"],
-        **kwargs,
-    )
+    listeners = list(_bound)
+    built = [(tls, tls.file_signature(), tls.build()) for tls in listeners]
+    for tls, signature, contexts in built:
+        tls.current = contexts
+        tls.signature = signature
+        log.info("listener {name}: certificates reloaded ({count} context(s))",
+                 name=tls.name, count=len(contexts.all()))
+    return [tls.name for tls in listeners]
