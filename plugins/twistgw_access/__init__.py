@@ -31,6 +31,7 @@ from twisted.internet.defer import Deferred
 
 from twistgw import hookimpl
 from twistgw.errors import ConfigError
+from twistgw.reload import ReloadStep
 
 from .control import AccessControl, KeyUsage
 from .redis_store import RedisSettings, RedisStore
@@ -40,9 +41,11 @@ from .store import AccessStore, MemoryStore
 if TYPE_CHECKING:
     from twistgw import Allow, Context, Deny, Registry
     from twistgw.config import GatewayConfig
+    from twistgw.deployment import Deployment
     from twistgw.gateway import Gateway
 
-__all__ = ["register", "configure", "startup", "shutdown", "authorize", "usage",
+__all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "authorize",
+           "usage",
            "control_for", "shared_store", "AccessControl", "AccessStore", "MemoryStore", "KeyUsage"]
 
 #: Gateway configs whose settings or controls are kept (a process normally serves one;
@@ -167,6 +170,37 @@ def shutdown(gateway: Gateway) -> None:
         del _state.controls[id(gateway.config)]
         if isinstance(found[1].store, RedisStore):
             found[1].store.stop()
+
+
+@hookimpl
+def prepare_reload(gateway: Gateway, deployment: Deployment) -> ReloadStep | None:
+    """Keep counting across a reload: with the same ``store`` settings the new config's
+    control shares the running store (token buckets, quota counters, the Redis
+    connection), so a SIGHUP never resets a limit; changed plans and limits apply to
+    the existing counts."""
+    old_config, new_config = gateway.config, deployment.config
+    found = _state.controls.get(id(old_config))
+    if found is None or found[0] is not old_config:
+        return None  # not started: the new config's control is created when needed
+    old = found[1]
+    settings = _state.settings_for(new_config)
+    same_store = settings.store == old.settings.store
+
+    def commit() -> None:
+        if same_store:
+            _state.controls[id(new_config)] = (new_config,
+                                               AccessControl(settings, old.store, old.clock))
+        else:
+            _state.control_for(new_config, clock=gateway.reactor)
+
+    def retire() -> None:
+        entry = _state.controls.get(id(old_config))
+        if entry is not None and entry[0] is old_config:
+            del _state.controls[id(old_config)]
+            if not same_store:
+                _close(entry)
+
+    return ReloadStep(commit=commit, retire=retire)
 
 
 @hookimpl(trylast=True)

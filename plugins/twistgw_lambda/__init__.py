@@ -11,6 +11,6 @@ from __future__ import annotations
 import os
 
 if os.environ.get("_TWISTGW_LAMBDA_WORKER") != "1":
-    from .plugin import configure, integrate, register, shutdown, startup
+    from .plugin import configure, integrate, prepare_reload, register, shutdown, startup
 
-    __all__ = ["register", "configure", "startup", "shutdown", "integrate"]
+    __all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "integrate"]

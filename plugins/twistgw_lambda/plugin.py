@@ -39,6 +39,7 @@ from twistgw import (
 )
 from twistgw.variables import ACCOUNT_ID
 
+from . import reload
 from .arn import parse_function_uri
 from .events import event_for, trace_header
 from .functions import FunctionConfig, parse_functions
@@ -63,10 +64,11 @@ from .runtime import MAX_PAYLOAD_BYTES, FunctionPool, InvokeResult, LambdaRuntim
 if TYPE_CHECKING:
     from twistgw import Context, IntegrationRequest, Registry
     from twistgw.config import GatewayConfig
-    from twistgw.deployment import Route
+    from twistgw.deployment import Deployment, Route
     from twistgw.gateway import Gateway
 
-__all__ = ["register", "configure", "startup", "shutdown", "integrate", "use_runtime",
+__all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "integrate",
+           "use_runtime",
            "invoke", "FunctionNotFound", "InvokeResult"]
 
 log = Logger()
@@ -219,16 +221,24 @@ def startup(gateway: Gateway) -> Any:
     finished init (bounded by Lambda's 10 s init limit)."""
     config = gateway.config
     functions = parse_functions(config.functions, config.source, Path(config.base_dir))
-    runtime = LambdaRuntime(functions, gateway.reactor, regions=_regions(gateway))
+    runtime = LambdaRuntime(functions, gateway.reactor, regions=_regions(gateway.deployment))
     _state.runtimes[id(config)] = (config, runtime)
+    reload.remember(runtime)
     return runtime.start()
 
 
-def _regions(gateway: Gateway) -> dict[str, str]:
+@hookimpl
+def prepare_reload(gateway: Gateway, deployment: Deployment) -> Any:
+    """Keep the pools of unchanged functions, warm new and changed ones (see
+    :mod:`twistgw_lambda.reload`)."""
+    return reload.prepare(gateway, deployment, _state.runtimes, _regions(deployment))
+
+
+def _regions(deployment: Deployment) -> dict[str, str]:
     """Each function's region as its integration ARNs name it (``AWS_REGION`` in the
     worker, as a function deployed there sees it)."""
     regions: dict[str, str] = {}
-    for api in gateway.deployment.apis.values():
+    for api in deployment.apis.values():
         for op in api.definition.operations:
             integration = op.integration
             if integration is None or integration.type not in TYPES:
