@@ -18,6 +18,7 @@ SHIPPED_PLUGINS = {
     "validation": "twistgw_validation",
     "cors": "twistgw_cors",
     "tls": "twistgw_tls",
+    "websocket": "twistgw_websocket",
     "admin": "twistgw_admin",
 }
 
@@ -48,6 +49,7 @@ setup(
         "PyYAML>=6.0",
         "PyJWT>=2.13,<3",
         "jsonschema>=4.18",
+        "autobahn>=24.4",
         "prometheus_client>=0.20",
     ],
     entry_points={

@@ -35,7 +35,13 @@ __all__ = [
     "load_config",
     "parse_config",
     "demo_config_path",
+    "API_TYPES",
 ]
+
+#: The ``apis[].type`` values.  REST and HTTP definitions are OpenAPI files the core
+#: reads; other types are read by the plugin that registers them
+#: (:meth:`~twistgw.registry.Registry.add_api_type`), e.g. WEBSOCKET by the websocket plugin.
+API_TYPES = ("REST", "HTTP", "WEBSOCKET")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _API_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -392,16 +398,15 @@ class _Reader:
                 raise self.fail(f"{path}.id", f"a second API with id {api_id!r}")
             seen.add(api_id)
             api_type = str(raw.get("type", "REST")).upper()
-            if api_type == "WEBSOCKET":
-                raise self.fail(f"{path}.type", "WebSocket APIs are not implemented yet; "
-                                "use REST or HTTP")
-            if api_type not in ("REST", "HTTP"):
-                raise self.fail(f"{path}.type", f"{raw.get('type')!r} is not REST or HTTP")
+            if api_type not in API_TYPES:
+                raise self.fail(f"{path}.type", f"{raw.get('type')!r} is not one of "
+                                + ", ".join(API_TYPES))
             endpoint_type = str(raw.get("endpoint_type", "REGIONAL")).upper()
             if endpoint_type not in ("EDGE", "REGIONAL", "PRIVATE"):
                 raise self.fail(f"{path}.endpoint_type", "use EDGE, REGIONAL or PRIVATE")
-            if api_type == "HTTP" and endpoint_type != "REGIONAL":
-                raise self.fail(f"{path}.endpoint_type", "HTTP APIs are REGIONAL only")
+            if api_type != "REST" and endpoint_type != "REGIONAL":
+                raise self.fail(f"{path}.endpoint_type",
+                                f"{api_type} APIs are REGIONAL only")
             definition, display = self.path_value(raw["definition"], f"{path}.definition")
             if not definition.is_file():
                 raise self.fail(f"{path}.definition", f"{display} does not exist (looked for "
@@ -430,7 +435,7 @@ class _Reader:
         if not items:
             if api_type == "HTTP":
                 return (StageConfig(name="$default", access_log=None),)
-            raise self.fail(path, "a REST API needs at least one stage, e.g. "
+            raise self.fail(path, f"a {api_type} API needs at least one stage, e.g. "
                             "stages: [{name: prod}]")
         out: list[StageConfig] = []
         seen: set[str] = set()

@@ -230,9 +230,18 @@ class _Builder:
 
     def api(self, api_cfg: ApiConfig, default_log: AccessLogConfig) -> ApiDeployment:
         claimed = frozenset(self.registry.extensions)
-        definition = load_definition(api_cfg.definition, api_cfg.definition_display,
-                                     claimed_extensions=claimed, strict=self.config.strict,
-                                     warnings=self.warnings)
+        api_type = self.registry.api_types.get(api_cfg.type)
+        if api_type is not None:
+            definition = api_type[1](api_cfg, self.config)
+        elif api_cfg.type in ("REST", "HTTP"):
+            definition = load_definition(api_cfg.definition, api_cfg.definition_display,
+                                         claimed_extensions=claimed,
+                                         strict=self.config.strict, warnings=self.warnings)
+        else:
+            raise ConfigError(self.config.source, f"{api_cfg.where}.type",
+                              f"{api_cfg.type} APIs are served by a plugin and no enabled "
+                              "plugin serves them; enable it (the websocket plugin for "
+                              "WEBSOCKET) or change the type")
         routes: list[tuple[str, str, Route]] = []
         default_route: Route | None = None
         for op in definition.operations:

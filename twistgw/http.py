@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GatewayRequest",
+    "Handover",
     "GatewaySite",
     "HardenedHTTPChannel",
     "limits_error_body",
@@ -563,6 +564,59 @@ class GatewayRequest(Request):
             return
         content: Any = self.content
         content.write(data)
+
+
+class Handover:
+    """A connection leaving HTTP for another protocol (``101 Switching Protocols``).
+
+    The server builds one when a response carries ``upgrade`` (see
+    :class:`~twistgw.models.Response`); the plugin calls :meth:`take` with the protocol
+    that owns the connection from then on.  The hardened channel stays the transport's
+    protocol and forwards bytes and the close to it, so the listener's connection count
+    stays right; its HTTP timers stop (the new protocol bounds its own lifetime).
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    @property
+    def request_head(self) -> bytes:
+        """The request line and header section as received (for protocol libraries,
+        such as autobahn, that parse the opening handshake themselves)."""
+        request = self._request
+        pairs = getattr(request, "raw_header_pairs", None) or [
+            (k, v) for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
+        lines = [b"%s %s HTTP/1.1" % (request.method, request.uri)]
+        lines += [k + b": " + v for k, v in pairs]
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    @property
+    def peer(self) -> IAddress:
+        """The client's address."""
+        address: IAddress = self._request.getClientAddress()
+        return address
+
+    def take(self, protocol: IProtocol, *, replay_head: bool = False) -> None:
+        """Give the connection to ``protocol`` (``makeConnection`` is called on it).
+
+        :param replay_head: feed :attr:`request_head` to ``protocol.dataReceived`` first.
+        :raises ConnectionError: the client is already gone.
+        """
+        channel: Any = self._request.channel
+        transport: Any = getattr(channel, "transport", None)
+        if channel is None or transport is None or self._request._disconnected:
+            raise ConnectionError("the client closed the connection before the upgrade")
+        channel.setTimeout(None)
+        buffered = b"".join(getattr(channel, "_dataBuffer", ()))
+        channel._dataBuffer = []
+        channel._protocolUpgradeForWebsockets(protocol)
+        # The channel no longer produces anything; let the new protocol read.
+        transport.unregisterProducer()
+        transport.resumeProducing()
+        if replay_head:
+            protocol.dataReceived(self.request_head)
+        if buffered:
+            protocol.dataReceived(buffered)
 
 
 def _asn1_time(value: Any) -> str:

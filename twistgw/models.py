@@ -8,7 +8,7 @@ round-trip of the wire bytes), which is what Lambda events and mapping templates
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .definition import ApiDefinition, Integration, Operation
     from .deployment import ApiDeployment, Route, StageDeployment
     from .errors import GatewayError
+    from .http import Handover
 
 __all__ = [
     "Headers",
@@ -229,15 +230,25 @@ class IntegrationResponse:
     headers: Headers = attrs.field(factory=Headers)
     body: bytes = b""
     metadata: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
+    #: Switch protocols instead of answering: see :attr:`Response.upgrade`.
+    upgrade: Callable[[Handover], None] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
 class Response:
-    """The method response written to the client."""
+    """The method response written to the client.
+
+    :ivar upgrade: with status 101, the server writes nothing and calls
+        ``upgrade(handover)`` instead: the connection is the plugin's from then on
+        (a WebSocket).  The request went through resolution, ``authorize`` and
+        ``integrate`` like any other, so refusals are ordinary responses; the core
+        carries ``upgrade`` from the integration response to the response.
+    """
 
     status: int = 200
     headers: Headers = attrs.field(factory=Headers)
     body: bytes = b""
+    upgrade: Callable[[Handover], None] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen

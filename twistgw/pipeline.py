@@ -218,7 +218,8 @@ class Pipeline:
             fin.integration_status = integration_response.status
             response = Response(status=integration_response.status,
                                 headers=integration_response.headers,
-                                body=integration_response.body)
+                                body=integration_response.body,
+                                upgrade=integration_response.upgrade)
             if plan.map_response:
                 response = await call_pipe(
                     plan.map_response,
@@ -413,7 +414,7 @@ class Pipeline:
         if "content-type" not in response.headers:
             headers.append(("Content-Type", "application/json"))
         return Response(status=response.status, headers=Headers(tuple(headers)),
-                        body=response.body)
+                        body=response.body, upgrade=response.upgrade)
 
 
 def raise_timeout() -> None:

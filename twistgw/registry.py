@@ -12,13 +12,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import GatewayConfig, ListenerConfig
+    from .config import ApiConfig, GatewayConfig, ListenerConfig
+    from .definition import ApiDefinition
     from .deployment import Route
     from .gateway import Gateway
 
 #: ``wrap(listener, endpoint, factory, reactor) -> (endpoint, factory)``; see
 #: :meth:`Registry.add_listener_wrapper`.
 ListenerWrapper = Callable[["ListenerConfig", Any, Any, Any], tuple[Any, Any]]
+#: ``load(api, config) -> ApiDefinition``; see :meth:`Registry.add_api_type`.
+ApiLoader = Callable[["ApiConfig", "GatewayConfig"], "ApiDefinition"]
 
 #: ``check(gateway) -> None`` when ready, else the reason; see
 #: :meth:`Registry.add_readiness_check`.
@@ -29,8 +32,8 @@ GaugeSource = Callable[["Gateway"], Iterable[tuple[str, str, Mapping[str, str], 
 #: ``check(config, workers) -> warnings``; see :meth:`Registry.add_worker_check`.
 WorkerCheck = Callable[["GatewayConfig", int], Iterable[str]]
 
-__all__ = ["Registry", "FEATURES", "ListenerWrapper", "ReadinessCheck",
-           "GaugeSource", "WorkerCheck"]
+__all__ = ["Registry", "FEATURES", "ListenerWrapper", "ApiLoader", "ReadinessCheck", "GaugeSource",
+           "WorkerCheck"]
 
 #: Features the core knows how to ask for; plugins claim them with ``add_feature``.
 FEATURES = {
@@ -59,6 +62,7 @@ class Registry:
         self.route_filters: dict[str, Callable[[Route], bool]] = {}
         self.route_checks: list[tuple[str, Callable[[Route], None]]] = []
         self.listener_wrappers: list[tuple[str, ListenerWrapper]] = []
+        self.api_types: dict[str, tuple[str, ApiLoader]] = {}
         self.readiness_checks: list[tuple[str, str, ReadinessCheck]] = []
         self.gauge_sources: list[tuple[str, GaugeSource]] = []
         self.worker_checks: list[tuple[str, WorkerCheck]] = []
@@ -103,6 +107,20 @@ class Registry:
         wrapper raises :class:`~twistgw.errors.ConfigError` to refuse the listener.
         """
         self.listener_wrappers.append((self.plugin, wrap))
+
+    def add_api_type(self, name: str, load: ApiLoader) -> None:
+        """Serve ``apis[]`` of ``type: NAME`` from definitions this plugin reads.
+
+        The core reads REST and HTTP definitions (OpenAPI) itself; an API type whose
+        definitions have another shape (WEBSOCKET) is read by ``load(api, config)``, which
+        returns the :class:`~twistgw.definition.ApiDefinition` the core then serves like
+        any other: its operations become routes (checked, planned, matched, authorized,
+        integrated and logged by the normal pipeline), typically with an integration type
+        the same plugin claims.  ``load`` raises :class:`~twistgw.errors.ConfigError`
+        naming the definition file and the key to refuse a definition.  A config naming an
+        API type no enabled plugin registered is refused at load time.
+        """
+        self.api_types[name.upper()] = (self.plugin, load)
 
     def add_route_filter(self, predicate: Callable[[Route], bool]) -> None:
         """Leave this plugin's request-path impls out of routes where ``predicate`` is false.

@@ -22,6 +22,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from .http import Handover
 from .models import Headers, InboundRequest
 from .pipeline import Exchange
 from .routing import parse_query
@@ -193,6 +194,9 @@ class GatewayResource:
         if request._disconnected:
             return
         response = exchange.response
+        if response.upgrade is not None and response.status == 101:
+            self._hand_over(request, exchange)
+            return
         request.setResponseCode(response.status)
         # Build Twisted's header table in one pass (its per-call API re-validates every
         # name and value, which showed in profiles) and keep AWS's spellings.
@@ -220,6 +224,19 @@ class GatewayResource:
         if body:
             request.write(body)
         request.finish()
+        self.gateway.pipeline.finished(exchange)
+
+    def _hand_over(self, request: Request, exchange: Exchange) -> None:
+        """Give the connection to the response's ``upgrade`` (101: a WebSocket)."""
+        upgrade = exchange.response.upgrade
+        assert upgrade is not None
+        try:
+            upgrade(Handover(request))
+        except Exception:
+            log.failure("a protocol upgrade failed; closing the connection")
+            transport: Any = request.channel.transport if request.channel else None
+            if transport is not None:
+                transport.abortConnection()
         self.gateway.pipeline.finished(exchange)
 
     def _failed(self, request: Request, failure: Failure) -> None:

@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 from .store import QuotaCount
 
 __all__ = ["RedisSettings", "RedisStore", "RespClient", "RedisError", "StoreUnavailable",
-           "parse_url"]
+           "parse_url", "encode", "parse_reply", "IncompleteReply"]
 
 log = Logger(namespace="twistgw_access")
 
@@ -94,6 +94,17 @@ def encode(args: Sequence[str | bytes | int | float]) -> bytes:
 
 class _Incomplete(Exception):
     pass
+
+
+def parse_reply(buf: bytes, pos: int) -> tuple[Any, int]:
+    """One RESP reply from ``buf`` at ``pos``: ``(value, next pos)``; error replies are
+    :class:`RedisError` values.  Raises ``ValueError`` on a malformed reply and
+    :class:`IncompleteReply` when ``buf`` ends before the reply does (read more first).
+    For other RESP consumers (the websocket plugin's pub/sub subscriber)."""
+    return _parse(buf, pos)
+
+
+IncompleteReply = _Incomplete
 
 
 def _parse(buf: bytes, pos: int) -> tuple[Any, int]:

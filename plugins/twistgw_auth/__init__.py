@@ -275,8 +275,11 @@ def _check_identity(ctx: Context, plan: _RoutePlan, keys: Mapping[str, IamKey],
     Allow or the resource policy's (same account, §5.9 Table A) is needed."""
     key = keys.get(str(principal.context.get("accessKey")))
     arn = lambda_auth.method_arn(ctx, plan.region)
-    verdict = key.policy.evaluate(arn, ctx.request.client_ip, vpce=_vpce(ctx)) \
-        if key is not None else ""
+    action = str(ctx.route.operation.raw.get(lambda_auth.IAM_ACTION_FIELD,
+                                             "execute-api:Invoke")) if ctx.route else \
+        "execute-api:Invoke"
+    verdict = key.policy.evaluate(arn, ctx.request.client_ip, action=action,
+                                  vpce=_vpce(ctx)) if key is not None else ""
     if verdict == "Allow" or (verdict == "" and resource == "Allow"):
         return
     if is_http:

@@ -235,12 +235,23 @@ async def _cached(cache: AuthorizerCache, shared: SharedCache | None,
     return result
 
 
+#: ``Operation.raw`` key naming a WebSocket route key: such an operation is authorized on
+#: ``{apiId}/{stage}/{routeKey}`` (``$connect``), with no HTTP verb, as on AWS (§7.1).
+ROUTE_KEY_FIELD = "x-twistgw-route-key"
+#: ``Operation.raw`` key naming the IAM action callers need (default
+#: ``execute-api:Invoke``; ``execute-api:ManageConnections`` for ``@connections``).
+IAM_ACTION_FIELD = "x-twistgw-iam-action"
+
+
 def method_arn(ctx: Context, region: str) -> str:
     """``arn:aws:execute-api:{region}:{account}:{apiId}/{stage}/{METHOD}/{path}``."""
     api = ctx.deployment_api
     stage = ctx.stage
     api_id = api.id if api is not None else ""
     stage_name = stage.name if stage is not None else ""
+    route_key = ctx.route.operation.raw.get(ROUTE_KEY_FIELD) if ctx.route else None
+    if route_key:
+        return f"arn:aws:execute-api:{region}:{ACCOUNT_ID}:{api_id}/{stage_name}/{route_key}"
     return (f"arn:aws:execute-api:{region}:{ACCOUNT_ID}:{api_id}/{stage_name}/"
             f"{ctx.method}/{ctx.path.lstrip('/')}")
 

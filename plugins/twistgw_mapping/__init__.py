@@ -97,14 +97,20 @@ def _mime(value: str | None) -> str:
 def _pattern(selection: str) -> re.Pattern[str]:
     return re.compile(selection)
 
+#: The integration types this plugin maps (AWS's non-proxy ones).
+_MAPPED_TYPES = frozenset({"MOCK", "HTTP", "AWS"})
+
 
 @hookimpl
 def register(registry: Registry) -> None:
     """Take part only in routes with non-proxy integrations; render VTL templates."""
     registry.add_feature("mapping_templates")
     registry.add_feature("content_handling")
+    # AWS's non-proxy integrations only: a plugin's own integration type (a WebSocket
+    # handshake) answers for itself.
     registry.add_route_filter(
-        lambda route: route.integration is not None and not route.integration.is_proxy)
+        lambda route: route.integration is not None
+        and route.integration.type in _MAPPED_TYPES)
     registry.add_route_check(check_templates)
     registry.add_route_check(check_content_handling)
 

@@ -1,0 +1,225 @@
+"""WebSocket APIs (issue #9, aws-apigw-spec.md §7): ``type: WEBSOCKET`` in the config.
+
+A shipped plugin registered through the ``twistgw`` entry-point group.  It registers the
+``WEBSOCKET`` API type (its definition files are read by :mod:`.definition`) and claims
+the integration type of the operations it builds, so the core's pipeline resolves,
+authorizes (the auth plugin's Lambda REQUEST authorizers and IAM, the access plugin's API
+keys), logs and answers the ``$connect`` handshake and the ``@connections`` management API
+like any route; this plugin's ``integrate`` then runs the ``$connect`` integration and
+upgrades the connection (a 101 response with ``upgrade``), or performs the management
+operation.  autobahn implements the WebSocket protocol.  Settings:
+``plugins.settings.websocket`` (docs/websocket.rst).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import attrs
+from twisted.logger import Logger
+
+from twistgw import hookimpl
+from twistgw.models import Headers, IntegrationResponse
+
+from .connection import Connection, Hub
+from .definition import CONNECT_OP, EXTENSION, INTEGRATION_TYPE, WsApi, load_api
+from .integrations import call_integration
+from .settings import WsSettings, parse_settings
+
+if TYPE_CHECKING:
+    from twistgw import Context, Registry
+    from twistgw.config import GatewayConfig
+    from twistgw.deployment import Route
+    from twistgw.gateway import Gateway
+    from twistgw.models import IntegrationRequest
+
+__all__ = ["register", "configure", "startup", "shutdown", "integrate", "hub_for"]
+
+log = Logger()
+
+
+@attrs.define
+class _State:
+    settings: dict[int, tuple[GatewayConfig, WsSettings]] = attrs.field(factory=dict)
+    hubs: dict[int, tuple[GatewayConfig, Hub]] = attrs.field(factory=dict)
+
+
+_state = _State()
+#: Configs whose settings are remembered (tests build many).
+_KEEP = 16
+
+
+def _is_websocket_route(route: Route) -> bool:
+    integration = route.integration
+    return integration is not None and integration.type == INTEGRATION_TYPE
+
+
+@hookimpl
+def register(registry: Registry) -> None:
+    """Serve ``type: WEBSOCKET`` APIs; stay off every other route."""
+    registry.add_api_type("WEBSOCKET", load_api)
+    registry.add_integration_type(INTEGRATION_TYPE)
+    registry.add_route_filter(_is_websocket_route)
+
+
+def _settings_of(config: GatewayConfig) -> WsSettings:
+    found = _state.settings.get(id(config))
+    if found is not None and found[0] is config:
+        return found[1]
+    settings = parse_settings(config.plugin_settings("websocket"), config.source)
+    _state.settings[id(config)] = (config, settings)
+    while len(_state.settings) > _KEEP:
+        del _state.settings[next(iter(_state.settings))]
+    return settings
+
+
+@hookimpl
+def configure(config: GatewayConfig) -> None:
+    """Check ``plugins.settings.websocket``."""
+    _state.settings.pop(id(config), None)
+    _settings_of(config)
+
+
+def hub_for(config: GatewayConfig, reactor: Any = None) -> Hub:
+    """The connections of the gateway serving ``config`` (created on first use)."""
+    found = _state.hubs.get(id(config))
+    if found is not None and found[0] is config:
+        return found[1]
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    hub = Hub(config, _settings_of(config), reactor)
+    _state.hubs[id(config)] = (config, hub)
+    return hub
+
+
+@hookimpl
+def startup(gateway: Gateway) -> None:
+    """Create the gateway's hub; join the Redis cluster when one is configured."""
+    if not any(api.type == "WEBSOCKET" for api in gateway.config.apis):
+        return
+    hub = hub_for(gateway.config, gateway.reactor)
+    redis = hub.settings.redis
+    if redis is not None and hub.cluster is None:
+        from .cluster import Cluster
+
+        hub.cluster = Cluster(hub, redis)
+        hub.cluster.start()
+
+
+@hookimpl
+def shutdown(gateway: Gateway) -> Any:
+    """Close every connection (1001) and leave the cluster."""
+    found = _state.hubs.pop(id(gateway.config), None)
+    if found is None:
+        return None
+    return found[1].stop()
+
+
+def _json(status: int, doc: Any, error_type: str | None = None) -> IntegrationResponse:
+    headers = [("Content-Type", "application/json")]
+    if error_type is not None:
+        headers.append(("x-amzn-ErrorType", error_type))
+    return IntegrationResponse(status=status, headers=Headers(tuple(headers)),
+                               body=json.dumps(doc).encode("utf-8"))
+
+
+@hookimpl
+async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationResponse | None:
+    """The ``$connect`` handshake (then the upgrade) or an ``@connections`` operation."""
+    integration = ctx.integration
+    api = ctx.deployment_api
+    if integration is None or integration.type != INTEGRATION_TYPE or api is None:
+        return None
+    ws = api.definition.extensions[EXTENSION]
+    assert isinstance(ws, WsApi)
+    hub = hub_for(api.gateway)
+    operation = ctx.operation
+    if operation is not None and operation.operation_id == CONNECT_OP:
+        return await _connect(ctx, ws, hub)
+    return await _manage(ctx, hub)
+
+
+def _is_upgrade(ctx: Context) -> bool:
+    headers = ctx.request.headers
+    return (headers.get("upgrade") or "").strip().lower() == "websocket" and "upgrade" in \
+        (headers.get("connection") or "").lower()
+
+
+async def _connect(ctx: Context, ws: WsApi, hub: Hub) -> IntegrationResponse:
+    headers = ctx.request.headers
+    if not _is_upgrade(ctx):
+        response = _json(426, {"message": "Upgrade Required"})
+        return attrs.evolve(response, headers=Headers((*response.headers.items,
+                                                       ("Upgrade", "websocket"))))
+    if not headers.get("sec-websocket-key") or \
+            (headers.get("sec-websocket-version") or "").strip() != "13":
+        return _json(400, {"message": "Bad Request"})
+    if hub.full:
+        return _json(429, {"message": "Too Many Requests"}, "LimitExceededException")
+    principal = ctx.principal
+    authorizer = None
+    api_key = api_key_id = None
+    if principal is not None:
+        if principal.kind == "lambda":
+            authorizer = {"principalId": principal.id, **dict(principal.context)}
+        api_key_id = principal.api_key_id
+        if api_key_id is not None:
+            api_key = principal.usage_identifier_key or headers.get("x-api-key")
+    stage = ctx.stage
+    conn = Connection(
+        hub, ws, stage=stage.name if stage is not None else "",
+        stage_variables=ctx.stage_variables,
+        domain_name=ctx.domain_name or (headers.get("host") or "").split(":")[0],
+        headers=tuple(headers.items), query=tuple(ctx.request.query),
+        source_ip=ctx.request.client_ip, authorizer=authorizer, api_key=api_key,
+        api_key_id=api_key_id)
+    route = ws.routes.get("$connect")
+    if route is not None and route.integration is not None:
+        from .events import connect_event
+
+        event = connect_event(conn, ctx.extended_request_id)
+        outcome = await call_integration(hub.config, route.integration, conn, event, b"",
+                                         hub.http, hub.settings.max_message_bytes)
+        if outcome.error is not None:
+            log.error("({request_id}) $connect: {error}", request_id=ctx.request_id,
+                      error=outcome.error)
+            return _json(500, {"message": "Internal server error"})
+        if not 200 <= outcome.status < 300:
+            return IntegrationResponse(
+                status=outcome.status, headers=Headers((("Content-Type", "application/json"),)),
+                body=outcome.body or b"")
+        conn.subprotocol = next((v for k, v in outcome.headers.items()
+                                 if k.lower() == "sec-websocket-protocol"), None)
+    return IntegrationResponse(status=101, upgrade=conn.attach)
+
+
+async def _manage(ctx: Context, hub: Hub) -> IntegrationResponse:
+    """PostToConnection, GetConnection and DeleteConnection (§7.4)."""
+    connection_id = unquote(ctx.path_params.get("connectionId", ""))
+    gone = _json(410, {"message": f"Connection {connection_id} is gone"}, "GoneException")
+    method = ctx.request.method
+    if method == "POST":
+        body = ctx.request.body
+        if len(body) > hub.settings.max_message_bytes:
+            return _json(413, {"message": f"Message of {len(body)} bytes exceeds the "
+                               f"{hub.settings.max_message_bytes} byte limit"},
+                         "PayloadTooLargeException")
+        result = await hub.post(connection_id, body)
+        if result == "ok":
+            return IntegrationResponse(status=200, headers=Headers((
+                ("Content-Type", "application/json"),)), body=b"")
+        if result == "full":
+            return _json(429, {"message": "The connection's send buffer is full"},
+                         "LimitExceededException")
+        return gone
+    if method == "GET":
+        info = await hub.info(connection_id)
+        return gone if info is None else _json(200, info)
+    if await hub.delete(connection_id):
+        return IntegrationResponse(status=204, headers=Headers((
+            ("Content-Type", "application/json"),)), body=b"")
+    return gone

@@ -1,0 +1,376 @@
+"""Open WebSocket connections: autobahn's protocol, AWS's limits, routing and pushes.
+
+autobahn implements the protocol (handshake, framing, masking, close handshake, the
+1009 close for frames over ``max_frame_bytes`` and messages over
+``max_message_bytes``); this module adds what API Gateway adds: the idle timeout (no
+message for ``idle_timeout``) and the maximum lifetime, both closing with 1001; binary
+frames closing with 1003; route selection and integrations per message, with route
+responses and AWS's error frames; ``$disconnect`` after the close; and a bounded send
+buffer (pushes beyond ``send_buffer_bytes`` waiting for a slow reader are refused).
+
+A :class:`Hub` holds one gateway's connections by id and answers the ``@connections``
+operations for them, locally or through the Redis :mod:`.cluster` when the connection
+lives on another gateway process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .definition import select_route
+from .events import disconnect_event, message_event, new_id
+from .integrations import HttpClient, call_integration
+
+if TYPE_CHECKING:
+    from twistgw.config import GatewayConfig
+    from twistgw.http import Handover
+
+    from .cluster import Cluster
+    from .definition import WsApi
+    from .settings import WsSettings
+
+__all__ = ["Connection", "Hub", "WsProtocol", "iso_time"]
+
+log = Logger()
+
+#: Messages a connection may have in its integrations at once (more get an error frame).
+MAX_IN_FLIGHT = 64
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED = 1003
+
+
+def iso_time(ms: int) -> str:
+    """``2024-01-20T11:54:57.419Z`` (the management API's timestamps)."""
+    t = time.gmtime(ms // 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms % 1000:03d}Z"
+
+
+@implementer(IPushProducer)
+class _Flow:
+    """Told by the transport when its write buffer is full (pause) and drained."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def pauseProducing(self) -> None:
+        self.conn.paused = True
+
+    def resumeProducing(self) -> None:
+        self.conn.paused = False
+        self.conn.flush()
+
+    def stopProducing(self) -> None:
+        self.conn.paused = True
+
+
+class WsProtocol(WebSocketServerProtocol):
+    """autobahn's server protocol bound to one :class:`Connection`."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def onConnect(self, request: Any) -> Any:
+        """Agree on the subprotocol the ``$connect`` integration chose, if offered."""
+        chosen = self.conn.subprotocol
+        if chosen is not None and chosen in (request.protocols or []):
+            return chosen
+        return None
+
+    def onOpen(self) -> None:
+        self.conn.opened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.conn.received(payload, isBinary)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.conn.closed(code, reason)
+
+
+class Connection:
+    """One client connection: what ``$connect`` saw, its timers and its send buffer."""
+
+    def __init__(self, hub: Hub, api: WsApi, *, stage: str, stage_variables: Mapping[str, str],
+                 domain_name: str, headers: tuple[tuple[str, str], ...],
+                 query: tuple[tuple[str, str], ...], source_ip: str,
+                 authorizer: Mapping[str, Any] | None, api_key: str | None,
+                 api_key_id: str | None) -> None:
+        self.hub = hub
+        self.api = api
+        self.api_id = api.id
+        self.id = new_id()
+        self.stage = stage
+        self.stage_variables = dict(stage_variables)
+        self.domain_name = domain_name
+        self.headers = headers
+        self.query = query
+        user_agent = next((v for k, v in headers if k.lower() == "user-agent"), "")
+        self.identity: dict[str, Any] = {"userAgent": user_agent, "sourceIp": source_ip}
+        if api_key is not None:
+            self.identity["apiKey"] = api_key
+            if api_key_id is not None:
+                self.identity["apiKeyId"] = api_key_id
+        self.api_key = api_key
+        self.authorizer = dict(authorizer) if authorizer is not None else None
+        self.connected_at_ms = int(time.time() * 1000)
+        self.last_active_ms = self.connected_at_ms
+        self.subprotocol: str | None = None
+        self.proto: WsProtocol | None = None
+        self.paused = False
+        self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
+        self.in_flight = 0
+        self.closing = False
+        self._gone = False
+        self._idle: Any = None
+        self._lifetime: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def attach(self, handover: Handover) -> None:
+        """Take the connection over from HTTP and let autobahn finish the handshake."""
+        proto = WsProtocol(self)
+        proto.factory = self.hub.factory
+        handover.take(proto, replay_head=True)
+
+    def opened(self, proto: WsProtocol) -> None:
+        self.proto = proto
+        reactor = self.hub.reactor
+        settings = self.hub.settings
+        self._idle = reactor.callLater(settings.idle_timeout, self._timed_out, "idle")
+        self._lifetime = reactor.callLater(settings.max_lifetime, self._timed_out, "lifetime")
+        proto.registerProducer(_Flow(self), True)
+        self.hub.add(self)
+
+    def _timed_out(self, why: str) -> None:
+        if why == "idle":
+            self._idle = None
+        else:
+            self._lifetime = None
+        self.close(CLOSE_GOING_AWAY, "Going away")
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the close handshake (autobahn drops the connection if it stalls)."""
+        if self.closing or self.proto is None:
+            return
+        self.closing = True
+        # sendClose accepts only 1000 and 3000-4999; API Gateway closes with 1001 (idle,
+        # lifetime) and 1003 (binary), which the frame-level call sends as they are.
+        self.proto.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123],
+                                  isReply=False)
+
+    def closed(self, code: int | None, reason: str | None) -> None:
+        """The connection is gone: stop timers, unregister, run ``$disconnect``."""
+        if self._gone:
+            return
+        self._gone = True
+        for call in (self._idle, self._lifetime):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle = self._lifetime = None
+        self.queue.clear()
+        self.queued_bytes = 0
+        if self.proto is None:
+            return  # the handshake never completed: no $disconnect, as on AWS
+        self.hub.remove(self)
+        defer.ensureDeferred(self.hub.disconnected(self, code or 1006, reason or ""))
+
+    @property
+    def gone(self) -> bool:
+        return self._gone
+
+    # -- inbound ------------------------------------------------------------------------
+
+    def received(self, payload: bytes, is_binary: bool) -> None:
+        self.last_active_ms = int(time.time() * 1000)
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.hub.settings.idle_timeout)
+        self.hub.touched(self)
+        if is_binary:
+            self.close(CLOSE_UNSUPPORTED, "Binary frames are not supported")
+            return
+        request_id = new_id()
+        if self.in_flight >= MAX_IN_FLIGHT:
+            self.error_frame("Too Many Requests", request_id)
+            return
+        route = select_route(self.api, payload)
+        if route is None or route.integration is None:
+            self.error_frame("Forbidden", request_id)
+            return
+        self.in_flight += 1
+        d = defer.ensureDeferred(self._route(route, payload, request_id))
+        d.addErrback(lambda f: log.failure("WebSocket message handling failed", f))
+
+    async def _route(self, route: Any, payload: bytes, request_id: str) -> None:
+        try:
+            body = payload.decode("utf-8")
+            event = message_event(self, route.key, body, request_id, new_id())
+            outcome = await call_integration(self.hub.config, route.integration, self, event,
+                                             payload, self.hub.http,
+                                             self.hub.settings.max_message_bytes)
+        finally:
+            self.in_flight -= 1
+        if outcome.error is not None:
+            log.error("({request_id}) {route} on {conn}: {error}", request_id=request_id,
+                      route=route.key, conn=self.id, error=outcome.error)
+            self.error_frame("Internal server error", request_id)
+            return
+        if route.route_response and outcome.body is not None:
+            self.send(outcome.body)
+
+    def error_frame(self, message: str, request_id: str) -> None:
+        """AWS's error message frame (§4.4)."""
+        self.send(json.dumps({"message": message, "connectionId": self.id,
+                              "requestId": request_id}).encode("utf-8"))
+
+    # -- outbound -----------------------------------------------------------------------
+
+    def send(self, data: bytes) -> bool:
+        """Send one message; False when the send buffer is full (or the connection gone)."""
+        if self._gone or self.closing or self.proto is None:
+            return False
+        if self.paused or self.queue:
+            if self.queued_bytes + len(data) > self.hub.settings.send_buffer_bytes:
+                return False
+            self.queue.append(data)
+            self.queued_bytes += len(data)
+            return True
+        self._write(data)
+        return True
+
+    def _write(self, data: bytes) -> None:
+        assert self.proto is not None
+        try:
+            data.decode("utf-8")
+            binary = False
+        except UnicodeDecodeError:
+            binary = True
+        self.proto.sendMessage(data, isBinary=binary)
+
+    def flush(self) -> None:
+        while self.queue and not self.paused and not self._gone:
+            data = self.queue.popleft()
+            self.queued_bytes -= len(data)
+            self._write(data)
+
+    def info(self) -> dict[str, Any]:
+        """The GetConnection answer."""
+        return {"connectedAt": iso_time(self.connected_at_ms),
+                "identity": {"sourceIp": self.identity["sourceIp"],
+                             "userAgent": self.identity["userAgent"]},
+                "lastActiveAt": iso_time(self.last_active_ms)}
+
+
+class Hub:
+    """One gateway's WebSocket connections, limits and (optional) cluster membership."""
+
+    def __init__(self, config: GatewayConfig, settings: WsSettings, reactor: Any) -> None:
+        self.config = config
+        self.settings = settings
+        self.reactor = reactor
+        self.connections: dict[str, Connection] = {}
+        self.http = HttpClient(reactor)
+        self.cluster: Cluster | None = None
+        factory = WebSocketServerFactory(server="twistgw")
+        factory.setProtocolOptions(
+            maxFramePayloadSize=settings.max_frame_bytes,
+            maxMessagePayloadSize=settings.max_message_bytes,
+            openHandshakeTimeout=settings.close_timeout,
+            closeHandshakeTimeout=settings.close_timeout,
+            perMessageCompressionAccept=lambda _offers: None,
+            failByDrop=False,
+            echoCloseCodeReason=False,
+        )
+        factory.reactor = reactor
+        self.factory = factory
+
+    @property
+    def full(self) -> bool:
+        return len(self.connections) >= self.settings.max_connections
+
+    def add(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+        if self.cluster is not None:
+            self.cluster.register(conn)
+
+    def remove(self, conn: Connection) -> None:
+        self.connections.pop(conn.id, None)
+        if self.cluster is not None:
+            self.cluster.unregister(conn)
+
+    def touched(self, conn: Connection) -> None:
+        if self.cluster is not None:
+            self.cluster.touched(conn)
+
+    async def disconnected(self, conn: Connection, code: int, reason: str) -> None:
+        """Run ``$disconnect`` (best effort, as on AWS: failures are only logged)."""
+        route = conn.api.routes.get("$disconnect")
+        if route is None or route.integration is None:
+            return
+        request_id = new_id()
+        event = disconnect_event(conn, code, reason, request_id)
+        outcome = await call_integration(self.config, route.integration, conn, event, b"",
+                                         self.http, self.settings.max_message_bytes)
+        if outcome.error is not None:
+            log.warn("({request_id}) $disconnect of {conn}: {error}", request_id=request_id,
+                     conn=conn.id, error=outcome.error)
+
+    # -- the @connections operations ----------------------------------------------------
+
+    async def post(self, connection_id: str, data: bytes) -> str:
+        """``"ok"``, ``"gone"`` or ``"full"`` (the send buffer is full)."""
+        conn = self.connections.get(connection_id)
+        if conn is not None:
+            return "ok" if conn.send(data) else ("gone" if conn.gone else "full")
+        if self.cluster is not None:
+            return await self.cluster.relay(connection_id, "post", data)
+        return "gone"
+
+    async def info(self, connection_id: str) -> dict[str, Any] | None:
+        conn = self.connections.get(connection_id)
+        if conn is not None:
+            return conn.info()
+        if self.cluster is not None:
+            return await self.cluster.info(connection_id)
+        return None
+
+    async def delete(self, connection_id: str) -> bool:
+        conn = self.connections.get(connection_id)
+        if conn is not None:
+            conn.close(1000, "")
+            return True
+        if self.cluster is not None:
+            return await self.cluster.relay(connection_id, "delete", b"") == "ok"
+        return False
+
+    def deliver(self, op: str, connection_id: str, data: bytes) -> None:
+        """A relayed operation arrived from another gateway (through Redis)."""
+        conn = self.connections.get(connection_id)
+        if conn is None:
+            return
+        if op == "post":
+            if not conn.send(data):
+                log.warn("relayed message to {conn} dropped: send buffer full",
+                         conn=connection_id)
+        elif op == "delete":
+            conn.close(1000, "")
+
+    def close_all(self) -> None:
+        for conn in list(self.connections.values()):
+            conn.close(CLOSE_GOING_AWAY, "Going away")
+
+    def stop(self) -> Any:
+        self.close_all()
+        if self.cluster is not None:
+            self.cluster.stop()
+        return self.http.close()

@@ -1,0 +1,349 @@
+"""WebSocket APIs end to end (issue #9, §7): real twistd, real WebSocket clients, boto3.
+
+The gateway runs as ``twistd apigw`` with Lambda functions (python handlers written to a
+temporary folder) behind a WebSocket API; the client is the ``websockets`` package, the
+backend pushes with boto3's ApiGatewayManagementApi pointed at the gateway.  Handlers
+record the events they get in a folder so the tests can check §7.3's shapes exactly.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from twistgw.testing import RunningGateway, write_config
+
+AKID = "AKIDWEBSOCKET12345"
+SECRET = "websocket-secret-0123456789"
+HANDLERS = '''
+import json, os, time
+
+def _record(kind, event):
+    folder = os.environ["EVENTS_DIR"]
+    cid = event["requestContext"]["connectionId"]
+    with open(os.path.join(folder, f"{kind}-{cid}-{time.time_ns()}.json"), "w") as f:
+        json.dump(event, f)
+
+def connect(event, context):
+    _record("connect", event)
+    query = event.get("queryStringParameters") or {}
+    if query.get("refuse"):
+        return {"statusCode": int(query["refuse"]), "body": "go away"}
+    if query.get("protocol"):
+        return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": query["protocol"]}}
+    return {"statusCode": 200}
+
+def disconnect(event, context):
+    _record("disconnect", event)
+    return {"statusCode": 200}
+
+def echo(event, context):
+    _record("message", event)
+    body = json.loads(event["body"])
+    return {"statusCode": 200, "body": json.dumps({
+        "echo": body.get("data"), "routeKey": event["requestContext"]["routeKey"],
+        "connectionId": event["requestContext"]["connectionId"]})}
+
+def fail(event, context):
+    raise RuntimeError("boom")
+
+def authorize(event, context):
+    token = (event.get("queryStringParameters") or {}).get("token")
+    effect = "Allow" if token == "good" else "Deny"
+    return {"principalId": "user-" + str(token),
+            "policyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Action": "execute-api:Invoke", "Effect": effect,
+                "Resource": event["methodArn"]}]},
+            "context": {"tenant": "acme", "level": 3}}
+'''
+LAMBDA = "arn:aws:lambda:us-east-1:123456789012:function:"
+
+
+def websocket_definition(*, authorized: bool = False) -> dict[str, Any]:
+    connect_route: dict[str, Any] = {
+        "integration": {"type": "AWS_PROXY", "uri": LAMBDA + "Connect"}}
+    doc: dict[str, Any] = {
+        "title": "chat",
+        "route_selection_expression": "$request.body.action",
+        "routes": {
+            "$connect": connect_route,
+            "$disconnect": {"integration": {"type": "AWS_PROXY", "uri": LAMBDA + "Disconnect"}},
+            "echo": {"integration": {"type": "AWS_PROXY", "uri": LAMBDA + "Echo"},
+                     "route_response_selection_expression": "$default"},
+            "quiet": {"integration": {"type": "AWS_PROXY", "uri": LAMBDA + "Echo"}},
+            "broken": {"integration": {"type": "AWS_PROXY", "uri": LAMBDA + "Fail"},
+                       "route_response_selection_expression": "$default"},
+            "$default": {"integration": {"type": "MOCK", "response": "default route"},
+                         "route_response_selection_expression": "$default"},
+        },
+    }
+    if authorized:
+        doc["authorizers"] = {"ByToken": {
+            "uri": LAMBDA + "Authorize",
+            "identity_source": ["route.request.querystring.token"]}}
+        connect_route.update(authorization_type="CUSTOM", authorizer="ByToken",
+                             api_key_required=True)
+    return doc
+
+
+def gateway_config(folder: Path, *, settings: dict[str, Any] | None = None,
+                   authorized: bool = False) -> Path:
+    code = folder / "code"
+    code.mkdir(parents=True, exist_ok=True)
+    (code / "handlers.py").write_text(HANDLERS, encoding="utf-8")
+    events = folder / "events"
+    events.mkdir(exist_ok=True)
+    env = {"EVENTS_DIR": str(events)}
+    functions = {name: {"handler": f"handlers.{handler}", "code": str(code),
+                        "runtime": "python", "environment": env}
+                 for name, handler in (("Connect", "connect"), ("Disconnect", "disconnect"),
+                                       ("Echo", "echo"), ("Fail", "fail"),
+                                       ("Authorize", "authorize"))}
+    plugin_settings: dict[str, Any] = {
+        "auth": {"iam": {"keys": [{
+            "access_key_id": AKID, "secret_access_key": SECRET,
+            "policy": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": "execute-api:ManageConnections",
+                "Resource": "arn:aws:execute-api:*:*:chat/*/*/@connections/*"}]}}]}},
+        "websocket": settings or {},
+    }
+    if authorized:
+        plugin_settings["access"] = {
+            "api_keys": [{"id": "partner", "value": "partner-key-0123456789abcdef"}],
+            "usage_plans": [{"id": "gold", "apis": [{"api": "chat", "stage": "prod"}],
+                             "keys": ["partner"]}]}
+    return Path(write_config(folder, {
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "chat", "type": "WEBSOCKET", "definition": "chat.yaml",
+                  "stages": [{"name": "prod"}]}],
+        "functions": functions,
+        "plugins": {"enabled": ["lambda", "auth", "access", "websocket"],
+                    "settings": plugin_settings},
+    }, {"chat.yaml": websocket_definition(authorized=authorized)}))
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Path]]:
+    folder = tmp_path_factory.mktemp("ws")
+    with RunningGateway(gateway_config(folder)) as gw:
+        yield gw, folder / "events"
+
+
+def ws_url(gw: RunningGateway, query: str = "") -> str:
+    return gw.base_urls[0].replace("http://", "ws://") + "/prod" + query
+
+
+def management(gw: RunningGateway, secret: str = SECRET) -> Any:
+    return boto3.client("apigatewaymanagementapi", endpoint_url=gw.base_urls[0] + "/prod",
+                        region_name="us-east-1", aws_access_key_id=AKID,
+                        aws_secret_access_key=secret)
+
+
+def recv_json(ws: ClientConnection) -> Any:
+    return json.loads(ws.recv(timeout=10))
+
+
+def connection_id(ws: ClientConnection) -> str:
+    ws.send(json.dumps({"action": "echo", "data": "who am i"}))
+    return str(recv_json(ws)["connectionId"])
+
+
+def events(folder: Path, kind: str, cid: str, wait: float = 10.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + wait
+    while True:
+        found = sorted(folder.glob(f"{kind}-{cid}-*.json"))
+        if found or time.monotonic() > deadline:
+            return [json.loads(p.read_text()) for p in found]
+        time.sleep(0.05)
+
+
+def closed_code(ws: ClientConnection, wait: float = 10.0) -> int | None:
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            ws.recv(timeout=wait)
+    rcvd = info.value.rcvd
+    return rcvd.code if rcvd is not None else None
+
+
+CONTEXT_KEYS = {"routeKey", "eventType", "extendedRequestId", "requestTime",
+                "messageDirection", "stage", "connectedAt", "requestTimeEpoch", "identity",
+                "requestId", "domainName", "connectionId", "apiId"}
+
+
+def test_connect_routes_by_action_and_echoes_through_lambda(gateway: Any) -> None:
+    gw, _events = gateway
+    with connect(ws_url(gw)) as ws:
+        ws.send(json.dumps({"action": "echo", "data": "hi"}))
+        answer = recv_json(ws)
+        assert answer["echo"] == "hi" and answer["routeKey"] == "echo"
+        # Not JSON, JSON without the path, an unknown action: all go to $default.
+        for message in ("plain text", json.dumps({"data": 1}),
+                        json.dumps({"action": "nope"})):
+            ws.send(message)
+            assert ws.recv(timeout=10) == "default route"
+        # A route without a route response answers nothing; the next echo proves order.
+        ws.send(json.dumps({"action": "quiet", "data": "x"}))
+        ws.send(json.dumps({"action": "echo", "data": "after"}))
+        assert recv_json(ws)["echo"] == "after"
+
+
+def test_failing_integration_sends_aws_error_frame(gateway: Any) -> None:
+    gw, _events = gateway
+    with connect(ws_url(gw)) as ws:
+        cid = connection_id(ws)
+        ws.send(json.dumps({"action": "broken"}))
+        frame = recv_json(ws)
+        assert frame["message"] == "Internal server error"
+        assert frame["connectionId"] == cid and frame["requestId"]
+
+
+def test_lambda_events_have_the_aws_shapes(gateway: Any) -> None:
+    gw, folder = gateway
+    with connect(ws_url(gw, "?room=blue&room=red"),
+                 additional_headers={"X-Custom": "yes"}) as ws:
+        cid = connection_id(ws)
+    (con,) = events(folder, "connect", cid)
+    assert set(con) == {"headers", "multiValueHeaders", "queryStringParameters",
+                        "multiValueQueryStringParameters", "requestContext",
+                        "isBase64Encoded"}
+    assert con["queryStringParameters"] == {"room": "red"}
+    assert con["multiValueQueryStringParameters"] == {"room": ["blue", "red"]}
+    assert con["headers"]["X-Custom"] == "yes"
+    assert con["headers"]["Sec-WebSocket-Version"] == "13"
+    ctx = con["requestContext"]
+    assert set(ctx) == CONTEXT_KEYS
+    assert (ctx["routeKey"], ctx["eventType"], ctx["messageDirection"]) == (
+        "$connect", "CONNECT", "IN")
+    assert (ctx["stage"], ctx["apiId"], ctx["connectionId"]) == ("prod", "chat", cid)
+    assert ctx["identity"]["sourceIp"] == "127.0.0.1"
+    assert ctx["identity"]["userAgent"].startswith("Python/")
+    assert ctx["requestTimeEpoch"] >= ctx["connectedAt"] > 1.7e12
+    (msg,) = events(folder, "message", cid)
+    assert set(msg) == {"requestContext", "body", "isBase64Encoded"}
+    assert json.loads(msg["body"]) == {"action": "echo", "data": "who am i"}
+    mctx = msg["requestContext"]
+    assert set(mctx) == CONTEXT_KEYS | {"messageId"}
+    assert (mctx["eventType"], mctx["routeKey"]) == ("MESSAGE", "echo")
+    assert mctx["connectedAt"] == ctx["connectedAt"]
+    assert mctx["messageId"] != mctx["requestId"]
+    (dis,) = events(folder, "disconnect", cid)
+    dctx = dis["requestContext"]
+    assert set(dctx) == CONTEXT_KEYS | {"disconnectStatusCode", "disconnectReason"}
+    assert (dctx["eventType"], dctx["routeKey"], dctx["disconnectStatusCode"]) == (
+        "DISCONNECT", "$disconnect", 1000)
+    assert set(dis["headers"]) == {"Host", "x-api-key", "X-Forwarded-For", "x-restapi"}
+
+
+def test_connect_lambda_refuses_or_picks_a_subprotocol(gateway: Any) -> None:
+    gw, _events = gateway
+    with pytest.raises(InvalidStatus) as info:
+        connect(ws_url(gw, "?refuse=403"))
+    assert info.value.response.status_code == 403
+    with connect(ws_url(gw, "?protocol=chat.v2"), subprotocols=["chat.v1", "chat.v2"]) as ws:
+        assert ws.subprotocol == "chat.v2"
+
+
+def test_plain_http_on_the_stage_is_426(gateway: Any) -> None:
+    gw, _events = gateway
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    conn.request("GET", "/prod")
+    response = conn.getresponse()
+    assert response.status == 426
+    assert response.getheader("Upgrade") == "websocket"
+
+
+def test_push_info_and_delete_through_boto3(gateway: Any) -> None:
+    gw, folder = gateway
+    client = management(gw)
+    with connect(ws_url(gw)) as ws:
+        cid = connection_id(ws)
+        client.post_to_connection(ConnectionId=cid, Data=b'{"pushed": true}')
+        assert recv_json(ws) == {"pushed": True}
+        info = client.get_connection(ConnectionId=cid)
+        assert info["Identity"]["SourceIp"] == "127.0.0.1"
+        assert info["LastActiveAt"] >= info["ConnectedAt"]
+        client.delete_connection(ConnectionId=cid)
+        assert closed_code(ws) == 1000
+    (dis,) = events(folder, "disconnect", cid)
+    assert dis["requestContext"]["disconnectStatusCode"] == 1000
+    with pytest.raises(client.exceptions.GoneException):
+        client.post_to_connection(ConnectionId=cid, Data=b"late")
+    with pytest.raises(client.exceptions.GoneException):
+        client.get_connection(ConnectionId=cid)
+    with pytest.raises(client.exceptions.GoneException):
+        client.delete_connection(ConnectionId=cid)
+
+
+def test_connections_api_needs_a_valid_signature(gateway: Any) -> None:
+    gw, _events = gateway
+    with connect(ws_url(gw)) as ws:
+        cid = connection_id(ws)
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        conn.request("POST", f"/prod/@connections/{cid}", body=b"unsigned")
+        assert conn.getresponse().status == 403
+        bad = management(gw, secret="not-the-secret-0123456789")
+        with pytest.raises(bad.exceptions.ClientError) as info:
+            bad.post_to_connection(ConnectionId=cid, Data=b"forged")
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        ws.send(json.dumps({"action": "echo", "data": "still here"}))
+        assert recv_json(ws)["echo"] == "still here"  # nothing forged arrived first
+
+
+def test_oversize_frame_and_message_close_1009(gateway: Any) -> None:
+    gw, _events = gateway
+    with connect(ws_url(gw), max_size=None) as ws:
+        ws.send("x" * (33 * 1024))  # one frame over 32 KB
+        assert closed_code(ws) == 1009
+    with connect(ws_url(gw), max_size=None) as ws:
+        ws.send(["y" * (30 * 1024)] * 5)  # 30 KB frames, 150 KB message
+        assert closed_code(ws) == 1009
+    with connect(ws_url(gw)) as ws:  # 128 KB is the last size allowed... in 32 KB frames
+        ws.send([json.dumps({"action": "echo", "data": "z" * 1000})])
+        assert recv_json(ws)["echo"] == "z" * 1000
+
+
+def test_binary_frames_close_1003(gateway: Any) -> None:
+    gw, _events = gateway
+    with connect(ws_url(gw)) as ws:
+        ws.send(b"\x00\x01binary")
+        assert closed_code(ws) == 1003
+
+
+def test_push_too_large_is_413(gateway: Any) -> None:
+    gw, _events = gateway
+    client = management(gw)
+    with connect(ws_url(gw)) as ws:
+        cid = connection_id(ws)
+        with pytest.raises(client.exceptions.PayloadTooLargeException):
+            client.post_to_connection(ConnectionId=cid, Data=b"x" * (128 * 1024 + 1))
+
+
+def test_idle_connection_is_closed(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path, settings={"idle_timeout": 1.0, "max_lifetime": 60})
+    with RunningGateway(config) as gw, connect(ws_url(gw)) as ws:
+        cid = connection_id(ws)
+        assert closed_code(ws, wait=20) == 1001
+        (dis,) = events(tmp_path / "events", "disconnect", cid)
+        assert dis["requestContext"]["disconnectStatusCode"] == 1001
+
+
+def test_connection_lifetime_is_bounded(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path, settings={"idle_timeout": 60, "max_lifetime": 1.5})
+    with RunningGateway(config) as gw, connect(ws_url(gw)) as ws:
+        connection_id(ws)
+        # Activity does not extend the lifetime: keep talking until the gateway closes.
+        with pytest.raises(ConnectionClosed) as info:
+            for _ in range(200):
+                ws.send(json.dumps({"action": "echo", "data": "busy"}))
+                ws.recv(timeout=10)
+                time.sleep(0.05)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1001
