@@ -181,6 +181,33 @@ def test_refusals(make_harness: HarnessFactory, b: Builders, keys: KeySet) -> No
     assert not echo.seen
 
 
+def test_malformed_encodings_and_claim_types_refused(make_harness: HarnessFactory,
+                                                    b: Builders, keys: KeySet) -> None:
+    h, echo = harness(make_harness, b, keys)
+    good = mint()
+    head, payload, sig = good.split(".")
+    assert call(h, "/pets", good).status == 200
+    assert call(h, "/pets", f"{head}.{payload}.{sig}=").status == 200  # issuers that pad
+    # The same signature bytes spelled another way: base64url's unused trailing bits set
+    # (the 256-byte RS256 signature leaves 2 of them in its last character).
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet[alphabet.index(sig[-1]) | 1]
+    assert last != sig[-1]
+    for token in (f"{head}.{payload}.{sig[:-1]}{last}", f"{head}.{payload}.{sig}===",
+                  f"{head}.{payload}.{sig}!", f"{head}.{payload}", f"{head}.e30x.{sig}",
+                  f"{head}.{payload}.{sig}.{sig}"):
+        assert_invalid(call(h, "/pets", token), "the token is malformed")
+    assert_invalid(call(h, "/pets", f"{head}.{payload}."), "the token has an invalid signature")
+    now = int(time.time())
+    assert_invalid(call(h, "/pets", mint(exp="tomorrow")),
+                   "the token's exp claim is not a number")
+    assert_invalid(call(h, "/pets", mint(exp=True)), "the token's exp claim is not a number")
+    assert_invalid(call(h, "/pets", mint(nbf=str(now))), "the token's nbf claim is not a number")
+    array = base64.urlsafe_b64encode(b"[1]").rstrip(b"=").decode()
+    assert_invalid(call(h, "/pets", f"{head}.{array}.{sig}"), "the token is malformed")
+    assert len(echo.seen) == 2  # only the two good tokens reached the integration
+
+
 def test_alg_none_hs256_and_confusion_refused(make_harness: HarnessFactory, b: Builders,
                                               keys: KeySet) -> None:
     h, _ = harness(make_harness, b, keys)
