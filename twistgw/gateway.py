@@ -59,9 +59,11 @@ class _Rejected(Exception):
 class _ListenerPlan:
     """How the listeners of a reloaded config are served.
 
-    ``swap``: same endpoint, the listening socket stays and its factory is replaced (TLS
-    certificates re-read, wrappers re-applied).  ``bind``: a new or moved endpoint, bound
-    at commit.  ``close``: ports of removed or moved listeners, closed at commit.
+    An unchanged listener keeps its socket, site and factory (certificates are re-read by
+    the TLS plugin's ``prepare_reload``).  ``swap``: a changed listener on the same
+    endpoint keeps its socket and gets a new factory (new limits, TLS settings,
+    allow-list).  ``bind``: a new or moved endpoint, bound at commit.  ``close``: ports of
+    removed or moved listeners, closed at commit.
     """
 
     sites: dict[str, DrainingSite]
@@ -376,12 +378,15 @@ class Gateway(MultiService):
                 continue
             before = old.get(listener.name)
             site = self.sites.get(listener.name)
+            port = self.ports.get(listener.name)
+            if site is not None and port is not None and before == listener:
+                plan.sites[listener.name] = site  # unchanged: socket and factory stay
+                continue
             if (site is None or before is None or before.limits != listener.limits
                     or _scheme(before) != _scheme(listener)):
                 site = self._new_site(listener)
             plan.sites[listener.name] = site
             endpoint, factory = self._factory(config, listener, site)
-            port = self.ports.get(listener.name)
             if before is not None and port is not None and \
                     before.endpoint == listener.endpoint and hasattr(port, "factory"):
                 plan.swap.append((listener.name, factory))

@@ -34,6 +34,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from twistgw import hookimpl
 from twistgw.errors import ConfigError
+from twistgw.reload import ReloadStep
 
 from .allow import AllowListFactory, Network, parse_sources
 from .contexts import (
@@ -47,9 +48,10 @@ from .contexts import (
 if TYPE_CHECKING:
     from twistgw import Registry
     from twistgw.config import GatewayConfig, ListenerConfig
+    from twistgw.deployment import Deployment
     from twistgw.gateway import Gateway
 
-__all__ = ["register", "configure", "startup", "shutdown", "wrap_listener",
+__all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "wrap_listener",
            "reload_certificates", "POLICIES", "MOZILLA_INTERMEDIATE", "MOZILLA_GROUPS",
            "DEFAULT_POLICY", "AllowListFactory", "ListenerTls", "parse_sources",
            "is_private", "TlsSettings"]
@@ -218,6 +220,21 @@ def shutdown(gateway: Gateway) -> None:
     for timer in _timers.pop(id(gateway.config), []):
         if timer.running:
             timer.stop()
+
+
+@hookimpl
+def prepare_reload(gateway: Gateway, deployment: Deployment) -> ReloadStep:
+    """SIGHUP: re-read the bound listeners' certificates now (a bad file raises
+    ``ConfigError``, which rejects the whole reload and changes nothing); the file watcher
+    and expiry timers carry over to the new config."""
+    reload_certificates()
+    old, new = id(gateway.config), id(deployment.config)
+
+    def commit() -> None:
+        if old in _timers and old != new:
+            _timers[new] = _timers.pop(old)
+
+    return ReloadStep(commit=commit)
 
 
 def check_expiry(listeners: list[ListenerTls]) -> None:
