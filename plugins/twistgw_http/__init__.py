@@ -272,11 +272,30 @@ def integration_request(ctx: Context, request: IntegrationRequest, proxy: bool
                 headers.append(("Content-Type", ctype))
         client_query = set(ctx.request.query)
         query = tuple(p for p in request.query if p not in client_query) + tuple(mapped_query)
+    new_path = None
+    if params.actions:
+        headers, query, new_path = params.apply_actions(ctx, headers, query)
     headers, query = _apply_overrides(headers, query, override)
+    if new_path is not None:
+        uri = _with_path(uri, new_path)
     return IntegrationRequest(
         method=request.method, uri=uri, headers=Headers(tuple(headers)), query=query,
         path_params=request.path_params, body=request.body, timeout=request.timeout,
         extras=request.extras)
+
+
+def _with_path(uri: str, path: str) -> str:
+    """``uri`` with its path replaced (an HTTP API's ``overwrite:path``); a query string
+    written in the integration URI stays."""
+    start = uri.find("://")
+    start = start + 3 if start >= 0 else 0
+    ends = [i for i in (uri.find("/", start), uri.find("?", start)) if i >= 0]
+    authority_end = min(ends) if ends else len(uri)
+    query_at = uri.find("?", authority_end)
+    rest = uri[query_at:] if query_at >= 0 else ""
+    if not path.startswith("/"):
+        path = "/" + path
+    return uri[:authority_end] + _quote_path(path) + rest
 
 
 def _apply_overrides(headers: list[tuple[str, str]], query: tuple[tuple[str, str], ...],

@@ -40,7 +40,7 @@ from twistgw import (
 from twistgw.config import load_config
 from twistgw.definition import Integration
 from twistgw.gateway import Gateway
-from twistgw.testing import make_context, make_inbound, write_config
+from twistgw.testing import GatewayHarness, make_context, make_inbound, write_config
 
 if TYPE_CHECKING:
     from ..conftest import Builders, HarnessFactory
@@ -72,12 +72,13 @@ def test_mapping_to_a_forbidden_header_is_refused_at_load_time(
 
 
 @pytest.mark.parametrize(("key", "source", "problem"), [
-    ("integration.request.header.X", "method.request.body.name", "request body"),
+    ("integration.request.header.X", "method.request.body.a[?(@.x)]",
+     "unsupported JSONPath"),
     ("integration.request.header.X", "method.request.cookie.a", "unknown source"),
     ("integration.request.header.X", "context.noSuchThing", "unknown context variable"),
     ("integration.request.body.X", "'a'", "keys must look like"),
     ("integration.request.header.bad name", "'a'", "keys must look like"),
-    ("append:querystring.x", "'a'", "HTTP API parameter mapping"),
+    ("append:querystring.x", "'a'", "mixes REST keys"),
 ])
 def test_unservable_mappings_are_refused_at_load_time(
         make_harness: HarnessFactory, b: Builders, key: str, source: str,
@@ -465,3 +466,96 @@ def test_map_request_order_with_other_plugins(make_harness: HarnessFactory,
     assert seen.query == (("q", "1"),)
     assert seen.headers.get("X-Added") == "1"
     assert seen.headers.get("X-Client") is None
+
+
+# -- body sources (REST) and HTTP API parameter mapping ------------------------------------
+
+
+def spied(make_harness: HarnessFactory, b: Builders, params: dict[str, str],
+          api_type: str = "REST", uri: str = "http://127.0.0.1:9/items/{id}"
+          ) -> tuple[GatewayHarness, Spy]:
+    op = b.proxy_op(uri, requestParameters=params)
+    if api_type == "HTTP":
+        op["x-amazon-apigateway-integration"]["payloadFormatVersion"] = "1.0"
+    spy = Spy()
+    h = make_harness(b.openapi({"/items/{id}": {"post": op}}), plugins=[("spy", spy)],
+                     config=b.gateway_config(plugins=ENABLED, api_type=api_type))
+    return h, spy
+
+
+def test_body_sources_map_the_whole_body_and_json_paths(make_harness: HarnessFactory,
+                                                        b: Builders) -> None:
+    h, spy = spied(make_harness, b, {
+        "integration.request.path.id": "method.request.path.id",
+        "integration.request.header.X-Body": "method.request.body",
+        "integration.request.header.X-Name": "method.request.body.pets[0].name",
+        "integration.request.header.X-Obj": "method.request.body.owner",
+        "integration.request.querystring.n": "method.request.body.count",
+        "integration.request.querystring.missing": "method.request.body.nothing.here"})
+    body = b'{"pets": [{"name": "rex"}], "owner": {"id": 1, "ok": true}, "count": 3}'
+    assert h.request("POST", "/prod/items/7", body=body,
+                     headers={"Content-Type": "application/json"}).body == b"spied"
+    seen = spy.seen[-1]
+    assert seen.headers.get("X-Body") == body.decode()
+    assert seen.headers.get("X-Name") == "rex"
+    assert seen.headers.get("X-Obj") == '{"id":1,"ok":true}'
+    assert ("n", "3") in seen.query
+    assert all(k != "missing" for k, _ in seen.query)
+    # A body that is not JSON leaves the JSONPath targets unset.
+    h.request("POST", "/prod/items/7", body=b"not json")
+    seen = spy.seen[-1]
+    assert seen.headers.get("X-Name") is None
+    assert seen.headers.get("X-Body") == "not json"
+
+
+def test_http_api_mapping_overwrites_appends_and_removes(make_harness: HarnessFactory,
+                                                         b: Builders) -> None:
+    h, spy = spied(make_harness, b, {
+        "overwrite:header.X-Over": "$request.header.x-in",
+        "append:header.X-App": "$context.stage",
+        "remove:header.X-Gone": "''",
+        "overwrite:querystring.q": "$request.querystring.src",
+        "append:querystring.q2": "static",
+        "remove:querystring.drop": "''",
+        "append:header.X-Combined": "${request.path.id}-${stageVariables.none}-$x",
+        "overwrite:header.X-Body": "$request.body.user.name",
+    }, api_type="HTTP")
+    response = h.request("POST", "/items/7?q=old&src=new&drop=1&keep=k",
+                         body=b'{"user": {"name": "ana"}}',
+                         headers={"X-In": "in", "X-Over": "client", "X-App": "first",
+                                  "X-Gone": "bye", "Content-Type": "application/json"})
+    assert response.body == b"spied"
+    seen = spy.seen[-1]
+    assert seen.headers.get_all("X-Over") == ["in"]
+    assert seen.headers.get_all("X-App") == ["first,$default"]
+    assert seen.headers.get("X-Gone") is None
+    assert seen.headers.get("X-Combined") == "7--$x"
+    assert seen.headers.get("X-Body") == "ana"
+    assert seen.query == (("src", "new"), ("keep", "k"), ("q", "new"), ("q2", "static"))
+    assert seen.uri == "http://127.0.0.1:9/items/7"
+
+
+def test_http_api_overwrite_path(make_harness: HarnessFactory, b: Builders) -> None:
+    h, spy = spied(make_harness, b, {"overwrite:path": "/v2${request.path}/x"},
+                   api_type="HTTP", uri="http://127.0.0.1:9/ignored?fixed=1")
+    h.request("POST", "/items/a%20b")
+    assert spy.seen[-1].uri == "http://127.0.0.1:9/v2/items/a%20b/x?fixed=1"
+
+
+@pytest.mark.parametrize(("key", "source", "problem"), [
+    ("overwrite:header.Authorization", "'x'", "reserved header"),
+    ("append:header.x-amzn-thing", "'x'", "reserved header"),
+    ("overwrite:header.X", "$request.cookie.a", "unknown source"),
+    ("overwrite:header.X", "${context.nothing}", "unknown context variable"),
+    ("prepend:header.X", "'x'", "HTTP API keys look like"),
+    ("overwrite:path", "relative", "must start with '/'"),
+])
+def test_bad_http_api_mappings_are_refused_at_load_time(
+        make_harness: HarnessFactory, b: Builders, key: str, source: str,
+        problem: str) -> None:
+    op = b.proxy_op("http://127.0.0.1:9/", requestParameters={key: source})
+    with pytest.raises(ConfigError) as info:
+        make_harness(b.openapi({"/x": {"get": op}}),
+                     config=b.gateway_config(plugins=ENABLED, api_type="HTTP"))
+    assert problem in str(info.value)
+    assert key in str(info.value)
