@@ -43,7 +43,8 @@ class Options(usage.Options):
             from .gateway import Gateway
             from .workers import check_workers, worker_plugins
 
-            self["gateway"] = Gateway(config, extra_plugins=worker_plugins())
+            self["gateway"] = Gateway(config, extra_plugins=worker_plugins(),
+                                      config_path=os.path.abspath(path))
             self["worker_warnings"] = check_workers(self["gateway"], self["workers"])
             self["config_path"] = os.path.abspath(path)
         except ConfigError as e:
@@ -61,4 +62,6 @@ def makeService(options: Any) -> IService:
 
         return Supervisor(options["gateway"], options["workers"], options["config_path"],
                           warnings=options["worker_warnings"])
-    return options["gateway"]  # type: ignore[no-any-return]
+    gateway = options["gateway"]
+    gateway.handle_signals = True  # SIGHUP reloads, SIGTERM drains and exits 0
+    return gateway  # type: ignore[no-any-return]
