@@ -214,9 +214,9 @@ class _Reader:
             raise self.fail(f"{path}.api", f"no API has id {api!r} (apis: {known}); use "
                             "the id of an apis[] entry")
         api_cfg = self.apis[api]
-        if rest_only and api_cfg.type != "REST":
+        if rest_only and api_cfg.type == "HTTP":
             raise self.fail(f"{path}.api", f"API {api!r} is an HTTP API; usage plans and "
-                            "API keys apply to REST APIs only (as on AWS)")
+                            "API keys apply to REST and WebSocket APIs only (as on AWS)")
         stage = raw["stage"]
         stages = [s.name for s in api_cfg.stages]
         if not isinstance(stage, str) or stage not in stages:

@@ -164,8 +164,13 @@ async def _connect(ctx: Context, ws: WsApi, hub: Hub) -> IntegrationResponse:
     authorizer = None
     api_key = api_key_id = None
     if principal is not None:
-        if principal.kind == "lambda":
-            authorizer = {"principalId": principal.id, **dict(principal.context)}
+        if principal.kind not in ("api_key", "iam"):
+            # Context values are stringified, as in REST events (an API key alone or
+            # IAM names no authorizer).
+            authorizer = {"principalId": principal.id, **{
+                k: None if v is None else ("true" if v is True else "false" if v is False
+                                           else str(v))
+                for k, v in principal.context.items()}}
         api_key_id = principal.api_key_id
         if api_key_id is not None:
             api_key = principal.usage_identifier_key or headers.get("x-api-key")

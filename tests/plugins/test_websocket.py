@@ -347,3 +347,50 @@ def test_connection_lifetime_is_bounded(tmp_path: Path) -> None:
                 ws.recv(timeout=10)
                 time.sleep(0.05)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+
+
+# -- $connect authorization: a Lambda REQUEST authorizer and an API key --------------------
+
+PARTNER_KEY = "partner-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def authorized(tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[RunningGateway, Path]]:
+    folder = tmp_path_factory.mktemp("wsauth")
+    with RunningGateway(gateway_config(folder, authorized=True)) as gw:
+        yield gw, folder / "events"
+
+
+def refused_status(url: str, headers: dict[str, str] | None = None) -> int:
+    with pytest.raises(InvalidStatus) as info:
+        connect(url, additional_headers=headers or {})
+    return int(info.value.response.status_code)
+
+
+def test_connect_authorizer_and_api_key_refuse_before_the_upgrade(authorized: Any) -> None:
+    gw, folder = authorized
+    key = {"x-api-key": PARTNER_KEY}
+    assert refused_status(ws_url(gw, "?token=bad"), key) == 403  # the authorizer denies
+    assert refused_status(ws_url(gw), key) == 403  # no token: denied too
+    assert refused_status(ws_url(gw, "?token=good")) == 403  # no API key
+    assert refused_status(ws_url(gw, "?token=good"), {"x-api-key": "wrong-key-0123456789"}) \
+        == 403
+    # Nothing reached the $connect integration for any refusal.
+    assert not list(folder.glob("connect-*.json"))
+
+
+def test_authorized_connection_carries_the_authorizer_context(authorized: Any) -> None:
+    gw, folder = authorized
+    with connect(ws_url(gw, "?token=good"),
+                 additional_headers={"x-api-key": PARTNER_KEY}) as ws:
+        cid = connection_id(ws)
+    (con,) = events(folder, "connect", cid)
+    (msg,) = events(folder, "message", cid)
+    (dis,) = events(folder, "disconnect", cid)
+    for event in (con, msg, dis):
+        ctx = event["requestContext"]
+        assert ctx["authorizer"] == {"principalId": "user-good", "tenant": "acme",
+                                     "level": "3"}
+        assert ctx["identity"]["apiKey"] == PARTNER_KEY
+        assert ctx["identity"]["apiKeyId"] == "partner"

@@ -1,0 +1,86 @@
+"""Two gateways, one Redis: @connections reaches a connection wherever it lives (issue #9).
+
+A real ``redis-server`` (started by the fixture of test_access_redis) and two real twistd
+gateways with the same WebSocket API: the client connects to one, the backend calls the
+management API on the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_access_redis import RedisServer, redis, wait_for  # noqa: F401 (fixture)
+from test_websocket import (
+    closed_code,
+    connection_id,
+    events,
+    gateway_config,
+    management,
+    recv_json,
+    ws_url,
+)
+from websockets.sync.client import connect
+
+from twistgw.testing import RunningGateway
+
+
+def test_push_through_another_gateway(redis: RedisServer,  # noqa: F811 (fixture)
+                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    folders = [tmp_path_factory.mktemp(f"node{i}") for i in range(2)]
+    configs = [gateway_config(folder, settings={
+        "node_id": f"node-{i}", "redis": {"url": redis.url, "timeout_ms": 2000}})
+        for i, folder in enumerate(folders)]
+    with RunningGateway(configs[0]) as one, RunningGateway(configs[1]) as two:
+        other = management(two)
+        with connect(ws_url(one)) as ws:
+            cid = connection_id(ws)
+            # Registration is asynchronous: wait until the other node can see it.
+            assert wait_for(lambda: _known(other, cid))
+            other.post_to_connection(ConnectionId=cid, Data=b'{"from": "node-1"}')
+            assert recv_json(ws) == {"from": "node-1"}
+            info = other.get_connection(ConnectionId=cid)
+            assert info["Identity"]["SourceIp"] == "127.0.0.1"
+            keys = redis.command("KEYS", "twistgw:ws:conn:*")
+            assert cid.encode() in keys
+            other.delete_connection(ConnectionId=cid)
+            assert closed_code(ws) == 1000
+        (dis,) = events(folders[0] / "events", "disconnect", cid)
+        assert dis["requestContext"]["disconnectStatusCode"] == 1000
+        assert wait_for(lambda: not _known(other, cid))
+        with pytest.raises(other.exceptions.GoneException):
+            other.post_to_connection(ConnectionId=cid, Data=b"late")
+
+
+def test_connection_of_a_dead_gateway_is_gone(redis: RedisServer,  # noqa: F811
+                                              tmp_path_factory: pytest.TempPathFactory
+                                              ) -> None:
+    folders = [tmp_path_factory.mktemp(f"dead{i}") for i in range(2)]
+    configs = [gateway_config(folder, settings={
+        "node_id": f"dead-{i}", "redis": {"url": redis.url, "timeout_ms": 2000}})
+        for i, folder in enumerate(folders)]
+    with RunningGateway(configs[1]) as two:
+        other = management(two)
+        one = RunningGateway(configs[0]).start()
+        try:
+            with connect(ws_url(one), close_timeout=1) as ws:
+                cid = connection_id(ws)
+                assert wait_for(lambda: _known(other, cid))
+                assert one.process is not None
+                one.process.kill()  # no shutdown hook: its Redis entry stays behind
+                one.process.wait()
+        finally:
+            one.stop()
+        # The entry is still there, but nobody listens on the dead node's channel.
+        assert redis.command("EXISTS", f"twistgw:ws:conn:{cid}") == b":1\r\n"
+        with pytest.raises(other.exceptions.GoneException):
+            other.post_to_connection(ConnectionId=cid, Data=b"to nobody")
+        assert redis.command("EXISTS", f"twistgw:ws:conn:{cid}") == b":0\r\n"
+
+
+def _known(client: Any, cid: str) -> bool:
+    try:
+        client.get_connection(ConnectionId=cid)
+    except client.exceptions.GoneException:
+        return False
+    return True
