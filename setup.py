@@ -20,6 +20,7 @@ SHIPPED_PLUGINS = {
     "tls": "twistgw_tls",
     "websocket": "twistgw_websocket",
     "admin": "twistgw_admin",
+    "otel": "twistgw_otel",
 }
 
 setup(
@@ -52,6 +53,11 @@ setup(
         "autobahn>=24.4",
         "prometheus_client>=0.20",
     ],
+    extras_require={
+        # OpenTelemetry export (plugins.settings.otel): protobuf and requests are heavy and
+        # most gateways do not trace, so they are opt-in; the plugin is inert without them.
+        "otel": ["opentelemetry-sdk>=1.25", "opentelemetry-exporter-otlp-proto-http>=1.25"],
+    },
     entry_points={
         "twistgw": [f"{name} = {pkg}" for name, pkg in SHIPPED_PLUGINS.items()],
         "console_scripts": ["twistgw = twistgw.cli:main"],

@@ -206,13 +206,21 @@ class Pipeline:
             assert route is not None
             plan = route.plan
             if plan.authorize or route.requires_auth:
-                ctx = await self._authorize(plan, ctx, outcome)
+                auth_started = time.time()
+                try:
+                    ctx = await self._authorize(plan, ctx, outcome)
+                finally:  # a Deny is a phase that ran too
+                    outcome.finish.phases.append(("authorize", auth_started, time.time()))
             request = self._integration_request(ctx, route)
             if plan.map_request:
                 request = await call_pipe(plan.map_request, {"ctx": ctx, "request": request},
                                           "request", outcome.timings)
             started = time.monotonic()
-            integration_response = await self._integrate(plan, ctx, request, outcome)
+            integration_started = time.time()
+            try:
+                integration_response = await self._integrate(plan, ctx, request, outcome)
+            finally:
+                outcome.finish.phases.append(("integrate", integration_started, time.time()))
             fin = outcome.finish
             fin.integration_latency_ms = int((time.monotonic() - started) * 1000)
             fin.integration_status = integration_response.status

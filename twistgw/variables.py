@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .tracing import trace_root
+
 if TYPE_CHECKING:
     from .errors import GatewayError
     from .models import Context
@@ -41,6 +43,9 @@ class Finish:
     integration_latency_ms: int | None = None
     integration_status: int | None = None
     error: GatewayError | None = None
+    #: ``(phase, started, ended)`` in epoch seconds for the ``authorize`` and
+    #: ``integrate`` phases that ran: what tracing exporters turn into spans.
+    phases: list[tuple[str, float, float]] = attrs.field(factory=list)
 
 
 Getter = Callable[["Context", "Finish | None"], Any]
@@ -94,6 +99,13 @@ def _route_key(ctx: Context, fin: Finish | None) -> str | None:
     return ctx.route.operation.route_key
 
 
+def _authorize_latency(ctx: Context, fin: Finish | None) -> int | None:
+    for phase, started, ended in fin.phases if fin is not None else ():
+        if phase == "authorize":
+            return int((ended - started) * 1000)
+    return None
+
+
 def _integration_error(ctx: Context, fin: Finish | None) -> str | None:
     err = fin.error if fin is not None else None
     if err is None or err.status < 500:
@@ -121,7 +133,7 @@ _GETTERS: dict[str, Getter] = {
     "endpointType": lambda c, f: c.deployment_api.config.endpoint_type
     if c.deployment_api else None,
     "isCanaryRequest": lambda c, f: None,
-    "xrayTraceId": lambda c, f: c.trace_id,
+    "xrayTraceId": lambda c, f: trace_root(c),
     "customDomain.basePathMatched": lambda c, f: c.base_path_matched,
     "identity.sourceIp": lambda c, f: c.request.client_ip,
     "identity.userAgent": lambda c, f: c.request.headers.get("user-agent"),
@@ -163,6 +175,7 @@ _GETTERS: dict[str, Getter] = {
     "responseLength": lambda c, f: f.response_length if f else None,
     "responseLatency": lambda c, f: f.response_latency_ms if f else None,
     "integrationLatency": lambda c, f: f.integration_latency_ms if f else None,
+    "authorize.latency": _authorize_latency,
     "integrationStatus": lambda c, f: f.integration_status if f else None,
     "integration.latency": lambda c, f: f.integration_latency_ms if f else None,
     "integration.status": lambda c, f: f.integration_status if f else None,

@@ -15,8 +15,9 @@ import hashlib
 import os
 from typing import Any
 
-from twistgw import Context, IntegrationRequest, StashKey
+from twistgw import Context, IntegrationRequest
 from twistgw.definition import matches_media_type
+from twistgw.tracing import trace_header  # the core's, shared with every integration
 from twistgw.variables import ACCOUNT_ID, request_time
 
 __all__ = ["event_for", "rest_event", "http_v2_event", "http_v1_event", "gateway_headers",
@@ -35,39 +36,6 @@ _TEXT_TYPES = ("application/json", "application/xml", "application/javascript")
 
 def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
-
-
-_TRACE_KEY: StashKey[str | None] = StashKey("twistgw_lambda.trace")
-
-
-def trace_header(ctx: Context) -> str:
-    """The full trace id API Gateway works with (§A.7, §A.8): ``Root=..;Parent=..;Sampled=..``.
-
-    The client's ``Root`` is kept; a missing ``Root`` or ``Parent`` is generated;
-    ``Sampled`` defaults to 1 when the client named a Parent, else 0.  Cached in the
-    request's stash so the event, the runtime's trace header and the response agree.
-    """
-    cached = ctx.stash.get(_TRACE_KEY, None)
-    if cached is not None:
-        return cached
-    fields: dict[str, str] = {}
-    for part in (ctx.trace_id or "").split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key:
-            fields[key] = value
-    given_parent = "Parent" in fields
-    if "Root" not in fields:
-        epoch = int(ctx.received_at)
-        fields["Root"] = f"1-{epoch:08x}-{os.urandom(12).hex()}"
-    if "Parent" not in fields:
-        fields["Parent"] = os.urandom(8).hex()
-    if "Sampled" not in fields:
-        fields["Sampled"] = "1" if given_parent else "0"
-    ordered = [f"Root={fields.pop('Root')}", f"Parent={fields.pop('Parent')}",
-               f"Sampled={fields.pop('Sampled')}"] + [f"{k}={v}" for k, v in fields.items()]
-    value = ";".join(ordered)
-    ctx.stash[_TRACE_KEY] = value
-    return value
 
 
 def event_trace_header(ctx: Context) -> str:
