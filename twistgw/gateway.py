@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 import signal
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -335,6 +335,8 @@ class Gateway(MultiService):
                  "{listeners} listener(s))", number=number, path=path,
                  apis=len(deployment.apis), functions=len(config.functions),
                  listeners=len(self.ports))
+        for url, what in served_urls(self, {lst.name for lst, _e, _f in plan.bind}):
+            log.info("serving {url} -> {what}", url=url, what=what)
         return True
 
     def _check_reloadable(self, config: GatewayConfig) -> None:
@@ -518,11 +520,15 @@ def _quietly(plugin: str, what: str, call: Any) -> Any:
         return None
 
 
-def served_urls(gateway: Gateway) -> list[tuple[str, str]]:
-    """``(url, description)`` for every API stage on every bound listener."""
+def served_urls(gateway: Gateway, listeners: Collection[str] | None = None
+                ) -> list[tuple[str, str]]:
+    """``(url, description)`` for every API stage on every bound listener (or on
+    ``listeners`` only)."""
     out: list[tuple[str, str]] = []
     dep = gateway.deployment
     for name, port in gateway.ports.items():
+        if listeners is not None and name not in listeners:
+            continue
         addr: Any = port.getHost()
         host = getattr(addr, "host", "localhost")
         if host in ("0.0.0.0", "::", ""):

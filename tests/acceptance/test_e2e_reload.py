@@ -13,12 +13,14 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 from acceptance_support import (
     LOOPBACK_LISTENER,
     http_request,
@@ -232,4 +234,57 @@ def test_reload_keeps_unchanged_lambda_pools_and_drains_replaced_ones(tmp_path: 
         thread.join(60)
         assert len(held) == 1 and held[0].status == 200, held
         assert held[0].json()["v"] == "1"
+        assert gw.stop(timeout=30) == 0
+
+
+def _listeners_config(root: Path, *, small_bodies: bool, extra: bool) -> Path:
+    public: dict[str, Any] = dict(LOOPBACK_LISTENER)
+    if small_bodies:
+        public["limits"] = {"max_body_bytes": 100}
+    listeners = [public]
+    if extra:
+        listeners.append({"name": "extra", "endpoint": "tcp:0:interface=127.0.0.1"})
+    return write_config(root, {
+        "listeners": listeners,
+        "apis": [{"id": "l", "definition": "api.yaml", "stages": [{"name": "prod"}],
+                  "listeners": [lst["name"] for lst in listeners]}],
+        "plugins": {"enabled": ["mock", "mapping"]},
+        "access_log": False,
+    }, {"api.yaml": {"openapi": "3.0.1", "info": {"title": "l", "version": "1"},
+                     "paths": {"/v": {"get": mock_operation(200, '{"ok": 1}')}}}})
+
+
+def test_reload_changes_listeners_in_place_and_binds_or_closes_others(tmp_path: Path
+                                                                     ) -> None:
+    path = _listeners_config(tmp_path, small_bodies=False, extra=False)
+    with running_gateway(path) as gw:
+        assert gw.process is not None
+        port = gw.port
+        big = {"body": b"x" * 200, "method": "POST"}
+        assert http_request(gw.url("/prod/v"), **big).status != 413
+        idle = socket.create_connection(("127.0.0.1", port), timeout=15)
+        idle.sendall(b"GET /prod/v HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+        _listeners_config(tmp_path, small_bodies=True, extra=True)
+        os.kill(gw.process.pid, signal.SIGHUP)
+        log = wait_for_log(gw, lambda t: "reload 1 " in t and "serving" in t.split(
+            "reload 1 ")[-1], timeout=30)
+        assert "reload 1 applied" in log
+        # same endpoint: the socket stayed (same port), new connections get the new
+        # limits, and the idle connection of the old settings was closed
+        assert http_request(gw.url("/prod/v"), **big).status == 413
+        assert idle.recv(65536) == b""
+        idle.close()
+        extra_url = log.split("reload 1 applied")[-1].split("serving ")[1].split(" ")[0]
+        assert http_request(extra_url + "v").json() == {"ok": 1}
+        extra_port = int(extra_url.rsplit(":", 1)[1].split("/")[0])
+        assert extra_port != port
+
+        _listeners_config(tmp_path, small_bodies=True, extra=False)
+        os.kill(gw.process.pid, signal.SIGHUP)
+        wait_for_log(gw, lambda t: "reload 2 applied" in t, timeout=30)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", extra_port), timeout=5).close()
+        assert http_request(gw.url("/prod/v")).status == 200
         assert gw.stop(timeout=30) == 0
