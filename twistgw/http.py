@@ -433,8 +433,11 @@ class HardenedHTTPChannel(HTTPChannel):
 
         Stock Twisted treats that as a full close and drops any answer still buffered, so
         a refused request would get no response.  Instead: after a rejection, or with no
-        complete request in hand, close once our output is flushed; with a request being
-        handled, answer it and then close.
+        complete request in hand, close once our output is flushed (answers computed at
+        once, MOCK routes and refusals, are already written by then).  With a request
+        still being handled (waiting on an integration), the client is taken as gone, as
+        nginx does by default: the connection is aborted, which cancels the pipeline and
+        with it the backend request, instead of finishing work nobody will read.
         """
         transport: Any = self.transport
         if transport is None:
@@ -442,7 +445,7 @@ class HardenedHTTPChannel(HTTPChannel):
         if self._rejected or not self._handlingRequest:
             transport.loseConnection()
             return
-        self.persistent = False
+        transport.abortConnection()
 
     def writeConnectionLost(self) -> None:
         """Our side finished sending (after a rejection): keep draining input until the

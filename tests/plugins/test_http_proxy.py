@@ -407,19 +407,30 @@ def test_proxy_body_over_the_cap_is_502(gateway: RunningGateway) -> None:
     assert json.loads(body)["message"] == "Internal server error"
 
 
+@pytest.mark.parametrize("how", ["reset", "fin"])
 def test_proxy_backend_request_cancelled_when_client_disconnects(
-        gateway: RunningGateway, backend: Backend) -> None:
+        gateway: RunningGateway, backend: Backend, how: str) -> None:
     conn = socket.create_connection(("127.0.0.1", gateway.port))
-    who = f"who=cancel-{gateway.port}"  # the module runs once per client, on one backend
+    # The module runs once per client, on one backend: the query names this run.
+    who = f"who=cancel-{how}-{gateway.port}"
     conn.sendall(f"GET /prod/longhang?{who} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     deadline = time.monotonic() + 5
     while not any(d["path"] == "/hang" and d["query"] == who for d in backend.seen):
         assert time.monotonic() < deadline, "the backend never got the request"
         time.sleep(0.02)
-    # A reset, not a FIN: the gateway's channel is half-closeable (a client that only
-    # shut its sending side still gets its answer), so only a reset means "gone".
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.close()
+    if how == "reset":
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    else:
+        # A FIN while the answer is still being waited for: the client is gone (as
+        # nginx sees it); the gateway closes its side too.
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(5)
+        try:
+            assert conn.recv(1024) == b""
+        except ConnectionResetError:
+            pass  # aborted: a reset is as good as a close here
+        conn.close()
     # The route's timeout is 10 s: a close within 3 s is the cancellation, not the timeout.
     deadline = time.monotonic() + 3
     while who not in backend.hang_closed:
