@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,8 @@ def authorize(event, context):
 LAMBDA = "arn:aws:lambda:us-east-1:123456789012:function:"
 
 
-def websocket_definition(*, authorized: bool = False) -> dict[str, Any]:
+def websocket_definition(*, authorized: bool = False, backend: str | None = None
+                         ) -> dict[str, Any]:
     connect_route: dict[str, Any] = {
         "integration": {"type": "AWS_PROXY", "uri": LAMBDA + "Connect"}}
     doc: dict[str, Any] = {
@@ -86,6 +89,14 @@ def websocket_definition(*, authorized: bool = False) -> dict[str, Any]:
                          "route_response_selection_expression": "$default"},
         },
     }
+    if backend is not None:
+        doc["routes"]["ping"] = {
+            "integration": {"type": "HTTP_PROXY", "uri": backend + "/ping?from=ws",
+                            "timeout_ms": 5000, "request_parameters": {
+                                "integration.request.header.X-Connection": "context.connectionId",
+                                "integration.request.querystring.route": "context.routeKey",
+                                "integration.request.header.X-Static": "'fixed'"}},
+            "route_response_selection_expression": "$default"}
     if authorized:
         doc["authorizers"] = {"ByToken": {
             "uri": LAMBDA + "Authorize",
@@ -96,7 +107,7 @@ def websocket_definition(*, authorized: bool = False) -> dict[str, Any]:
 
 
 def gateway_config(folder: Path, *, settings: dict[str, Any] | None = None,
-                   authorized: bool = False) -> Path:
+                   authorized: bool = False, backend: str | None = None) -> Path:
     code = folder / "code"
     code.mkdir(parents=True, exist_ok=True)
     (code / "handlers.py").write_text(HANDLERS, encoding="utf-8")
@@ -128,14 +139,39 @@ def gateway_config(folder: Path, *, settings: dict[str, Any] | None = None,
         "functions": functions,
         "plugins": {"enabled": ["lambda", "auth", "access", "websocket"],
                     "settings": plugin_settings},
-    }, {"chat.yaml": websocket_definition(authorized=authorized)}))
+    }, {"chat.yaml": websocket_definition(authorized=authorized, backend=backend)}))
+
+
+class _Backend(BaseHTTPRequestHandler):
+    """Answers what it got: path, the mapped headers and the body."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        answer = json.dumps({"path": self.path, "connection": self.headers["X-Connection"],
+                             "static": self.headers["X-Static"],
+                             "body": body.decode()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Path]]:
     folder = tmp_path_factory.mktemp("ws")
-    with RunningGateway(gateway_config(folder)) as gw:
-        yield gw, folder / "events"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    backend = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with RunningGateway(gateway_config(folder, backend=backend)) as gw:
+            yield gw, folder / "events"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def ws_url(gw: RunningGateway, query: str = "") -> str:
@@ -194,6 +230,34 @@ def test_connect_routes_by_action_and_echoes_through_lambda(gateway: Any) -> Non
         ws.send(json.dumps({"action": "quiet", "data": "x"}))
         ws.send(json.dumps({"action": "echo", "data": "after"}))
         assert recv_json(ws)["echo"] == "after"
+
+
+def test_http_integration_gets_the_message_and_mapped_parameters(gateway: Any) -> None:
+    gw, _events = gateway
+    with connect(ws_url(gw)) as ws:
+        cid = connection_id(ws)
+        ws.send(json.dumps({"action": "ping", "n": 1}))
+        answer = recv_json(ws)
+    assert answer["path"] == "/ping?from=ws&route=ping"
+    assert (answer["connection"], answer["static"]) == (cid, "fixed")
+    assert json.loads(answer["body"]) == {"action": "ping", "n": 1}
+
+
+def test_push_to_a_client_that_does_not_read_is_bounded(gateway: Any) -> None:
+    gw, _events = gateway
+    client = management(gw)
+    chunk = b"p" * (100 * 1024)
+    with connect(ws_url(gw), max_queue=1) as ws:
+        cid = connection_id(ws)
+        accepted = 0
+        with pytest.raises(client.exceptions.LimitExceededException):
+            for _ in range(2000):  # 200 MB: far beyond socket buffers plus the send buffer
+                client.post_to_connection(ConnectionId=cid, Data=chunk)
+                accepted += 1
+        assert accepted > 0
+        # Once the client reads, what was accepted arrives, in order and whole.
+        for _ in range(accepted):
+            assert ws.recv(timeout=30) == chunk.decode()
 
 
 def test_failing_integration_sends_aws_error_frame(gateway: Any) -> None:
