@@ -318,15 +318,20 @@ class Gateway(MultiService):
             except ConfigError as e:
                 raise _Rejected(str(e)) from None
             steps = await self._prepare(deployment)
+            if self.draining:
+                raise _Rejected("the gateway is stopping")
             self._commit(config, deployment, plan, steps)
-        except _Rejected as e:
+        except Exception as e:
+            if not isinstance(e, _Rejected):
+                log.failure("reload {number} failed unexpectedly", number=number)
             for name, step in reversed(steps):
                 _quietly(name, "abort", step.abort)
             if deployment is not None:
                 deployment.close()
             self.reloads["rejected"] += 1
+            reason = str(e) if isinstance(e, _Rejected) else f"{type(e).__name__}: {e}"
             log.error("reload {number} rejected, still serving the previous config: "
-                      "{reason}", number=number, reason=str(e))
+                      "{reason}", number=number, reason=reason)
             return False
         self.reloads["applied"] += 1
         for warning in deployment.warnings:

@@ -206,3 +206,45 @@ def test_shutdown_grace_defaults_to_30(tmp_path: Path, b: Builders) -> None:
     path = write_config(tmp_path, b.gateway_config(shutdown_grace=2.5),
                         {"api.yaml": _api(b, "1")})
     assert load_config(path).shutdown_grace == 2.5
+
+
+def test_a_plugin_crashing_on_the_new_config_rejects_the_reload(
+        tmp_path: Path, b: Builders, log_events: LogCapture) -> None:
+    class Buggy:
+        calls = 0
+
+        @hookimpl
+        def configure(self, config: GatewayConfig) -> None:
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyError("oops")
+
+    gateway, _ = _running(tmp_path, b, [("buggy", Buggy())])
+    before = gateway.deployment
+    assert _reload(gateway) is False
+    assert gateway.deployment is before
+    assert any("reload 1 rejected, still serving the previous config: KeyError: 'oops'"
+               in t for t in log_events.texts())
+    assert _reload(gateway) is True  # the next one is fine
+
+
+def test_a_reload_prepared_while_the_gateway_stops_is_dropped(tmp_path: Path,
+                                                              b: Builders) -> None:
+    gate: list[Deferred[ReloadStep]] = []
+    aborted: list[str] = []
+
+    class Slow:
+        @hookimpl
+        def prepare_reload(self, gateway: Gateway, deployment: Deployment) -> Any:
+            d: Deferred[ReloadStep] = Deferred()
+            gate.append(d)
+            return d
+
+    gateway, _ = _running(tmp_path, b, [("slow", Slow())])
+    before = gateway.deployment
+    box: list[Any] = []
+    gateway.reload().addBoth(box.append)
+    gateway.stopService()
+    gate[0].callback(ReloadStep(abort=lambda: aborted.append("aborted")))
+    assert box == [False] and aborted == ["aborted"]
+    assert gateway.deployment is before
