@@ -222,6 +222,16 @@ class _Connection(Protocol):
         self.chunks: list[bytes] = []
         self.size = 0
 
+    def connectionMade(self) -> None:
+        # One write per request, and the answer awaited: Nagle's algorithm can only add
+        # delay (to the TLS handshake's last flight, or when a write is split).
+        transport: Any = self.transport
+        for layer in (transport, getattr(transport, "transport", None)):
+            set_no_delay = getattr(layer, "setTcpNoDelay", None)
+            if set_no_delay is not None:
+                set_no_delay(True)
+                break
+
     # -- sending -----------------------------------------------------------------------
 
     def send(self, exchange: _Exchange, data: bytes) -> None:
