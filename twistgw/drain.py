@@ -48,6 +48,13 @@ def _is_idle(channel: HardenedHTTPChannel) -> bool:
     return not channel.requests and not channel._dataBuffer and not channel._in_head
 
 
+def _is_upgraded(channel: HardenedHTTPChannel) -> bool:
+    """The connection left HTTP (a WebSocket took it through ``http.Handover``): the
+    protocol that owns it closes it (the websocket plugin's ``shutdown`` hook), the drain
+    neither waits for it nor cuts it."""
+    return "dataReceived" in vars(channel)
+
+
 def _is_gone(channel: HardenedHTTPChannel) -> bool:
     """The transport is closed (also covers channels whose transport was handed over)."""
     transport: Any = channel.transport
@@ -73,10 +80,11 @@ class DrainingSite(GatewaySite):
         self.draining = False
 
     def open_channels(self) -> int:
-        """Channels still open (forgetting any whose transport is already gone)."""
+        """HTTP channels still open (forgetting any whose transport is already gone, and
+        not counting upgraded ones)."""
         for channel in [c for c in self.channels if _is_gone(c)]:
             self.channels.discard(channel)
-        return len(self.channels)
+        return sum(1 for c in self.channels if not _is_upgraded(c))
 
     def drain(self) -> None:
         """Close idle connections now; busy ones close after their current response."""
@@ -87,6 +95,8 @@ class DrainingSite(GatewaySite):
         for channel in list(self.channels):
             if _is_gone(channel):
                 self.channels.discard(channel)
+            elif _is_upgraded(channel):
+                continue
             elif _is_idle(channel):
                 channel.loseConnection()
             else:
@@ -96,7 +106,7 @@ class DrainingSite(GatewaySite):
         """Abort every connection still open; returns how many there were."""
         count = 0
         for channel in list(self.channels):
-            if _is_gone(channel):
+            if _is_gone(channel) or _is_upgraded(channel):
                 continue
             count += 1
             transport: Any = channel.transport
