@@ -34,6 +34,7 @@ from twisted.web import resource, server
 from twistgw import hookimpl
 from twistgw.errors import ConfigError
 from twistgw.http import GatewaySite
+from twistgw.reload import ReloadStep
 
 from .metrics import GatewayMetrics
 
@@ -43,10 +44,11 @@ if TYPE_CHECKING:
 
     from twistgw import Context, Registry, Response
     from twistgw.config import GatewayConfig, ListenerConfig
+    from twistgw.deployment import Deployment
     from twistgw.gateway import Gateway
     from twistgw.pipeline import Outcome
 
-__all__ = ["register", "configure", "startup", "shutdown", "request_finished",
+__all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "request_finished",
            "metrics_for", "readiness", "admin_endpoint", "GatewayMetrics", "AdminResource"]
 
 log = Logger()
@@ -137,6 +139,29 @@ def shutdown(gateway: Gateway) -> Any:
         return None
     stops = [defer.maybeDeferred(p.stopListening) for p in entry[1].ports]
     return defer.DeferredList(stops, consumeErrors=True)
+
+
+@hookimpl
+def prepare_reload(gateway: Gateway, deployment: Deployment) -> ReloadStep | None:
+    """SIGHUP: the admin listeners and metrics carry over to the new config (requests
+    finishing on the old deployment still count); admin listener changes need a restart."""
+    old, new = gateway.config, deployment.config
+    entry = _admins.get(id(old))
+    if entry is None or entry[0] is not old:
+        return None
+    if [lst for lst in old.listeners if lst.admin] != [lst for lst in new.listeners
+                                                        if lst.admin]:
+        log.warn("reload: admin listener changes are applied at the next restart")
+
+    def commit() -> None:
+        _admins[id(new)] = (new, entry[1])
+
+    def retire() -> None:
+        found = _admins.get(id(old))
+        if found is not None and found[0] is old and old is not new:
+            del _admins[id(old)]
+
+    return ReloadStep(commit=commit, retire=retire)
 
 
 def metrics_for(gateway: Gateway) -> _Admin:
