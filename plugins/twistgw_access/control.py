@@ -38,7 +38,8 @@ from twistgw.deployment import memoize
 
 from .periods import iso, period_bounds
 from .redis_store import StoreUnavailable
-from .settings import AccessSettings, ApiKey, PlanStage, Throttle, UsagePlan, key_digest
+from .settings import AccessSettings, ApiKey, PlanStage, Quota, UsagePlan, key_digest
+from .store import Bucket, Counter
 
 if TYPE_CHECKING:
     from twistgw import Context
@@ -69,8 +70,7 @@ class RoutePolicy:
 
     requires_key: bool
     method_key: str
-    stage_bucket: str | None = None
-    stage_throttle: Throttle | None = None
+    stage_bucket: Bucket | None = None
 
 
 @attrs.frozen
@@ -106,6 +106,10 @@ class AccessControl:
         self.settings = settings
         self.store = store
         self.clock = clock
+        self.account_bucket = Bucket("account", settings.account.rate,
+                                     settings.account.burst)
+        self._periods: dict[tuple[str, int], tuple[float, float]] = {}
+        self._buckets: dict[tuple[str, ...], tuple[Bucket, ...]] = {}
 
     # -- request path -------------------------------------------------------------------
 
@@ -127,9 +131,10 @@ class AccessControl:
         throttle = None
         if st is not None:
             throttle = st.methods.get(method_key, st.throttle)
-        bucket = f"stage:{api.id}:{stage}:{method_key}" if throttle is not None else None
+        bucket = Bucket(f"stage:{api.id}:{stage}:{method_key}", throttle.rate,
+                        throttle.burst) if throttle is not None else None
         return RoutePolicy(requires_key=requires_key, method_key=method_key,
-                           stage_bucket=bucket, stage_throttle=throttle)
+                           stage_bucket=bucket)
 
     async def check(self, ctx: Context) -> Allow | Deny | None:
         """The ``authorize`` verdict: ``Allow`` with the key for key routes, else ``None``.
@@ -146,9 +151,12 @@ class AccessControl:
         policy = self.policy(ctx)
         if policy is None:
             return None
-        store = self.store
         now = float(self.clock.seconds())
         verdict: Allow | None = None
+        steps: list[Bucket | Counter] = []
+        quota: Quota | None = None
+        plan: UsagePlan | None = None
+        key: ApiKey | None = None
         if policy.requires_key:
             found = self.find_key(ctx)
             if found is None:
@@ -160,19 +168,35 @@ class AccessControl:
             if not key.enabled or entry is None:
                 return Deny(InvalidApiKey())
             plan, plan_stage = entry
-            refusal = await self._plan_limits(key, plan, plan_stage, policy, now, ctx)
-            if refusal is not None:
-                return refusal
+            steps += self._plan_buckets(key, plan, plan_stage, policy.method_key)
+            quota = plan.quota
+            if quota is not None:
+                start, end = self._period(now, quota)
+                steps.append(Counter(f"quota:{plan.id}:key:{key.id}", start, end,
+                                     quota.limit))
             verdict = Allow(self._principal(ctx, key, value))
-        if policy.stage_throttle is not None and policy.stage_bucket is not None:
-            limits = policy.stage_throttle
-            if not await store.take_token(policy.stage_bucket, limits.rate, limits.burst,
-                                          now):
-                return Deny(Throttled())
-        account = self.settings.account
-        if not await store.take_token("account", account.rate, account.burst, now):
-            return Deny(Throttled())
-        return verdict
+        if policy.stage_bucket is not None:
+            steps.append(policy.stage_bucket)
+        steps.append(self.account_bucket)
+        outcome = await self.store.run(steps, now)
+        counted = outcome.quota
+        if counted is not None and counted.previous is not None and quota is not None:
+            assert plan is not None and key is not None
+            start, end = self._period(now, quota)
+            log.info("quota reset for API key {key_id} in usage plan {plan_id}: new "
+                     "{period} period {start} to {end}; {previous} of {limit} requests "
+                     "used in the previous one", key_id=key.id, plan_id=plan.id,
+                     period=quota.period, start=iso(start), end=iso(end),
+                     previous=counted.previous, limit=quota.limit)
+        if outcome.refused is None:
+            return verdict
+        if isinstance(steps[outcome.refused], Counter):
+            assert plan is not None and quota is not None
+            log.debug("({request_id}) Key quota exhausted for Usage Plan ID {plan_id}. "
+                      "Quota Limit: {limit} Period: {period}", request_id=ctx.request_id,
+                      plan_id=plan.id, limit=quota.limit, period=quota.period)
+            return Deny(QuotaExceeded())
+        return Deny(Throttled())
 
     def find_key(self, ctx: Context) -> tuple[ApiKey, str] | None:
         """The configured key this request presents, with the value presented, or None."""
@@ -189,37 +213,33 @@ class AccessControl:
             return None
         return key, value
 
-    async def _plan_limits(self, key: ApiKey, plan: UsagePlan, plan_stage: PlanStage,
-                           policy: RoutePolicy, now: float, ctx: Context) -> Deny | None:
-        store = self.store
-        method = plan_stage.method_throttles.get(policy.method_key)
-        if method is not None:
-            bucket = (f"plan:{plan.id}:key:{key.id}:{plan_stage.api}:{plan_stage.stage}:"
-                      f"{policy.method_key}")
-            if not await store.take_token(bucket, method.rate, method.burst, now):
-                return Deny(Throttled())
-        if plan.throttle is not None:
-            # Per key across every stage of the plan (AWS aggregates a key's limits).
-            if not await store.take_token(f"plan:{plan.id}:key:{key.id}", plan.throttle.rate,
-                                          plan.throttle.burst, now):
-                return Deny(Throttled())
-        quota = plan.quota
-        if quota is not None:
-            start, end = period_bounds(now, quota.period, quota.offset)
-            counted = await store.count_request(f"quota:{plan.id}:key:{key.id}", start,
-                                                quota.limit, end)
-            if counted.previous is not None:
-                log.info("quota reset for API key {key_id} in usage plan {plan_id}: new "
-                         "{period} period {start} to {end}; {previous} of {limit} requests "
-                         "used in the previous one", key_id=key.id, plan_id=plan.id,
-                         period=quota.period, start=iso(start), end=iso(end),
-                         previous=counted.previous, limit=quota.limit)
-            if not counted.allowed:
-                log.debug("({request_id}) Key quota exhausted for Usage Plan ID {plan_id}. "
-                          "Quota Limit: {limit} Period: {period}", request_id=ctx.request_id,
-                          plan_id=plan.id, limit=quota.limit, period=quota.period)
-                return Deny(QuotaExceeded())
-        return None
+    def _period(self, now: float, quota: Quota) -> tuple[float, float]:
+        """The quota period containing ``now``, computed once per period, not per request."""
+        index = (quota.period, quota.offset)
+        found = self._periods.get(index)
+        if found is None or not found[0] <= now < found[1]:
+            found = self._periods[index] = period_bounds(now, quota.period, quota.offset)
+        return found
+
+    def _plan_buckets(self, key: ApiKey, plan: UsagePlan, plan_stage: PlanStage,
+                      method_key: str) -> tuple[Bucket, ...]:
+        """The plan's method throttle for this key, then its per-key throttle (AWS's
+        order); built once per key, stage and method (a bounded set: all configured)."""
+        index = (key.id, plan.id, plan_stage.api, plan_stage.stage, method_key)
+        found = self._buckets.get(index)
+        if found is None:
+            out: list[Bucket] = []
+            method = plan_stage.method_throttles.get(method_key)
+            if method is not None:
+                out.append(Bucket(f"plan:{plan.id}:key:{key.id}:{plan_stage.api}:"
+                                  f"{plan_stage.stage}:{method_key}", method.rate,
+                                  method.burst))
+            if plan.throttle is not None:
+                # Per key across every stage of the plan (AWS aggregates a key's limits).
+                out.append(Bucket(f"plan:{plan.id}:key:{key.id}", plan.throttle.rate,
+                                  plan.throttle.burst))
+            found = self._buckets[index] = tuple(out)
+        return found
 
     @staticmethod
     def _principal(ctx: Context, key: ApiKey, value: str) -> Principal:

@@ -1,7 +1,9 @@
 """A Redis :class:`~.store.AccessStore`: buckets and quotas shared by gateway processes.
 
-Every update is one Lua script run atomically by Redis (``EVALSHA``, falling back to
-``EVAL`` when the server answers ``NOSCRIPT``), so concurrent gateways never lose a count.
+All of one request's steps (its buckets and its quota, :meth:`RedisStore.run`) are one
+Lua script run atomically by Redis (``EVALSHA``, falling back to ``EVAL`` when the server
+answers ``NOSCRIPT``): one round trip per request, and concurrent gateways never lose a
+count.
 Token buckets read the time from the Redis server (``TIME`` inside the script), so gateways
 whose clocks disagree still refill one bucket consistently; quota periods are computed by
 the plugin from :meth:`RedisStore.seconds`, the local clock corrected by the offset to the
@@ -37,7 +39,7 @@ from twisted.internet.defer import Deferred, TimeoutError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .store import QuotaCount
+from .store import Bucket, Counter, Outcome, QuotaCount
 
 __all__ = ["RedisSettings", "RedisStore", "RespClient", "RedisError", "StoreUnavailable",
            "parse_url", "encode", "parse_reply", "IncompleteReply"]
@@ -299,57 +301,73 @@ def _expire(d: Deferred[Any], proto: _RespProtocol) -> None:
 
 _PRELUDE = "if redis.replicate_commands then pcall(redis.replicate_commands) end\n"
 
-#: KEYS[1] bucket; ARGV rate, burst, expiry ms when idle (0: never) → 1 taken / 0 empty.
-TAKE_TOKEN = _PRELUDE + """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local idle = tonumber(ARGV[3])
+#: The one script: KEYS one per step; ARGV four per step, ``b`` rate burst idle-ms (take
+#: a token: a hash of tokens and last refill, refilled by Redis's ``TIME``, expiring once
+#: it would be full again; 0: never) or ``q`` limit expireat - (count the request unless
+#: the counter is at its limit; the key expires at the end of its period).  The steps run
+#: in order and stop at the first refusal → {refused step (1-based; 0: none), quota used
+#: (-1: no quota step ran)}: one request's checks in one round trip.
+RUN_STEPS = _PRELUDE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local s = redis.call('HMGET', KEYS[1], 'tokens', 'last')
-local tokens = tonumber(s[1])
-local last = tonumber(s[2])
-if tokens == nil or last == nil then
-  tokens = burst
-  last = now
+local used = -1
+for i = 1, #KEYS do
+  local a = 4 * i - 3
+  if ARGV[a] == 'b' then
+    local rate = tonumber(ARGV[a + 1])
+    local burst = tonumber(ARGV[a + 2])
+    local idle = tonumber(ARGV[a + 3])
+    local s = redis.call('HMGET', KEYS[i], 'tokens', 'last')
+    local tokens = tonumber(s[1])
+    local last = tonumber(s[2])
+    if tokens == nil or last == nil then
+      tokens = burst
+      last = now
+    end
+    if now > last then
+      tokens = tokens + (now - last) * rate
+      last = now
+    end
+    if tokens > burst then tokens = burst end
+    local taken = 0
+    if tokens >= 1 then
+      tokens = tokens - 1
+      taken = 1
+    end
+    redis.call('HSET', KEYS[i], 'tokens', string.format('%.6f', tokens),
+               'last', string.format('%.6f', last))
+    if idle > 0 then
+      redis.call('PEXPIRE', KEYS[i], idle)
+    else
+      redis.call('PERSIST', KEYS[i])
+    end
+    if taken == 0 then return {i, used} end
+  else
+    local limit = tonumber(ARGV[a + 1])
+    local u = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if u >= limit then return {i, u} end
+    u = redis.call('INCR', KEYS[i])
+    if u == 1 then
+      redis.call('EXPIREAT', KEYS[i], ARGV[a + 2])
+    end
+    used = u
+  end
 end
-if now > last then
-  tokens = tokens + (now - last) * rate
-  last = now
-end
-if tokens > burst then tokens = burst end
-local taken = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  taken = 1
-end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens),
-           'last', string.format('%.6f', last))
-if idle > 0 then
-  redis.call('PEXPIRE', KEYS[1], idle)
-else
-  redis.call('PERSIST', KEYS[1])
-end
-return taken
-"""
-
-#: KEYS[1] counter of one period; ARGV limit, expiry (epoch seconds) → {allowed, used}.
-COUNT_REQUEST = """
-local limit = tonumber(ARGV[1])
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used >= limit then
-  return {0, used}
-end
-used = redis.call('INCR', KEYS[1])
-if used == 1 then
-  redis.call('EXPIREAT', KEYS[1], ARGV[2])
-end
-return {1, used}
+return {0, used}
 """
 
 
 def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
+
+
+#: The scripts' SHA-1 digests (``EVALSHA``), computed once.
+_SHAS = {RUN_STEPS: _sha(RUN_STEPS)}
+
+
+def _idle_ms(rate: float, burst: int) -> int:
+    """A bucket key's expiry: once it would have refilled completely (0: never)."""
+    return math.ceil(burst / rate * 1000) + 1000 if rate > 0 else 0
 
 
 class RedisStore:
@@ -414,7 +432,7 @@ class RedisStore:
                      host=self.client.host, port=self.client.port)
 
     async def _script(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        sha = _sha(script)
+        sha = _SHAS.get(script) or _sha(script)
         try:
             return await self.client.execute("EVALSHA", sha, len(keys), *keys, *args)
         except RedisError as e:
@@ -424,29 +442,39 @@ class RedisStore:
 
     # -- AccessStore ---------------------------------------------------------------------
 
-    async def take_token(self, bucket: str, rate: float, burst: int, now: float) -> bool:
-        idle_ms = math.ceil(burst / rate * 1000) + 1000 if rate > 0 else 0
+    async def run(self, steps: Sequence[Bucket | Counter], now: float) -> Outcome:
+        """Every step in one ``RUN_STEPS`` script: one round trip per request."""
+        keys: list[str] = []
+        args: list[Any] = []
+        for step in steps:
+            if isinstance(step, Bucket):
+                keys.append(f"{self.prefix}b:{step.name}")
+                args += ["b", repr(float(step.rate)), step.burst,
+                         _idle_ms(step.rate, step.burst)]
+            else:
+                keys.append(self._quota_key(step.name, step.period_start))
+                args += ["q", step.limit, math.ceil(step.period_end) + 60, 0]
         try:
-            taken = await self._script(TAKE_TOKEN, [f"{self.prefix}b:{bucket}"],
-                                       [repr(float(rate)), burst, idle_ms])
+            refused, used = await self._script(RUN_STEPS, keys, args)
         except (RedisError, TimeoutError) as e:
             self._failed(e)
-            return True
+            return Outcome(refused=None)
         self._ok()
-        return bool(taken)
+        index = int(refused) - 1 if refused else None
+        quota = None
+        if int(used) >= 0:
+            quota = QuotaCount(allowed=index is None or not isinstance(steps[index], Counter),
+                               used=int(used))
+        return Outcome(refused=index, quota=quota)
+
+    async def take_token(self, bucket: str, rate: float, burst: int, now: float) -> bool:
+        return (await self.run([Bucket(bucket, rate, burst)], now)).refused is None
 
     async def count_request(self, counter: str, period_start: float, limit: int,
                             period_end: float | None = None) -> QuotaCount:
         end = period_end if period_end is not None else period_start + 32 * 86400
-        try:
-            allowed, used = await self._script(
-                COUNT_REQUEST, [self._quota_key(counter, period_start)],
-                [limit, math.ceil(end) + 60])
-        except (RedisError, TimeoutError) as e:
-            self._failed(e)
-            return QuotaCount(allowed=True, used=0)
-        self._ok()
-        return QuotaCount(allowed=bool(allowed), used=int(used))
+        outcome = await self.run([Counter(counter, period_start, end, limit)], 0.0)
+        return outcome.quota or QuotaCount(allowed=True, used=0)
 
     async def quota_used(self, counter: str, period_start: float) -> int:
         try:

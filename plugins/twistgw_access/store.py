@@ -1,9 +1,10 @@
 """Where throttle buckets and quota counters live: a small interface and its in-memory form.
 
 The access plugin never touches its state directly: it asks an :class:`AccessStore` to
-take a token from a named bucket or to count a request against a named quota.  One
+take a token from a named bucket or to count a request against a named quota, or to run
+all of one request's steps at once (:meth:`AccessStore.run`: one round trip to Redis).  One
 gateway process uses :class:`MemoryStore`; a store shared by several processes (Redis,
-``twistgw_access.redis_store``) implements the same three coroutines and plugs in without changing
+``twistgw_access.redis_store``) implements the same coroutines and plugs in without changing
 the plugin.  The methods are ``async`` for that reason: an in-memory call never waits, so
 a synchronous route (a MOCK) still completes inside one call (see
 :func:`twistgw.dispatch.run_maybe_sync`), while a networked store may await its server.
@@ -16,11 +17,13 @@ drive it with the gateway's ``task.Clock`` and a shared store sees each caller's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["AccessStore", "MemoryStore", "QuotaCount", "refill"]
+__all__ = ["AccessStore", "MemoryStore", "QuotaCount", "Bucket", "Counter", "Outcome",
+           "refill"]
 
 
 @attrs.frozen
@@ -36,6 +39,38 @@ class QuotaCount:
     allowed: bool
     used: int
     previous: int | None = None
+
+
+@attrs.frozen
+class Bucket:
+    """A step of :meth:`AccessStore.run`: take one token from a bucket."""
+
+    name: str
+    rate: float
+    burst: int
+
+
+@attrs.frozen
+class Counter:
+    """A step of :meth:`AccessStore.run`: count the request against a quota period."""
+
+    name: str
+    period_start: float
+    period_end: float
+    limit: int
+
+
+@attrs.frozen
+class Outcome:
+    """What :meth:`AccessStore.run` did.
+
+    :ivar refused: the index of the step that refused the request (the later steps were
+        not run), or ``None`` when every step passed.
+    :ivar quota: the :class:`Counter` step's count, when one ran.
+    """
+
+    refused: int | None
+    quota: QuotaCount | None = None
 
 
 @runtime_checkable
@@ -63,6 +98,14 @@ class AccessStore(Protocol):
         """Requests counted in the period starting at ``period_start`` (0 if none)."""
         ...
 
+    async def run(self, steps: Sequence[Bucket | Counter], now: float) -> Outcome:
+        """Run ``steps`` in order, as one request's checks, stopping at the first refusal.
+
+        A step that passed keeps what it took when a later one refuses (AWS's limits are
+        best effort too).  A networked store does it in one round trip.
+        """
+        ...
+
 
 def refill(tokens: float, last: float, rate: float, burst: int, now: float) -> float:
     """The bucket's tokens at ``now``: refilled at ``rate``/s since ``last``, capped at burst.
@@ -87,6 +130,21 @@ class MemoryStore:
         self.counters: dict[str, list[float]] = {}
 
     async def take_token(self, bucket: str, rate: float, burst: int, now: float) -> bool:
+        return self._take(bucket, rate, burst, now)
+
+    async def run(self, steps: Sequence[Bucket | Counter], now: float) -> Outcome:
+        quota = None
+        for i, step in enumerate(steps):
+            if isinstance(step, Bucket):
+                if not self._take(step.name, step.rate, step.burst, now):
+                    return Outcome(refused=i, quota=quota)
+            else:
+                quota = self._count(step.name, step.period_start, step.limit)
+                if not quota.allowed:
+                    return Outcome(refused=i, quota=quota)
+        return Outcome(refused=None, quota=quota)
+
+    def _take(self, bucket: str, rate: float, burst: int, now: float) -> bool:
         state = self.buckets.get(bucket)
         if state is None:
             state = self.buckets[bucket] = [float(burst), now]
@@ -100,6 +158,9 @@ class MemoryStore:
 
     async def count_request(self, counter: str, period_start: float, limit: int,
                             period_end: float | None = None) -> QuotaCount:
+        return self._count(counter, period_start, limit)
+
+    def _count(self, counter: str, period_start: float, limit: int) -> QuotaCount:
         state = self.counters.get(counter)
         previous: int | None = None
         if state is None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_access_units import RUN_STEPS_EXPECTED
 
 from twistgw.testing import RunningGateway, write_config
 
@@ -92,6 +93,7 @@ STORE_SCRIPT = textwrap.dedent("""
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
     from twistgw_access.redis_store import RedisSettings, RedisStore, StoreUnavailable
+    from twistgw_access.store import Bucket, Counter
 
     async def main(reactor, url, failure):
         store = RedisStore(RedisSettings(url=url, failure=failure, timeout_ms=200,
@@ -120,6 +122,17 @@ STORE_SCRIPT = textwrap.dedent("""
         except StoreUnavailable:
             out["used"] = "unavailable"
         out["offset"] = store.offset
+        # test_access_units.RUN_STEPS_EXPECTED's steps, in one script per request (a
+        # period in the future: the key expires at its end).
+        DAY0 = 86400.0 * 30000
+        steps = [Bucket("r1", 0.0, 2), Counter("rq", DAY0, DAY0 + 86400, 3), Bucket("r2", 0.0, 1)]
+        out["run"] = []
+        for _ in range(3):
+            try:
+                o = await store.run(steps, 0.0)
+                out["run"].append([o.refused, o.quota and [o.quota.allowed, o.quota.used]])
+            except StoreUnavailable:
+                out["run"].append("unavailable")
         store.stop()
         print(json.dumps(out))
 
@@ -143,6 +156,10 @@ def test_store_buckets_and_quotas_in_redis(redis: RedisServer) -> None:
     assert out["counts"] == [[True, 1], [True, 2], [False, 2]]
     assert out["used"] == 2
     assert abs(out["offset"]) < 5
+    # One request's steps in one script, with the memory store's semantics.
+    assert [tuple(r) if r[1] is None else (r[0], tuple(r[1])) for r in out["run"]] == \
+        RUN_STEPS_EXPECTED
+    assert redis.command("GET", f"t:q:rq:{86400 * 30000}") == b"$1\r\n2\r\n"
     # Namespaced keys that expire: the bucket once refilled, the quota after its period.
     assert redis.command("TYPE", "t:b:b1") == b"+hash\r\n"
     ttl = int(redis.command("PTTL", "t:b:b1")[1:-2])
@@ -160,8 +177,10 @@ def test_store_unreachable_follows_the_failure_policy() -> None:
     assert closed["burst"] == ["unavailable"] * 4
     assert closed["counts"] == ["unavailable"] * 3
     assert closed["used"] == "unavailable"
+    assert closed["run"] == ["unavailable"] * 3
     opened = run_store(url, "open")
     assert opened["burst"] == [True] * 4
+    assert opened["run"] == [[None, None]] * 3  # fail open: every step passes
     assert opened["counts"] == [[True, 0]] * 3
 
 
