@@ -11,35 +11,39 @@ to the endpoint is :class:`EndpointUnreachable`.  The wait is bounded by the con
 timeout and by the integration timeout (the core cancels the invoke, which aborts the
 connection); the answer's body is read up to Lambda's 6 MB limit.
 
-Credentials, in order: ``remote.credentials`` (values usually ``{"$env": NAME}``
-secrets), the ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``
-environment variables (skipped when ``remote.profile`` names a profile, as botocore does),
-the shared credentials file (``AWS_SHARED_CREDENTIALS_FILE`` or ``~/.aws/credentials``,
-profile ``remote.profile``, ``AWS_PROFILE`` or ``default``).
-Environment and file are read again at most once a minute, so rotated temporary
-credentials are picked up without a restart.
+Credentials come from :mod:`twistgw_lambda.credentials` (config secrets, the environment,
+the shared credentials and config files, roles assumed through STS).  Environment and
+files are read again at most once a minute, so rotated temporary credentials are picked
+up without a restart; an assumed role's credentials are kept until shortly before they
+expire, and concurrent invokes share one AssumeRole call.
 """
 
 from __future__ import annotations
 
 import base64
-import configparser
 import json
-import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers as TwistedHeaders
 
 from twistgw.outbound import BodyTooLarge, BoundedBody, BytesProducer
 
+from .credentials import (
+    STS_REFRESH_MARGIN,
+    AssumeRole,
+    NoCredentials,
+    assume_role_request,
+    parse_assume_role_response,
+    resolve_credentials,
+)
 from .functions import RemoteConfig
 from .runtime import MAX_PAYLOAD_BYTES, InvokeResult
 from .sigv4 import Credentials, sign
@@ -51,10 +55,6 @@ log = Logger()
 
 #: How long credentials read from the environment or the shared file are reused.
 CREDENTIALS_TTL = 60.0
-
-
-class NoCredentials(Exception):
-    """No credentials in config, environment or the shared credentials file."""
 
 
 class InvokeFailed(Exception):
@@ -72,47 +72,6 @@ class InvokeFailed(Exception):
 
 class EndpointUnreachable(Exception):
     """Refused, reset, DNS or TLS failure, or a connection dropped mid-answer."""
-
-
-def _shared_file_credentials(profile: str) -> Credentials | None:
-    path = Path(os.environ.get("AWS_SHARED_CREDENTIALS_FILE")
-                or Path.home() / ".aws" / "credentials").expanduser()
-    parser = configparser.RawConfigParser()
-    try:
-        with open(path, encoding="utf-8") as f:
-            parser.read_file(f)
-    except (OSError, configparser.Error):
-        return None
-    if not parser.has_section(profile):
-        return None
-    section = parser[profile]
-    key = section.get("aws_access_key_id")
-    secret = section.get("aws_secret_access_key")
-    if not key or not secret:
-        return None
-    token = section.get("aws_session_token") or section.get("aws_security_token")
-    return Credentials(key.strip(), secret.strip(), token.strip() if token else None,
-                       source=f"{path} [{profile}]")
-
-
-def resolve_credentials(configured: Credentials | None, profile: str | None
-                        ) -> Credentials:
-    """Config, then the environment, then the shared credentials file."""
-    if configured is not None:
-        return configured
-    key = os.environ.get("AWS_ACCESS_KEY_ID")
-    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret and profile is None:  # a named profile wins, as in botocore
-        return Credentials(key, secret, os.environ.get("AWS_SESSION_TOKEN") or None,
-                           source="environment")
-    name = profile or os.environ.get("AWS_PROFILE") or "default"
-    found = _shared_file_credentials(name)
-    if found is None:
-        raise NoCredentials(
-            f"no AWS credentials: set remote.credentials (access_key_id, "
-            f"secret_access_key), AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or profile "
-            f"[{name}] in the shared credentials file")
-    return found
 
 
 def invoke_path(function: str, qualifier: str | None) -> str:
@@ -134,18 +93,75 @@ class RemoteFunction:
         self.pool = pool or HTTPConnectionPool(reactor, persistent=True)
         self.agent = Agent(reactor, connectTimeout=config.connect_timeout, pool=self.pool)
         self._credentials: Credentials | None = None
-        self._read_at = 0.0
+        self._valid_until = 0.0
+        #: Invokes waiting for the one refresh in progress (empty: none running).
+        self._waiters: list[defer.Deferred[Credentials]] = []
 
-    def credentials(self) -> Credentials:
-        """The signing credentials (environment and file re-read once a minute)."""
+    async def credentials(self) -> Credentials:
+        """The signing credentials: environment and files re-read once a minute, an
+        assumed role's kept until :data:`STS_REFRESH_MARGIN` before it expires."""
         cfg = self.config
         if cfg.credentials is not None:
             return cfg.credentials
-        now = time.monotonic()
-        if self._credentials is None or now - self._read_at > CREDENTIALS_TTL:
-            self._credentials = resolve_credentials(None, cfg.profile)
-            self._read_at = now
-        return self._credentials
+        if self._credentials is not None and time.monotonic() < self._valid_until:
+            return self._credentials
+        waiting: defer.Deferred[Credentials] = defer.Deferred()
+        self._waiters.append(waiting)
+        if len(self._waiters) == 1:  # one refresh shared by concurrent invokes
+            defer.Deferred.fromCoroutine(self._refresh()).addBoth(self._refreshed)
+        return await waiting
+
+    def _refreshed(self, result: Credentials | Failure) -> None:
+        """Hand a refresh's outcome to every invoke that waited for it."""
+        waiters, self._waiters = self._waiters, []
+        for waiting in waiters:
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(result)
+
+    async def _refresh(self) -> Credentials:
+        found = resolve_credentials(None, self.config.profile)
+        if isinstance(found, Credentials):
+            self._credentials, self._valid_until = found, time.monotonic() + CREDENTIALS_TTL
+            return found
+        credentials, expiration = await self._assume(found)
+        left = (expiration - datetime.now(UTC)).total_seconds()
+        self._credentials = credentials
+        self._valid_until = time.monotonic() + max(left - STS_REFRESH_MARGIN, 0.0)
+        log.info("lambda {function}: assumed {role} (profile [{profile}]) until {until}",
+                 function=self.name, role=found.role_arn, profile=found.profile,
+                 until=expiration.isoformat())
+        return credentials
+
+    async def _assume(self, role: AssumeRole) -> tuple[Credentials, datetime]:
+        """STS AssumeRole with the role's source credentials (a role chain first)."""
+        source = role.source
+        if isinstance(source, AssumeRole):
+            source, _ = await self._assume(source)
+        url, headers, body = assume_role_request(role, source, self.config.region)
+        try:
+            response, answer = await self._post(url, headers, body, 1024 * 1024)
+        except defer.CancelledError:
+            raise
+        except Exception as e:
+            raise NoCredentials(f"AssumeRole {role.role_arn}: cannot reach STS at {url}: "
+                                f"{e}") from e
+        return parse_assume_role_response(response.code, answer, role)
+
+    async def _post(self, url: str, headers: list[tuple[str, str]], body: bytes, limit: int
+                    ) -> tuple[Any, bytes]:
+        """POST through the pooled agent; the answer and its body (at most ``limit``
+        bytes, else :class:`BodyTooLarge`)."""
+        raw = TwistedHeaders()
+        for name, value in headers:
+            raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+        response = await self.agent.request(b"POST", url.encode("ascii"), raw,
+                                            BytesProducer(body))
+        reader = BoundedBody(limit)
+        response.deliverBody(reader)
+        answer: bytes = await reader.finished
+        return response, answer
 
     def invoke(self, payload: bytes, function_arn: str, trace_id: str,
                invocation_type: str = "RequestResponse") -> defer.Deferred[InvokeResult]:
@@ -161,8 +177,9 @@ class RemoteFunction:
         cfg = self.config
         url = cfg.endpoint.rstrip("/") + invoke_path(cfg.function, qualifier)
         try:
-            credentials = self.credentials()
+            credentials = await self.credentials()
         except NoCredentials as e:
+            log.error("lambda {function}: {problem}", function=self.name, problem=str(e))
             raise InvokeFailed(403, "MissingAuthenticationTokenException", str(e)) from None
         headers = sign("POST", url, [
             ("X-Amz-Invocation-Type", invocation_type),
@@ -172,15 +189,9 @@ class RemoteFunction:
             ("X-Amzn-Trace-Id", trace_id),
         ], payload, credentials=credentials, region=cfg.region, service="lambda",
             now=datetime.now(UTC))
-        raw = TwistedHeaders()
-        for name, value in headers:
-            raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
         try:
-            response = await self.agent.request(b"POST", url.encode("ascii"), raw,
-                                                BytesProducer(payload))
-            reader = BoundedBody(MAX_PAYLOAD_BYTES + 65536)
-            response.deliverBody(reader)
-            body = await reader.finished
+            response, body = await self._post(url, headers, payload,
+                                              MAX_PAYLOAD_BYTES + 65536)
         except defer.CancelledError:
             raise
         except BodyTooLarge:

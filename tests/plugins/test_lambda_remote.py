@@ -305,9 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
                          {"x-amzn-ErrorType": "ResourceNotFoundException"})
 
 
-@pytest.fixture(scope="module")
-def fake_lambda() -> Iterator[FakeLambda]:
-    server = FakeLambda()
+def serving(server: ThreadingHTTPServer) -> Iterator[Any]:
+    """Serve ``server`` on a thread for a fixture's lifetime (yields the server)."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               daemon=True)
     thread.start()
@@ -315,6 +314,11 @@ def fake_lambda() -> Iterator[FakeLambda]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def fake_lambda() -> Iterator[FakeLambda]:
+    yield from serving(FakeLambda())
 
 
 def _closed_port() -> int:
