@@ -148,6 +148,10 @@ class _RespProtocol(protocol.Protocol):
         self.waiting: deque[Deferred[Any] | None] = deque()
 
     def connectionMade(self) -> None:
+        # Small pipelined commands must not wait for the previous one's ACK (Nagle).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.client._connected(self)
 
     def send(self, args: Sequence[str | bytes | int | float]) -> Deferred[Any]:

@@ -122,6 +122,7 @@ STORE_SCRIPT = textwrap.dedent("""
         except StoreUnavailable:
             out["used"] = "unavailable"
         out["offset"] = store.offset
+        out["nodelay"] = bool(store.client.proto.transport.getTcpNoDelay())
         # test_access_units.RUN_STEPS_EXPECTED's steps, in one script per request (a
         # period in the future: the key expires at its end).
         DAY0 = 86400.0 * 30000
@@ -156,6 +157,7 @@ def test_store_buckets_and_quotas_in_redis(redis: RedisServer) -> None:
     assert out["counts"] == [[True, 1], [True, 2], [False, 2]]
     assert out["used"] == 2
     assert abs(out["offset"]) < 5
+    assert out["nodelay"] is True  # pipelined commands are not held back by Nagle
     # One request's steps in one script, with the memory store's semantics.
     assert [tuple(r) if r[1] is None else (r[0], tuple(r[1])) for r in out["run"]] == \
         RUN_STEPS_EXPECTED
