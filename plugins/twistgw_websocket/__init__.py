@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from twistgw import hookimpl
 from twistgw.models import Headers, IntegrationResponse
+from twistgw.reload import ReloadStep
 
 from .connection import Connection, Hub
 from .definition import CONNECT_OP, EXTENSION, INTEGRATION_TYPE, WsApi, load_api
@@ -31,11 +32,12 @@ from .settings import WsSettings, parse_settings
 if TYPE_CHECKING:
     from twistgw import Context, Registry
     from twistgw.config import GatewayConfig
-    from twistgw.deployment import Route
+    from twistgw.deployment import Deployment, Route
     from twistgw.gateway import Gateway
     from twistgw.models import IntegrationRequest
 
-__all__ = ["register", "configure", "startup", "shutdown", "integrate", "hub_for"]
+__all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "integrate",
+           "hub_for"]
 
 log = Logger()
 
@@ -108,6 +110,29 @@ def startup(gateway: Gateway) -> None:
 
         hub.cluster = Cluster(hub, redis)
         hub.cluster.start()
+
+
+@hookimpl
+def prepare_reload(gateway: Gateway, deployment: Deployment) -> ReloadStep | None:
+    """SIGHUP: open connections stay; the hub (connections, cluster membership, the
+    @connections API's view) carries over and runs its integrations with the new config.
+    Changed ``plugins.settings.websocket`` apply at the next restart."""
+    old, new = gateway.config, deployment.config
+    found = _state.hubs.get(id(old))
+    if found is None or found[0] is not old:
+        return None
+    hub = found[1]
+
+    def commit() -> None:
+        hub.config = new
+        _state.hubs[id(new)] = (new, hub)
+
+    def retire() -> None:
+        entry = _state.hubs.get(id(old))
+        if entry is not None and entry[0] is old and old is not new:
+            del _state.hubs[id(old)]
+
+    return ReloadStep(commit=commit, retire=retire)
 
 
 @hookimpl
