@@ -135,7 +135,9 @@ def prepare_reload(gateway: Gateway, deployment: Deployment) -> Any:
         deployment finished (at most ``shutdown_grace`` later).
     :builtin: the Lambda plugin starts pools for new and changed functions (unchanged
         ones are kept) and stops replaced pools at retire; the access plugin keeps its
-        counters and token buckets.  A plugin that does not implement this hook gets
+        counters and token buckets; the TLS plugin re-reads certificates; the admin and
+        websocket plugins carry their listener, metrics and connections over.  A plugin
+        that does not implement this hook gets
         ``configure(new)`` to check the config, ``configure(old)`` right after (so it
         keeps serving the old one) and ``configure(new)`` again at commit.
 
