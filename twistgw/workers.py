@@ -165,8 +165,15 @@ def check_workers(gateway: Gateway, workers: int) -> list[str]:
     if workers <= 1:
         return warnings
     for listener in gateway.config.listeners:
-        if not listener.admin:
-            _shareable_endpoint(gateway.config, listener, gateway.reactor)
+        endpoint = _shareable_endpoint(gateway.config, listener, gateway.reactor)
+        if listener.admin and getattr(endpoint, "_port", 0) != 0:
+            # The admin plugin binds in each worker: a fixed port would let one bind and
+            # the others die and be replaced forever.
+            raise ConfigError(gateway.config.source, f"listener {listener.name!r}.endpoint",
+                              f"an admin listener is served by every worker separately, so "
+                              f"{workers} workers cannot share the fixed port of "
+                              f"{listener.endpoint!r}; run --workers 1 for the admin "
+                              "endpoints, or remove the admin listener")
     for _plugin, check in gateway.pm.registry.worker_checks:
         warnings.extend(check(gateway.config, workers))
     return warnings
@@ -180,10 +187,11 @@ def _shareable_endpoint(config: GatewayConfig, listener: ListenerConfig, reactor
         raise ConfigError(config.source, f"listener {listener.name!r}.endpoint",
                           f"{listener.endpoint!r} is not a valid Twisted endpoint "
                           f"description: {e}") from None
-    if not isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint
-                      | AdoptedStreamServerEndpoint):
+    if not isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint):
+        # systemd: sockets would be parsed again in each worker, where systemd's
+        # LISTEN_PID names the supervisor; unix: and ssl: need their own handling.
         raise ConfigError(config.source, f"listener {listener.name!r}.endpoint",
-                          f"--workers shares tcp:, tcp6: and systemd: sockets only, not "
+                          f"--workers shares tcp: and tcp6: sockets only, not "
                           f"{listener.endpoint!r}; for TLS use a tcp: endpoint with the "
                           "listener's tls: key")
     return endpoint

@@ -1,6 +1,6 @@
 """OpenTelemetry traces over OTLP/HTTP: a span per request, per authorizer run, per integration.
 
-Off unless ``plugins.settings.otel.endpoint`` names a collector (docs/operations.rst lists
+Off unless ``plugins.settings.otel.endpoint`` names a collector (docs/deployment.rst lists
 the keys).  The dependencies are the ``otel`` extra (``pip install 'twistgw[otel]'``:
 ``opentelemetry-sdk`` and ``opentelemetry-exporter-otlp-proto-http``); they are imported
 only when a config turns tracing on, so an installation without them loads this plugin

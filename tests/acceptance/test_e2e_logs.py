@@ -10,7 +10,9 @@ twistgw.jsonlog.observer``) and in JSON lines re-published from two workers.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -80,14 +82,16 @@ def _config(root: Path) -> Path:
 
 @contextmanager
 def _daemon(config: Path, log: Path, twistd_args: list[str], apigw_args: list[str],
-            stdout: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+            stdout: Path, env: dict[str, str] | None = None
+            ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``twistd -n [twistd_args] apigw --config ... [apigw_args]``, its output in
     ``stdout``; yields it and its port once ``log`` names the URL it serves."""
     argv = [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; "
             "sys.argv[0] = 'twistd'; run()", "-n", "--pidfile=", *twistd_args, "apigw",
             "--config", str(config), *apigw_args]
     with open(stdout, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=config.parent)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=config.parent,
+                                env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + PROCESS_TIMEOUT
         while True:
@@ -168,3 +172,23 @@ def test_json_observer_writes_one_object_per_line_without_secrets(tmp_path: Path
     assert printed["level"] == "info"
     if workers > 1:
         assert access["worker"] in (1, 2) and printed["system"].startswith("worker-")
+
+
+def test_json_log_file_is_reopened_on_sigusr1_after_logrotate_moved_it(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.jsonl"
+    with _daemon(_config(tmp_path), log, ["--logger", "twistgw.jsonlog.observer"], [],
+                 tmp_path / "stdout.txt", env={"TWISTGW_JSONLOG_PATH": str(log)}
+                 ) as (proc, port):
+        before = _exercise(port, log)
+        rotated = tmp_path / "gateway.jsonl.1"
+        log.rename(rotated)  # what logrotate does, then its postrotate sends SIGUSR1
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not log.exists():
+            assert time.monotonic() < deadline, "SIGUSR1 did not reopen the log file"
+            time.sleep(0.05)
+        after = _exercise(port, log)
+        assert proc.poll() is None
+    assert "id=leaky" in before and rotated.read_text().startswith(before[:100])
+    _json_lines(after)
+    _assert_no_secret(after)

@@ -164,4 +164,15 @@ def test_endpoints_that_cannot_be_shared_are_refused(tmp_path: Path) -> None:
     config.write_text(text)
     result = run_command(twistd("apigw", "--config", str(config), "--workers", "2"))
     assert result.returncode != 0
-    assert "--workers shares tcp:, tcp6: and systemd: sockets only" in result.stdout
+    assert "--workers shares tcp: and tcp6: sockets only" in result.stdout
+
+
+def test_admin_listener_on_a_fixed_port_is_refused_with_workers(tmp_path: Path) -> None:
+    config = _config(tmp_path, plugins=("admin",))
+    text = config.read_text().replace(
+        "listeners:\n", "listeners:\n- name: admin\n  endpoint: tcp:0:interface=127.0.0.1\n"
+        "  admin: true\n", 1)
+    config.write_text(text.replace("tcp:0:interface=127.0.0.1\n  admin", "tcp:19999\n  admin"))
+    result = run_command(twistd("apigw", "--config", str(config), "--workers", "2"))
+    assert result.returncode != 0
+    assert "an admin listener is served by every worker separately" in result.stdout
