@@ -187,8 +187,11 @@ class GatewayResource:
             result.addCallbacks(lambda ex: self._write(request, ex),
                                 lambda f: self._failed(request, f))
             return NOT_DONE_YET
-        self._write(request, result)
-        return serving.leave(NOT_DONE_YET)
+        try:
+            self._write(request, result)
+        finally:
+            serving.leave()
+        return NOT_DONE_YET
 
     def _write(self, request: Request, exchange: Exchange) -> None:
         if request._disconnected:
