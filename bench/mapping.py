@@ -8,11 +8,19 @@ HTTP layer both share only brings the ratio closer to 1.
 
     cd /work/main && /work/venv/bin/pip install -q --no-deps --force-reinstall .
     /work/venv/bin/python bench/mapping.py [N]
+    /work/venv/bin/python bench/mapping.py --http   # over sockets: twistd + wrk
+
+``--http`` serves the same two routes from ``twistd -n apigw`` pinned to core 0 and POSTs
+the same body with ``wrk -t1 -c50`` pinned to core 1, ``ROUNDS`` (default 3) rounds of
+``DURATION`` (default 10) seconds per route, alternating which route goes first; it
+prints each round's ratio and the median.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -82,7 +90,8 @@ def _op(request_template: str, response_template: str) -> dict[str, Any]:
                     "application/json": response_template}}}}}
 
 
-def harness(directory: Path) -> GatewayHarness:
+def config_file(directory: Path) -> Path:
+    """The gateway config serving ``/prod/plain`` and ``/prod/vtl``."""
     definition = {"openapi": "3.0.1", "info": {"title": "bench", "version": "1"}, "paths": {
         "/plain": {"post": _op('{"statusCode": 200}', '{"status": "accepted"}')},
         "/vtl": {"post": _op(REQUEST_TEMPLATE, RESPONSE_TEMPLATE)},
@@ -91,7 +100,44 @@ def harness(directory: Path) -> GatewayHarness:
               "apis": [{"id": "bench", "definition": "api.yaml",
                         "stages": [{"name": "prod"}]}],
               "plugins": {"enabled": ["mapping", "mock"]}, "access_log": False}
-    return GatewayHarness(write_config(directory, config, {"api.yaml": definition}))
+    return write_config(directory, config, {"api.yaml": definition})
+
+
+def harness(directory: Path) -> GatewayHarness:
+    return GatewayHarness(config_file(directory))
+
+
+def over_http() -> None:
+    """The two routes over sockets: twistd on core 0, wrk on core 1."""
+    from live import Live, wrk
+    from run import GATEWAY_PORT_RE, twistd_argv
+
+    duration = int(os.environ.get("DURATION", "10"))
+    rounds = int(os.environ.get("ROUNDS", "3"))
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text('wrk.method = "POST"\n'
+                          f"wrk.body = {json.dumps(BODY.decode())}\n"
+                          'wrk.headers["Content-Type"] = "application/json"\n')
+        gateway = Live("mapping", twistd_argv(config_file(Path(tmp))),
+                       GATEWAY_PORT_RE).start()
+        ratios = []
+        try:
+            base = f"http://127.0.0.1:{gateway.port}/prod/"
+            for route in ("plain", "vtl"):
+                wrk(f"{base}{route}?source=web", 2, 50, script=script)  # warm-up
+            for rnd in range(rounds):
+                order = ("plain", "vtl") if rnd % 2 == 0 else ("vtl", "plain")
+                rps = {route: wrk(f"{base}{route}?source=web", duration, 50,
+                                  script=script).rps for route in order}
+                ratios.append(rps["vtl"] / rps["plain"])
+                print(f"round {rnd}: plain {rps['plain']:8.0f} req/s, VTL "
+                      f"{rps['vtl']:8.0f} req/s, ratio {ratios[-1]:.2f} x", flush=True)
+        finally:
+            gateway.stop()
+    median = statistics.median(ratios)
+    print(f"median ratio      {median:8.2f} x   target >= 0.60 x: "
+          f"{'met' if median >= 0.6 else 'NOT met'}")
 
 
 def rate(h: GatewayHarness, path: str, n: int) -> float:
@@ -108,6 +154,9 @@ def rate(h: GatewayHarness, path: str, n: int) -> float:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--http"]:
+        over_http()
+        return
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     with tempfile.TemporaryDirectory() as tmp:
         h = harness(Path(tmp))
