@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "PluginsConfig",
     "AccessLogConfig",
     "Secret",
+    "SettingsReader",
     "load_config",
     "parse_config",
     "demo_config_path",
@@ -200,17 +201,32 @@ class GatewayConfig:
         raise KeyError(name)
 
 
-class _Reader:
-    """Checks one gateway config document, remembering the file for error messages."""
+class SettingsReader:
+    """Checks config values; every refusal is a ``ConfigError(file, key path, fix)``.
 
-    def __init__(self, file: str, base_dir: Path) -> None:
+    The gateway config's reader is one.  Plugins check their ``plugins.settings.<name>``
+    section with :meth:`for_plugin`, so their paths and messages read like the core's::
+
+        r = SettingsReader.for_plugin(config, "auth")
+        raw = r.mapping(config.plugin_settings("auth"), "", allowed={"jwt", "iam"})
+        leeway = r.number(raw.get("leeway", 30), "leeway", 0, 60)  # plugins.settings.auth.leeway
+    """
+
+    def __init__(self, file: str, prefix: str = "") -> None:
         self.file = file
-        self.base_dir = base_dir
+        self.prefix = prefix
+
+    @classmethod
+    def for_plugin(cls, config: GatewayConfig, name: str) -> SettingsReader:
+        """A reader for ``plugins.settings.<name>`` of ``config`` (paths are relative)."""
+        return cls(config.source, f"plugins.settings.{name}")
 
     def fail(self, path: str, problem: str) -> ConfigError:
-        return ConfigError(self.file, path, problem)
+        """The error for ``path`` (relative to the prefix; ``""`` is the prefix itself)."""
+        full = f"{self.prefix}.{path}" if self.prefix and path else self.prefix or path
+        return ConfigError(self.file, full or "(top level)", problem)
 
-    def mapping(self, value: Any, path: str, allowed: frozenset[str] | None = None,
+    def mapping(self, value: Any, path: str, allowed: Collection[str] | None = None,
                 required: tuple[str, ...] = ()) -> Mapping[str, Any]:
         if value is None:
             value = {}
@@ -224,7 +240,7 @@ class _Reader:
                                     f"unknown key; the keys allowed here are: {hint}")
         for key in required:
             if key not in value:
-                raise self.fail(path or "(top level)", f"missing required key '{key}'")
+                raise self.fail(path, f"missing required key '{key}'")
         return value
 
     def seq(self, value: Any, path: str) -> list[Any]:
@@ -247,6 +263,29 @@ class _Reader:
         if not isinstance(value, bool):
             raise self.fail(path, "expected true or false")
         return value
+
+    def integer(self, value: Any, path: str, low: int, high: int | None = None) -> int:
+        """A whole number (not a boolean) from ``low`` to ``high`` (inclusive)."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+                high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise self.fail(path, f"expected a whole number {bound}")
+        return value
+
+    def number(self, value: Any, path: str, low: float, high: float) -> float:
+        """A finite number (int or float, not a boolean) from ``low`` to ``high``."""
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not low <= value <= high:
+            raise self.fail(path, f"expected a number from {low:g} to {high:g}")
+        return float(value)
+
+
+class _Reader(SettingsReader):
+    """Checks one gateway config document, remembering the file for error messages."""
+
+    def __init__(self, file: str, base_dir: Path) -> None:
+        super().__init__(file)
+        self.base_dir = base_dir
 
     def path_value(self, value: Any, path: str) -> tuple[Path, str]:
         text = self.string(value, path)

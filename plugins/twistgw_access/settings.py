@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from twistgw.config import SettingsReader
 from twistgw.errors import ConfigError
 
 from .periods import MAX_OFFSET, PERIODS
@@ -125,47 +126,16 @@ def key_digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("ascii")).digest()
 
 
-class _Reader:
+class _Reader(SettingsReader):
     def __init__(self, config: GatewayConfig) -> None:
+        super().__init__(config.source, PREFIX)
         self.config = config
         self.apis = {a.id: a for a in config.apis}
-
-    def fail(self, path: str, problem: str) -> ConfigError:
-        return ConfigError(self.config.source, f"{PREFIX}.{path}" if path else PREFIX,
-                           problem)
-
-    def mapping(self, value: Any, path: str, allowed: tuple[str, ...],
-                required: tuple[str, ...] = ()) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.fail(path, f"expected a mapping, got {type(value).__name__}")
-        for key in value:
-            if key not in allowed:
-                raise self.fail(f"{path}.{key}" if path else str(key),
-                                f"unknown key; the keys allowed here are: "
-                                f"{', '.join(allowed)}")
-        for key in required:
-            if key not in value:
-                raise self.fail(path, f"missing required key '{key}'")
-        return value
-
-    def seq(self, value: Any, path: str) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected a list, got {type(value).__name__}")
-        return value
 
     def ident(self, value: Any, path: str, what: str) -> str:
         if not isinstance(value, str) or not _ID_RE.match(value):
             raise self.fail(path, f"{what} ids use letters, digits, '.', '_' and '-' "
                             "(1 to 128 characters)")
-        return value
-
-    def integer(self, value: Any, path: str, low: int, high: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-                high is not None and value > high):
-            bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise self.fail(path, f"expected a whole number {bound}")
         return value
 
     def throttle(self, value: Any, path: str, account: Throttle | None) -> Throttle:

@@ -1,6 +1,7 @@
 """``plugins.settings.auth``: JWT issuers, leeway and token caps, IAM access keys.
 
-Checked at load time; every refusal is a :class:`~twistgw.errors.ConfigError` naming
+Checked at load time with the core's :class:`~twistgw.config.SettingsReader`: every
+refusal is a :class:`~twistgw.errors.ConfigError` naming the config file,
 ``plugins.settings.auth.<path>`` and the fix.  Secret access keys are kept only as the
 SigV4 secrets they are (needed to derive signing keys), inside :class:`IamKey` whose repr
 hides them.
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from twistgw.errors import ConfigError
+from twistgw.config import SettingsReader
 
 from .resource_policy import PolicyError, ResourcePolicy
 from .resource_policy import parse as parse_policy
@@ -67,130 +68,73 @@ class AuthSettings:
     max_skew: float = 900.0
 
 
-def _fail(path: str, problem: str) -> ConfigError:
-    return ConfigError("gateway config", f"{PREFIX}.{path}" if path else PREFIX, problem)
-
-
-def _number(raw: Mapping[str, Any], key: str, path: str, default: float, low: float,
-            high: float) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not low <= value <= high:
-        raise _fail(f"{path}{key}", f"expected a number from {low:g} to {high:g}")
-    return float(value)
-
-
-def _string(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise _fail(path, "expected a non-empty string")
-    return value
-
-
-def _policy(doc: Any, path: str, region: str | None) -> ResourcePolicy:
+def _policy(r: SettingsReader, doc: Any, path: str, region: str | None) -> ResourcePolicy:
     """An identity policy: IAM statements on ``execute-api:Invoke``, no ``Principal``."""
     statements = doc.get("Statement") if isinstance(doc, Mapping) else None
     for i, st in enumerate(statements if isinstance(statements, list) else [statements]):
         if isinstance(st, Mapping) and ("Principal" in st or "NotPrincipal" in st):
-            raise _fail(f"{path}.Statement[{i}].Principal", "identity policies name no "
-                        "principal (the key or user they are attached to is it); remove it")
+            raise r.fail(f"{path}.Statement[{i}].Principal", "identity policies name no "
+                         "principal (the key or user they are attached to is it); remove it")
     try:
         return parse_policy(doc, region=region or "us-east-1", account="", api_id="")
     except PolicyError as e:
-        raise _fail(path, f"{e}; write an IAM policy document {{Version, Statement: "
-                    "[{Effect, Action: execute-api:Invoke, Resource: <method ARNs>}]}") \
+        raise r.fail(path, f"{e}; write an IAM policy document {{Version, Statement: "
+                     "[{Effect, Action: execute-api:Invoke, Resource: <method ARNs>}]}") \
             from None
 
 
-def _users(raw: Any, region: str | None) -> dict[str, ResourcePolicy]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise _fail("iam.users", "expected a mapping of user name to {policy: ...}")
+def _users(r: SettingsReader, raw: Any, region: str | None) -> dict[str, ResourcePolicy]:
     out: dict[str, ResourcePolicy] = {}
-    for name, entry in raw.items():
+    for name, entry in r.mapping(raw, "iam.users").items():
         path = f"iam.users.{name}"
-        if not isinstance(entry, Mapping) or set(entry) != {"policy"}:
-            raise _fail(path, "expected {policy: <IAM policy document>}")
-        out[str(name)] = _policy(entry["policy"], f"{path}.policy", region)
+        entry = r.mapping(entry, path, allowed=("policy",), required=("policy",))
+        out[str(name)] = _policy(r, entry["policy"], f"{path}.policy", region)
     return out
 
 
-def parse_settings(config: GatewayConfig) -> AuthSettings:
-    """Check ``plugins.settings.auth`` and return it, or raise ``ConfigError``."""
-    raw = config.plugin_settings("auth")
-    if not isinstance(raw, Mapping):
-        raise _fail("", "expected a mapping")
-    known = {"jwt", "iam"}
-    for key in raw:
-        if key not in known:
-            raise _fail(str(key), f"unknown key; expected one of {', '.join(sorted(known))}")
-    jwt_raw = raw.get("jwt") or {}
-    if not isinstance(jwt_raw, Mapping):
-        raise _fail("jwt", "expected a mapping")
-    jwt_known = {"issuers", "leeway", "max_token_bytes", "refetch_interval", "jwks_ttl"}
-    for key in jwt_raw:
-        if key not in jwt_known:
-            raise _fail(f"jwt.{key}", "unknown key; expected one of "
-                        f"{', '.join(sorted(jwt_known))}")
+def _issuers(r: SettingsReader, raw: Any) -> dict[str, Issuer]:
     issuers: dict[str, Issuer] = {}
-    raw_issuers = jwt_raw.get("issuers") or []
-    if not isinstance(raw_issuers, list):
-        raise _fail("jwt.issuers", "expected a list of {issuer, jwks_uri}")
-    for i, entry in enumerate(raw_issuers):
+    for i, entry in enumerate(r.seq(raw, "jwt.issuers")):
         path = f"jwt.issuers[{i}]"
-        if not isinstance(entry, Mapping):
-            raise _fail(path, "expected a mapping {issuer, jwks_uri}")
-        for key in entry:
-            if key not in ("issuer", "jwks_uri"):
-                raise _fail(f"{path}.{key}", "unknown key; expected issuer or jwks_uri")
-        issuer = _string(entry.get("issuer"), f"{path}.issuer")
+        entry = r.mapping(entry, path, allowed=("issuer", "jwks_uri"), required=("issuer",))
+        issuer = r.string(entry["issuer"], f"{path}.issuer")
         jwks_uri = entry.get("jwks_uri")
         if jwks_uri is not None:
-            jwks_uri = _string(jwks_uri, f"{path}.jwks_uri")
+            jwks_uri = r.string(jwks_uri, f"{path}.jwks_uri")
             if not jwks_uri.startswith(("https://", "http://")):
-                raise _fail(f"{path}.jwks_uri", "expected an https:// (or http://) URL")
+                raise r.fail(f"{path}.jwks_uri", "expected an https:// (or http://) URL")
         if issuer in issuers:
-            raise _fail(f"{path}.issuer", f"{issuer!r} is listed twice")
+            raise r.fail(f"{path}.issuer", f"{issuer!r} is listed twice")
         issuers[issuer] = Issuer(issuer=issuer, jwks_uri=jwks_uri)
-    iam_raw = raw.get("iam") or {}
-    if not isinstance(iam_raw, Mapping):
-        raise _fail("iam", "expected a mapping")
-    for key in iam_raw:
-        if key not in ("keys", "region", "users"):
-            raise _fail(f"iam.{key}", "unknown key; expected keys, users or region")
-    region = iam_raw.get("region")
-    if region is not None:
-        region = _string(region, "iam.region")
-    users = _users(iam_raw.get("users"), region)
-    used_users: set[str] = set()
+    return issuers
+
+
+def _keys(r: SettingsReader, raw: Any, region: str | None,
+          users: Mapping[str, ResourcePolicy]) -> dict[str, IamKey]:
     keys: dict[str, IamKey] = {}
-    raw_keys = iam_raw.get("keys") or []
-    if not isinstance(raw_keys, list):
-        raise _fail("iam.keys", "expected a list of {access_key_id, secret_access_key}")
-    for i, entry in enumerate(raw_keys):
+    used_users: set[str] = set()
+    for i, entry in enumerate(r.seq(raw, "iam.keys")):
         path = f"iam.keys[{i}]"
-        if not isinstance(entry, Mapping):
-            raise _fail(path, "expected a mapping")
-        allowed = ("access_key_id", "secret_access_key", "user", "account_id", "arn",
-                   "policy")
-        for key in entry:
-            if key not in allowed:
-                raise _fail(f"{path}.{key}", f"unknown key; expected one of {', '.join(allowed)}")
-        akid = _string(entry.get("access_key_id"), f"{path}.access_key_id")
+        entry = r.mapping(entry, path, allowed=(
+            "access_key_id", "secret_access_key", "user", "account_id", "arn", "policy"),
+            required=("access_key_id", "secret_access_key"))
+        akid = r.string(entry["access_key_id"], f"{path}.access_key_id")
         if not _AKID_RE.match(akid):
-            raise _fail(f"{path}.access_key_id", "expected 16-128 upper-case letters or digits")
+            raise r.fail(f"{path}.access_key_id", "expected 16-128 upper-case letters or "
+                         "digits")
         if akid in keys:
-            raise _fail(f"{path}.access_key_id", f"{akid} is listed twice")
-        secret = _string(entry.get("secret_access_key"), f"{path}.secret_access_key")
+            raise r.fail(f"{path}.access_key_id", f"{akid} is listed twice")
+        secret = r.string(entry["secret_access_key"], f"{path}.secret_access_key")
         if len(secret) < 16:
-            raise _fail(f"{path}.secret_access_key", "expected at least 16 characters "
-                        "(write it as a secret: {$env: NAME} or {$file: path})")
+            raise r.fail(f"{path}.secret_access_key", "expected at least 16 characters "
+                         "(write it as a secret: {$env: NAME} or {$file: path})")
         account = str(entry.get("account_id", "123456789012"))
         if not _ACCOUNT_RE.match(account):
-            raise _fail(f"{path}.account_id", "expected 12 digits")
-        user = _string(entry.get("user", akid), f"{path}.user")
-        arn = _string(entry.get("arn", f"arn:aws:iam::{account}:user/{user}"), f"{path}.arn")
-        own = _policy(entry["policy"], f"{path}.policy", region) if "policy" in entry \
+            raise r.fail(f"{path}.account_id", "expected 12 digits")
+        user = r.string(entry.get("user", akid), f"{path}.user")
+        arn = r.string(entry.get("arn", f"arn:aws:iam::{account}:user/{user}"),
+                       f"{path}.arn")
+        own = _policy(r, entry["policy"], f"{path}.policy", region) if "policy" in entry \
             else ResourcePolicy(statements=())
         user_policy = users.get(user)
         if user_policy is not None:
@@ -200,14 +144,29 @@ def parse_settings(config: GatewayConfig) -> AuthSettings:
                             account_id=account, arn=arn, policy=own)
     for name in users:
         if name not in used_users:
-            raise _fail(f"iam.users.{name}", "no key in iam.keys has this user, so the "
-                        "policy would never apply; set user: on the key or fix the name")
+            raise r.fail(f"iam.users.{name}", "no key in iam.keys has this user, so the "
+                         "policy would never apply; set user: on the key or fix the name")
+    return keys
+
+
+def parse_settings(config: GatewayConfig) -> AuthSettings:
+    """Check ``plugins.settings.auth`` and return it, or raise ``ConfigError``."""
+    r = SettingsReader.for_plugin(config, "auth")
+    raw = r.mapping(config.plugin_settings("auth"), "", allowed=("jwt", "iam"))
+    jwt_raw = r.mapping(raw.get("jwt"), "jwt", allowed=(
+        "issuers", "leeway", "max_token_bytes", "refetch_interval", "jwks_ttl"))
+    iam_raw = r.mapping(raw.get("iam"), "iam", allowed=("keys", "users", "region"))
+    region = iam_raw.get("region")
+    if region is not None:
+        region = r.string(region, "iam.region")
     return AuthSettings(
-        issuers=issuers,
-        leeway=_number(jwt_raw, "leeway", "jwt.", 30, 0, 60),
-        max_token_bytes=int(_number(jwt_raw, "max_token_bytes", "jwt.", 16384, 1024, 65536)),
-        refetch_interval=_number(jwt_raw, "refetch_interval", "jwt.", 30, 1, 3600),
-        jwks_ttl=_number(jwt_raw, "jwks_ttl", "jwt.", 3600, 60, 86400),
-        iam_keys=keys,
+        issuers=_issuers(r, jwt_raw.get("issuers")),
+        leeway=r.number(jwt_raw.get("leeway", 30), "jwt.leeway", 0, 60),
+        max_token_bytes=r.integer(jwt_raw.get("max_token_bytes", 16384),
+                                  "jwt.max_token_bytes", 1024, 65536),
+        refetch_interval=r.number(jwt_raw.get("refetch_interval", 30),
+                                  "jwt.refetch_interval", 1, 3600),
+        jwks_ttl=r.number(jwt_raw.get("jwks_ttl", 3600), "jwt.jwks_ttl", 60, 86400),
+        iam_keys=_keys(r, iam_raw.get("keys"), region, _users(r, iam_raw.get("users"), region)),
         iam_region=region,
     )

@@ -292,8 +292,8 @@ def test_resource_policy_allow_is_enough_for_a_silent_identity(
               "users": {"nobody": {"policy": ALLOW_ALL}}}},
      "plugins.settings.auth.iam.users.nobody"),
     ({"iam": {"keys": [{"access_key_id": AKID, "secret_access_key": SECRET, "user": "u"}],
-              "users": {"u": ALLOW_ALL}}},
-     "plugins.settings.auth.iam.users.u"),
+              "users": {"u": ALLOW_ALL}}},  # the policy itself, not {policy: ...}
+     "plugins.settings.auth.iam.users.u.Version"),
     ({"iam": {"keys": [{"access_key_id": "lower-case-key-0001", "secret_access_key": SECRET}]}},
      "plugins.settings.auth.iam.keys[0].access_key_id"),
     ({"iam": {"keys": [{"access_key_id": AKID, "secret_access_key": "short"}]}},
@@ -312,7 +312,8 @@ def test_bad_settings_are_refused_at_load(make_harness: HarnessFactory, b: Build
                          "settings": {"auth": settings}}
     with pytest.raises(ConfigError) as info:
         make_harness(api(b), config=config)
-    assert where in str(info.value)
+    assert info.value.path == where
+    assert info.value.file.endswith(".yaml")  # the config file, as the core's errors say
 
 
 def test_iam_route_without_the_plugin_is_refused(make_harness: HarnessFactory,
