@@ -1,8 +1,9 @@
 """Prometheus metrics of one gateway, in a private :class:`CollectorRegistry`.
 
-Request metrics are fed by ``request_finished``: one counter increment and one or two
-histogram observations per request, on label children cached per (route, stage,
-status), so the hot path does no string formatting and no label lookup.  Labels are the
+Request metrics are fed by ``request_finished``: per request, one dictionary lookup of
+the (route, stage, status) series and a few integer additions (two ``bisect`` calls pick
+the histogram buckets); no string is formatted and no lock is taken.  Counters and
+histograms are built from those numbers when Prometheus scrapes.  Labels are the
 API id, the stage, the route (the resource template ``GET /pets/{id}`` or ``$default``,
 never the raw path) and the status, all bounded by the config; the cache is bounded too.
 Gauges (listener refusals, plugins' pools) are read at scrape time only.
@@ -10,11 +11,18 @@ Gauges (listener refusals, plugins' pools) are read at scrape time only.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from itertools import accumulate
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
@@ -31,9 +39,8 @@ log = Logger()
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
 LABELS = ("api", "stage", "route")
-#: Throttling answers, by the gateway response type that produced them.
-THROTTLE_TYPES = frozenset({"THROTTLED", "QUOTA_EXCEEDED"})
-#: Cached label children at most (a route x stage x status product far beyond any config).
+#: Series kept per route object at most (a route x stage x status product far beyond any
+#: config); past it, series are shared per label set.
 MAX_CACHED = 20_000
 
 
@@ -44,27 +51,28 @@ def route_label(ctx: Context) -> str:
 
 
 class _Series:
-    """The label children one (route, stage, status) feeds; built once, reused."""
+    """Counts of one (API, stage, route, status): plain numbers the request path bumps.
 
-    __slots__ = ("errors", "integration", "latency", "requests", "route", "throttled")
+    No ``prometheus_client`` metric object is touched per request (each would take a lock
+    per increment); the collector turns these into counters and histograms at scrape
+    time.  Everything runs on the reactor thread.
+    """
 
-    def __init__(self, metrics: GatewayMetrics, ctx: Context, status: int) -> None:
+    __slots__ = ("code", "integration", "integration_sum", "labels", "latency",
+                 "latency_sum", "requests", "route")
+
+    def __init__(self, ctx: Context, status: int) -> None:
         self.route = ctx.route  # keeps the route alive while its id() is a cache key
         api = ctx.deployment_api.id if ctx.deployment_api is not None else ""
         stage = ctx.stage.name if ctx.stage is not None else ""
-        labels = (api, stage, route_label(ctx))
-        code = str(status)
-        self.requests = metrics.requests.labels(*labels, code)
-        self.latency = metrics.latency.labels(*labels, code)
-        self.integration = metrics.integration_latency.labels(*labels, code)
-        self.errors: Any = None
-        if 400 <= status < 500:
-            self.errors = metrics.errors_4xx.labels(*labels)
-        elif status >= 500:
-            self.errors = metrics.errors_5xx.labels(*labels)
-        self.throttled: Any = None
-        if status == 429:
-            self.throttled = metrics.throttled.labels(*labels)
+        self.labels = (api, stage, route_label(ctx))
+        self.code = status
+        self.requests = 0
+        #: Observations per bucket (not cumulative); the last slot is +Inf.
+        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.integration = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.integration_sum = 0.0
 
 
 class GatewayMetrics:
@@ -72,27 +80,13 @@ class GatewayMetrics:
 
     def __init__(self, gateway: Gateway | None = None) -> None:
         self.gateway = gateway
-        self.registry = CollectorRegistry(auto_describe=True)
-        reg = self.registry
-        self.requests = Counter("twistgw_requests", "Requests answered, by API, stage, "
-                                "route and status", (*LABELS, "status"), registry=reg)
-        self.errors_4xx = Counter("twistgw_4xx_errors", "Requests answered with a 4XX "
-                                  "status (CloudWatch's 4XXError)", LABELS, registry=reg)
-        self.errors_5xx = Counter("twistgw_5xx_errors", "Requests answered with a 5XX "
-                                  "status (CloudWatch's 5XXError)", LABELS, registry=reg)
-        self.throttled = Counter("twistgw_throttled_requests", "Requests answered 429 "
-                                 "(throttles, quotas, Lambda concurrency)", LABELS,
-                                 registry=reg)
-        self.latency = Histogram("twistgw_latency_seconds", "Time from the request's "
-                                 "arrival to its response (CloudWatch's Latency)",
-                                 (*LABELS, "status"), buckets=LATENCY_BUCKETS, registry=reg)
-        self.integration_latency = Histogram(
-            "twistgw_integration_latency_seconds", "Time the integration took (CloudWatch's "
-            "IntegrationLatency)", (*LABELS, "status"), buckets=LATENCY_BUCKETS,
-            registry=reg)
+        self.registry = CollectorRegistry(auto_describe=False)
         self._series: dict[tuple[int, str, int], _Series] = {}
+        #: Series that did not fit the cache (only past MAX_CACHED), merged at scrape.
+        self._overflow: dict[tuple[str, str, str, int], _Series] = {}
+        self.registry.register(_RequestCollector(self))
         if gateway is not None:
-            reg.register(_ScrapeTimeCollector(gateway))
+            self.registry.register(_ScrapeTimeCollector(gateway))
 
     def observe(self, ctx: Context, status: int, finish: Finish) -> None:
         """Count one finished request (the ``request_finished`` hot path)."""
@@ -100,18 +94,92 @@ class GatewayMetrics:
         key = (id(ctx.route), stage.name if stage is not None else "", status)
         series = self._series.get(key)
         if series is None:
-            series = _Series(self, ctx, status)
-            if len(self._series) < MAX_CACHED:
-                self._series[key] = series
-        series.requests.inc()
-        if finish.response_latency_ms is not None:
-            series.latency.observe(finish.response_latency_ms / 1000.0)
-        if finish.integration_latency_ms is not None:
-            series.integration.observe(finish.integration_latency_ms / 1000.0)
-        if series.errors is not None:
-            series.errors.inc()
-            if series.throttled is not None:
-                series.throttled.inc()
+            series = self._new_series(key, ctx, status)
+        series.requests += 1
+        ms = finish.response_latency_ms
+        if ms is not None:
+            series.latency[bisect_left(_BOUNDS_MS, ms)] += 1
+            series.latency_sum += ms
+        ms = finish.integration_latency_ms
+        if ms is not None:
+            series.integration[bisect_left(_BOUNDS_MS, ms)] += 1
+            series.integration_sum += ms
+
+    def _new_series(self, key: tuple[int, str, int], ctx: Context, status: int) -> _Series:
+        series = _Series(ctx, status)
+        if len(self._series) < MAX_CACHED:
+            self._series[key] = series
+            return series
+        # Past the cap (a config with that many routes x stages x statuses): share one
+        # series per label set instead of one per route object.
+        wide = (*series.labels, status)
+        return self._overflow.setdefault(wide, series)
+
+    def series(self) -> list[_Series]:
+        """Every series counted so far."""
+        return [*self._series.values(), *self._overflow.values()]
+
+
+#: Bucket bounds in milliseconds, as ``Finish`` reports latencies.
+_BOUNDS_MS = tuple(b * 1000 for b in LATENCY_BUCKETS)
+
+
+def _histogram(family: HistogramMetricFamily, labels: list[str], counts: list[int],
+               total_ms: float) -> None:
+    cumulative = list(accumulate(counts))
+    buckets = [(str(b), float(c)) for b, c in zip(LATENCY_BUCKETS, cumulative, strict=False)]
+    buckets.append(("+Inf", float(cumulative[-1])))
+    family.add_metric(labels, buckets, total_ms / 1000.0)
+
+
+class _RequestCollector(Collector):
+    """The request counters and histograms, built from the series at scrape time."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        names = [*LABELS, "status"]
+        requests = CounterMetricFamily("twistgw_requests", "Requests answered, by API, "
+                                       "stage, route and status", labels=names)
+        latency = HistogramMetricFamily(
+            "twistgw_latency_seconds", "Time from the request's arrival to its response "
+            "(CloudWatch's Latency)", labels=names)
+        integration = HistogramMetricFamily(
+            "twistgw_integration_latency_seconds", "Time the integration took "
+            "(CloudWatch's IntegrationLatency)", labels=names)
+        errors: dict[str, dict[tuple[str, str, str], int]] = {
+            "4xx": {}, "5xx": {}, "throttled": {}}
+        for s in self.metrics.series():
+            labels = [*s.labels, str(s.code)]
+            requests.add_metric(labels, float(s.requests))
+            if any(s.latency):
+                _histogram(latency, labels, s.latency, s.latency_sum)
+            if any(s.integration):
+                _histogram(integration, labels, s.integration, s.integration_sum)
+            kind = "4xx" if 400 <= s.code < 500 else "5xx" if s.code >= 500 else None
+            if kind is not None:
+                errors[kind][s.labels] = errors[kind].get(s.labels, 0) + s.requests
+            if s.code == 429:
+                errors["throttled"][s.labels] = (errors["throttled"].get(s.labels, 0)
+                                                 + s.requests)
+        yield requests
+        yield latency
+        yield integration
+        for kind, name, help_text in (
+                ("4xx", "twistgw_4xx_errors", "Requests answered with a 4XX status "
+                 "(CloudWatch's 4XXError)"),
+                ("5xx", "twistgw_5xx_errors", "Requests answered with a 5XX status "
+                 "(CloudWatch's 5XXError)"),
+                ("throttled", "twistgw_throttled_requests", "Requests answered 429 "
+                 "(throttles, quotas, Lambda concurrency)")):
+            family = CounterMetricFamily(name, help_text, labels=list(LABELS))
+            for labels3, count in sorted(errors[kind].items()):
+                family.add_metric(list(labels3), float(count))
+            yield family
 
 
 class _ScrapeTimeCollector(Collector):
