@@ -6,7 +6,8 @@ what happens is ``X-Amz-Invocation-Type`` (``Event`` queues the function and ans
 ``DryRun`` answers 204, ``RequestResponse`` is the default; aws-apigw-spec.md §3.7 and the
 developer guide's set-up-lambda-integration-async).  Sources are resolved by the HTTP
 plugin's compiler (:mod:`twistgw_http.params`, the same §3.2 rules); path and query string
-targets would rewrite the Invoke API URL and are refused at load time.
+targets would rewrite the Invoke API URL and are refused at load time, as are HTTP API
+mappings (``overwrite:header.x``: not implemented for Lambda integrations).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
     from twistgw import Context
     from twistgw.definition import Integration
 
-__all__ = ["invocation_type", "check_invoke_parameters", "INVOCATION_TYPE_HEADER"]
+__all__ = ["invocation_type", "check_invoke_parameters", "mapped_headers",
+           "INVOCATION_TYPE_HEADER"]
 
 INVOCATION_TYPE_HEADER = "x-amz-invocation-type"
 
@@ -31,12 +33,20 @@ def check_invoke_parameters(integration: Integration) -> None:
     an invalid one by §3.2, or one that targets the path or the query string."""
     check_parameters(integration)
     for key in integration.request_parameters:
-        if key.startswith(("integration.request.path.", "integration.request.querystring.")):
+        if not key.startswith("integration.request.header."):
             file, _, path = integration.where.partition(": ")
             raise ConfigError(file, f"{path}.requestParameters.{key}",
                               "a Lambda integration's request is the Invoke API call; only "
                               "integration.request.header.NAME mappings (e.g. "
-                              "X-Amz-Invocation-Type) apply; remove this one")
+                              "X-Amz-Invocation-Type) apply; HTTP API mappings "
+                              "(overwrite:, append:, remove:) and path or query string "
+                              "targets are not implemented for Lambda; remove this one")
+
+
+def mapped_headers(ctx: Context, integration: Integration
+                   ) -> tuple[dict[str, str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(path, query, headers)`` the integration's mappings give this request."""
+    return compile_parameters(integration).apply(ctx)
 
 
 def invocation_type(ctx: Context, integration: Integration | None) -> str:
@@ -45,7 +55,7 @@ def invocation_type(ctx: Context, integration: Integration | None) -> str:
     unset)."""
     if integration is None or not integration.request_parameters:
         return "RequestResponse"
-    _path, _query, headers = compile_parameters(integration).apply(ctx)
+    _path, _query, headers = mapped_headers(ctx, integration)
     for name, value in reversed(headers):
         if name.lower() == INVOCATION_TYPE_HEADER:
             return value.strip() or "RequestResponse"

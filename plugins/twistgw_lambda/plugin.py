@@ -43,7 +43,7 @@ from . import reload
 from .arn import parse_function_uri
 from .events import event_for, trace_header
 from .functions import FunctionConfig, parse_functions
-from .invocation import check_invoke_parameters, invocation_type
+from .invocation import check_invoke_parameters, invocation_type, mapped_headers
 from .remote import (
     EndpointUnreachable,
     InvokeFailed,
@@ -144,6 +144,10 @@ def _check_aws_service(route: Route) -> None:
     """Route check: an ``AWS`` integration must invoke a Lambda function; other AWS
     services (S3, SQS, DynamoDB, ...) are not implemented, so refuse them at load time."""
     integration = route.integration
+    if integration is not None and integration.type == "AWS_PROXY" and \
+            integration.request_parameters:
+        check_invoke_parameters(integration)  # header mappings join the event (§3.2)
+        return
     if integration is None or integration.type != "AWS":
         return
     file, _, where = route.operation.where.rpartition(": ")
@@ -406,6 +410,8 @@ async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationRes
     if integration.type == "AWS":
         return await _integrate_custom(ctx, request, pool, ref.arn)
     event = event_for(ctx, request)
+    if integration.request_parameters:
+        _merge_mapped_headers(ctx, integration, event)
     payload = json.dumps(event).encode("utf-8")
     if len(payload) > MAX_PAYLOAD_BYTES:
         _fail(ctx, f"Lambda invocation failed with status: 413. Request payload size "
@@ -447,6 +453,25 @@ async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationRes
         headers = headers.with_added("X-Amzn-Trace-Id", trace)
     return attrs.evolve(response, headers=headers,
                         metadata={"lambda_request_id": result.request_id})
+
+
+def _merge_mapped_headers(ctx: Context, integration: Any, event: dict[str, Any]) -> None:
+    """``integration.request.header.*`` mappings of an ``AWS_PROXY`` integration are merged
+    into the event's headers, a mapped value replacing the client's (aws-apigw-spec.md
+    §3.2, recorded ``"foobar": "mapped-value"``)."""
+    _path, _query, mapped = mapped_headers(ctx, integration)
+    if not mapped:
+        return
+    v2 = event.get("version") == "2.0"
+    headers = event.get("headers") or {}
+    for name, value in mapped:
+        headers[name.lower() if v2 else name] = value
+    event["headers"] = headers
+    if not v2:
+        multi = event.get("multiValueHeaders") or {}
+        for name, value in mapped:
+            multi[name] = [value]
+        event["multiValueHeaders"] = multi
 
 
 async def _integrate_custom(ctx: Context, request: IntegrationRequest, pool: Any, arn: str

@@ -202,8 +202,7 @@ def _with_parameters(tmp_path: Path, op: dict[str, Any]) -> GatewayHarness:
 @pytest.mark.parametrize(("key", "source", "wanted"), [
     ("integration.request.querystring.Qualifier", "'prod'", "only integration.request.header"),
     ("integration.request.path.fn", "method.request.path.fn", "only integration.request"),
-    ("integration.request.header.X-Amz-Invocation-Type", "method.request.body.kind",
-     "method request body"),
+    ("overwrite:header.x-kind", "Event", "HTTP API mappings"),
     ("integration.request.header.Content-Length", "'1'", "Content-Length"),
 ])
 def test_request_parameters_a_lambda_aws_integration_cannot_have_are_refused(

@@ -534,3 +534,31 @@ def test_api_key_principal_fills_identity_not_authorizer(tmp_path: Any,
             identity = event["requestContext"]["identity"]
             assert identity["apiKeyId"] == "key-1"
             assert identity["apiKey"] == "abcdefghijklmnopqrstuvwxyz"
+
+
+def test_rest_proxy_request_parameters_merge_headers_into_the_event(
+        tmp_path: Any, gateways: list[Any]) -> None:
+    """§3.2 [AWS-REC test_lambda_aws_proxy_integration_request_data_mapping]: header
+    mappings of an AWS_PROXY integration are merged into the event's headers."""
+    op = lambda_op(requestParameters={
+        "integration.request.header.foobar": "'mapped-value'",
+        "integration.request.header.headerVar": "method.request.header.foobar",
+        "integration.request.header.absent": "method.request.header.nope"})
+    h, pool = make_gateway(tmp_path, {"/x": {"get": op}})
+    gateways.append(h)
+    run(h, make_inbound("GET", "/prod/x", headers={"foobar": "request-value"}))
+    event = pool.events[0]
+    assert event["headers"]["foobar"] == "mapped-value"
+    assert event["headers"]["headerVar"] == "request-value"
+    assert event["multiValueHeaders"]["foobar"] == ["mapped-value"]
+    assert event["multiValueHeaders"]["headerVar"] == ["request-value"]
+    assert "absent" not in event["headers"]  # an absent source sets nothing
+
+
+def test_proxy_request_parameters_other_than_headers_are_refused(tmp_path: Any) -> None:
+    from twistgw import ConfigError
+
+    op = lambda_op(requestParameters={"integration.request.querystring.q": "'x'"})
+    with pytest.raises(ConfigError) as info:
+        make_gateway(tmp_path, {"/x": {"get": op}})
+    assert info.value.path.endswith("requestParameters.integration.request.querystring.q")
