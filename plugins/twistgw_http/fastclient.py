@@ -118,7 +118,10 @@ def parse_target(url: str) -> tuple[Target, str]:
         raise ApiConfigurationError()
     slash = url.find("/", start + 3)
     query = url.find("?", start + 3)
-    cut = min(i for i in (slash, query, len(url)) if i >= 0)
+    if slash < 0:
+        cut = query if query >= 0 else len(url)
+    else:
+        cut = query if 0 <= query < slash else slash
     prefix = url[:cut]
     path = url[cut:]
     if not path.startswith("/"):
@@ -279,21 +282,17 @@ class _Connection(Protocol):
                 if not self._parse_head():
                     return
             elif state == _LENGTH:
-                buf = self.buf
-                if len(buf) < self.remaining:
+                # Body bytes are moved out of ``buf`` as they come (a large body arrives
+                # in many reads; re-joining the buffer each time would be quadratic).
+                if not self._take_body():
                     return
-                body = buf[:self.remaining]
-                self.buf = buf[self.remaining:]
-                self._finish(body)
+                self._finish(b"".join(self.chunks))
             elif state == _CHUNK_SIZE:
                 if not self._parse_chunk_size():
                     return
             elif state == _CHUNK_DATA:
-                buf = self.buf
-                if len(buf) < self.remaining:
+                if not self._take_body():
                     return
-                self.chunks.append(buf[:self.remaining])
-                self.buf = buf[self.remaining:]
                 self.state = _CHUNK_END
             elif state == _CHUNK_END:
                 if len(self.buf) < 2:
@@ -310,6 +309,21 @@ class _Connection(Protocol):
                 self.chunks.append(self.buf)
                 self.buf = b""
                 return
+
+    def _take_body(self) -> bool:
+        """Move up to ``remaining`` bytes from ``buf`` to ``chunks``; True when all came."""
+        buf = self.buf
+        take = self.remaining
+        if len(buf) <= take:
+            if buf:
+                self.chunks.append(buf)
+            self.remaining -= len(buf)
+            self.buf = b""
+        else:
+            self.chunks.append(buf[:take])
+            self.buf = buf[take:]
+            self.remaining = 0
+        return self.remaining == 0
 
     def _grow(self, n: int) -> None:
         self.size += n
@@ -513,6 +527,7 @@ class _Exchange:
     """One request's way through the pool: the caller's Deferred and what it is using."""
 
     __slots__ = (
+        "cancelled",
         "conn",
         "connect_retried",
         "connecting",
@@ -534,6 +549,9 @@ class _Exchange:
         self.connecting: Deferred[Any] | None = None
         self.retried = False
         self.connect_retried = False
+        #: Set first thing when cancelled: the connect attempt's own failure, which the
+        #: cancellation causes, must not replace the caller's ``CancelledError``.
+        self.cancelled = False
 
     def start(self) -> None:
         conn = self.pool.take()
@@ -550,7 +568,7 @@ class _Exchange:
 
     def _connected(self, conn: _Connection) -> None:
         self.connecting = None
-        if self.deferred.called:  # cancelled meanwhile
+        if self.cancelled or self.deferred.called:  # cancelled meanwhile
             conn.abort()
             return
         conn.reused = False
@@ -559,7 +577,7 @@ class _Exchange:
 
     def _connect_failed(self, failure: Failure) -> None:
         self.connecting = None
-        if self.deferred.called:
+        if self.cancelled or self.deferred.called:
             return
         if failure.check(CancelledError):
             return
@@ -588,7 +606,7 @@ class _Exchange:
 
     def failed(self, reason: BaseException, conn: _Connection) -> None:
         self.conn = None
-        if self.deferred.called:
+        if self.cancelled or self.deferred.called:
             return
         if isinstance(reason, StaleConnection) and self.idempotent and not self.retried \
                 and self.pool.client.retry_idempotent:
@@ -601,6 +619,7 @@ class _Exchange:
         self.deferred.errback(Failure(reason))
 
     def _cancel(self, _d: Deferred[RawAnswer]) -> None:
+        self.cancelled = True
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.abort()

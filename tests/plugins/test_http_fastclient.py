@@ -190,17 +190,50 @@ def backend() -> Iterator[RawBackend]:
     server.close()
 
 
-def start_gateway(backend: RawBackend, folder: Path, **settings: object
-                  ) -> RunningGateway:
+class StuckListener:
+    """A listening socket whose accept queue is full and never drained: connecting to it
+    hangs (Linux drops the SYNs), so a request is cancelled while still connecting."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = int(self.sock.getsockname()[1])
+        self.fillers: list[socket.socket] = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def stuck() -> Iterator[StuckListener]:
+    listener = StuckListener()
+    yield listener
+    listener.close()
+
+
+def start_gateway(backend: RawBackend, folder: Path, stuck_port: int = 9,
+                  **settings: object) -> RunningGateway:
     integration = {"type": "http_proxy", "httpMethod": "ANY",
                    "uri": f"http://127.0.0.1:{backend.port}/{{proxy}}",
                    "timeoutInMillis": 3000,
                    "requestParameters": {
                        "integration.request.path.proxy": "method.request.path.proxy"}}
+    connecting = {"type": "http_proxy", "httpMethod": "GET", "timeoutInMillis": 500,
+                  "uri": f"http://127.0.0.1:{stuck_port}/never"}
     doc = {"openapi": "3.0.1", "info": {"title": "fast", "version": "1"},
            "paths": {"/{proxy+}": {"x-amazon-apigateway-any-method": {
                "responses": {"200": {"description": "ok"}},
-               "x-amazon-apigateway-integration": integration}}}}
+               "x-amazon-apigateway-integration": integration}},
+               "/connecting": {"get": {"responses": {"200": {"description": "ok"}},
+                                       "x-amazon-apigateway-integration": connecting}}}}
     config = {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
         "apis": [{"id": "fastapi", "type": "REST", "definition": "api.yaml",
@@ -214,10 +247,17 @@ def start_gateway(backend: RawBackend, folder: Path, **settings: object
 
 
 @pytest.fixture(scope="module")
-def gateway(backend: RawBackend, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[RunningGateway]:
-    with start_gateway(backend, tmp_path_factory.mktemp("fastclient")) as gw:
+def gateway(backend: RawBackend, stuck: StuckListener,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    with start_gateway(backend, tmp_path_factory.mktemp("fastclient"),
+                       stuck_port=stuck.port) as gw:
         yield gw
+
+
+def test_a_timeout_while_connecting_is_a_timeout_not_a_network_error(
+        gateway: RunningGateway) -> None:
+    status, _h, body = call(gateway, "GET", "/prod/connecting")
+    assert (status, body) == (504, b'{"message": "Endpoint request timed out"}')
 
 
 def test_requests_wait_in_the_queue_for_a_slot(backend: RawBackend,

@@ -33,6 +33,9 @@ BIG = 200_000  # over the max_response_bytes the gateway is configured with belo
 class Backend(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    #: socketserver's default backlog of 5 drops SYNs when many requests start at once
+    #: (the retransmission, a second later, then races the 1 s integration timeouts).
+    request_queue_size = 128
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
