@@ -55,6 +55,7 @@ class _Runtime:
     caches: dict[str, JwksCache] = attrs.field(factory=dict)
     lambda_cache: lambda_auth.AuthorizerCache = attrs.field(
         factory=lambda: lambda_auth.AuthorizerCache(shared=_shared_cache))
+    verified: jwt_auth.VerifiedTokens = attrs.field(factory=jwt_auth.VerifiedTokens)
 
     def cache(self, issuer: str) -> JwksCache:
         found = self.caches.get(issuer)
@@ -316,7 +317,8 @@ async def _check(ctx: Context, config: GatewayConfig, plan: _RoutePlan) -> Allow
     for authorizer, scopes in plan.jwt:
         caches = {issuer: rt.cache(issuer) for issuer in authorizer.issuers}
         principal = await jwt_auth.authorize(ctx, authorizer, scopes, caches,
-                                             leeway=s.leeway, max_bytes=s.max_token_bytes)
+                                             leeway=s.leeway, max_bytes=s.max_token_bytes,
+                                             verified=rt.verified)
     if plan.jwt and plan.policy is not None:
         # Cognito: authenticated first, then the resource policy must explicitly allow.
         arn = lambda_auth.method_arn(ctx, plan.region)

@@ -13,6 +13,7 @@ import base64
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from twistgw.models import Context, Principal
 
 from .jwks import KEY_ALGORITHMS, JwksCache
 
-__all__ = ["JwtAuthorizer", "TokenRefused", "scopes_of"]
+__all__ = ["JwtAuthorizer", "TokenRefused", "VerifiedTokens", "scopes_of"]
 
 _COGNITO_ARN_PREFIX = "arn:aws:cognito-idp:"
 
@@ -155,16 +156,62 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
+#: Tokens remembered as verified, per gateway config (least recently used evicted first).
+VERIFIED_SIZE = 4096
+#: Longer tokens are verified every time rather than remembered (bounds the memory).
+VERIFIED_MAX_CHARS = 4096
+
+
+class VerifiedTokens:
+    """Tokens whose signature verified, with the key that verified them and their claims.
+
+    Verifying an RS256 signature is most of a JWT request's cost (about 50 us), and a
+    client sends the same token for many requests.  A token found here skips only the
+    signature check, and only while its issuer's key set still holds the very key object
+    that verified it (a refetched, rotated or expired set makes new objects, so the token
+    is verified again); the issuer, time and audience checks run on every request.  The
+    exact token string is the key, so any change to it misses.
+    """
+
+    def __init__(self, size: int = VERIFIED_SIZE) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, tuple[Any, dict[str, Any]]] = OrderedDict()
+
+    def get(self, token: str) -> tuple[Any, dict[str, Any]] | None:
+        found = self.entries.get(token)
+        if found is not None:
+            self.entries.move_to_end(token)
+        return found
+
+    def put(self, token: str, key: Any, claims: dict[str, Any]) -> None:
+        if len(token) > VERIFIED_MAX_CHARS:
+            return
+        self.entries[token] = (key, claims)
+        self.entries.move_to_end(token)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
 async def verify(token: str, authorizer: JwtAuthorizer, caches: Mapping[str, JwksCache], *,
-                 leeway: float, max_bytes: int, now: float | None = None) -> dict[str, Any]:
+                 leeway: float, max_bytes: int, now: float | None = None,
+                 verified: VerifiedTokens | None = None) -> dict[str, Any]:
     """The verified claims of ``token``, or raise :class:`TokenRefused`.
 
     The token is split and decoded once here (strict base64url, JSON objects); only the
     signature check itself is the key's algorithm from PyJWT (``PyJWK.Algorithm``), so a
-    request pays one parse and one verification.
+    request pays one parse and one verification, or none for a token in ``verified``.
     """
     if len(token) > max_bytes:
         raise TokenRefused("the token is too large")
+    if verified is not None:
+        found = verified.get(token)
+        if found is not None:
+            key, claims = found
+            issuer = claims.get("iss")
+            if isinstance(issuer, str) and issuer in authorizer.issuers and \
+                    await caches[issuer].key(key.key_id) is key:
+                # A copy: the principal's claims are the caller's to read, not our cache.
+                return _check_claims(dict(claims), authorizer, leeway, now)
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenRefused("the token is malformed")
@@ -189,6 +236,14 @@ async def verify(token: str, authorizer: JwtAuthorizer, caches: Mapping[str, Jwk
     signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
     if not signature or not key.Algorithm.verify(signing_input, key.key, signature):
         raise TokenRefused("the token has an invalid signature")
+    if verified is not None and key.key_id == kid:
+        verified.put(token, key, dict(claims))
+    return _check_claims(claims, authorizer, leeway, now)
+
+
+def _check_claims(claims: dict[str, Any], authorizer: JwtAuthorizer, leeway: float,
+                  now: float | None) -> dict[str, Any]:
+    """Time and audience checks of signature-verified claims (every request)."""
     current = time.time() if now is None else now
     exp = _number(claims, "exp")
     if exp is None:
@@ -213,7 +268,7 @@ async def verify(token: str, authorizer: JwtAuthorizer, caches: Mapping[str, Jwk
 
 async def authorize(ctx: Context, authorizer: JwtAuthorizer, scopes: Sequence[str],
                     caches: Mapping[str, JwksCache], *, leeway: float,
-                    max_bytes: int) -> Principal:
+                    max_bytes: int, verified: VerifiedTokens | None = None) -> Principal:
     """Check the request's token; the principal, or raise the gateway error AWS answers."""
     api = ctx.deployment_api
     is_http = api is not None and api.is_http
@@ -221,7 +276,8 @@ async def authorize(ctx: Context, authorizer: JwtAuthorizer, scopes: Sequence[st
     if token is None:
         raise Unauthorized()
     try:
-        claims = await verify(token, authorizer, caches, leeway=leeway, max_bytes=max_bytes)
+        claims = await verify(token, authorizer, caches, leeway=leeway, max_bytes=max_bytes,
+                              verified=verified)
     except TokenRefused as e:
         raise _unauthorized(is_http, e.reason) from None
     token_scopes = scopes_of(claims)

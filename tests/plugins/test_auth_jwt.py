@@ -25,6 +25,7 @@ import twistgw_auth
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twistgw_auth.jwks import JwksCache
 
 from twistgw.testing import RunningGateway, write_config
@@ -538,3 +539,96 @@ def test_claims_reach_the_lambda_events(make_harness: HarnessFactory, b: Builder
     assert call(h, "/prod/me", token, scheme="").status == 200
     event = rest_event(echo.seen[-1], IntegrationRequest(method="GET", uri="x"))
     assert event["requestContext"]["authorizer"]["claims"]["email"] == "c@x.test"
+
+
+# -- tokens remembered as verified -------------------------------------------------------------
+
+
+class Clocked(KeySet):
+    """A key set with its own clock (for the JWKS TTL) that counts signature checks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1000.0
+        self.checks = 0
+
+    def cache(self) -> JwksCache:
+        return JwksCache(ISSUER, "https://unused.invalid/jwks", ttl=600, refetch_interval=30,
+                         fetch=self.fetch, now=lambda: self.now)
+
+    def counting(self, key: Any) -> None:
+        """Count calls of ``key``'s signature check (the one cost the cache saves)."""
+        keyset, algorithm = self, key.Algorithm
+
+        class Counting:
+            def verify(self, msg: bytes, public: Any, sig: bytes) -> bool:
+                keyset.checks += 1
+                return bool(algorithm.verify(msg, public, sig))
+
+        key.Algorithm = Counting()
+
+
+def check(token: str, keyset: Clocked, cache: JwksCache, verified: Any, *,
+          audience: str = AUDIENCE, now: float | None = None) -> dict[str, Any]:
+    from twistgw_auth.jwt_auth import JwtAuthorizer, verify
+
+    authorizer = JwtAuthorizer(name="j", kind="jwt", issuers=(ISSUER,),
+                               audiences=(audience,), source=("header", "Authorization"))
+    d = run(verify(token, authorizer, {ISSUER: cache}, leeway=30, max_bytes=16384, now=now,
+                   verified=verified))
+    outcome = []
+    d.addBoth(outcome.append)
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    result: dict[str, Any] = outcome[0]
+    return result
+
+
+def test_a_verified_token_skips_only_the_signature_check() -> None:
+    from twistgw_auth.jwt_auth import TokenRefused, VerifiedTokens
+
+    keyset, verified = Clocked(), VerifiedTokens(size=2)
+    cache = keyset.cache()
+    token = mint(sub="cached")
+    run(cache.key("rsa1"))
+    keyset.counting(cache.keys["rsa1"])
+    claims = check(token, keyset, cache, verified)
+    assert claims["sub"] == "cached" and keyset.checks == 1
+    claims["sub"] = "tampered by a plugin"
+    assert check(token, keyset, cache, verified)["sub"] == "cached"  # a copy each time
+    assert keyset.checks == 1
+    # Claims are checked on every request: the audience of this authorizer, the time.
+    with pytest.raises(TokenRefused, match="valid audience"):
+        check(token, keyset, cache, verified, audience="other")
+    with pytest.raises(TokenRefused, match="expired"):
+        check(token, keyset, cache, verified, now=time.time() + 3600)
+    # Any change to the string misses; refused tokens are not remembered.
+    head, payload, sig = token.split(".")
+    with pytest.raises(TokenRefused, match="signature"):
+        check(f"{head}.{payload}.{sig[:-2]}AA", keyset, cache, verified)
+    assert list(verified.entries) == [token]
+    # Bounded: least recently used first out; long tokens are never remembered.
+    others = [mint(sub=f"u{i}") for i in range(2)] + [mint(pad="x" * 4000)]
+    for other in others:
+        check(other, keyset, cache, verified)
+    assert list(verified.entries) == others[:2]
+
+
+def test_a_rotated_key_set_verifies_remembered_tokens_again() -> None:
+    from twistgw_auth.jwt_auth import TokenRefused, VerifiedTokens
+
+    keyset, verified = Clocked(), VerifiedTokens()
+    cache = keyset.cache()
+    token = mint()
+    check(token, keyset, cache, verified)
+    assert len(verified.entries) == 1
+    # The IdP drops rsa1; once the set is refetched (TTL), the remembered token is refused.
+    keyset.keys = [jwk(RSA_KEY_2, "rsa2")]
+    keyset.now += 601
+    with pytest.raises(TokenRefused, match="not in the issuer's key set"):
+        check(token, keyset, cache, verified)
+    # Same kid, new key object after a refetch: verified again (and found wrong here).
+    keyset.keys = [jwk(RSA_KEY_2, "rsa1")]
+    keyset.now += 601
+    with pytest.raises(TokenRefused, match="invalid signature"):
+        check(token, keyset, cache, verified)
