@@ -432,8 +432,10 @@ async def authorize(ctx: Context, config: GatewayConfig, auth: LambdaAuthorizer,
     result = None
     shared = None
     if auth.ttl > 0:
-        shared = cache.shared(config) if cache.shared is not None else None
-        result = await _cached(cache, shared, key, now)
+        result = cache.get(key, now)  # the hot path: no shared-store lookup at all
+        if result is None and cache.shared is not None:
+            shared = cache.shared(config)
+            result = await _cached(cache, shared, key, now)
     if result is None:
         result = await _run(ctx, config, auth, arn)  # errors raise: never cached
         if auth.ttl > 0:
