@@ -616,8 +616,11 @@ class Handover:
         # The channel no longer produces anything; let the new protocol read.
         transport.unregisterProducer()
         transport.resumeProducing()
-        if replay_head:
-            protocol.dataReceived(self.request_head)
+        head = self.request_head if replay_head else b""
+        # The request is over for HTTP: let it (and what its Deferreds hold) go.
+        channel.requests = []
+        if head:
+            protocol.dataReceived(head)
         if buffered:
             protocol.dataReceived(buffered)
 

@@ -88,6 +88,12 @@ class WsProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
+        # The opening handshake is done: drop what autobahn kept of it (about a KB per
+        # idle connection); the events have what they need in the Connection.
+        self.http_request_data = b""
+        self.http_response_data = ""
+        self.http_headers = {}
+        self.http_request_params = {}
         self.conn.opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -98,7 +104,16 @@ class WsProtocol(WebSocketServerProtocol):
 
 
 class Connection:
-    """One client connection: what ``$connect`` saw, its timers and its send buffer."""
+    """One client connection: what ``$connect`` saw, its timers and its send buffer.
+
+    Slotted, and the send queue exists only while the client reads slowly: thousands of
+    idle connections are the normal case.
+    """
+
+    __slots__ = ("_gone", "_idle", "_lifetime", "api", "api_id", "api_key", "authorizer",
+                 "closing", "connected_at_ms", "domain_name", "headers", "hub", "id",
+                 "identity", "in_flight", "last_active_ms", "paused", "proto", "query",
+                 "queue", "queued_bytes", "stage", "stage_variables", "subprotocol")
 
     def __init__(self, hub: Hub, api: WsApi, *, stage: str, stage_variables: Mapping[str, str],
                  domain_name: str, headers: tuple[tuple[str, str], ...],
@@ -110,7 +125,7 @@ class Connection:
         self.api_id = api.id
         self.id = new_id()
         self.stage = stage
-        self.stage_variables = dict(stage_variables)
+        self.stage_variables = stage_variables
         self.domain_name = domain_name
         self.headers = headers
         self.query = query
@@ -127,7 +142,7 @@ class Connection:
         self.subprotocol: str | None = None
         self.proto: WsProtocol | None = None
         self.paused = False
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[bytes] | None = None
         self.queued_bytes = 0
         self.in_flight = 0
         self.closing = False
@@ -145,6 +160,8 @@ class Connection:
 
     def opened(self, proto: WsProtocol) -> None:
         self.proto = proto
+        # Only $connect sees the handshake's headers and query string (as on AWS).
+        self.headers = self.query = ()
         reactor = self.hub.reactor
         settings = self.hub.settings
         self._idle = reactor.callLater(settings.idle_timeout, self._timed_out, "idle")
@@ -178,7 +195,7 @@ class Connection:
             if call is not None and call.active():
                 call.cancel()
         self._idle = self._lifetime = None
-        self.queue.clear()
+        self.queue = None
         self.queued_bytes = 0
         if self.proto is None:
             return  # the handshake never completed: no $disconnect, as on AWS
@@ -247,6 +264,8 @@ class Connection:
         if self.paused or self.queue:
             if self.queued_bytes + len(data) > self.hub.settings.send_buffer_bytes:
                 return False
+            if self.queue is None:
+                self.queue = deque()
             self.queue.append(data)
             self.queued_bytes += len(data)
             return True
@@ -263,10 +282,13 @@ class Connection:
         self.proto.sendMessage(data, isBinary=binary)
 
     def flush(self) -> None:
-        while self.queue and not self.paused and not self._gone:
-            data = self.queue.popleft()
+        queue = self.queue
+        while queue and not self.paused and not self._gone:
+            data = queue.popleft()
             self.queued_bytes -= len(data)
             self._write(data)
+        if not queue:
+            self.queue = None
 
     def info(self) -> dict[str, Any]:
         """The GetConnection answer."""
