@@ -122,10 +122,20 @@ def prepare_reload(gateway: Gateway, deployment: Deployment) -> ReloadStep | Non
     if found is None or found[0] is not old:
         return None
     hub = found[1]
+    apis = {api_id: api.definition.extensions.get(EXTENSION)
+            for api_id, api in deployment.apis.items()}
 
     def commit() -> None:
         hub.config = new
         _state.hubs[id(new)] = (new, hub)
+        # Each connection follows its API's new routes; an API that is gone closes its
+        # connections (1001, as a deployment AWS tears down does).
+        for conn in list(hub.connections.values()):
+            api = apis.get(conn.api_id)
+            if isinstance(api, WsApi):
+                conn.api = api
+            else:
+                conn.close(1001, "Going away")
 
     def retire() -> None:
         entry = _state.hubs.get(id(old))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -458,3 +461,23 @@ def test_authorized_connection_carries_the_authorizer_context(authorized: Any) -
                                      "level": "3"}
         assert ctx["identity"]["apiKey"] == PARTNER_KEY
         assert ctx["identity"]["apiKeyId"] == "partner"
+
+
+def test_a_reload_gives_open_connections_the_new_routes(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path)
+    with RunningGateway(config) as gw, connect(ws_url(gw)) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "default route"
+        definition = websocket_definition()
+        definition["routes"]["$default"]["integration"]["response"] = "new default"
+        write_config(tmp_path, yaml.safe_load(config.read_text()),
+                     {"chat.yaml": definition})
+        assert gw.process is not None
+        os.kill(gw.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "reload 1 applied" not in gw.log_text:
+            assert "reload 1 rejected" not in gw.log_text, gw.log_text
+            assert time.monotonic() < deadline, gw.log_text
+            time.sleep(0.05)
+        ws.send("hello again")
+        assert ws.recv(timeout=10) == "new default"
