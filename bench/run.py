@@ -316,9 +316,11 @@ def parse_wrk(text: str) -> WrkResult:
                      errors=errors, non_2xx=int(non_2xx.group(1)) if non_2xx else 0)
 
 
-def wrk(url: str, seconds: int, log_name: str | None = None) -> WrkResult:
+def wrk(url: str, seconds: int, log_name: str | None = None, extra: Sequence[str] = ()
+        ) -> WrkResult:
+    """``wrk`` against ``url``; ``extra`` arguments (``-H 'Connection: close'``) go before it."""
     argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s",
-            "--latency", url]
+            "--latency", *extra, url]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
                           check=False)
     if log_name:
@@ -328,10 +330,10 @@ def wrk(url: str, seconds: int, log_name: str | None = None) -> WrkResult:
     return parse_wrk(proc.stdout)
 
 
-def measure(server: Server, rnd: int) -> WrkResult:
+def measure(server: Server, rnd: int, extra: Sequence[str] = ()) -> WrkResult:
     if WARMUP > 0:
-        wrk(server.url, WARMUP)
-    return wrk(server.url, DURATION, f"wrk-{server.name}-{rnd}.txt")
+        wrk(server.url, WARMUP, extra=extra)
+    return wrk(server.url, DURATION, f"wrk-{server.name}-{rnd}.txt", extra)
 
 
 def median_result(results: list[WrkResult]) -> WrkResult:
