@@ -241,6 +241,10 @@ ROUTE_KEY_FIELD = "x-twistgw-route-key"
 #: ``Operation.raw`` key naming the IAM action callers need (default
 #: ``execute-api:Invoke``; ``execute-api:ManageConnections`` for ``@connections``).
 IAM_ACTION_FIELD = "x-twistgw-iam-action"
+#: ``Operation.raw`` key holding ``build(ctx) -> dict``: the event of a ``REQUEST``
+#: authorizer on that operation, without ``type`` and ``methodArn`` (a WebSocket
+#: ``$connect`` sends the CONNECT event's shape, not a REST request's).
+AUTHORIZER_EVENT_FIELD = "x-twistgw-authorizer-event"
 
 
 def method_arn(ctx: Context, region: str) -> str:
@@ -387,6 +391,9 @@ def _event(ctx: Context, auth: LambdaAuthorizer, arn: str) -> dict[str, Any]:
         values = _identity_values(ctx, auth)
         return {"type": "TOKEN", "authorizationToken": values[0] if values else None,
                 "methodArn": arn}
+    build = ctx.route.operation.raw.get(AUTHORIZER_EVENT_FIELD) if ctx.route else None
+    if build is not None and not auth.http:
+        return {"type": "REQUEST", "methodArn": arn, **build(ctx)}
     from twistgw_lambda.events import http_v1_event, http_v2_event, rest_event
 
     from twistgw.models import IntegrationRequest

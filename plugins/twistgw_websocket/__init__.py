@@ -26,6 +26,7 @@ from twistgw.reload import ReloadStep
 
 from .connection import Connection, Hub
 from .definition import CONNECT_OP, EXTENSION, INTEGRATION_TYPE, WsApi, load_api
+from .events import connect_event, handshake
 from .integrations import call_integration
 from .settings import WsSettings, parse_settings
 
@@ -195,32 +196,23 @@ async def _connect(ctx: Context, ws: WsApi, hub: Hub) -> IntegrationResponse:
         return _json(400, {"message": "Bad Request"})
     if hub.full:
         return _json(429, {"message": "Too Many Requests"}, "LimitExceededException")
+    shake = handshake(ctx)
     principal = ctx.principal
-    authorizer = None
-    api_key = api_key_id = None
     if principal is not None:
         if principal.kind not in ("api_key", "iam"):
             # Context values are stringified, as in REST events (an API key alone or
             # IAM names no authorizer).
-            authorizer = {"principalId": principal.id, **{
+            shake.authorizer = {"principalId": principal.id, **{
                 k: None if v is None else ("true" if v is True else "false" if v is False
                                            else str(v))
                 for k, v in principal.context.items()}}
-        api_key_id = principal.api_key_id
-        if api_key_id is not None:
-            api_key = principal.usage_identifier_key or headers.get("x-api-key")
-    stage = ctx.stage
-    conn = Connection(
-        hub, ws, stage=stage.name if stage is not None else "",
-        stage_variables=ctx.stage_variables,
-        domain_name=ctx.domain_name or (headers.get("host") or "").split(":")[0],
-        headers=tuple(headers.items), query=tuple(ctx.request.query),
-        source_ip=ctx.request.client_ip, authorizer=authorizer, api_key=api_key,
-        api_key_id=api_key_id)
+        if principal.api_key_id is not None:
+            shake.api_key = principal.usage_identifier_key or headers.get("x-api-key")
+            shake.identity["apiKey"] = shake.api_key
+            shake.identity["apiKeyId"] = principal.api_key_id
+    conn = Connection(hub, ws, shake)
     route = ws.routes.get("$connect")
     if route is not None and route.integration is not None:
-        from .events import connect_event
-
         event = connect_event(conn, ctx.extended_request_id)
         outcome = await call_integration(hub.config, route.integration, conn, event, b"",
                                          hub.http, hub.settings.max_message_bytes)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -28,7 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .definition import select_route
-from .events import disconnect_event, message_event, new_id
+from .events import Handshake, disconnect_event, message_event, new_id
 from .integrations import HttpClient, call_integration
 
 if TYPE_CHECKING:
@@ -115,29 +114,20 @@ class Connection:
                  "identity", "in_flight", "last_active_ms", "paused", "proto", "query",
                  "queue", "queued_bytes", "stage", "stage_variables", "subprotocol")
 
-    def __init__(self, hub: Hub, api: WsApi, *, stage: str, stage_variables: Mapping[str, str],
-                 domain_name: str, headers: tuple[tuple[str, str], ...],
-                 query: tuple[tuple[str, str], ...], source_ip: str,
-                 authorizer: Mapping[str, Any] | None, api_key: str | None,
-                 api_key_id: str | None) -> None:
+    def __init__(self, hub: Hub, api: WsApi, handshake: Handshake) -> None:
         self.hub = hub
         self.api = api
         self.api_id = api.id
-        self.id = new_id()
-        self.stage = stage
-        self.stage_variables = stage_variables
-        self.domain_name = domain_name
-        self.headers = headers
-        self.query = query
-        user_agent = next((v for k, v in headers if k.lower() == "user-agent"), "")
-        self.identity: dict[str, Any] = {"userAgent": user_agent, "sourceIp": source_ip}
-        if api_key is not None:
-            self.identity["apiKey"] = api_key
-            if api_key_id is not None:
-                self.identity["apiKeyId"] = api_key_id
-        self.api_key = api_key
-        self.authorizer = dict(authorizer) if authorizer is not None else None
-        self.connected_at_ms = int(time.time() * 1000)
+        self.id = handshake.id
+        self.stage = handshake.stage
+        self.stage_variables = handshake.stage_variables
+        self.domain_name = handshake.domain_name
+        self.headers = handshake.headers
+        self.query = handshake.query
+        self.identity = handshake.identity
+        self.api_key = handshake.api_key
+        self.authorizer = handshake.authorizer
+        self.connected_at_ms = handshake.connected_at_ms
         self.last_active_ms = self.connected_at_ms
         self.subprotocol: str | None = None
         self.proto: WsProtocol | None = None

@@ -42,6 +42,8 @@ from twistgw.definition import (
 from twistgw.errors import ConfigError
 from twistgw.variables import ACCOUNT_ID
 
+from .events import authorizer_event
+
 if TYPE_CHECKING:
     from twistgw.config import ApiConfig, GatewayConfig
 
@@ -60,6 +62,8 @@ MANAGE_OP = "@connections"
 #: ``{apiId}/{stage}/$connect``; ``@connections`` callers need ManageConnections.
 ROUTE_KEY_FIELD = "x-twistgw-route-key"
 IAM_ACTION_FIELD = "x-twistgw-iam-action"
+#: ... and a Lambda REQUEST authorizer gets the WebSocket CONNECT event's shape.
+AUTHORIZER_EVENT_FIELD = "x-twistgw-authorizer-event"
 
 _INTEGRATION_TYPES = ("AWS_PROXY", "HTTP_PROXY", "HTTP", "MOCK")
 _ROUTE_KEY_RE = re.compile(r"^[^\s]{1,128}$")
@@ -362,7 +366,7 @@ def load_api(api_cfg: ApiConfig, config: GatewayConfig) -> ApiDefinition:
         path="/", method="GET", integration=integration, operation_id=CONNECT_OP,
         security=tuple(security), auth_type=ws.connect_authorization
         if ws.connect_authorization == "AWS_IAM" else "NONE", where=connect_where,
-        raw={ROUTE_KEY_FIELD: "$connect"})]
+        raw={ROUTE_KEY_FIELD: "$connect", AUTHORIZER_EVENT_FIELD: authorizer_event})]
     for literal in ("@connections", "%40connections"):
         for method in ("GET", "POST", "DELETE"):
             operations.append(Operation(

@@ -12,15 +12,55 @@ import base64
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
+
+from twistgw.models import StashKey
 from twistgw.variables import request_time
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from twistgw.models import Context
 
 __all__ = ["new_id", "connect_event", "message_event", "disconnect_event",
-           "multi_value"]
+           "multi_value", "Handshake", "handshake", "authorizer_event"]
+
+
+class ConnectionView(Protocol):
+    """What the events read of a connection (a :class:`Handshake` or a Connection)."""
+
+    id: str
+    api_id: str
+    stage: str
+    stage_variables: Mapping[str, str]
+    domain_name: str
+    headers: tuple[tuple[str, str], ...]
+    query: tuple[tuple[str, str], ...]
+    identity: dict[str, Any]
+    connected_at_ms: int
+    authorizer: dict[str, Any] | None
+    api_key: str | None
+
+
+@attrs.define
+class Handshake:
+    """What ``$connect`` saw, fixed once per handshake: the authorizer's event and the
+    ``$connect`` integration's name the same ``connectionId`` and ``connectedAt``."""
+
+    id: str
+    api_id: str
+    stage: str
+    stage_variables: Mapping[str, str]
+    domain_name: str
+    headers: tuple[tuple[str, str], ...]
+    query: tuple[tuple[str, str], ...]
+    identity: dict[str, Any]
+    connected_at_ms: int
+    authorizer: dict[str, Any] | None = None
+    api_key: str | None = None
+
+
+_HANDSHAKE: StashKey[Handshake | None] = StashKey("websocket.handshake")
 
 
 def new_id() -> str:
@@ -41,7 +81,7 @@ def multi_value(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, str] | None
     return single, multi
 
 
-def _context(conn: Connection, route_key: str, event_type: str, request_id: str,
+def _context(conn: ConnectionView, route_key: str, event_type: str, request_id: str,
              now: float) -> dict[str, Any]:
     ctx: dict[str, Any] = {
         "routeKey": route_key,
@@ -63,7 +103,7 @@ def _context(conn: Connection, route_key: str, event_type: str, request_id: str,
     return ctx
 
 
-def connect_event(conn: Connection, request_id: str, now: float | None = None
+def connect_event(conn: ConnectionView, request_id: str, now: float | None = None
                   ) -> dict[str, Any]:
     """The ``$connect`` event: the handshake's headers and query string."""
     now = time.time() if now is None else now
@@ -80,7 +120,7 @@ def connect_event(conn: Connection, request_id: str, now: float | None = None
     return event
 
 
-def message_event(conn: Connection, route_key: str, body: str, request_id: str,
+def message_event(conn: ConnectionView, route_key: str, body: str, request_id: str,
                   message_id: str, now: float | None = None) -> dict[str, Any]:
     """A ``MESSAGE`` event: no headers, no query string, ``messageId`` in the context."""
     now = time.time() if now is None else now
@@ -93,7 +133,7 @@ def message_event(conn: Connection, route_key: str, body: str, request_id: str,
     return event
 
 
-def disconnect_event(conn: Connection, code: int, reason: str, request_id: str,
+def disconnect_event(conn: ConnectionView, code: int, reason: str, request_id: str,
                      now: float | None = None) -> dict[str, Any]:
     """The ``$disconnect`` event, with AWS's captured header set."""
     now = time.time() if now is None else now
@@ -112,4 +152,35 @@ def disconnect_event(conn: Connection, code: int, reason: str, request_id: str,
     }
     if conn.stage_variables:
         event["stageVariables"] = dict(conn.stage_variables)
+    return event
+
+
+def handshake(ctx: Context) -> Handshake:
+    """The handshake of this ``$connect`` request (made on first use, kept in the stash)."""
+    found = ctx.stash.get(_HANDSHAKE, None)
+    if found is not None:
+        return found
+    headers = ctx.request.headers
+    api = ctx.deployment_api
+    stage = ctx.stage
+    found = Handshake(
+        id=new_id(), api_id=api.id if api is not None else "",
+        stage=stage.name if stage is not None else "",
+        stage_variables=ctx.stage_variables,
+        domain_name=ctx.domain_name or (headers.get("host") or "").split(":")[0],
+        headers=tuple(headers.items), query=tuple(ctx.request.query),
+        identity={"userAgent": headers.get("user-agent") or "",
+                  "sourceIp": ctx.request.client_ip},
+        connected_at_ms=int(time.time() * 1000))
+    ctx.stash[_HANDSHAKE] = found
+    return found
+
+
+def authorizer_event(ctx: Context) -> dict[str, Any]:
+    """A Lambda ``REQUEST`` authorizer's event on ``$connect`` (without ``type`` and
+    ``methodArn``, which the auth plugin adds): the ``CONNECT`` event's headers, query
+    string, stage variables and ``requestContext``."""
+    event = connect_event(handshake(ctx), ctx.extended_request_id)
+    event.pop("isBase64Encoded", None)
+    event.setdefault("stageVariables", {})
     return event

@@ -62,6 +62,7 @@ def fail(event, context):
     raise RuntimeError("boom")
 
 def authorize(event, context):
+    _record("authorizer", event)
     token = (event.get("queryStringParameters") or {}).get("token")
     effect = "Allow" if token == "good" else "Deny"
     return {"principalId": "user-" + str(token),
@@ -452,9 +453,21 @@ def test_authorized_connection_carries_the_authorizer_context(authorized: Any) -
     with connect(ws_url(gw, "?token=good"),
                  additional_headers={"x-api-key": PARTNER_KEY}) as ws:
         cid = connection_id(ws)
+    (auth,) = events(folder, "authorizer", cid)
     (con,) = events(folder, "connect", cid)
     (msg,) = events(folder, "message", cid)
     (dis,) = events(folder, "disconnect", cid)
+    # The authorizer gets the CONNECT event's shape, with the connection's id and time.
+    assert set(auth) == {"type", "methodArn", "headers", "multiValueHeaders",
+                         "queryStringParameters", "multiValueQueryStringParameters",
+                         "stageVariables", "requestContext"}
+    assert auth["type"] == "REQUEST"
+    assert auth["methodArn"] == "arn:aws:execute-api:us-east-1:000000000000:chat/prod/$connect"
+    assert auth["queryStringParameters"] == {"token": "good"}
+    assert auth["headers"]["x-api-key"] == PARTNER_KEY
+    assert set(auth["requestContext"]) == CONTEXT_KEYS
+    assert auth["requestContext"]["eventType"] == "CONNECT"
+    assert auth["requestContext"]["connectedAt"] == con["requestContext"]["connectedAt"]
     for event in (con, msg, dis):
         ctx = event["requestContext"]
         assert ctx["authorizer"] == {"principalId": "user-good", "tenant": "acme",
