@@ -19,6 +19,7 @@ from twisted.internet.task import LoopingCall
 from .http import GatewaySite, HardenedHTTPChannel
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IProtocol
     from twisted.python.failure import Failure
 
 __all__ = ["DrainingSite", "wait_all_closed"]
@@ -37,10 +38,19 @@ class _TrackedChannel(HardenedHTTPChannel):
         super().connectionMade()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._forget()
+        super().connectionLost(reason)
+
+    def _protocolUpgradeForWebsockets(self, protocol: IProtocol) -> None:
+        # No longer HTTP: the new protocol owns (and closes) the connection, and Twisted
+        # replaces connectionLost on the instance, so forget it now.
+        self._forget()
+        super()._protocolUpgradeForWebsockets(protocol)
+
+    def _forget(self) -> None:
         site = getattr(self, "site", None)
         if isinstance(site, DrainingSite):
             site.channels.discard(self)
-        super().connectionLost(reason)
 
 
 def _is_idle(channel: HardenedHTTPChannel) -> bool:

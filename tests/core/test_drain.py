@@ -115,3 +115,16 @@ def test_a_client_that_goes_away_is_no_longer_counted(tmp_path: Path) -> None:
     proto.connectionLost(Failure(ConnectionLost()))
     assert gateway.serving.inflight == 0
     assert held.pending[0].called  # the integration call was cancelled
+
+
+def test_an_upgraded_connection_is_forgotten_by_the_drain(tmp_path: Path) -> None:
+    from twisted.internet.protocol import Protocol
+
+    gateway = _gateway(tmp_path, Held())
+    site: Any = gateway.sites["public"]
+    proto, transport = _connect(gateway, b"GET /prod/fast HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert proto in site.channels
+    proto._protocolUpgradeForWebsockets(Protocol())  # what http.Handover.take does
+    assert proto not in site.channels  # no leak for connections that left HTTP
+    site.drain()
+    assert not transport.disconnecting  # the new protocol closes it, not the drain
