@@ -21,7 +21,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from twistgw.errors import ConfigError
 from twistgw.reload import ReloadStep
@@ -126,14 +126,22 @@ def prepare(gateway: Gateway, deployment: Deployment, runtimes: dict[int, Any],
 
     step = ReloadStep(commit=commit, abort=lambda: stop(list(fresh.values())), retire=retire)
     waits = [d for pool in fresh.values() for d in pool.keep_warm()]
+    starting = {name: list(getattr(pool, "workers", [])) for name, pool in fresh.items()}
+
+    def failed_init(name: str, pool: Any) -> bool:
+        return bool(getattr(pool, "broken", False)) or any(
+            getattr(w, "init_failure", None) is not None for w in starting[name])
 
     def started(_: object) -> ReloadStep:
         for name, pool in fresh.items():
-            if getattr(pool, "broken", False):
+            if failed_init(name, pool):
                 stop(list(fresh.values()))
                 raise ConfigError(new_config.source, f"functions.{name}",
                                   "the function's new code failed init (the worker's error "
                                   "is logged above); fix the code and reload again")
         return step
 
-    return defer.DeferredList(waits, consumeErrors=True).addCallback(started)
+    # A worker's init Deferred fires before its exit is fully handled (the pool marks
+    # itself broken right after): look one reactor turn later.
+    return defer.DeferredList(waits, consumeErrors=True).addCallback(
+        lambda _: task.deferLater(gateway.reactor, 0, started, None))

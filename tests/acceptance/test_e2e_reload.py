@@ -288,3 +288,25 @@ def test_reload_changes_listeners_in_place_and_binds_or_closes_others(tmp_path: 
             socket.create_connection(("127.0.0.1", extra_port), timeout=5).close()
         assert http_request(gw.url("/prod/v")).status == 200
         assert gw.stop(timeout=30) == 0
+
+
+def test_reload_with_a_function_that_fails_init_is_rejected(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    path = _lambda_config(tmp_path, marks, "1")
+    with running_gateway(path) as gw:
+        assert gw.process is not None
+        before = http_request(gw.url("/prod/change")).json()
+        broken = path.read_text(encoding="utf-8").replace("handler: app.handler",
+                                                          "handler: missing.handler", 1)
+        assert broken != path.read_text(encoding="utf-8")
+        path.write_text(broken, encoding="utf-8")
+        os.kill(gw.process.pid, signal.SIGHUP)
+        log = wait_for_log(gw, lambda t: "reload 1 applied" in t or "reload 1 rejected" in t,
+                           timeout=60)
+        assert "reload 1 rejected, still serving the previous config" in log
+        assert "the function's new code failed init" in log
+        # the old pools still serve, warm
+        assert http_request(gw.url("/prod/change")).json() == before
+        assert http_request(gw.url("/prod/keep")).status == 200
+        assert gw.stop(timeout=30) == 0
