@@ -50,6 +50,9 @@ __all__ = ["Gateway", "served_urls"]
 
 log = Logger()
 
+#: The plugins' ``shutdown`` hooks get ``shutdown_grace`` seconds, and at least this many.
+MIN_SHUTDOWN_HOOKS_BOUND = 5.0
+
 
 class _Rejected(Exception):
     """A reload is refused; the message says why (file, key and fix when it is config)."""
@@ -228,10 +231,26 @@ class Gateway(MultiService):
         self.ready = False
         retirements = [defer.maybeDeferred(retire) for retire in list(self._retiring)]
         await defer.DeferredList(retirements, consumeErrors=True)
+        hooks = defer.maybeDeferred(self._call_all, "shutdown")
+        bound = max(grace, MIN_SHUTDOWN_HOOKS_BOUND)
+        overdue: list[bool] = []
+
+        def give_up() -> None:
+            overdue.append(True)
+            hooks.cancel()
+
+        timer = self.reactor.callLater(bound, give_up)
         try:
-            await defer.maybeDeferred(self._call_all, "shutdown")
+            await hooks
         except Exception:
-            log.failure("a plugin's shutdown hook failed")
+            if overdue:
+                log.error("the plugins' shutdown hooks did not finish within {bound:g}s; "
+                          "stopping anyway", bound=bound)
+            else:
+                log.failure("a plugin's shutdown hook failed")
+        finally:
+            if timer.active():
+                timer.cancel()
         self.deployment.close()
         await defer.maybeDeferred(MultiService.stopService, self)
 

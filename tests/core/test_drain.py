@@ -9,7 +9,7 @@ request is counted on the deployment it started on until its response is written
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -21,6 +21,9 @@ from twistgw.config import load_config
 from twistgw.gateway import Gateway
 from twistgw.models import Context, IntegrationRequest
 from twistgw.testing import write_config
+
+if TYPE_CHECKING:
+    from conftest import LogCapture
 
 DEFINITION = {
     "openapi": "3.0.1",
@@ -128,3 +131,31 @@ def test_an_upgraded_connection_is_forgotten_by_the_drain(tmp_path: Path) -> Non
     assert proto not in site.channels  # no leak for connections that left HTTP
     site.drain()
     assert not transport.disconnecting  # the new protocol closes it, not the drain
+
+
+def test_a_hanging_shutdown_hook_cannot_hold_the_stop(tmp_path: Path,
+                                                      log_events: LogCapture) -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    class Hangs:
+        @hookimpl
+        def shutdown(self, gateway: Gateway) -> Deferred[None]:
+            return Deferred()
+
+    path = write_config(tmp_path, {
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "a1", "definition": "api.yaml", "stages": ["prod"]}],
+        "plugins": {"enabled": ["mock", "mapping"]},
+        "access_log": False, "shutdown_grace": 7,
+    }, {"api.yaml": DEFINITION})
+    reactor = MemoryReactorClock()
+    gateway = Gateway(load_config(path), reactor=reactor, extra_plugins=[("hangs", Hangs())])
+    gateway.startService()
+    box: list[Any] = []
+    gateway.stopService().addBoth(box.append)
+    reactor.advance(6.9)
+    assert box == []
+    reactor.advance(0.2)
+    assert box == [None] and not gateway.running
+    assert any("shutdown hooks did not finish within 7s; stopping anyway" in t
+               for t in log_events.texts())
