@@ -387,7 +387,7 @@ class Supervisor(Service):
         if time.monotonic() - worker.started >= HEALTHY_AFTER:
             self.failures[worker.slot] = 0
         failures = self.failures.get(worker.slot, 0)
-        delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** failures) if failures else 0.0
+        delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (failures - 1)) if failures else 0.0
         self.failures[worker.slot] = failures + 1
         log.error("worker {worker} (pid {pid}) {how}; starting a replacement in "
                   "{delay:.1f}s", worker=worker.slot, pid=worker.pid, how=how, delay=delay)
