@@ -192,7 +192,25 @@ class HardenedHTTPChannel(HTTPChannel):
         self._header_call: DelayedCall | None = None
         self._rejected = False
         self._slot_owner: GatewaySite | None = None
+        self._peer: Any = None
+        self._host: Any = None
         self.apply_limits(self.limits)
+
+    def getPeer(self) -> Any:
+        """The client's address, cached: it cannot change on a connection, and Twisted's
+        Request asks for it (a new address object each time) on every request, which
+        showed in the proxy benchmark's profile."""
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = HTTPChannel.getPeer(self)
+        return peer
+
+    def getHost(self) -> Any:
+        """Our address on this connection, cached like :meth:`getPeer`."""
+        host = self._host
+        if host is None:
+            host = self._host = HTTPChannel.getHost(self)
+        return host
 
     # -- configuration -------------------------------------------------------------------
 
