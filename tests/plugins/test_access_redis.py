@@ -122,7 +122,8 @@ STORE_SCRIPT = textwrap.dedent("""
         except StoreUnavailable:
             out["used"] = "unavailable"
         out["offset"] = store.offset
-        out["nodelay"] = bool(store.client.proto.transport.getTcpNoDelay())
+        proto = store.client.proto  # None when Redis is unreachable
+        out["nodelay"] = bool(proto and proto.transport.getTcpNoDelay())
         # test_access_units.RUN_STEPS_EXPECTED's steps, in one script per request (a
         # period in the future: the key expires at its end).
         DAY0 = 86400.0 * 30000
