@@ -232,6 +232,8 @@ async def _connect(ctx: Context, ws: WsApi, hub: Hub) -> IntegrationResponse:
 async def _manage(ctx: Context, hub: Hub) -> IntegrationResponse:
     """PostToConnection, GetConnection and DeleteConnection (§7.4)."""
     connection_id = unquote(ctx.path_params.get("connectionId", ""))
+    api, stage = ctx.deployment_api, ctx.stage
+    where = (api.id if api is not None else "", stage.name if stage is not None else "")
     gone = _json(410, {"message": f"Connection {connection_id} is gone"}, "GoneException")
     method = ctx.request.method
     if method == "POST":
@@ -240,7 +242,7 @@ async def _manage(ctx: Context, hub: Hub) -> IntegrationResponse:
             return _json(413, {"message": f"Message of {len(body)} bytes exceeds the "
                                f"{hub.settings.max_message_bytes} byte limit"},
                          "PayloadTooLargeException")
-        result = await hub.post(connection_id, body)
+        result = await hub.post(connection_id, body, where)
         if result == "ok":
             return IntegrationResponse(status=200, headers=Headers((
                 ("Content-Type", "application/json"),)), body=b"")
@@ -249,9 +251,9 @@ async def _manage(ctx: Context, hub: Hub) -> IntegrationResponse:
                          "LimitExceededException")
         return gone
     if method == "GET":
-        info = await hub.info(connection_id)
+        info = await hub.info(connection_id, where)
         return gone if info is None else _json(200, info)
-    if await hub.delete(connection_id):
+    if await hub.delete(connection_id, where):
         return IntegrationResponse(status=204, headers=Headers((
             ("Content-Type", "application/json"),)), body=b"")
     return gone

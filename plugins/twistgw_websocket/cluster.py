@@ -150,7 +150,8 @@ class Cluster:
 
     def register(self, conn: Connection) -> None:
         key = self._key(conn.id)
-        self._run("HSET", key, "node", self.node, "connectedAt", conn.connected_at_ms,
+        self._run("HSET", key, "node", self.node, "api", conn.api_id, "stage", conn.stage,
+                  "connectedAt", conn.connected_at_ms,
                   "lastActiveAt", conn.last_active_ms, "sourceIp", conn.identity["sourceIp"],
                   "userAgent", conn.identity["userAgent"])
         self._run("EXPIRE", key, self.ttl)
@@ -167,19 +168,25 @@ class Cluster:
         self._touched[conn.id] = now
         self._run("HSET", self._key(conn.id), "lastActiveAt", conn.last_active_ms)
 
-    async def _lookup(self, connection_id: str) -> dict[bytes, bytes] | None:
+    async def _lookup(self, connection_id: str, where: tuple[str, str]
+                      ) -> dict[bytes, bytes] | None:
+        """The connection's entry, if it exists and belongs to ``where`` (api, stage)."""
         try:
             raw = await self.client.execute("HGETALL", self._key(connection_id))
         except (RedisError, TimeoutError) as e:
             raise ConnectionError(f"Redis unavailable: {e}") from None
         if not isinstance(raw, list) or not raw:
             return None
-        return {raw[i]: raw[i + 1] for i in range(0, len(raw) - 1, 2)}
+        found = {raw[i]: raw[i + 1] for i in range(0, len(raw) - 1, 2)}
+        if (found.get(b"api", b"").decode(), found.get(b"stage", b"").decode()) != where:
+            return None
+        return found
 
-    async def info(self, connection_id: str) -> dict[str, Any] | None:
+    async def info(self, connection_id: str, where: tuple[str, str]
+                   ) -> dict[str, Any] | None:
         from .connection import iso_time
 
-        found = await self._lookup(connection_id)
+        found = await self._lookup(connection_id, where)
         if found is None:
             return None
         return {"connectedAt": iso_time(int(found.get(b"connectedAt", b"0"))),
@@ -187,9 +194,10 @@ class Cluster:
                              "userAgent": found.get(b"userAgent", b"").decode()},
                 "lastActiveAt": iso_time(int(found.get(b"lastActiveAt", b"0")))}
 
-    async def relay(self, connection_id: str, op: str, data: bytes) -> str:
+    async def relay(self, connection_id: str, op: str, data: bytes,
+                    where: tuple[str, str]) -> str:
         """Send ``op`` to the node holding the connection: ``"ok"`` or ``"gone"``."""
-        found = await self._lookup(connection_id)
+        found = await self._lookup(connection_id, where)
         if found is None:
             return "gone"
         node = found.get(b"node", b"").decode()

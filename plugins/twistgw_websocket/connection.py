@@ -344,30 +344,40 @@ class Hub:
 
     # -- the @connections operations ----------------------------------------------------
 
-    async def post(self, connection_id: str, data: bytes) -> str:
-        """``"ok"``, ``"gone"`` or ``"full"`` (the send buffer is full)."""
+    # Each API stage's callback URL manages that stage's connections only: ``where`` is
+    # the ``(api id, stage)`` the call came in on.
+
+    def _local(self, connection_id: str, where: tuple[str, str]) -> Connection | None:
         conn = self.connections.get(connection_id)
+        if conn is not None and (conn.api_id, conn.stage) != where:
+            return None
+        return conn
+
+    async def post(self, connection_id: str, data: bytes, where: tuple[str, str]) -> str:
+        """``"ok"``, ``"gone"`` or ``"full"`` (the send buffer is full)."""
+        conn = self._local(connection_id, where)
         if conn is not None:
             return "ok" if conn.send(data) else ("gone" if conn.gone else "full")
-        if self.cluster is not None:
-            return await self.cluster.relay(connection_id, "post", data)
+        if self.cluster is not None and connection_id not in self.connections:
+            return await self.cluster.relay(connection_id, "post", data, where)
         return "gone"
 
-    async def info(self, connection_id: str) -> dict[str, Any] | None:
-        conn = self.connections.get(connection_id)
+    async def info(self, connection_id: str, where: tuple[str, str]
+                   ) -> dict[str, Any] | None:
+        conn = self._local(connection_id, where)
         if conn is not None:
             return conn.info()
-        if self.cluster is not None:
-            return await self.cluster.info(connection_id)
+        if self.cluster is not None and connection_id not in self.connections:
+            return await self.cluster.info(connection_id, where)
         return None
 
-    async def delete(self, connection_id: str) -> bool:
-        conn = self.connections.get(connection_id)
+    async def delete(self, connection_id: str, where: tuple[str, str]) -> bool:
+        conn = self._local(connection_id, where)
         if conn is not None:
             conn.close(1000, "")
             return True
-        if self.cluster is not None:
-            return await self.cluster.relay(connection_id, "delete", b"") == "ok"
+        if self.cluster is not None and connection_id not in self.connections:
+            return await self.cluster.relay(connection_id, "delete", b"", where) == "ok"
         return False
 
     def deliver(self, op: str, connection_id: str, data: bytes) -> None:

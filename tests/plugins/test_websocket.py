@@ -139,7 +139,7 @@ def gateway_config(folder: Path, *, settings: dict[str, Any] | None = None,
     return Path(write_config(folder, {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
         "apis": [{"id": "chat", "type": "WEBSOCKET", "definition": "chat.yaml",
-                  "stages": [{"name": "prod"}]}],
+                  "stages": [{"name": "prod"}, {"name": "dev"}]}],
         "functions": functions,
         "plugins": {"enabled": ["lambda", "auth", "access", "websocket"],
                     "settings": plugin_settings},
@@ -182,8 +182,9 @@ def ws_url(gw: RunningGateway, query: str = "") -> str:
     return gw.base_urls[0].replace("http://", "ws://") + "/prod" + query
 
 
-def management(gw: RunningGateway, secret: str = SECRET) -> Any:
-    return boto3.client("apigatewaymanagementapi", endpoint_url=gw.base_urls[0] + "/prod",
+def management(gw: RunningGateway, secret: str = SECRET, stage: str = "prod") -> Any:
+    return boto3.client("apigatewaymanagementapi",
+                        endpoint_url=gw.base_urls[0] + "/" + stage,
                         region_name="us-east-1", aws_access_key_id=AKID,
                         aws_secret_access_key=secret)
 
@@ -349,6 +350,19 @@ def test_push_info_and_delete_through_boto3(gateway: Any) -> None:
         client.get_connection(ConnectionId=cid)
     with pytest.raises(client.exceptions.GoneException):
         client.delete_connection(ConnectionId=cid)
+
+
+def test_a_stage_manages_only_its_own_connections(gateway: Any) -> None:
+    gw, _events = gateway
+    dev = management(gw, stage="dev")
+    with connect(ws_url(gw)) as ws:  # a prod connection
+        cid = connection_id(ws)
+        with pytest.raises(dev.exceptions.GoneException):
+            dev.post_to_connection(ConnectionId=cid, Data=b"wrong stage")
+        with pytest.raises(dev.exceptions.GoneException):
+            dev.delete_connection(ConnectionId=cid)
+        ws.send(json.dumps({"action": "echo", "data": "still open"}))
+        assert recv_json(ws)["echo"] == "still open"
 
 
 def test_connections_api_needs_a_valid_signature(gateway: Any) -> None:

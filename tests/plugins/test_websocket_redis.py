@@ -43,6 +43,10 @@ def test_push_through_another_gateway(redis: RedisServer,  # noqa: F811 (fixture
             assert info["Identity"]["SourceIp"] == "127.0.0.1"
             keys = redis.command("KEYS", "twistgw:ws:conn:*")
             assert cid.encode() in keys
+            # Another stage's callback URL does not reach it, through Redis either.
+            with pytest.raises(other.exceptions.GoneException):
+                management(two, stage="dev").post_to_connection(ConnectionId=cid,
+                                                                Data=b"wrong stage")
             other.delete_connection(ConnectionId=cid)
             assert closed_code(ws) == 1000
         (dis,) = events(folders[0] / "events", "disconnect", cid)
