@@ -373,7 +373,7 @@ def load_api(api_cfg: ApiConfig, config: GatewayConfig) -> ApiDefinition:
                 path=f"/{literal}/{{connectionId}}", method=method, integration=integration,
                 operation_id=MANAGE_OP, auth_type="AWS_IAM",
                 raw={IAM_ACTION_FIELD: "execute-api:ManageConnections"},
-                where=f"{source}: (the @connections management API)"))
+                where=f"{source}: @connections"))
     return ApiDefinition(
         source=source, format="websocket", title=ws.title, operations=tuple(operations),
         api_key_source="HEADER" if ws.api_key_selection_expression.startswith("$request")

@@ -99,6 +99,12 @@ def test_websocket_apis_need_the_plugin() -> None:
     assert "websocket plugin" in str(error)
 
 
+def test_the_connections_api_needs_iam_from_the_auth_plugin() -> None:
+    error = refusal(good(), enabled=("lambda", "websocket"))
+    assert error.path == "@connections.x-amazon-apigateway-auth"
+    assert "'aws_iam' feature" in str(error)
+
+
 @pytest.mark.parametrize(("settings", "where"), [
     ({"idle_timeout": 0}, "plugins.settings.websocket.idle_timeout"),
     ({"max_frame_bytes": 1.5}, "plugins.settings.websocket.max_frame_bytes"),
