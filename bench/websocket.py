@@ -74,7 +74,8 @@ def write_config(folder: Path, max_connections: int) -> Path:
         "functions": {"Echo": {"handler": "app.echo", "code": str(folder / "code"),
                                "runtime": "python", "min_workers": 2, "max_workers": 2}},
         "plugins": {"enabled": ["lambda", "auth", "websocket"],
-                    "settings": {"websocket": {"max_connections": max_connections + 10}}},
+                    "settings": {"websocket": {"max_connections": max_connections + 10,
+                                               "new_connections_per_second": 100_000}}},
         "access_log": False,
     }))
     return config

@@ -194,7 +194,7 @@ async def _connect(ctx: Context, ws: WsApi, hub: Hub) -> IntegrationResponse:
     if not headers.get("sec-websocket-key") or \
             (headers.get("sec-websocket-version") or "").strip() != "13":
         return _json(400, {"message": "Bad Request"})
-    if hub.full:
+    if hub.full or not hub.admit():
         return _json(429, {"message": "Too Many Requests"}, "LimitExceededException")
     shake = handshake(ctx)
     principal = ctx.principal

@@ -298,6 +298,8 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.http = HttpClient(reactor)
         self.cluster: Cluster | None = None
+        self._tokens = float(settings.new_connections_per_second)
+        self._refilled = float(reactor.seconds())
         factory = WebSocketServerFactory(server="twistgw")
         factory.setProtocolOptions(
             maxFramePayloadSize=settings.max_frame_bytes,
@@ -314,6 +316,18 @@ class Hub:
     @property
     def full(self) -> bool:
         return len(self.connections) >= self.settings.max_connections
+
+    def admit(self) -> bool:
+        """Take a token of the new-connection bucket (AWS: 500 new connections a second,
+        burst as much): False when the handshake must be refused with 429."""
+        rate = float(self.settings.new_connections_per_second)
+        now = float(self.reactor.seconds())
+        self._tokens = min(rate, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.id] = conn

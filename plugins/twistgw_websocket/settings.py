@@ -40,6 +40,7 @@ class WsSettings:
     max_message_bytes: int = 128 * 1024
     send_buffer_bytes: int = 1024 * 1024
     max_connections: int = 100_000
+    new_connections_per_second: int = 500
     close_timeout: float = 5.0
     node_id: str = attrs.field(factory=lambda: os.urandom(6).hex())
     redis: RedisConfig | None = None
@@ -52,6 +53,7 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
     "max_message_bytes": (int, 125, 64 * 1024 * 1024),
     "send_buffer_bytes": (int, 1024, 1024 * 1024 * 1024),
     "max_connections": (int, 1, 10_000_000),
+    "new_connections_per_second": (int, 1, 10_000_000),
     "close_timeout": (float, 0.01, 600.0),
 }
 

@@ -158,3 +158,17 @@ def test_select_route_falls_back_to_default_and_never_to_reserved_keys() -> None
     no_default = WsApi(id="a", source="s", title="t",
                        selection_expression="$request.body.action", routes={"join": join})
     assert select_route(no_default, b'{"action": "leave"}') is None
+
+
+def test_new_connections_are_rate_limited_per_second() -> None:
+    from twisted.internet.task import Clock
+    from twistgw_websocket.connection import Hub
+
+    clock = Clock()
+    h = harness(good())
+    hub = Hub(h.config, parse_settings({"new_connections_per_second": 2}, "gw.yaml"), clock)
+    assert [hub.admit() for _ in range(3)] == [True, True, False]
+    clock.advance(0.5)  # one token back
+    assert [hub.admit(), hub.admit()] == [True, False]
+    clock.advance(10)  # never more than the burst (= the rate)
+    assert [hub.admit() for _ in range(3)] == [True, True, False]
