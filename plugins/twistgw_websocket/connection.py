@@ -24,6 +24,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from txaio.tx import make_logger
 from zope.interface import implementer
 
 from .definition import select_route
@@ -74,6 +75,11 @@ class _Flow:
 
 class WsProtocol(WebSocketServerProtocol):
     """autobahn's server protocol bound to one :class:`Connection`."""
+
+    #: autobahn warns once per misbehaving client (an oversize frame, a bad handshake):
+    #: clients could flood the gateway's log that way, so only its errors are kept (the
+    #: close code reaches ``$disconnect`` anyway).
+    log = make_logger(level="error")
 
     def __init__(self, conn: Connection) -> None:
         super().__init__()
