@@ -103,7 +103,7 @@ def websocket_definition(*, authorized: bool = False, backend: str | None = None
             "route_response_selection_expression": "$default"}
     if authorized:
         doc["authorizers"] = {"ByToken": {
-            "uri": LAMBDA + "Authorize",
+            "uri": LAMBDA + "Authorize", "ttl": 300,
             "identity_source": ["route.request.querystring.token"]}}
         connect_route.update(authorization_type="CUSTOM", authorizer="ByToken",
                              api_key_required=True)
@@ -454,12 +454,26 @@ def test_connect_authorizer_and_api_key_refuse_before_the_upgrade(authorized: An
     gw, folder = authorized
     key = {"x-api-key": PARTNER_KEY}
     assert refused_status(ws_url(gw, "?token=bad"), key) == 403  # the authorizer denies
-    assert refused_status(ws_url(gw), key) == 403  # no token: denied too
+    assert refused_status(ws_url(gw), key) == 401  # no identity source: not even asked
     assert refused_status(ws_url(gw, "?token=good")) == 403  # no API key
     assert refused_status(ws_url(gw, "?token=good"), {"x-api-key": "wrong-key-0123456789"}) \
         == 403
-    # Nothing reached the $connect integration for any refusal.
+    # Nothing reached the $connect integration for any refusal; the authorizer ran once
+    # for "bad" and once for "good" (its result is cached for 300 s).
     assert not list(folder.glob("connect-*.json"))
+    found = [json.loads(p.read_text()) for p in folder.glob("authorizer-*.json")]
+    assert sorted(a["queryStringParameters"]["token"] for a in found) == ["bad", "good"]
+    # The authorizer gets the CONNECT event's shape (the connection's id and time).
+    for auth in found:
+        assert set(auth) == {"type", "methodArn", "headers", "multiValueHeaders",
+                             "queryStringParameters", "multiValueQueryStringParameters",
+                             "stageVariables", "requestContext"}
+        assert auth["type"] == "REQUEST"
+        assert auth["methodArn"] == \
+            "arn:aws:execute-api:us-east-1:000000000000:chat/prod/$connect"
+        assert set(auth["requestContext"]) == CONTEXT_KEYS
+        assert auth["requestContext"]["eventType"] == "CONNECT"
+    assert {a["headers"].get("x-api-key") for a in found} == {PARTNER_KEY, None}
 
 
 def test_authorized_connection_carries_the_authorizer_context(authorized: Any) -> None:
@@ -467,21 +481,9 @@ def test_authorized_connection_carries_the_authorizer_context(authorized: Any) -
     with connect(ws_url(gw, "?token=good"),
                  additional_headers={"x-api-key": PARTNER_KEY}) as ws:
         cid = connection_id(ws)
-    (auth,) = events(folder, "authorizer", cid)
     (con,) = events(folder, "connect", cid)
     (msg,) = events(folder, "message", cid)
     (dis,) = events(folder, "disconnect", cid)
-    # The authorizer gets the CONNECT event's shape, with the connection's id and time.
-    assert set(auth) == {"type", "methodArn", "headers", "multiValueHeaders",
-                         "queryStringParameters", "multiValueQueryStringParameters",
-                         "stageVariables", "requestContext"}
-    assert auth["type"] == "REQUEST"
-    assert auth["methodArn"] == "arn:aws:execute-api:us-east-1:000000000000:chat/prod/$connect"
-    assert auth["queryStringParameters"] == {"token": "good"}
-    assert auth["headers"]["x-api-key"] == PARTNER_KEY
-    assert set(auth["requestContext"]) == CONTEXT_KEYS
-    assert auth["requestContext"]["eventType"] == "CONNECT"
-    assert auth["requestContext"]["connectedAt"] == con["requestContext"]["connectedAt"]
     for event in (con, msg, dis):
         ctx = event["requestContext"]
         assert ctx["authorizer"] == {"principalId": "user-good", "tenant": "acme",
