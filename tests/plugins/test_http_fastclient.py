@@ -123,6 +123,9 @@ class RawBackend:
         self.port = int(self.sock.getsockname()[1])
         self.seen: list[Seen] = []
         self.connections = 0
+        #: Connections the gateway has open to us right now, and the ones it closed.
+        self.open = 0
+        self.closed: list[int] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -135,6 +138,7 @@ class RawBackend:
                 return
             with self.lock:
                 self.connections += 1
+                self.open += 1
                 conn_id = self.connections
             threading.Thread(target=self._serve, args=(conn, conn_id), daemon=True).start()
 
@@ -173,6 +177,9 @@ class RawBackend:
             return
         finally:
             conn.close()
+            with self.lock:
+                self.open -= 1
+                self.closed.append(conn_id)
 
     def requests_to(self, route: str) -> list[Seen]:
         with self.lock:
@@ -411,4 +418,25 @@ def test_concurrent_requests_use_several_connections_and_all_answer(
         t.join(30)
     assert sorted(r.split(b" on ")[0] for r in results) == sorted(
         f"POST /echo?c={n}-{i}".encode() for n in range(8) for i in range(5))
+    # Connections beyond max_idle_per_host (4) were closed when they went idle.
+    deadline = time.monotonic() + 5
+    while backend.open > 4:
+        assert time.monotonic() < deadline, f"{backend.open} connections kept open"
+        time.sleep(0.05)
+
+
+def test_idle_connections_are_closed_after_idle_timeout(
+        backend: RawBackend, tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("fastclient-idle")
+    with start_gateway(backend, folder, idle_timeout=0.3) as gw:
+        status, _h, body = call(gw, "GET", f"/prod/echo?idle-{gw.port}")
+        assert status == 200
+        conn_id = int(body.rsplit(b" on ", 1)[1])
+        # Closed by the gateway's sweep, without another request coming along.
+        deadline = time.monotonic() + 5
+        while conn_id not in backend.closed:
+            assert time.monotonic() < deadline, "the idle connection was kept"
+            time.sleep(0.05)
+        status, _h, body = call(gw, "GET", f"/prod/echo?idle-again-{gw.port}")
+        assert status == 200 and int(body.rsplit(b" on ", 1)[1]) != conn_id
 
