@@ -230,7 +230,18 @@ async def _connect(ctx: Context, ws: WsApi, hub: Hub) -> IntegrationResponse:
 
 
 async def _manage(ctx: Context, hub: Hub) -> IntegrationResponse:
-    """PostToConnection, GetConnection and DeleteConnection (§7.4)."""
+    """PostToConnection, GetConnection and DeleteConnection (§7.4); 500 while the shared
+    registry (Redis) cannot say where a connection lives."""
+    from .cluster import ClusterUnavailable
+
+    try:
+        return await _operation(ctx, hub)
+    except ClusterUnavailable:
+        return _json(500, {"message": "Internal server error"},
+                     "InternalServerErrorException")
+
+
+async def _operation(ctx: Context, hub: Hub) -> IntegrationResponse:
     connection_id = unquote(ctx.path_params.get("connectionId", ""))
     api, stage = ctx.deployment_api, ctx.stage
     where = (api.id if api is not None else "", stage.name if stage is not None else "")

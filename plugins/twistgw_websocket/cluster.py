@@ -37,14 +37,22 @@ if TYPE_CHECKING:
     from .connection import Connection, Hub
     from .settings import RedisConfig
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "ClusterUnavailable"]
 
 log = Logger()
 
 #: Seconds between two lastActiveAt writes of one connection.
 _TOUCH_EVERY = 10.0
+#: Seconds between two warnings about Redis failures.
+_LOG_EVERY = 60.0
+#: Connections registered again per reactor turn after Redis comes back.
+_BATCH = 200
 #: Bytes a subscriber buffers for one incomplete reply before dropping the connection.
 _MAX_BUFFER = 8 * 1024 * 1024
+
+
+class ClusterUnavailable(Exception):
+    """Redis could not answer where a connection lives (the call answers 500)."""
 
 
 class _Subscriber(protocol.Protocol):
@@ -111,11 +119,17 @@ class Cluster:
         self.channel = f"{self.prefix}node:{self.node}"
         self.ttl = int(hub.settings.max_lifetime) + 60
         self.client = RespClient(hub.reactor, config.url, timeout=config.timeout_ms / 1000,
-                                 max_pending=config.max_pending)
+                                 max_pending=config.max_pending,
+                                 on_connect=self._connected)
         self.factory = _SubscriberFactory(self)
         self.subscriber: _Subscriber | None = None
         self._touched: dict[str, float] = {}
         self._connector: Any = None
+        self._connections_made = 0
+        self._failures = 0
+        self._last_warning: float | None = None
+        self._reregistering: Any = None
+        self._stale = False
 
     def start(self) -> None:
         self.client.start()
@@ -123,6 +137,8 @@ class Cluster:
         self._connector = self.hub.reactor.connectTCP(host, port, self.factory)
 
     def stop(self) -> None:
+        if self._reregistering is not None and self._reregistering.active():
+            self._reregistering.cancel()
         self.factory.stopTrying()
         if self._connector is not None:
             self._connector.disconnect()
@@ -130,10 +146,13 @@ class Cluster:
 
     def subscribed(self, sub: _Subscriber) -> None:
         self.subscriber = sub
+        self._register_again_when_ready()
 
     def unsubscribed(self, sub: _Subscriber) -> None:
         if self.subscriber is sub:
             self.subscriber = None
+            # Meanwhile a relay finds nobody listening, answers 410 and drops the entry.
+            self._stale = True
 
     @property
     def ready(self) -> bool:
@@ -143,10 +162,49 @@ class Cluster:
     def _key(self, connection_id: str) -> str:
         return f"{self.prefix}conn:{connection_id}"
 
-    def _run(self, *args: str | bytes | int | float) -> None:
-        d = self.client.execute(*args)
-        d.addErrback(lambda f: log.warn("Redis {command} failed: {error}", command=args[0],
-                                        error=f.getErrorMessage()))
+    def _failed(self, error: str) -> None:
+        """Log a Redis failure at most once a minute, with how many there were."""
+        self._failures += 1
+        now = float(self.hub.reactor.seconds())
+        if self._last_warning is None or now - self._last_warning >= _LOG_EVERY:
+            log.warn("websocket registry: {count} Redis command(s) failed, last: {error}",
+                     count=self._failures, error=error)
+            self._last_warning = now
+            self._failures = 0
+
+    def _run(self, command: str, *args: str | bytes | int | float) -> None:
+        def failed(failure: Failure) -> None:
+            self._failed(f"{command}: {failure.getErrorMessage()}")
+
+        self.client.execute(command, *args).addErrback(failed)
+
+    def _connected(self) -> None:
+        self._connections_made += 1
+        if self._connections_made > 1:
+            self._stale = True  # writes failed while it was away; a restart lost all
+        self._register_again_when_ready()
+
+    def _register_again_when_ready(self) -> None:
+        """Once commands and the subscription both work again, write every open
+        connection again, a batch at a time (commands in flight are bounded): only then
+        can other nodes both find and reach them."""
+        if not self._stale or self.client.proto is None or self.subscriber is None \
+                or self._reregistering is not None:
+            return
+        self._stale = False
+        log.info("websocket registry: Redis reachable again; registering {count} "
+                 "connection(s)", count=len(self.hub.connections))
+        self._reregister(list(self.hub.connections))
+
+    def _reregister(self, ids: list[str]) -> None:
+        self._reregistering = None
+        batch, rest = ids[:_BATCH], ids[_BATCH:]
+        for connection_id in batch:
+            conn = self.hub.connections.get(connection_id)
+            if conn is not None:
+                self.register(conn)
+        if rest:
+            self._reregistering = self.hub.reactor.callLater(0.05, self._reregister, rest)
 
     def register(self, conn: Connection) -> None:
         key = self._key(conn.id)
@@ -174,7 +232,8 @@ class Cluster:
         try:
             raw = await self.client.execute("HGETALL", self._key(connection_id))
         except (RedisError, TimeoutError) as e:
-            raise ConnectionError(f"Redis unavailable: {e}") from None
+            self._failed(f"{type(e).__name__}: {e}")
+            raise ClusterUnavailable(str(e)) from None
         if not isinstance(raw, list) or not raw:
             return None
         found = {raw[i]: raw[i + 1] for i in range(0, len(raw) - 1, 2)}
@@ -209,7 +268,8 @@ class Cluster:
             receivers = await self.client.execute("PUBLISH", f"{self.prefix}node:{node}",
                                                   message)
         except (RedisError, TimeoutError) as e:
-            raise ConnectionError(f"Redis unavailable: {e}") from None
+            self._failed(f"{type(e).__name__}: {e}")
+            raise ClusterUnavailable(str(e)) from None
         if receivers == 0:
             self._run("DEL", self._key(connection_id))
             return "gone"

@@ -88,3 +88,36 @@ def _known(client: Any, cid: str) -> bool:
     except client.exceptions.GoneException:
         return False
     return True
+
+
+def test_connections_are_registered_again_after_redis_restarts(
+        redis: RedisServer,  # noqa: F811 (fixture)
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    folders = [tmp_path_factory.mktemp(f"flap{i}") for i in range(2)]
+    configs = [gateway_config(folder, settings={
+        "node_id": f"flap-{i}", "redis": {"url": redis.url, "timeout_ms": 500}})
+        for i, folder in enumerate(folders)]
+    with RunningGateway(configs[0]) as one, RunningGateway(configs[1]) as two:
+        other = management(two)
+        with connect(ws_url(one)) as ws:
+            cid = connection_id(ws)
+            assert wait_for(lambda: _known(other, cid))
+            redis.stop()  # no persistence: the registry is gone with it
+            with pytest.raises(other.exceptions.ClientError) as info:
+                other.post_to_connection(ConnectionId=cid, Data=b"nowhere")
+            assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+            redis.start()
+            # Both nodes reconnect; the holder writes its connections again.
+            assert wait_for(lambda: _known(other, cid), timeout=20)
+            assert wait_for(lambda: _pushed(other, cid), timeout=20)
+            assert recv_json(ws) == {"again": True}
+        assert "Redis reachable again; registering 1 connection(s)" in one.log_text
+
+
+def _pushed(client: Any, cid: str) -> bool:
+    """Push once the other node's subscription is back (a push nobody hears is 410)."""
+    try:
+        client.post_to_connection(ConnectionId=cid, Data=b'{"again": true}')
+    except client.exceptions.GoneException:
+        return False
+    return True
