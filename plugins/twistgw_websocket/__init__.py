@@ -65,6 +65,25 @@ def register(registry: Registry) -> None:
     registry.add_api_type("WEBSOCKET", load_api)
     registry.add_integration_type(INTEGRATION_TYPE)
     registry.add_route_filter(_is_websocket_route)
+    registry.add_gauge_source(_gauges)
+
+
+def _gauges(gateway: Gateway) -> list[tuple[str, str, dict[str, str], float]]:
+    """``/metrics``: open connections per WebSocket API and stage of this process (labels
+    from the config only, so the series stay bounded)."""
+    found = _state.hubs.get(id(gateway.config))
+    hub = found[1] if found is not None and found[0] is gateway.config else None
+    counts: dict[tuple[str, str], int] = {
+        (api.id, stage.name): 0 for api in gateway.config.apis if api.type == "WEBSOCKET"
+        for stage in api.stages}
+    if hub is not None:
+        for conn in hub.connections.values():
+            key = (conn.api_id, conn.stage)
+            if key in counts:
+                counts[key] += 1
+    return [("websocket_connections", "Open WebSocket connections",
+             {"api": api, "stage": stage}, float(count))
+            for (api, stage), count in sorted(counts.items())]
 
 
 def _settings_of(config: GatewayConfig) -> WsSettings:

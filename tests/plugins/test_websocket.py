@@ -11,9 +11,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -510,3 +512,27 @@ def test_a_reload_gives_open_connections_the_new_routes(tmp_path: Path) -> None:
             time.sleep(0.05)
         ws.send("hello again")
         assert ws.recv(timeout=10) == "new default"
+
+
+def test_open_connections_are_a_metrics_gauge(tmp_path: Path) -> None:
+    config = gateway_config(tmp_path)
+    doc = yaml.safe_load(config.read_text())
+    doc["listeners"].append({"name": "ops", "endpoint": "tcp:0", "admin": True})
+    doc["plugins"]["enabled"].append("admin")
+    config.write_text(yaml.safe_dump(doc))
+    with RunningGateway(config) as gw:
+        found = re.search(r"admin listener ops on (http://[0-9.]+:\d+)", gw.log_text)
+        assert found, gw.log_text
+
+        def gauge() -> dict[str, float]:
+            with urllib.request.urlopen(found.group(1) + "/metrics", timeout=10) as r:
+                text = r.read().decode()
+            return {m.group(1): float(m.group(2)) for m in re.finditer(
+                r'^twistgw_websocket_connections\{api="chat",stage="(\w+)"\} (\S+)$', text,
+                re.MULTILINE)}
+
+        assert gauge() == {"prod": 0.0, "dev": 0.0}
+        with connect(ws_url(gw)) as one, connect(ws_url(gw)) as two:
+            connection_id(one)
+            connection_id(two)
+            assert gauge() == {"prod": 2.0, "dev": 0.0}
