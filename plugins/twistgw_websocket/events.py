@@ -160,15 +160,22 @@ def handshake(ctx: Context) -> Handshake:
     found = ctx.stash.get(_HANDSHAKE, None)
     if found is not None:
         return found
+    from twistgw_lambda.events import gateway_headers
+
+    from twistgw.models import IntegrationRequest
+
     headers = ctx.request.headers
     api = ctx.deployment_api
     stage = ctx.stage
+    # The client's headers plus what API Gateway adds (X-Forwarded-*, X-Amzn-Trace-Id).
+    lines = gateway_headers(ctx, IntegrationRequest(
+        method="GET", uri="", headers=headers, query=ctx.request.query, body=b""))
     found = Handshake(
         id=new_id(), api_id=api.id if api is not None else "",
         stage=stage.name if stage is not None else "",
         stage_variables=ctx.stage_variables,
         domain_name=ctx.domain_name or (headers.get("host") or "").split(":")[0],
-        headers=tuple(headers.items), query=tuple(ctx.request.query),
+        headers=tuple(lines), query=tuple(ctx.request.query),
         identity={"userAgent": headers.get("user-agent") or "",
                   "sourceIp": ctx.request.client_ip},
         connected_at_ms=int(time.time() * 1000))

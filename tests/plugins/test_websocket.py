@@ -289,6 +289,10 @@ def test_lambda_events_have_the_aws_shapes(gateway: Any) -> None:
     assert con["queryStringParameters"] == {"room": "red"}
     assert con["multiValueQueryStringParameters"] == {"room": ["blue", "red"]}
     assert con["headers"]["X-Custom"] == "yes"
+    assert con["headers"]["X-Forwarded-For"] == "127.0.0.1"
+    assert con["headers"]["X-Forwarded-Proto"] == "http"
+    assert con["headers"]["X-Forwarded-Port"] == str(gw.port)
+    assert con["headers"]["X-Amzn-Trace-Id"].startswith("Root=1-")
     assert con["headers"]["Sec-WebSocket-Version"] == "13"
     ctx = con["requestContext"]
     assert set(ctx) == CONTEXT_KEYS
