@@ -75,11 +75,16 @@ class Loaded:
     cert_path: Path
     files: tuple[Path, ...]
     where: str
+    #: The ``client_ca`` truststore's certificates, its file and key path (mutual TLS).
+    trusted: tuple[x509.Certificate, ...] = ()
+    ca_path: Path | None = None
+    ca_where: str = ""
 
 
 def check_expiry(loaded: Loaded, warn_within: datetime.timedelta,
                  now: datetime.datetime | None = None) -> None:
-    """Warn when the certificate expires within ``warn_within``; error once expired."""
+    """Warn when the server certificate, or a CA of the truststore, expires within
+    ``warn_within``; log an error once one has expired."""
     now = now or datetime.datetime.now(datetime.UTC)
     not_after = loaded.leaf.not_valid_after_utc
     if not_after <= now:
@@ -90,6 +95,18 @@ def check_expiry(loaded: Loaded, warn_within: datetime.timedelta,
         log.warn("{where}: the certificate in {path} expires on {when} (in {days} days)",
                  where=loaded.where, path=str(loaded.cert_path), when=not_after.isoformat(),
                  days=(not_after - now).days)
+    for ca in loaded.trusted:
+        not_after = ca.not_valid_after_utc
+        if not_after <= now:
+            log.error("{where}: the CA certificate {subject} in {path} EXPIRED on {when}; "
+                      "client certificates it issued are refused", where=loaded.ca_where,
+                      subject=ca.subject.rfc4514_string(), path=str(loaded.ca_path),
+                      when=not_after.isoformat())
+        elif not_after - now <= warn_within:
+            log.warn("{where}: the CA certificate {subject} in {path} expires on {when} (in "
+                     "{days} days)", where=loaded.ca_where, subject=ca.subject.rfc4514_string(),
+                     path=str(loaded.ca_path), when=not_after.isoformat(),
+                     days=(not_after - now).days)
 
 
 def _read(tls: Mapping[str, Any], key: str, base_dir: Path, source: str, where: str
@@ -158,12 +175,14 @@ def load_context(tls: Mapping[str, Any], minimum: ssl.TLSVersion, base_dir: Path
                           f"certificate in {cert_path} (the first certificate of the chain)")
     files = [cert_path, key_path]
     kwargs: dict[str, Any] = {}
+    trust: dict[str, Any] = {}
     if "client_ca" in tls:
         ca_path, ca_data = _read(tls, "client_ca", base_dir, source, where)
         cas = _certificates(ca_path, ca_data, source, f"{where}.client_ca")
         kwargs["trustRoot"] = ssl.trustRootFromCertificates(
             [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in cas])
         files.append(ca_path)
+        trust = {"trusted": tuple(cas), "ca_path": ca_path, "ca_where": f"{where}.client_ca"}
     options = ssl.CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(private_key),  # type: ignore[arg-type]
         certificate=crypto.X509.from_cryptography(chain[0]),
@@ -176,7 +195,7 @@ def load_context(tls: Mapping[str, Any], minimum: ssl.TLSVersion, base_dir: Path
     ctx = options.getContext()
     _restrict_groups(ctx)
     loaded = Loaded(context=ctx, leaf=chain[0], cert_path=cert_path, files=tuple(files),
-                    where=f"{where}.certificate")
+                    where=f"{where}.certificate", **trust)
     check_expiry(loaded, warn_within)
     return loaded
 

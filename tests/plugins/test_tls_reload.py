@@ -210,6 +210,28 @@ def test_expiry_is_warned_at_startup_and_daily_and_expired_is_an_error(
         globalLogPublisher.removeObserver(observer)
 
 
+def test_truststore_cas_expiring_or_expired_are_logged(issuer: Issuer) -> None:
+    soon_key, old_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    soon = make_cert("Soon CA", soon_key, ca=True, not_after=NOW + 5 * DAY)
+    gone = make_cert("Gone CA", old_key, ca=True, not_before=NOW - 400 * DAY,
+                     not_after=NOW - DAY)
+    (issuer.dir / "clients.pem").write_bytes(pem(issuer.cert) + pem(soon) + pem(gone))
+    seen: list[tuple[LogLevel, str]] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        if "CA certificate" in event.get("log_format", ""):
+            seen.append((event["log_level"], formatEvent(event)))
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        _in_process(issuer.dir, client_ca="clients.pem")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert [lvl for lvl, _ in seen] == [LogLevel.warn, LogLevel.error]
+    assert "listeners[0].tls.client_ca" in seen[0][1] and "Soon CA" in seen[0][1]
+    assert "clients.pem" in seen[1][1] and "Gone CA" in seen[1][1] and "EXPIRED" in seen[1][1]
+
+
 @pytest.mark.parametrize(("value", "words"), [
     ({"watch_interval": -1}, "watch_interval"), ({"expiry_warning_days": "x"}, "expiry"),
     ({"poll": 1}, "plugins.settings.tls.poll"),
