@@ -9,7 +9,7 @@ Usage (after ``pip install --force-reinstall --no-deps .``, as for bench/run)::
     gateway without the admin plugin (``access_log: false``) and the same gateway with the
     admin plugin and an admin listener (every request counted in Prometheus metrics).
 ``admin-cpu``
-    CPU per MOCK request driven in-process (``GatewayHarness``, no sockets), without and
+    CPU per MOCK request through the whole HTTP stack in memory (no sockets), without and
     with the admin plugin's metrics: their cost per request, free of wrk's noise.
 ``keepalive``
     The same MOCK route over TLS keep-alive against a bare twisted.web hello-world over
@@ -49,7 +49,6 @@ from run import (
     ROUNDS,
     Server,
     WrkResult,
-    measure,
     median_result,
     nginx_server,
     say,
@@ -166,34 +165,50 @@ def run_ciphers() -> str:
     return MOZILLA_INTERMEDIATE
 
 
-def rounds(servers: list[Server], extra: tuple[str, ...] = ()) -> dict[str, list[WrkResult]]:
+def rounds(servers: list[Server], extra: tuple[str, ...] = ()
+           ) -> tuple[dict[str, list[WrkResult]], dict[str, list[float]]]:
+    """Alternate the servers ``ROUNDS`` times: wrk results and the server's CPU time per
+    request (utime + stime over the measured run, warm-up excluded), which a busy
+    neighbour on the machine moves far less than requests/s."""
     per: dict[str, list[WrkResult]] = {s.name: [] for s in servers}
+    cpu: dict[str, list[float]] = {s.name: [] for s in servers}
     for rnd in range(ROUNDS):
         for s in servers[rnd % len(servers):] + servers[:rnd % len(servers)]:
-            r = measure(s, rnd, extra)
+            assert s.proc is not None
+            if run.WARMUP > 0:
+                run.wrk(s.url, run.WARMUP, extra=extra)
+            before = run.cpu_seconds(s.proc.pid)
+            r = run.wrk(s.url, run.DURATION, f"wrk-{s.name}-{rnd}.txt", extra)
+            us = (run.cpu_seconds(s.proc.pid) - before) / max(r.requests, 1) * 1e6
             per[s.name].append(r)
+            cpu[s.name].append(us)
             say(f"   round {rnd + 1} {s.name:16} {r.rps:10.0f} req/s  p50 {r.p50_ms:6.2f} ms"
-                f"  p99 {r.p99_ms:6.2f} ms  errors {r.errors}  non-2xx {r.non_2xx}")
-    return per
+                f"  p99 {r.p99_ms:6.2f} ms  cpu {us:7.1f} us/req  errors {r.errors}"
+                f"  non-2xx {r.non_2xx}")
+    return per, cpu
 
 
-def report(title: str, per: dict[str, list[WrkResult]], labels: dict[str, str],
-           ratios: list[tuple[str, str, float | None]]) -> dict[str, Any]:
+def report(title: str, per: dict[str, list[WrkResult]], cpu: dict[str, list[float]],
+           labels: dict[str, str], ratios: list[tuple[str, str, float | None]]
+           ) -> dict[str, Any]:
     res = {name: median_result(rs) for name, rs in per.items()}
     say()
     say(f"{title}: medians over {ROUNDS} round(s); ratios are medians of per-round ratios")
-    say("| server | req/s | p50 ms | p99 ms | requests | socket errors | non-2xx |")
-    say("|---|---:|---:|---:|---:|---:|---:|")
+    say("| server | req/s | p50 ms | p99 ms | server cpu us/req | requests | socket errors "
+        "| non-2xx |")
+    say("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in res.items():
         say(f"| {labels[name]} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-            f"{r.requests} | {r.errors} | {r.non_2xx} |")
-    out: dict[str, Any] = {"results": {k: vars(v) for k, v in res.items()}}
+            f"{statistics.median(cpu[name]):.1f} | {r.requests} | {r.errors} | {r.non_2xx} |")
+    out: dict[str, Any] = {"results": {k: vars(v) for k, v in res.items()},
+                           "cpu_us": {k: statistics.median(v) for k, v in cpu.items()}}
     for a, b, target in ratios:
         ratio = statistics.median(x.rps / y.rps for x, y in zip(per[a], per[b], strict=True))
+        cpu_ratio = statistics.median(y / x for x, y in zip(cpu[a], cpu[b], strict=True))
         verdict = "" if target is None else (" met" if ratio >= target else " NOT met")
-        say(f"| {labels[a]} / {labels[b]} | {ratio:.2f} x |"
-            f"{'' if target is None else f' >= {target:.2f} x'} |{verdict}")
-        out[f"{a}/{b}"] = ratio
+        say(f"| {labels[a]} / {labels[b]} | {ratio:.2f} x req/s, {cpu_ratio:.2f} x by cpu "
+            f"per request |{'' if target is None else f' >= {target:.2f} x'} |{verdict}")
+        out[f"{a}/{b}"] = {"rps": ratio, "cpu": cpu_ratio}
     return out
 
 
@@ -206,37 +221,61 @@ def part_admin() -> dict[str, Any]:
 
 
 def part_admin_cpu() -> dict[str, Any]:
-    """CPU per MOCK request in-process (no sockets): the metrics' own cost, without the
-    noise of a shared machine's wrk runs.  The two gateways are timed alternately, seven
-    times 5,000 requests each, and the best of each is kept."""
+    """CPU per MOCK request through the whole HTTP stack in memory (bench/run.py's
+    StringTransport client: Site, hardened channel, pipeline, response bytes; no sockets),
+    without and with the admin plugin's metrics.  The two are timed alternately, seven
+    times 5,000 requests each, best of each kept: a busy machine moves both alike."""
     import timeit
 
     import twistgw_admin
 
-    from twistgw.testing import GatewayHarness
+    from twistgw.config import load_config
+    from twistgw.gateway import Gateway
     from twistgw.variables import Finish
 
-    harnesses: dict[str, GatewayHarness] = {}
+    request = b"GET /prod/mock HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n\r\n"
+    clients: dict[str, Any] = {}
+    gateways: dict[str, Gateway] = {}
     for name, admin in (("plain", False), ("admin", True)):
-        harnesses[name] = GatewayHarness(gateway_config(name, {}, admin=admin))
+        gw = Gateway(load_config(gateway_config(name, {}, admin=admin)))
+        gw.ready = True
         if admin:
-            twistgw_admin.metrics_for(harnesses[name].gateway)
-        harnesses[name].request("GET", "/prod/mock")
-    best = {name: float("inf") for name in harnesses}
+            twistgw_admin.metrics_for(gw)
+        gateways[name] = gw
+        clients[name] = run._in_memory_client(gw.sites["public"], request)
+        if not clients[name]().endswith(MOCK_BODY):
+            raise RuntimeError(f"in-memory {name} did not answer the MOCK body")
+    calls: dict[str, float] = {}
+    for name, send in clients.items():
+        import cProfile
+        import pstats
+
+        profile = cProfile.Profile()
+        profile.runcall(lambda send=send: [send() for _ in range(1000)])
+        calls[name] = pstats.Stats(profile).total_calls / 1000  # type: ignore[attr-defined]
+    best = {name: float("inf") for name in clients}
     for _ in range(7):
-        for name, h in harnesses.items():
-            t = timeit.timeit(lambda h=h: h.request("GET", "/prod/mock"), number=5000)
-            best[name] = min(best[name], t / 5000 * 1e6)
-    metrics = twistgw_admin.metrics_for(harnesses["admin"].gateway).metrics
-    exchange = harnesses["admin"].exchange("GET", "/prod/mock")
+        for name, send in clients.items():
+            best[name] = min(best[name], timeit.timeit(send, number=5000) / 5000 * 1e6)
+    metrics = twistgw_admin.metrics_for(gateways["admin"]).metrics
+    counted = sum(s.requests for s in metrics.series())
+    assert counted >= 35001, counted  # every in-memory request was counted
+    from twistgw.testing import GatewayHarness
+
+    harness = GatewayHarness(gateway_config("admin", {}, admin=True))
+    exchange = harness.exchange("GET", "/prod/mock")
     assert not isinstance(exchange, Deferred)
+    alone = twistgw_admin.metrics_for(harness.gateway).metrics
     finish = Finish(response_latency_ms=1, integration_latency_ms=0)
-    runs = timeit.repeat(lambda: metrics.observe(exchange.ctx, 200, finish), number=50000,
+    runs = timeit.repeat(lambda: alone.observe(exchange.ctx, 200, finish), number=50000,
                          repeat=7)
-    out = {**best, "observe": min(runs) / 50000 * 1e6}
-    say(f"== admin-cpu: in-process MOCK request, best of 7 x 5000 (alternated): without "
-        f"the admin plugin {out['plain']:.1f} us, with it {out['admin']:.1f} us; "
-        f"GatewayMetrics.observe alone {out['observe']:.2f} us")
+    out = {**best, "observe": min(runs) / 50000 * 1e6,
+           "calls_plain": calls["plain"], "calls_admin": calls["admin"]}
+    say(f"== admin-cpu: MOCK request through the HTTP stack in memory, best of 7 x 5000 "
+        f"(alternated): without the admin plugin {out['plain']:.1f} us, with it "
+        f"{out['admin']:.1f} us; GatewayMetrics.observe alone {out['observe']:.2f} us; "
+        f"Python function calls per request (cProfile, deterministic) {calls['plain']:.1f} "
+        f"-> {calls['admin']:.1f}")
     return out
 
 
@@ -272,11 +311,11 @@ def run_part(name: str, servers: list[Server], labels: dict[str, str],
         for s in servers:
             s.start()
             say(f"   started {s.name:16} {s.url}")
-        per = rounds(servers, extra)
+        per, cpu = rounds(servers, extra)
     finally:
         for s in servers:
             s.stop()
-    return report(name, per, labels, ratios)
+    return report(name, per, cpu, labels, ratios)
 
 
 def main(argv: list[str]) -> int:
