@@ -27,7 +27,8 @@
     cProfile of the access-control gateway (``twistd --profile``) under wrk on each
     protected route; the top functions by total time go to bench/out/access-profile-*.txt.
 
-Every server runs on core ``SERVER_CPU`` (0), wrk and redis-server on ``CLIENT_CPU`` (1).
+Every server runs on core ``SERVER_CPU`` (0), wrk and redis-server on ``CLIENT_CPU`` (1)
+(``REDIS_CPU`` moves redis-server).
 Environment as bench/run.py: ``DURATION``, ``WARMUP``, ``ROUNDS``.  Results go to
 bench/out/access-results.json and the logs to bench/out/access-*.log.
 """
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import pstats
 import shutil
 import socket
@@ -58,6 +60,9 @@ import run as base  # noqa: E402  (bench/run.py: machine info, servers, wrk pars
 OUT = base.OUT
 WORK = OUT / "access"
 DURATION, WARMUP, ROUNDS = base.DURATION, base.WARMUP, base.ROUNDS
+
+#: The core redis-server runs on (``REDIS_CPU``; default: wrk's, ``CLIENT_CPU``).
+REDIS_CPU = os.environ.get("REDIS_CPU", base.CLIENT_CPU)
 
 TARGET_RATIO = 0.6
 TARGET_LAMBDA_MS = 0.5
@@ -131,9 +136,9 @@ def jwks_server() -> Iterator[tuple[str, str, dict[str, Any]]]:
 
 @contextmanager
 def redis_server() -> Iterator[str]:
-    """A redis-server on a free port, pinned to the client core; yields its URL."""
+    """A redis-server on a free port, pinned to ``REDIS_CPU``; yields its URL."""
     port = free_port()
-    proc = subprocess.Popen(["taskset", "-c", base.CLIENT_CPU, "redis-server", "--port",
+    proc = subprocess.Popen(["taskset", "-c", REDIS_CPU, "redis-server", "--port",
                              str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
