@@ -46,9 +46,9 @@ from twisted.internet import defer, protocol, task
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
 
 from .functions import FunctionConfig
+from .runtime_api import RuntimeApiFactory, RuntimeRequest
 
 if TYPE_CHECKING:
     from .remote import RemoteFunction
@@ -158,72 +158,29 @@ class Invocation:
             self.deferred.callback(result)
 
 
-class _BoundedRequest(server.Request):
-    """A Runtime API request whose body is capped at Lambda's payload limit.
-
-    The excess is dropped as it arrives (never buffered), and the handler sees
-    ``too_large``.
-    """
-
-    too_large = False
-    _received = 0
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        # Twisted parses a Content-Type with the email package to look for form bodies,
-        # which cost more than the rest of handling a /response; Runtime API bodies are
-        # never forms, so the header is not needed.
-        self.requestHeaders.removeHeader(b"content-type")
-        super().requestReceived(command, path, version)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._received > MAX_PAYLOAD_BYTES + 65536:
-            self.too_large = True
-            return
-        super().handleContentChunk(data)
-
-
-class _QuietSite(server.Site):
-    """A Runtime API site: workers' polls are not access-log material."""
-
-    def log(self, request: Any) -> None:
-        pass
-
-
-class _RuntimeApi(resource.Resource):
-    """The Runtime API of one worker (``/2018-06-01/runtime/...``)."""
-
-    isLeaf = True
-
-    def __init__(self, worker: Worker) -> None:
-        super().__init__()
-        self.worker = worker
-
-    def render(self, request: server.Request) -> bytes | int:
-        path = request.path
-        method = request.method
-        if not path.startswith(RUNTIME_PREFIX):
-            return _json(request, 404, {"errorMessage": "Not found",
-                                        "errorType": "InvalidRequest"})
-        rest = path[len(RUNTIME_PREFIX):].decode("ascii", "replace")
-        if rest == "invocation/next" and method == b"GET":
-            return self.worker.next_request(request)
-        body = request.content.read() if request.content is not None else b""
-        if getattr(request, "too_large", False):
-            return self.worker.too_large(request, rest)
-        if rest == "init/error" and method == b"POST":
-            return self.worker.init_error(request, body)
-        parts = rest.split("/")
-        if len(parts) == 3 and parts[0] == "invocation" and method == b"POST" and \
-                parts[2] in ("response", "error"):
-            return self.worker.completed(request, parts[1], body, parts[2] == "error")
-        return _json(request, 404, {"errorMessage": "Not found", "errorType": "InvalidRequest"})
-
-
-def _json(request: server.Request, status: int, doc: Any) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return json.dumps(doc).encode("utf-8")
+def _route(worker: Worker, request: RuntimeRequest) -> None:
+    """Dispatch one Runtime API request (``/2018-06-01/runtime/...``) of ``worker``."""
+    path = request.path
+    method = request.method
+    if not path.startswith(RUNTIME_PREFIX):
+        request.respond_json(404, {"errorMessage": "Not found", "errorType": "InvalidRequest"})
+        return
+    rest = path[len(RUNTIME_PREFIX):].decode("ascii", "replace")
+    if rest == "invocation/next" and method == b"GET":
+        worker.next_request(request)
+        return
+    if request.too_large:
+        worker.too_large(request, rest)
+        return
+    if rest == "init/error" and method == b"POST":
+        worker.init_error(request, request.body)
+        return
+    parts = rest.split("/")
+    if len(parts) == 3 and parts[0] == "invocation" and method == b"POST" and \
+            parts[2] in ("response", "error"):
+        worker.completed(request, parts[1], request.body, parts[2] == "error")
+        return
+    request.respond_json(404, {"errorMessage": "Not found", "errorType": "InvalidRequest"})
 
 
 class _WorkerProcess(protocol.ProcessProtocol):
@@ -265,7 +222,7 @@ class Worker:
         self.pool = pool
         self.number = number
         self.state = "starting"  # starting | idle | busy | between | retiring | dead
-        self.pending_next: server.Request | None = None
+        self.pending_next: RuntimeRequest | None = None
         self.current: Invocation | None = None
         self.init_failure: bytes | None = None
         self.killed_because: str | None = None
@@ -280,18 +237,15 @@ class Worker:
         self._window = 0.0
         self._lines = 0
         self._dropped = 0
-        self._nodelay = False
+        self._nodelay: Any = None  # the transport TCP_NODELAY was set on
         self._reaper: Any = None
         #: Fires (with None) when init ends: the first /next, or the process is gone.
         self.initialized: defer.Deferred[None] = defer.Deferred()
 
     def spawn(self, command: list[str], env: dict[str, str]) -> None:
         reactor = self.pool.reactor
-        site = _QuietSite(_RuntimeApi(self))
-        site.requestFactory = _BoundedRequest
-        site.noisy = False
-        site.displayTracebacks = False
-        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.port = reactor.listenTCP(0, RuntimeApiFactory(lambda r: _route(self, r)),
+                                      interface="127.0.0.1")
         env = dict(env)
         env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{self.port.getHost().port}"
         self.transport = reactor.spawnProcess(
@@ -301,13 +255,15 @@ class Worker:
 
     # -- Runtime API ------------------------------------------------------------------
 
-    def next_request(self, request: server.Request) -> int | bytes:
+    def next_request(self, request: RuntimeRequest) -> None:
         if self.state in ("dead", "retiring"):
-            return _json(request, 410, {"errorMessage": "worker retired",
-                                        "errorType": "InvalidRequest"})
-        if self.pending_next is not None:
-            return _json(request, 400, {"errorMessage": "already polling",
-                                        "errorType": "InvalidRequest"})
+            request.respond_json(410, {"errorMessage": "worker retired",
+                                       "errorType": "InvalidRequest"})
+            return
+        if self.pending_next is not None and self.pending_next.connected:
+            request.respond_json(400, {"errorMessage": "already polling",
+                                       "errorType": "InvalidRequest"})
+            return
         if self.state == "busy":
             # Polling again without answering: the runtime gave up on the invocation.
             self._finish_current(_error_payload("Runtime asked for the next invocation "
@@ -324,15 +280,14 @@ class Worker:
         self.state = "idle"
         self.pending_next = request
         self._schedule_reap()
-        if not self._nodelay:
+        transport = request.transport
+        if transport is not None and transport is not self._nodelay:
             # The event must leave now, not when Nagle's algorithm lets it.
-            transport = getattr(request.channel, "transport", None)
-            if transport is not None and hasattr(transport, "setTcpNoDelay"):
+            if hasattr(transport, "setTcpNoDelay"):
                 transport.setTcpNoDelay(True)
-                self._nodelay = True
-        request.notifyFinish().addErrback(lambda _: self._poll_lost(request))
+            self._nodelay = transport
+        request.on_lost = lambda: self._poll_lost(request)
         self.pool.dispatch()
-        return server.NOT_DONE_YET
 
     def _schedule_reap(self) -> None:
         """Stop this worker after ``idle_timeout`` idle, if the pool has more than its
@@ -352,14 +307,14 @@ class Worker:
             self.state = "retiring"  # never handed another invoke
             self.kill("idle", "TERM")
 
-    def _poll_lost(self, request: server.Request) -> None:
+    def _poll_lost(self, request: RuntimeRequest) -> None:
         if self.pending_next is request:
             self.pending_next = None
 
     def start(self, inv: Invocation) -> bool:
         """Answer the held ``/next`` with ``inv``; False if the poll is gone."""
         request = self.pending_next
-        if request is None or request.finished or request.channel is None:
+        if request is None or not request.connected:
             self.pending_next = None
             return False
         self.pending_next = None
@@ -371,48 +326,46 @@ class Worker:
         self.last_id = inv.id
         self.invocations += 1
         deadline_ms = int((time.time() + inv.timeout) * 1000)
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"lambda-runtime-aws-request-id", inv.id.encode())
-        request.setHeader(b"lambda-runtime-deadline-ms", str(deadline_ms).encode())
-        request.setHeader(b"lambda-runtime-invoked-function-arn", inv.function_arn.encode())
-        request.setHeader(b"lambda-runtime-trace-id", inv.trace_id.encode())
-        request.write(inv.payload)
-        request.finish()
+        request.respond(200, inv.payload, (
+            (b"Lambda-Runtime-Aws-Request-Id", inv.id.encode()),
+            (b"Lambda-Runtime-Deadline-Ms", str(deadline_ms).encode()),
+            (b"Lambda-Runtime-Invoked-Function-Arn", inv.function_arn.encode()),
+            (b"Lambda-Runtime-Trace-Id", inv.trace_id.encode())))
         self.timer = self.pool.reactor.callLater(inv.timeout, self._function_timeout)
         return True
 
-    def completed(self, request: server.Request, request_id: str, body: bytes,
-                  is_error: bool) -> bytes:
+    def completed(self, request: RuntimeRequest, request_id: str, body: bytes,
+                  is_error: bool) -> None:
         current = self.current
         if current is None or current.id != request_id:
-            return _json(request, 400, {"errorMessage": "Invalid request ID",
-                                        "errorType": "InvalidRequestID"})
+            request.respond_json(400, {"errorMessage": "Invalid request ID",
+                                       "errorType": "InvalidRequestID"})
+            return
         if is_error:
             if not body.strip():
-                error_type = request.getHeader(b"lambda-runtime-function-error-type")
+                error_type = request.header(b"lambda-runtime-function-error-type")
                 body = _error_payload("Unknown application error occurred",
                                       error_type.decode("utf-8", "replace")
                                       if isinstance(error_type, bytes) else "Unhandled")
             self._finish_current(body, "Unhandled")
         else:
             self._finish_current(body, None)
-        return _json(request, 202, {"status": "OK"})
+        request.respond(202, b'{"status": "OK"}')
 
-    def too_large(self, request: server.Request, rest: str) -> bytes:
+    def too_large(self, request: RuntimeRequest, rest: str) -> None:
         if self.current is not None and rest.startswith(f"invocation/{self.current.id}/"):
             self._finish_current(_error_payload(
                 f"Response payload size exceeded maximum allowed payload size "
                 f"({MAX_PAYLOAD_BYTES} bytes).", "Function.ResponseSizeTooLarge"), "Unhandled")
-        return _json(request, 413, {"errorMessage": "Payload Too Large",
-                                    "errorType": "RequestEntityTooLarge"})
+        request.respond_json(413, {"errorMessage": "Payload Too Large",
+                                   "errorType": "RequestEntityTooLarge"})
 
-    def init_error(self, request: server.Request, body: bytes) -> bytes:
+    def init_error(self, request: RuntimeRequest, body: bytes) -> None:
         self.init_failure = body[:65536] or _error_payload("init failed", "Runtime.Unknown")
         log.error("lambda {function}: init failed in worker #{n}: {error}",
                   function=self.pool.config.name, n=self.number,
                   error=self.init_failure.decode("utf-8", "replace"))
-        return _json(request, 202, {"status": "OK"})
+        request.respond(202, b'{"status": "OK"}')
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -515,7 +468,7 @@ class Worker:
         was = self.state
         self.state = "dead"
         self._cancel_timer()
-        if self.pending_next is not None and not self.pending_next.finished:
+        if self.pending_next is not None:
             self.pending_next = None
         if self.port is not None:
             self.port.stopListening()
