@@ -279,13 +279,17 @@ def part_admin_cpu() -> dict[str, Any]:
     return out
 
 
+def bare_tls(name: str, chain: Path, key: Path) -> Server:
+    """bench/hello_twisted_tls.py: the stock Site over Twisted's TLS, same certificate."""
+    return TlsServer(name, [sys.executable, str(Path(__file__).resolve().parent /
+                                                "hello_twisted_tls.py"), str(chain), str(key)],
+                     r"listening on 127\.0\.0\.1:(\d+)", "/", MOCK_BODY)
+
+
 def part_keepalive(chain: Path, key: Path) -> dict[str, Any]:
     tls = {"tls": {"certificate": str(chain), "key": str(key)}}
-    bare = TlsServer("bare-tls", [sys.executable, str(Path(__file__).parent /
-                                                      "hello_twisted_tls.py"),
-                                  str(chain), str(key)],
-                     r"listening on 127\.0\.0\.1:(\d+)", "/", MOCK_BODY)
-    servers = [bare, gateway("gw-tls", gateway_config("tls", tls), True)]
+    servers = [bare_tls("bare-tls", chain, key),
+               gateway("gw-tls", gateway_config("tls", tls), True)]
     labels = {"bare-tls": "bare twisted.web over TLS", "gw-tls": "gateway MOCK over TLS"}
     return run_part("keepalive", servers, labels,
                     [("gw-tls", "bare-tls", TARGET_TLS_RATIO)])
@@ -294,10 +298,12 @@ def part_keepalive(chain: Path, key: Path) -> dict[str, Any]:
 def part_handshake(chain: Path, key: Path) -> dict[str, Any]:
     tls = {"tls": {"certificate": str(chain), "key": str(key)}}
     servers = [gateway("gw-tls-hs", gateway_config("tls-hs", tls), True),
-               nginx_tls(chain, key)]
+               nginx_tls(chain, key), bare_tls("bare-tls-hs", chain, key)]
     labels = {"gw-tls-hs": "gateway MOCK, new TLS connection per request",
-              "nginx-tls": "nginx (1 worker), new TLS connection per request"}
-    return run_part("handshake", servers, labels, [("gw-tls-hs", "nginx-tls", None)],
+              "nginx-tls": "nginx (1 worker), new TLS connection per request",
+              "bare-tls-hs": "bare twisted.web over TLS, new TLS connection per request"}
+    return run_part("handshake", servers, labels, [("gw-tls-hs", "nginx-tls", None),
+                                                   ("gw-tls-hs", "bare-tls-hs", None)],
                     extra=("-H", "Connection: close"))
 
 
