@@ -227,13 +227,14 @@ def stuck() -> Iterator[StuckListener]:
 
 
 def start_gateway(backend: RawBackend, folder: Path, stuck_port: int = 9,
-                  **settings: object) -> RunningGateway:
+                  stuck_timeout_ms: int = 500, **settings: object) -> RunningGateway:
     integration = {"type": "http_proxy", "httpMethod": "ANY",
                    "uri": f"http://127.0.0.1:{backend.port}/{{proxy}}",
                    "timeoutInMillis": 3000,
                    "requestParameters": {
                        "integration.request.path.proxy": "method.request.path.proxy"}}
-    connecting = {"type": "http_proxy", "httpMethod": "GET", "timeoutInMillis": 500,
+    connecting = {"type": "http_proxy", "httpMethod": "GET",
+                  "timeoutInMillis": stuck_timeout_ms,
                   "uri": f"http://127.0.0.1:{stuck_port}/never"}
     doc = {"openapi": "3.0.1", "info": {"title": "fast", "version": "1"},
            "paths": {"/{proxy+}": {"x-amazon-apigateway-any-method": {
@@ -265,6 +266,18 @@ def test_a_timeout_while_connecting_is_a_timeout_not_a_network_error(
         gateway: RunningGateway) -> None:
     status, _h, body = call(gateway, "GET", "/prod/connecting")
     assert (status, body) == (504, b'{"message": "Endpoint request timed out"}')
+
+
+def test_connect_timeout_is_a_network_error_well_before_the_integration_timeout(
+        backend: RawBackend, stuck: StuckListener,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("fastclient-connect")
+    with start_gateway(backend, folder, stuck_port=stuck.port, stuck_timeout_ms=20000,
+                       connect_timeout=0.3) as gw:
+        status, _h, body = call(gw, "GET", "/prod/connecting")
+    # A network error, not "Endpoint request timed out": the connect timeout (twice 0.3 s,
+    # with the one connect retry) ended it long before the 20 s integration timeout.
+    assert (status, body) == (504, NETWORK)
 
 
 def test_requests_wait_in_the_queue_for_a_slot(backend: RawBackend,
