@@ -136,7 +136,9 @@ def prepare_reload(gateway: Gateway, deployment: Deployment) -> Any:
     :builtin: the Lambda plugin starts pools for new and changed functions (unchanged
         ones are kept) and stops replaced pools at retire; the access plugin keeps its
         counters and token buckets; the TLS plugin re-reads certificates; the admin and
-        websocket plugins carry their listener, metrics and connections over.  A plugin
+        websocket plugins carry their listener, metrics and connections over; the auth
+        plugin its authorizer caches and the http plugin its backend pools (while their
+        settings are unchanged).  A plugin
         that does not implement this hook gets
         ``configure(new)`` to check the config, ``configure(old)`` right after (so it
         keeps serving the old one) and ``configure(new)`` again at commit.

@@ -23,6 +23,7 @@ from twistgw import hookimpl
 from twistgw.definition import load_definition
 from twistgw.errors import AccessDenied, ApiConfigurationError, ConfigError
 from twistgw.models import Allow, Principal
+from twistgw.reload import ReloadStep
 from twistgw.variables import ACCOUNT_ID
 
 from . import jwt_auth, lambda_auth, resource_policy, sigv4
@@ -32,9 +33,11 @@ from .settings import AuthSettings, IamKey, parse_settings
 if TYPE_CHECKING:
     from twistgw import Context, Registry
     from twistgw.config import ApiConfig, GatewayConfig
-    from twistgw.deployment import Route
+    from twistgw.deployment import Deployment, Route
+    from twistgw.gateway import Gateway
 
-__all__ = ["register", "configure", "authorize", "caches_for", "lambda_cache_for"]
+__all__ = ["register", "configure", "prepare_reload", "authorize", "caches_for",
+           "lambda_cache_for"]
 
 _log = Logger()
 _MEMO = "twistgw_auth"
@@ -144,6 +147,43 @@ def configure(config: GatewayConfig) -> None:
     if config.strict:
         for api_cfg in config.apis:
             _check_definition(api_cfg, rt.settings.iam_region or "us-east-1")
+
+
+def _lambda_authorizers(deployment: Deployment
+                        ) -> dict[tuple[str, str], lambda_auth.LambdaAuthorizer]:
+    """Every TOKEN / REQUEST authorizer of ``deployment``, by API id and name."""
+    found = {}
+    for api in deployment.apis.values():
+        for name, scheme in api.definition.security_schemes.items():
+            if scheme.kind in ("authorizer:token", "authorizer:request"):
+                found[(api.id, name)] = lambda_auth.from_scheme(
+                    name, scheme.kind.split(":", 1)[1], scheme.raw, http=api.is_http)
+    return found
+
+
+@hookimpl
+def prepare_reload(gateway: Gateway, deployment: Deployment) -> ReloadStep | None:
+    """Carry caches over a reload: Lambda authorizer results of authorizers whose
+    definition is unchanged, and (while ``plugins.settings.auth`` is unchanged) the JWKS
+    key sets and verified tokens; anything changed starts empty."""
+    old = _runtimes.get(id(gateway.config))
+    if old is None or old.config is not gateway.config:
+        return None
+    new = _runtime(deployment.config)
+    before = _lambda_authorizers(gateway.deployment)
+    kept = {key for key, auth in _lambda_authorizers(deployment).items()
+            if before.get(key) == auth}
+    same_settings = new.settings == old.settings
+
+    def commit() -> None:
+        entries = old.lambda_cache.entries
+        for key in [k for k in entries if (k[0], k[1]) not in kept]:
+            del entries[key]  # (api id, authorizer name, function, identity values)
+        new.lambda_cache = old.lambda_cache
+        if same_settings:
+            new.caches, new.verified = old.caches, old.verified
+
+    return ReloadStep(commit=commit)
 
 
 def _has_policy(api_cfg: ApiConfig) -> bool:

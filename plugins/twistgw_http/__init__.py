@@ -41,6 +41,7 @@ from twistgw import (
     IntegrationResponse,
     hookimpl,
 )
+from twistgw.reload import ReloadStep
 from twistgw.tracing import trace_root
 
 from .client import BackendAnswer, BackendClient, HttpSettings, parse_settings
@@ -49,10 +50,11 @@ from .params import check_parameters, compile_parameters
 if TYPE_CHECKING:
     from twistgw import Context, Registry
     from twistgw.config import GatewayConfig
-    from twistgw.deployment import Route
+    from twistgw.deployment import Deployment, Route
     from twistgw.gateway import Gateway
 
-__all__ = ["register", "configure", "startup", "shutdown", "map_request", "integrate",
+__all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "map_request",
+           "integrate",
            "TYPES", "integration_request", "build_url", "outbound_headers",
            "proxy_response_headers", "trace_id"]
 
@@ -108,7 +110,8 @@ class _State:
         while len(self.clients) >= 2:
             _key, (_cfg, old) = next(iter(self.clients.items()))
             del self.clients[_key]
-            old.close()
+            if all(other is not old for _c, other in self.clients.values()):
+                old.close()  # not carried over to a later config by a reload
         self.clients[id(config)] = (config, client)
         return client
 
@@ -167,11 +170,36 @@ def startup(gateway: Gateway) -> None:
 @hookimpl
 def shutdown(gateway: Gateway) -> Any:
     """Close the pooled backend connections."""
-    clients = [client for _cfg, client in _state.clients.values()]
+    clients = list({id(client): client for _cfg, client in _state.clients.values()}.values())
     _state.clients.clear()
     if clients:
         return DeferredList([c.close() for c in clients], consumeErrors=True)
     return None
+
+
+@hookimpl
+def prepare_reload(gateway: Gateway, deployment: Deployment) -> ReloadStep | None:
+    """Keep the backend pools, their warm connections and circuit breakers across a reload
+    when ``plugins.settings.http`` is unchanged and names no TLS file (a reload re-reads
+    CA and client-certificate files, so those settings get a new client)."""
+    old_config, new_config = gateway.config, deployment.config
+    found = _state.clients.get(id(old_config))
+    if found is None or found[0] is not old_config:
+        return None  # no backend called yet: the new config makes its client when needed
+    client = found[1]
+    settings = parse_settings(new_config.plugin_settings("http"), new_config.source,
+                              new_config.base_dir)
+    if settings != client.settings or settings.ca_file or settings.client_cert:
+        return None
+
+    def commit() -> None:
+        # Older configs sharing this client let go of it; the new one takes it over.
+        for key, (cfg, other) in list(_state.clients.items()):
+            if other is client and cfg is not old_config:
+                del _state.clients[key]
+        _state.clients[id(new_config)] = (new_config, client)
+
+    return ReloadStep(commit=commit)
 
 
 @hookimpl
