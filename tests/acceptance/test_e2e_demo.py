@@ -1,15 +1,22 @@
 """``twistd --help`` lists apigw; ``twistd -n apigw`` alone serves the demo on port 8080.
 
 These are the README's two commands.  The demo daemon binds the fixed port 8080 (that is
-the point of the test); if something else holds it the test fails saying so.
+the point of the test).  Two suites on one machine (CI while a developer runs the tests)
+would both want it: the module takes a machine-wide lock file first and then waits,
+bounded, for the port to be free; if something else keeps it the test fails saying so.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import re
 import socket
+import tempfile
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from acceptance_support import command, http_request, run_command, running_gateway
@@ -31,24 +38,62 @@ def test_twistd_apigw_help_describes_the_config_option() -> None:
     assert "--config" in result.stdout
 
 
-def _port_8080_free() -> None:
+#: Held while a demo daemon of any test run on this machine owns port 8080.
+LOCK_FILE = os.path.join(tempfile.gettempdir(), "twistgw-test-demo-8080.lock")
+#: Bounds on waiting for another suite's demo module (seconds, generous for a busy box).
+LOCK_WAIT = 300.0
+PORT_WAIT = 60.0
+
+
+@contextmanager
+def _demo_port_lock() -> Iterator[None]:
+    """Serialise the demo modules of concurrent test runs (flock: freed if a run dies)."""
+    with open(LOCK_FILE, "a+b") as lock:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test run held {LOCK_FILE} (port 8080, the demo's) "
+                                f"for over {LOCK_WAIT:g}s")
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _port_8080_free() -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", 8080))
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                pytest.fail("port 8080 on 127.0.0.1 is busy: the demo test needs it, because "
-                            "`twistd -n apigw` with no flag serves the demo there; stop "
-                            "whatever listens on it (ss -ltnp 'sport = :8080') and rerun")
+                return False
             raise
+    return True
+
+
+def _wait_for_port_8080() -> None:
+    deadline = time.monotonic() + PORT_WAIT
+    while not _port_8080_free():
+        if time.monotonic() > deadline:
+            pytest.fail(f"port 8080 on 127.0.0.1 stayed busy for {PORT_WAIT:g}s: the demo "
+                        "test needs it, because `twistd -n apigw` with no flag serves the "
+                        "demo there; stop whatever listens on it (ss -ltnp 'sport = :8080') "
+                        "and rerun")
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[RunningGateway]:
-    _port_8080_free()
-    with running_gateway(None) as gw:
-        yield gw
+    with _demo_port_lock():
+        _wait_for_port_8080()
+        with running_gateway(None) as gw:
+            yield gw
 
 
 def test_demo_logs_the_url_it_serves(demo: RunningGateway) -> None:
