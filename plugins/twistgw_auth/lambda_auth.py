@@ -1,4 +1,5 @@
-"""REST Lambda authorizers, TOKEN and REQUEST (aws-apigw-spec.md §5.4).
+"""Lambda authorizers: REST TOKEN and REQUEST (aws-apigw-spec.md §5.4), and HTTP API
+REQUEST authorizers with payload format 1.0 or 2.0 (§5.5).
 
 The authorizer function runs on the Lambda plugin's runtime (``twistgw_lambda.invoke``),
 so it must be declared under ``functions:``.  Its IAM policy is evaluated against the
