@@ -460,27 +460,44 @@ class BackendClient:
             guard.release()
             if isinstance(result, Failure):
                 if result.check(CancelledError):
-                    if self.reactor.seconds() - started >= timeout * 0.95:
-                        guard.failed()
-                    else:
-                        guard.abandoned()
-                    return result
-                if result.check(BodyTooLarge):
-                    guard.succeeded()
-                    return Failure(IntegrationFailure(status=502))
-                guard.failed()
-                return Failure(_network_error(result.value))
+                    error: BaseException = CancelledError()
+                elif result.check(BodyTooLarge):
+                    error = IntegrationFailure(status=502)
+                else:
+                    error = _network_error(result.value)
+                self._judge(guard, error, started, timeout)
+                return result if isinstance(error, CancelledError) else Failure(error)
             try:
                 answer = self._answer(*result, decode)
             except IntegrationFailure as e:
-                if e.message == NETWORK_ERROR:
-                    guard.failed()
-                else:
-                    guard.succeeded()
+                self._judge(guard, e, started, timeout)
                 raise
-            guard.succeeded()
+            self._judge(guard, None, started, timeout)
             return answer
         return d.addBoth(done)
+
+    def _judge(self, guard: HostGuard, error: BaseException | None, started: float,
+               timeout: float) -> None:
+        """Tell the backend's breaker how an exchange ended.
+
+        Any answer (an error status, a body over the cap) means the backend is reachable;
+        a network error, or a cancellation at the integration timeout, is a failure; a
+        cancellation before it (the client left) or anything else gives no verdict.
+        """
+        if error is None:
+            guard.succeeded()
+        elif isinstance(error, CancelledError):
+            if self.reactor.seconds() - started >= timeout * 0.95:
+                guard.failed()
+            else:
+                guard.abandoned()
+        elif isinstance(error, IntegrationFailure):
+            if error.message == NETWORK_ERROR:
+                guard.failed()
+            else:
+                guard.succeeded()
+        else:
+            guard.abandoned()
 
     async def request(self, method: str, url: str, headers: Sequence[tuple[str, str]],
                       body: bytes, *, timeout: float = 29.0, decode: bool = True,
@@ -519,25 +536,13 @@ class BackendClient:
                                                    decode, insecure)
             else:
                 answer = await self._exchange(method, url, headers, body, decode, insecure)
-        except CancelledError:
-            if self.reactor.seconds() - started >= timeout * 0.95:
-                guard.failed()
-            else:
-                guard.abandoned()
-            raise
-        except IntegrationFailure as e:
-            if e.message == NETWORK_ERROR:
-                guard.failed()
-            else:
-                guard.succeeded()
-            raise
-        except BaseException:
-            guard.abandoned()
+        except BaseException as e:
+            self._judge(guard, e, started, timeout)
             raise
         finally:
             self.in_flight -= 1
             guard.release()
-        guard.succeeded()
+        self._judge(guard, None, started, timeout)
         return answer
 
     async def _fast_exchange(self, method: str, target: Target, path: str,
