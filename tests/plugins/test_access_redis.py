@@ -133,6 +133,12 @@ STORE_SCRIPT = textwrap.dedent("""
         except StoreUnavailable:
             out["used"] = "unavailable"
         out["offset"] = store.offset
+        try:  # the shared cache (Lambda authorizer results): never refuses, even closed
+            await store.cache_put("k", b"v", 5000)
+            found = await store.cache_get("k")
+            out["cache"] = [found[0].decode(), found[1]] if found else None
+        except StoreUnavailable:
+            out["cache"] = "unavailable"
         proto = store.client.proto  # None when Redis is unreachable
         out["nodelay"] = bool(proto and proto.transport.getTcpNoDelay())
         # test_access_units.RUN_STEPS_EXPECTED's steps, in one script per request (a
@@ -172,6 +178,8 @@ def test_store_buckets_and_quotas_in_redis(redis: RedisServer) -> None:
     assert out["used"] == 2
     assert abs(out["offset"]) < 5
     assert out["nodelay"] is True  # pipelined commands are not held back by Nagle
+    assert out["cache"][0] == "v" and 4000 < out["cache"][1] <= 5000
+    assert redis.command("TYPE", "t:c:k") == b"+string\r\n"
     # One request's steps in one script, with the memory store's semantics.
     assert [tuple(r) if r[1] is None else (r[0], tuple(r[1])) for r in out["run"]] == \
         RUN_STEPS_EXPECTED
@@ -195,6 +203,7 @@ def test_store_unreachable_follows_the_failure_policy() -> None:
     assert closed["counts"] == ["unavailable"] * 3
     assert closed["used"] == "unavailable"
     assert closed["run"] == ["unavailable"] * 3
+    assert closed["cache"] is None  # a miss: the authorizer is invoked, not refused
     opened = run_store(url, "open", reachable=False)
     assert opened["burst"] == [True] * 4
     assert opened["run"] == [[None, None]] * 3  # fail open: every step passes
