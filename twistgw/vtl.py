@@ -1514,7 +1514,11 @@ class _Parser:
                 self.error("expected a number")
             self.pos = m.end()
             text = m.group(0)
-            if s.startswith("..", self.pos) or (m.group(1) is None and m.group(2) is None):
+            if s.startswith("..", self.pos):
+                if m.group(1) is not None or m.group(2) is not None:
+                    self.error("a range's bounds must be integers")
+                return _Literal(_number(int(text)))
+            if m.group(1) is None and m.group(2) is None:
                 return _Literal(_number(int(text)))
             return _Literal(float(text))
         if ch == "(":

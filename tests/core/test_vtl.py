@@ -282,6 +282,15 @@ def test_range_limit() -> None:
         r("#foreach($i in [1..100000000])#end")
 
 
+def test_fractional_range_bound_is_a_syntax_error() -> None:
+    # Found by the hypothesis comparison below: "3.5.." crashed the parser with ValueError.
+    with pytest.raises(TemplateSyntaxError, match="integers"):
+        Template("#foreach($i in [1.5..3])$i#end")
+    with pytest.raises(TemplateSyntaxError):
+        Template("#set($x = 3.5..")
+    assert r("#foreach($i in [1..3])$i#end") == "123"
+
+
 def test_self_containing_list_is_a_limit_error() -> None:
     with pytest.raises(TemplateLimitError):
         r("#set($l = [])#set($x = $l.add($l))$l")
