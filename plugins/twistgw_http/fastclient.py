@@ -345,8 +345,10 @@ class _Connection(Protocol):
             raise BadResponse("response head too large")
         head = buf[:end].decode("latin-1")
         self.buf = buf[end + skip:]
-        lines = head.split("\n")
-        status_line = lines[0].rstrip("\r")
+        # CRLF lines (the norm) split as they are; bare-LF ones lose any stray CR below.
+        lines = head.split("\r\n") if skip == 4 and "\n" not in head.replace("\r\n", "") \
+            else [line.rstrip("\r") for line in head.split("\n")]
+        status_line = lines[0]
         m = _STATUS.fullmatch(status_line)
         if m is None:
             raise BadResponse(f"bad status line {status_line[:80]!r}")
@@ -359,8 +361,6 @@ class _Connection(Protocol):
         transfer_encoding = False
         close = m.group(1) == "0"
         for line in lines[1:]:
-            if line.endswith("\r"):
-                line = line[:-1]
             name, sep, value = line.partition(":")
             if not sep or not name or name[0] in " \t" or name[-1] in " \t":
                 raise BadResponse(f"bad header line {line[:80]!r}")
@@ -501,6 +501,8 @@ class _Connection(Protocol):
 
 def _one_length(known: str | None, value: str) -> str:
     """The Content-Length, refusing anything but one (possibly repeated) digit string."""
+    if known is None and value.isascii() and value.isdigit() and len(value) <= 18:
+        return value  # the usual case: one plain number
     values = {v.strip(" \t") for v in value.split(",")}
     if known is not None:
         values.add(known)

@@ -97,6 +97,12 @@ def _answer(path: str, seen: Seen, conn: socket.socket, nth_on_conn: int) -> boo
         except OSError:
             pass  # the gateway aborted the connection, as it should
         return False
+    if route == "/bare-lf":
+        conn.sendall(b"HTTP/1.1 200 OK\nContent-Length: 2\nX-Lf: yes\n\nok")
+        return True
+    if route == "/mixed-lf":
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Mixed: a\nContent-Length: 2\r\n\r\nok")
+        return True
     if route == "/slow":
         time.sleep(0.1)
         conn.sendall(ok(f"slow {path}".encode()))
@@ -373,6 +379,13 @@ def test_head_and_304_have_no_body_and_keep_the_connection(
     assert status == 200
     reused = backend.requests_to("/not-modified")[-1].conn_id
     assert body.endswith(f" on {reused}".encode())
+
+
+def test_heads_with_bare_lf_lines_are_read(gateway: RunningGateway) -> None:
+    status, headers, body = call(gateway, "GET", "/prod/bare-lf")
+    assert (status, body, headers["x-lf"]) == (200, b"ok", "yes")
+    status, headers, body = call(gateway, "GET", "/prod/mixed-lf")
+    assert (status, body, headers["x-mixed"]) == (200, b"ok", "a")
 
 
 def test_interim_100_answer_is_skipped(gateway: RunningGateway) -> None:
