@@ -97,6 +97,10 @@ def _answer(path: str, seen: Seen, conn: socket.socket, nth_on_conn: int) -> boo
         except OSError:
             pass  # the gateway aborted the connection, as it should
         return False
+    if route == "/redirect":
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /echo?followed\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+        return True
     if route == "/bare-lf":
         conn.sendall(b"HTTP/1.1 200 OK\nContent-Length: 2\nX-Lf: yes\n\nok")
         return True
@@ -379,6 +383,13 @@ def test_head_and_304_have_no_body_and_keep_the_connection(
     assert status == 200
     reused = backend.requests_to("/not-modified")[-1].conn_id
     assert body.endswith(f" on {reused}".encode())
+
+
+def test_redirects_are_returned_not_followed(gateway: RunningGateway,
+                                             backend: RawBackend) -> None:
+    status, headers, body = call(gateway, "GET", "/prod/redirect")
+    assert (status, headers["location"], body) == (302, "/echo?followed", b"")
+    assert not [s for s in backend.requests_to("/echo") if s.path.endswith("followed")]
 
 
 def test_heads_with_bare_lf_lines_are_read(gateway: RunningGateway) -> None:
