@@ -33,6 +33,8 @@ from twistgw_access.redis_store import (
     parse_url,
 )
 
+from .connection import Throttled
+
 if TYPE_CHECKING:
     from .connection import Connection, Hub
     from .settings import RedisConfig
@@ -126,8 +128,7 @@ class Cluster:
         self._touched: dict[str, float] = {}
         self._connector: Any = None
         self._connections_made = 0
-        self._failures = 0
-        self._last_warning: float | None = None
+        self._log_failure = Throttled(hub.reactor, _LOG_EVERY)
         self._reregistering: Any = None
         self._stale = False
 
@@ -164,13 +165,9 @@ class Cluster:
 
     def _failed(self, error: str) -> None:
         """Log a Redis failure at most once a minute, with how many there were."""
-        self._failures += 1
-        now = float(self.hub.reactor.seconds())
-        if self._last_warning is None or now - self._last_warning >= _LOG_EVERY:
-            log.warn("websocket registry: {count} Redis command(s) failed, last: {error}",
-                     count=self._failures, error=error)
-            self._last_warning = now
-            self._failures = 0
+        self._log_failure(lambda skipped: log.warn(
+            "websocket registry: {count} Redis command(s) failed, last: {error}",
+            count=skipped + 1, error=error))
 
     def _run(self, command: str, *args: str | bytes | int | float) -> None:
         def failed(failure: Failure) -> None:

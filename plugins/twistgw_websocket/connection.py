@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from .definition import WsApi
     from .settings import WsSettings
 
-__all__ = ["Connection", "Hub", "WsProtocol", "iso_time"]
+__all__ = ["Connection", "Hub", "WsProtocol", "Throttled", "iso_time"]
 
 log = Logger()
 
@@ -47,6 +48,31 @@ log = Logger()
 MAX_IN_FLIGHT = 64
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED = 1003
+
+
+class Throttled:
+    """A log line written at most once per ``interval`` seconds, with how many were not.
+
+    Integration failures, ``$disconnect`` failures and dropped pushes happen per message
+    or per connection: a client (or a shutdown closing 10,000 connections) must not be
+    able to flood the log.
+    """
+
+    def __init__(self, clock: Any, interval: float) -> None:
+        self.clock = clock
+        self.interval = interval
+        self.last: float | None = None
+        self.skipped = 0
+
+    def __call__(self, emit: Callable[[int], None]) -> None:
+        """Call ``emit(count of lines skipped since the last one)`` unless too soon."""
+        now = float(self.clock.seconds())
+        if self.last is not None and now - self.last < self.interval:
+            self.skipped += 1
+            return
+        emit(self.skipped)
+        self.last = now
+        self.skipped = 0
 
 
 def iso_time(ms: int) -> str:
@@ -239,8 +265,11 @@ class Connection:
         finally:
             self.in_flight -= 1
         if outcome.error is not None:
-            log.error("({request_id}) {route} on {conn}: {error}", request_id=request_id,
-                      route=route.key, conn=self.id, error=outcome.error)
+            error = outcome.error
+            self.hub.log_failure(lambda skipped: log.error(
+                "({request_id}) {route} on {conn}: {error} ({skipped} more not logged)",
+                request_id=request_id, route=route.key, conn=self.id, error=error,
+                skipped=skipped))
             self.error_frame("Internal server error", request_id)
             return
         if route.route_response and outcome.body is not None:
@@ -304,6 +333,8 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.http = HttpClient(reactor)
         self.cluster: Cluster | None = None
+        #: Failures of integrations, $disconnect and relayed pushes: one line a 10 s.
+        self.log_failure = Throttled(reactor, 10.0)
         self._tokens = float(settings.new_connections_per_second)
         self._refilled = float(reactor.seconds())
         factory = WebSocketServerFactory(server="twistgw")
@@ -359,8 +390,10 @@ class Hub:
         outcome = await call_integration(self.config, route.integration, conn, event, b"",
                                          self.http, self.settings.max_message_bytes)
         if outcome.error is not None:
-            log.warn("({request_id}) $disconnect of {conn}: {error}", request_id=request_id,
-                     conn=conn.id, error=outcome.error)
+            error = outcome.error
+            self.log_failure(lambda skipped: log.warn(
+                "({request_id}) $disconnect of {conn}: {error} ({skipped} more not logged)",
+                request_id=request_id, conn=conn.id, error=error, skipped=skipped))
 
     # -- the @connections operations ----------------------------------------------------
 
@@ -407,8 +440,9 @@ class Hub:
             return
         if op == "post":
             if not conn.send(data):
-                log.warn("relayed message to {conn} dropped: send buffer full",
-                         conn=connection_id)
+                self.log_failure(lambda skipped: log.warn(
+                    "relayed message to {conn} dropped: send buffer full ({skipped} more "
+                    "not logged)", conn=connection_id, skipped=skipped))
         elif op == "delete":
             conn.close(1000, "")
 

@@ -172,3 +172,17 @@ def test_new_connections_are_rate_limited_per_second() -> None:
     assert [hub.admit(), hub.admit()] == [True, False]
     clock.advance(10)  # never more than the burst (= the rate)
     assert [hub.admit() for _ in range(3)] == [True, True, False]
+
+
+def test_failure_logs_are_throttled_with_a_count() -> None:
+    from twisted.internet.task import Clock
+    from twistgw_websocket.connection import Throttled
+
+    clock = Clock()
+    lines: list[int] = []
+    throttled = Throttled(clock, 10.0)
+    for _ in range(5):
+        throttled(lines.append)
+    clock.advance(10)
+    throttled(lines.append)
+    assert lines == [0, 4]  # the first line, then one saying four were not written
