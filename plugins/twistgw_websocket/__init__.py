@@ -236,8 +236,10 @@ async def _connect(ctx: Context, ws: WsApi, hub: Hub) -> IntegrationResponse:
         outcome = await call_integration(hub.config, route.integration, conn, event, b"",
                                          hub.http, hub.settings.max_message_bytes)
         if outcome.error is not None:
-            log.error("({request_id}) $connect: {error}", request_id=ctx.request_id,
-                      error=outcome.error)
+            error, request_id = outcome.error, ctx.request_id
+            hub.log_failure(lambda skipped: log.error(
+                "({request_id}) $connect: {error} ({skipped} more not logged)",
+                request_id=request_id, error=error, skipped=skipped))
             return _json(500, {"message": "Internal server error"})
         if not 200 <= outcome.status < 300:
             return IntegrationResponse(
