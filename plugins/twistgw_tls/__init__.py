@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.task import LoopingCall
@@ -113,6 +114,19 @@ def register(registry: Registry) -> None:
     registry.add_listener_option("private")
     registry.add_feature("private_apis")
     registry.add_listener_wrapper(wrap_listener)
+    registry.add_gauge_source(certificate_gauges)
+
+
+def certificate_gauges(gateway: Gateway) -> Iterator[tuple[str, str, dict[str, str], float]]:
+    """``/metrics``: when each served certificate expires, so an alert can fire well
+    before the certificate does."""
+    for tls in _listeners_of(gateway.config):
+        contexts = tls.current
+        for server_name, loaded in [("", contexts.default), *contexts.names.items()]:
+            yield ("tls_certificate_not_after_seconds", "When a served certificate expires "
+                   "(Unix time); server_name is empty for the listener's default",
+                   {"listener": tls.name, "server_name": server_name},
+                   loaded.leaf.not_valid_after_utc.timestamp())
 
 
 def is_private(listener: ListenerConfig) -> bool:

@@ -305,3 +305,32 @@ def test_private_api_without_the_tls_plugin_is_refused(tmp_path: Path) -> None:
 def test_private_must_be_a_boolean(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"listeners\[1\]\.private"):
         Gateway(load_config(_private_config(tmp_path, {"private": "yes"})))
+
+
+def test_certificate_expiry_is_a_gauge_on_the_admin_metrics(issuer: Issuer) -> None:
+    import twistgw_admin
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    issuer.issue("api", 21)
+    path = write_config(issuer.dir, {
+        "listeners": [{"name": "main", "endpoint": "tcp:0", "tls": {
+                           "certificate": "server.pem", "key": "server.key",
+                           "sni": {"api.example.com": {"certificate": "api.pem",
+                                                       "key": "api.key"}}}},
+                      {"name": "ops", "endpoint": "tcp:0", "admin": True}],
+        "apis": [{"id": "a", "type": "REST", "definition": "api.yaml",
+                  "stages": [{"name": "prod"}]}],
+        "plugins": {"enabled": ["mock", "tls", "admin"]}, "access_log": False,
+    }, {"api.yaml": API})
+    gateway = Gateway(load_config(path), reactor=Clock())
+    text = generate_latest(twistgw_admin.metrics_for(gateway).metrics.registry).decode()
+    got = {tuple(sorted(s.labels.items())): s.value
+           for family in text_string_to_metric_families(text) for s in family.samples
+           if s.name == "twistgw_tls_certificate_not_after_seconds"}
+    expected = {}
+    for name, stem in (("", "server"), ("api.example.com", "api")):
+        cert = x509.load_pem_x509_certificate((issuer.dir / f"{stem}.pem").read_bytes())
+        expected[(("listener", "main"), ("server_name", name))] = (
+            cert.not_valid_after_utc.timestamp())
+    assert got == expected
