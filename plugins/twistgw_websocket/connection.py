@@ -141,7 +141,8 @@ class Connection:
     idle connections are the normal case.
     """
 
-    __slots__ = ("_gone", "_idle", "_lifetime", "api", "api_id", "api_key", "authorizer",
+    __slots__ = ("_deadline", "_gone", "_last_message", "_opened_at", "api", "api_id",
+                 "api_key", "authorizer",
                  "closing", "connected_at_ms", "domain_name", "headers", "hub", "id",
                  "identity", "in_flight", "last_active_ms", "paused", "proto", "query",
                  "queue", "queued_bytes", "stage", "stage_variables", "subprotocol")
@@ -169,8 +170,9 @@ class Connection:
         self.in_flight = 0
         self.closing = False
         self._gone = False
-        self._idle: Any = None
-        self._lifetime: Any = None
+        self._deadline: Any = None
+        self._opened_at = 0.0
+        self._last_message = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -186,17 +188,26 @@ class Connection:
         self.headers = self.query = ()
         reactor = self.hub.reactor
         settings = self.hub.settings
-        self._idle = reactor.callLater(settings.idle_timeout, self._timed_out, "idle")
-        self._lifetime = reactor.callLater(settings.max_lifetime, self._timed_out, "lifetime")
+        self._opened_at = self._last_message = float(reactor.seconds())
+        self._deadline = reactor.callLater(min(settings.idle_timeout, settings.max_lifetime),
+                                           self._check_deadlines)
         proto.registerProducer(_Flow(self), True)
         self.hub.add(self)
 
-    def _timed_out(self, why: str) -> None:
-        if why == "idle":
-            self._idle = None
+    def _check_deadlines(self) -> None:
+        """One timer per connection for both limits: it fires at the earlier deadline
+        as last set, and sleeps again if a message moved the idle one (no timer reset per
+        message)."""
+        self._deadline = None
+        settings = self.hub.settings
+        reactor = self.hub.reactor
+        now = float(reactor.seconds())
+        due = min(self._opened_at + settings.max_lifetime,
+                  self._last_message + settings.idle_timeout)
+        if now >= due:
+            self.close(CLOSE_GOING_AWAY, "Going away")
         else:
-            self._lifetime = None
-        self.close(CLOSE_GOING_AWAY, "Going away")
+            self._deadline = reactor.callLater(due - now, self._check_deadlines)
 
     def close(self, code: int, reason: str) -> None:
         """Start the close handshake (autobahn drops the connection if it stalls)."""
@@ -213,10 +224,9 @@ class Connection:
         if self._gone:
             return
         self._gone = True
-        for call in (self._idle, self._lifetime):
-            if call is not None and call.active():
-                call.cancel()
-        self._idle = self._lifetime = None
+        call, self._deadline = self._deadline, None
+        if call is not None and call.active():
+            call.cancel()
         self.queue = None
         self.queued_bytes = 0
         if self.proto is None:
@@ -232,8 +242,7 @@ class Connection:
 
     def received(self, payload: bytes, is_binary: bool) -> None:
         self.last_active_ms = int(time.time() * 1000)
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self.hub.settings.idle_timeout)
+        self._last_message = float(self.hub.reactor.seconds())
         self.hub.touched(self)
         if is_binary:
             self.close(CLOSE_UNSUPPORTED, "Binary frames are not supported")
