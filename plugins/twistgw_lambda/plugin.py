@@ -19,6 +19,7 @@ default integration response gives the client its status (§3.7).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,7 @@ from twistgw import (
 from twistgw.variables import ACCOUNT_ID
 
 from . import reload
-from .arn import parse_function_uri
+from .arn import FunctionRef, parse_function_uri
 from .events import event_for, trace_header
 from .functions import FunctionConfig, parse_functions
 from .invocation import check_invoke_parameters, invocation_type, mapped_headers
@@ -325,6 +326,16 @@ async def invoke(config: GatewayConfig, function_name: str, payload: bytes, *,
     return result
 
 
+@functools.lru_cache(maxsize=4096)
+def _function_ref(uri: str) -> FunctionRef | None:
+    """The function a (stage-variable-substituted) URI invokes, with the account filled in;
+    parsed once per distinct URI, as every request of a route sends the same one."""
+    ref = parse_function_uri(uri)
+    if ref is None:
+        return None
+    return attrs.evolve(ref, account=ref.account or ACCOUNT_ID)
+
+
 def _fail(ctx: Context, message: str, status: int) -> None:
     log.error("({request_id}) {message}", request_id=ctx.request_id, message=message)
     log.error("({request_id}) Method completed with status: {status}",
@@ -347,7 +358,6 @@ def _throttled(ctx: Context, lambda_id: str) -> IntegrationFailure:
 async def _invoke(ctx: Context, pool: Any, payload: bytes, arn: str, trace: str,
                   kind: str = "RequestResponse") -> InvokeResult:
     """Invoke, turning what stops the function from running into AWS's answers."""
-    log.debug("({request_id}) Sending request to {arn}", request_id=ctx.request_id, arn=arn)
     try:
         if kind == "RequestResponse":  # the plain call: test doubles need no keyword
             result: InvokeResult = await defer.maybeDeferred(pool.invoke, payload, arn,
@@ -393,12 +403,11 @@ async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationRes
         _fail(ctx, f"Execution failed due to configuration error: the integration httpMethod "
                    f"of a Lambda {kind} integration must be POST", 500)
         raise ApiConfigurationError()
-    ref = parse_function_uri(request.uri)
+    ref = _function_ref(request.uri)
     if ref is None:
         _fail(ctx, "Execution failed due to configuration error: Invalid endpoint address",
               500)
         raise ApiConfigurationError()
-    ref = attrs.evolve(ref, account=ref.account or ACCOUNT_ID)
     runtime = _runtime_for(ctx)
     pool = runtime.pools.get(ref.name) if runtime is not None else None
     if pool is None:
