@@ -21,7 +21,8 @@ import attrs
 from twisted.logger import Logger
 
 from twistgw import hookimpl
-from twistgw.models import Headers, IntegrationResponse
+from twistgw.errors import Throttled
+from twistgw.models import Deny, Headers, IntegrationResponse
 from twistgw.reload import ReloadStep
 
 from .connection import Connection, Hub
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
     from twistgw.gateway import Gateway
     from twistgw.models import IntegrationRequest
 
-__all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "integrate",
-           "hub_for"]
+__all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "authorize",
+           "integrate", "hub_for"]
 
 log = Logger()
 
@@ -182,6 +183,22 @@ def _json(status: int, doc: Any, error_type: str | None = None) -> IntegrationRe
                                body=json.dumps(doc).encode("utf-8"))
 
 
+@hookimpl(tryfirst=True)
+def authorize(ctx: Context) -> Deny | None:
+    """Connection limits before any authorizer runs: a handshake flood must not reach
+    the Lambda authorizer.  Over ``new_connections_per_second`` or ``max_connections``,
+    the handshake is THROTTLED (429)."""
+    operation = ctx.operation
+    api = ctx.deployment_api
+    if operation is None or operation.operation_id != CONNECT_OP or api is None or \
+            not _is_upgrade(ctx):
+        return None
+    hub = hub_for(api.gateway)
+    if hub.full or not hub.admit():
+        return Deny(Throttled())
+    return None
+
+
 @hookimpl
 async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationResponse | None:
     """The ``$connect`` handshake (then the upgrade) or an ``@connections`` operation."""
@@ -213,8 +230,6 @@ async def _connect(ctx: Context, ws: WsApi, hub: Hub) -> IntegrationResponse:
     if not headers.get("sec-websocket-key") or \
             (headers.get("sec-websocket-version") or "").strip() != "13":
         return _json(400, {"message": "Bad Request"})
-    if hub.full or not hub.admit():
-        return _json(429, {"message": "Too Many Requests"}, "LimitExceededException")
     shake = handshake(ctx)
     principal = ctx.principal
     if principal is not None:

@@ -540,3 +540,24 @@ def test_open_connections_are_a_metrics_gauge(tmp_path: Path) -> None:
             connection_id(one)
             connection_id(two)
             assert gauge() == {"prod": 2.0, "dev": 0.0}
+
+
+def test_connections_over_the_cap_are_throttled_before_any_integration(
+        tmp_path: Path) -> None:
+    config = gateway_config(tmp_path, settings={"max_connections": 1})
+    with RunningGateway(config) as gw:
+        with connect(ws_url(gw)) as ws:
+            connection_id(ws)
+            assert refused_status(ws_url(gw, "?attempt=2")) == 429
+        # The second handshake reached no integration: one $connect event only.
+        assert len(list((tmp_path / "events").glob("connect-*.json"))) == 1
+        deadline = time.monotonic() + 20
+        while True:  # the slot frees once the gateway has seen the close
+            try:
+                with connect(ws_url(gw)) as ws:
+                    assert connection_id(ws)
+                break
+            except InvalidStatus as e:
+                assert e.response.status_code == 429
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
