@@ -29,6 +29,7 @@ from twistgw_http.client import HttpSettings, parse_settings
 from twistgw_http.guard import HostGuard
 
 from twistgw import (
+    ApiConfigurationError,
     ConfigError,
     Context,
     Headers,
@@ -559,3 +560,49 @@ def test_bad_http_api_mappings_are_refused_at_load_time(
                      config=b.gateway_config(plugins=ENABLED, api_type="HTTP"))
     assert problem in str(info.value)
     assert key in str(info.value)
+
+
+# -- the fast client's request side ----------------------------------------------------------
+
+
+def test_request_head_cannot_be_split_by_header_values() -> None:
+    from twistgw_http.fastclient import request_head
+
+    head = request_head("GET", "/x", "b:1", [("X-A", "one\r\nX-Evil: 1"), ("X-B", "two\rthree"),
+                                           ("X-C", "four\nfive")], None)
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[:5] == ["GET /x HTTP/1.1", "Host: b:1", "X-A: one X-Evil: 1",
+                         "X-B: two three", "X-C: four five"]
+    assert head.endswith(b"\r\n\r\n") and head.count(b"\n") == 6
+
+
+def test_request_head_refuses_names_that_are_not_tokens() -> None:
+    from twistgw_http.fastclient import request_head
+
+    with pytest.raises(ApiConfigurationError):
+        request_head("GET", "/", "b", [("Bad Name", "v")], None)
+    assert b"Content-Length: 3\r\n" in request_head("POST", "/", "b", [], 3)
+
+
+@pytest.mark.parametrize(("url", "key", "host", "path"), [
+    ("http://127.0.0.1:8080/a/b?q=1", ("http", "127.0.0.1", 8080), "127.0.0.1:8080",
+     "/a/b?q=1"),
+    ("http://Example.com?x=/y", ("http", "example.com", 80), "example.com", "/?x=/y"),
+    ("https://h.example:443", ("https", "h.example", 443), "h.example", "/"),
+    ("http://[::1]:9/p#frag", ("http", "::1", 9), "[::1]:9", "/p"),
+])
+def test_parse_target_splits_authority_and_request_target(
+        url: str, key: tuple[str, str, int], host: str, path: str) -> None:
+    from twistgw_http.fastclient import parse_target
+
+    target, request_target = parse_target(url)
+    assert (target.key, target.host_header, request_target) == (key, host, path)
+
+
+@pytest.mark.parametrize("url", ["ftp://h/x", "http://user@h/x", "http://h:99999/",
+                                 "http://h/a b", "no-scheme", "http:///x"])
+def test_parse_target_refuses_unusable_urls(url: str) -> None:
+    from twistgw_http.fastclient import parse_target
+
+    with pytest.raises(ApiConfigurationError):
+        parse_target(url)
