@@ -153,8 +153,9 @@ def running_gateway(config: Path | None, **kw: Any) -> Iterator[RunningGateway]:
 
 
 def wait_for_log(gw: RunningGateway, predicate: Callable[[str], bool],
-                 timeout: float = 10.0) -> str:
-    """Poll the daemon's log until ``predicate`` holds; return the log text."""
+                 timeout: float = PROCESS_TIMEOUT) -> str:
+    """Poll the daemon's log until ``predicate`` holds; return the log text (the bound
+    is generous: it only matters when the text never comes, or on a very busy machine)."""
     deadline = time.monotonic() + timeout
     while True:
         text = gw.log_text

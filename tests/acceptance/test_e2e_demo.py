@@ -19,7 +19,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from acceptance_support import command, http_request, run_command, running_gateway
+from acceptance_support import (
+    PROCESS_TIMEOUT,
+    command,
+    http_request,
+    run_command,
+    running_gateway,
+)
 
 from twistgw.testing import RunningGateway
 
@@ -130,7 +136,7 @@ def test_demo_default_4xx_adds_cors_to_other_errors(demo: RunningGateway) -> Non
 def test_demo_stops_cleanly_on_sigterm(demo: RunningGateway) -> None:
     # Runs last in this module: it ends the module's daemon.
     assert http_request(f"{DEMO}/prod/health").status == 200
-    status = demo.stop()
+    status = demo.stop(timeout=PROCESS_TIMEOUT)
     log = demo.log_text
     assert "SIGTERM: stopping; listeners close now" in log
     assert "Server Shut Down." in log

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from acceptance_support import (
     LOOPBACK_LISTENER,
+    PROCESS_TIMEOUT,
     command,
     http_request,
     mock_operation,
@@ -134,8 +135,10 @@ def test_hook_shutdown(tmp_path: Path) -> None:
     with running_gateway(sample_config(tmp_path)) as own:
         assert http_request(own.url("/test/pets")).status == 200
         assert http_request(own.url("/test/sample/1")).status == 200
-        own.stop()
+        # A generous bound: on a busy machine 10 s (the default) could end in SIGKILL.
+        status = own.stop(timeout=PROCESS_TIMEOUT)
         log = own.log_text
+    assert status == 0, f"exit status {status}:\n{log}"
     assert "sample plugin stopped (requests finished: 2)" in log, log
     assert log.index("sample plugin stopped") < log.index("Server Shut Down.")
 
