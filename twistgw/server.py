@@ -215,7 +215,11 @@ class GatewayResource:
                 found.append(_wire_value(value))
         body = response.body
         raw[b"Content-Length"] = [str(len(body)).encode("ascii")]
-        if self.draining:
+        # Twisted decided persistence before render (a request's "Connection: close", an
+        # HTTP/1.0 client without keep-alive) and put the header in the table replaced
+        # below; say it again so the client knows the close is deliberate.
+        channel: Any = request.channel
+        if self.draining or (channel is not None and not channel.persistent):
             _closing(request, raw)
         headers = TwistedHeaders()
         headers._rawHeaders = raw

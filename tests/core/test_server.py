@@ -103,6 +103,18 @@ def test_framing_headers_from_plugins_are_not_sent_twice(tmp_path: Path) -> None
     assert raw.endswith(b'{"ok": 1}')
 
 
+def test_a_client_closing_gets_connection_close_back(tmp_path: Path) -> None:
+    """A request with ``Connection: close`` (or HTTP/1.0 without keep-alive) is answered
+    with ``Connection: close`` before the gateway closes, as RFC 9112 §9.6 asks."""
+    for request in (b"GET /prod/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                    b"GET /prod/x HTTP/1.0\r\nHost: localhost\r\n\r\n"):
+        lines = _head(_exchange(tmp_path, (), request))
+        assert lines[0].endswith(b"200 OK"), lines
+        assert b"Connection: close" in lines, lines
+    kept = _head(_exchange(tmp_path, ()))
+    assert not any(line.lower().startswith(b"connection") for line in kept)
+
+
 def test_client_header_spelling_reaches_the_pipeline(tmp_path: Path) -> None:
     """The InboundRequest keeps header names as the client spelled them."""
     seen: list[tuple[str, str]] = []
