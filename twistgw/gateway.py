@@ -21,6 +21,7 @@ Two operations keep a long-running daemon serving (docs/operations.rst):
 
 from __future__ import annotations
 
+import gc
 import inspect
 import signal
 from collections.abc import Collection, Sequence
@@ -91,7 +92,9 @@ class Gateway(MultiService):
 
     :ivar serving: the deployment new requests start on, with its in-flight count.
     :ivar handle_signals: set by ``twistd apigw``: ``startService`` then installs the
-        ``SIGHUP`` (reload) and ``SIGTERM`` (drain, exit 0) handlers.
+        ``SIGHUP`` (reload) and ``SIGTERM`` (drain, exit 0) handlers, and once serving,
+        the objects built at start-up (plugins, deployment, compiled routes) are moved out
+        of the garbage collector's reach with :func:`gc.freeze`.
     """
 
     def __init__(self, config: GatewayConfig, *, reactor: Any = None,
@@ -192,6 +195,12 @@ class Gateway(MultiService):
 
     def _opened(self, _: object) -> None:
         self.ready = True
+        if self.handle_signals:
+            # Everything built so far lives as long as the daemon; left in the oldest
+            # generation, each full collection walks it again and stalls the reactor
+            # (~30 ms measured under the proxy benchmark, bench/RESULTS.md). Only the
+            # daemon does this: tests build many gateways in one process.
+            gc.freeze()
         for url, what in served_urls(self):
             log.info("serving {url} -> {what}", url=url, what=what)
 
