@@ -81,6 +81,19 @@ def _iam_identity(ctx: Context, field: str) -> Any:
     return p.context.get(field) if p is not None and p.kind == "iam" else None
 
 
+def _vpce_id(ctx: Context) -> str | None:
+    """``$context.identity.vpceId``: the ``vpce`` id of the listener the request came in
+    on (the on-prem stand-in for the interface VPC endpoint, docs/auth.rst), else None."""
+    api = ctx.deployment_api
+    if api is None:
+        return None
+    try:
+        value = api.gateway.listener(ctx.request.listener).options.get("vpce")
+    except KeyError:
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _api_type(ctx: Context) -> str | None:
     return ctx.deployment_api.config.type if ctx.deployment_api is not None else None
 
@@ -151,7 +164,7 @@ _GETTERS: dict[str, Getter] = {
     "identity.cognitoIdentityPoolId": lambda c, f: None,
     "identity.principalOrgId": lambda c, f: None,
     "identity.vpcId": lambda c, f: None,
-    "identity.vpceId": lambda c, f: None,
+    "identity.vpceId": lambda c, f: _vpce_id(c),
     "identity.clientCert.clientCertPem": lambda c, f: c.request.tls.client_cert_pem
     if c.request.tls else None,
     "identity.clientCert.subjectDN": lambda c, f: c.request.tls.subject_dn

@@ -21,8 +21,9 @@ from twistgw_lambda.runtime import InvokeResult
 
 from twistgw.errors import ConfigError
 from twistgw.models import InboundRequest, Response
-from twistgw.testing import GatewayHarness, make_inbound
+from twistgw.testing import GatewayHarness, make_context, make_inbound
 from twistgw.variables import ACCOUNT_ID as ACCOUNT
+from twistgw.variables import lookup
 
 REGION = "eu-west-1"
 ARN = ("arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/"
@@ -504,6 +505,18 @@ def test_policy_source_vpce_is_the_listeners_vpce(tmp_path: Any, undo: Gateways)
                             "StringEquals": {"aws:SourceVpce": ["vpce-1a2b", "vpce-x"]}})))
     assert [run(h2, "GET", "/prod/open", listener=n).status
             for n in ("private", "partner", "public")] == [403, 200, 403]
+
+
+def test_context_identity_vpce_id_is_the_listeners_vpce(tmp_path: Any, undo: Gateways) -> None:
+    """``$context.identity.vpceId`` names the listener's endpoint id (§6.13), else null."""
+    h, _ = gateway(tmp_path, undo, token_scheme(), lambda e: ALLOW_ALL,
+                   listeners=VPCE_LISTENERS)
+    api = h.gateway.deployment.apis[API]
+    seen = {}
+    for name in ("private", "partner", "public"):
+        inbound = attrs.evolve(make_inbound("GET", "/prod/open"), listener=name)
+        seen[name] = lookup(make_context(inbound, deployment_api=api), "identity.vpceId")
+    assert seen == {"private": "vpce-1a2b", "partner": "vpce-99ff", "public": None}
 
 
 def test_listener_vpce_must_be_an_endpoint_id(tmp_path: Any, undo: Gateways) -> None:
