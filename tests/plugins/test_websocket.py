@@ -561,3 +561,35 @@ def test_connections_over_the_cap_are_throttled_before_any_integration(
                 assert e.response.status_code == 429
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
+
+
+def test_connect_with_iam_needs_a_sigv4_signed_handshake(tmp_path: Path) -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    config = gateway_config(tmp_path)
+    definition = yaml.safe_load((tmp_path / "chat.yaml").read_text())
+    definition["routes"]["$connect"]["authorization_type"] = "AWS_IAM"
+    (tmp_path / "chat.yaml").write_text(yaml.safe_dump(definition))
+    doc = yaml.safe_load(config.read_text())
+    policy = doc["plugins"]["settings"]["auth"]["iam"]["keys"][0]["policy"]
+    policy["Statement"].append({"Effect": "Allow", "Action": "execute-api:Invoke",
+                                "Resource": "arn:aws:execute-api:*:*:chat/prod/$connect"})
+    config.write_text(yaml.safe_dump(doc))
+
+    def signed(url: str, secret: str) -> dict[str, str]:
+        request = AWSRequest(method="GET", url=url)
+        SigV4Auth(Credentials(AKID, secret), "execute-api", "us-east-1").add_auth(request)
+        return {k: v for k, v in request.headers.items() if k.lower() != "host"}
+
+    with RunningGateway(config) as gw:
+        http_url = gw.base_urls[0] + "/prod"
+        assert refused_status(ws_url(gw)) == 403  # unsigned
+        assert refused_status(ws_url(gw), signed(http_url, "wrong-secret-0123456789")) == 403
+        with connect(ws_url(gw), additional_headers=signed(http_url, SECRET)) as ws:
+            assert connection_id(ws)
+        # The policy allows $connect of prod only: dev's handshake is refused.
+        dev_url = gw.base_urls[0] + "/dev"
+        assert refused_status(ws_url(gw).replace("/prod", "/dev"),
+                              signed(dev_url, SECRET)) == 403
