@@ -132,6 +132,11 @@ class Integration:
     credentials: str | None = None
     cache_key_parameters: tuple[str, ...] = ()
     tls_config: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
+    #: HTTP API response parameter mapping (§6.16): backend status code -> ``{action key:
+    #: value}``, applied by the integration's plugin after the backend answered.
+    response_parameters: Mapping[str, Mapping[str, str]] = attrs.field(
+        default=EMPTY_MAPPING, converter=freeze_mapping
+    )
     #: The raw mapping as written, for plugins that read fields the core does not model.
     raw: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping, eq=False)
     #: Where it was defined, for error messages: ``file: paths./x.get.x-amazon-...``.
@@ -670,7 +675,7 @@ class _Parser:
             "requestParameters", "requestTemplates", "passthroughBehavior", "contentHandling",
             "timeoutInMillis", "cacheNamespace", "cacheKeyParameters", "responses", "tlsConfig",
             "payloadFormatVersion", "integrationSubtype", "responseTransferMode",
-            "description",
+            "description", "responseParameters",
         }
         for key in raw:
             if key not in known:
@@ -748,6 +753,11 @@ class _Parser:
                                                    f"{rw}.responseTemplates", allow_null=True),
                 content_handling=str(ch).upper() if ch is not None else None,
             ))
+        response_parameters = {
+            str(status): freeze_mapping(self.string_map(
+                actions, f"{where}.responseParameters.{status}"))
+            for status, actions in self.mapping(raw.get("responseParameters"),
+                                                f"{where}.responseParameters").items()}
         http_method = raw.get("httpMethod")
         pfv = raw.get("payloadFormatVersion")
         if pfv is not None and str(pfv) not in ("1.0", "2.0"):
@@ -769,6 +779,7 @@ class _Parser:
             credentials=raw.get("credentials"),
             cache_key_parameters=tuple(raw.get("cacheKeyParameters") or ()),
             tls_config=self.mapping(raw.get("tlsConfig"), f"{where}.tlsConfig"),
+            response_parameters=response_parameters,
             raw=dict(raw),
             where=f"{self.file}: {where}",
         )

@@ -296,6 +296,11 @@ class _Builder:
             if integ.timeout_ms > 30000:
                 raise ConfigError(file, f"{iwhere}.timeoutInMillis",
                                   "HTTP API integrations time out after at most 30000 ms")
+        elif integ.response_parameters:
+            raise ConfigError(file, f"{iwhere}.responseParameters",
+                              "integration-level responseParameters belong to HTTP APIs; "
+                              "on a REST API map headers under responses.<pattern>."
+                              "responseParameters")
         if integ.type not in self.registry.integration_types:
             self.refuse(ConfigError(
                 file, f"{iwhere}.type",

@@ -46,15 +46,16 @@ from twistgw.tracing import trace_root
 
 from .client import BackendAnswer, BackendClient, HttpSettings, parse_settings
 from .params import check_parameters, compile_parameters
+from .response_params import apply_response_parameters, check_response_parameters
 
 if TYPE_CHECKING:
-    from twistgw import Context, Registry
+    from twistgw import Context, Registry, Response
     from twistgw.config import GatewayConfig
     from twistgw.deployment import Deployment, Route
     from twistgw.gateway import Gateway
 
 __all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "map_request",
-           "integrate",
+           "integrate", "map_response",
            "TYPES", "integration_request", "build_url", "outbound_headers",
            "proxy_response_headers", "trace_id"]
 
@@ -140,6 +141,8 @@ def _check_route(route: Route) -> None:
         raise ConfigError(file, f"{path}.tlsConfig.insecureSkipVerification",
                           f"expected true or false, got {skip!r}")
     check_parameters(integration)
+    if integration.response_parameters:
+        check_response_parameters(integration)
 
 
 @hookimpl
@@ -435,3 +438,14 @@ def _call(ctx: Context, request: IntegrationRequest, proxy: bool
         return IntegrationResponse(status=answer.status, headers=Headers(answer.headers),
                                    body=answer.body, metadata={"latency_ms": latency})
     return d.addCallback(respond)
+
+
+@hookimpl
+def map_response(ctx: Context, integration_response: IntegrationResponse,
+                 response: Response) -> Response | None:
+    """Apply an HTTP API ``HTTP_PROXY`` integration's ``responseParameters`` (§6.16) to
+    what the backend answered."""
+    integration = ctx.integration
+    if integration is None or not integration.response_parameters:
+        return None
+    return apply_response_parameters(ctx, integration, integration_response, response)

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from twistgw_mapping.namespaces import json_path
@@ -226,16 +226,20 @@ def _v2_expression(expr: str) -> Resolver | str:
             "$stageVariables.NAME, a static value, or ${...} inside text")
 
 
-def _v2_value(value: str) -> Resolver | str:
+def _v2_value(value: str,
+              expression: Callable[[str], Resolver | str] = _v2_expression
+              ) -> Resolver | str:
     """A resolver for an HTTP API mapping value: static text, one ``$expression``, or
-    text with ``${expression}`` parts (a missing part is empty)."""
+    text with ``${expression}`` parts (a missing part is empty).  ``expression`` compiles
+    one expression: the request's sources by default, the response's for
+    ``responseParameters`` (:mod:`twistgw_http.response_params`)."""
     if "${" in value:
         pieces: list[str | Resolver] = []
         pos = 0
         for m in _TEMPLATE_RE.finditer(value):
             if m.start() > pos:
                 pieces.append(value[pos:m.start()])
-            found = _v2_expression(m.group(1))
+            found = expression(m.group(1))
             if isinstance(found, str):
                 return found
             pieces.append(found)
@@ -248,7 +252,7 @@ def _v2_value(value: str) -> Resolver | str:
                             for p in pieces)]
         return template
     if value.startswith("$"):
-        return _v2_expression(value[1:])
+        return expression(value[1:])
     return _literal(value)
 
 
@@ -408,26 +412,46 @@ def _compile(items: tuple[tuple[str, str], ...]) -> CompiledParameters:
     return CompiledParameters(mappings=tuple(mappings), actions=tuple(actions))
 
 
+_T = TypeVar("_T")
+
+
+def per_integration(cache: dict[int, tuple[Integration, _T]], integration: Integration,
+                    build: Callable[[Integration], _T]) -> _T:
+    """``build(integration)``, cached per integration object in ``cache`` (bounded: a
+    reload's new integrations replace the old ones)."""
+    found = cache.get(id(integration))
+    if found is not None and found[0] is integration:
+        return found[1]
+    compiled = build(integration)
+    if len(cache) >= 4096:
+        cache.clear()
+    cache[id(integration)] = (integration, compiled)
+    return compiled
+
+
+def _compile_request(integration: Integration) -> CompiledParameters:
+    return _compile(tuple(integration.request_parameters.items()))
+
+
 _by_integration: dict[int, tuple[Integration, CompiledParameters]] = {}
 
 
 def compile_parameters(integration: Integration) -> CompiledParameters:
     """The compiled ``requestParameters`` of ``integration`` (cached per integration
     object, then per mapping: building the key tuple showed in the proxy profile)."""
-    found = _by_integration.get(id(integration))
-    if found is not None and found[0] is integration:
-        return found[1]
-    compiled = _compile(tuple(integration.request_parameters.items()))
-    if len(_by_integration) >= 4096:
-        _by_integration.clear()
-    _by_integration[id(integration)] = (integration, compiled)
-    return compiled
+    return per_integration(_by_integration, integration, _compile_request)
+
+
+def refuse_first(integration: Integration, field: str,
+                 problems: list[tuple[str, str]]) -> None:
+    """Raise :class:`ConfigError` for the first ``(key, problem)`` under ``field`` of
+    ``integration``, naming its definition file and key path."""
+    if problems:
+        file, _, path = integration.where.partition(": ")
+        key, problem = problems[0]
+        raise ConfigError(file, f"{path}.{field}.{key}", problem)
 
 
 def check_parameters(integration: Integration) -> None:
     """Raise :class:`ConfigError` for the first invalid mapping of ``integration``."""
-    problems = _problems(integration.request_parameters)
-    if problems:
-        file, _, path = integration.where.partition(": ")
-        key, problem = problems[0]
-        raise ConfigError(file, f"{path}.requestParameters.{key}", problem)
+    refuse_first(integration, "requestParameters", _problems(integration.request_parameters))

@@ -11,6 +11,15 @@ from __future__ import annotations
 import os
 
 if os.environ.get("_TWISTGW_LAMBDA_WORKER") != "1":
-    from .plugin import configure, integrate, prepare_reload, register, shutdown, startup
+    from .plugin import (
+        configure,
+        integrate,
+        map_response,
+        prepare_reload,
+        register,
+        shutdown,
+        startup,
+    )
 
-    __all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "integrate"]
+    __all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "integrate",
+               "map_response"]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
+from twistgw_http.response_params import apply_response_parameters, check_response_parameters
 
 from twistgw import (
     ApiConfigurationError,
@@ -63,13 +64,13 @@ from .responses import (
 from .runtime import MAX_PAYLOAD_BYTES, FunctionPool, InvokeResult, LambdaRuntime
 
 if TYPE_CHECKING:
-    from twistgw import Context, IntegrationRequest, Registry
+    from twistgw import Context, IntegrationRequest, Registry, Response
     from twistgw.config import GatewayConfig
     from twistgw.deployment import Deployment, Route
     from twistgw.gateway import Gateway
 
 __all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "integrate",
-           "use_runtime",
+           "map_response", "use_runtime",
            "invoke", "FunctionNotFound", "InvokeResult"]
 
 log = Logger()
@@ -164,6 +165,14 @@ def _check_aws_service(route: Route) -> None:
                       "service's endpoint")
 
 
+def _check_response_parameters(route: Route) -> None:
+    """Route check: an HTTP API ``AWS_PROXY`` integration's ``responseParameters``."""
+    integration = route.integration
+    if integration is not None and integration.type in TYPES and \
+            integration.response_parameters:
+        check_response_parameters(integration)
+
+
 @hookimpl
 def register(registry: Registry) -> None:
     """Claim ``AWS_PROXY``, ``AWS`` (Lambda only) and ``functions:``; stay out of
@@ -175,6 +184,7 @@ def register(registry: Registry) -> None:
     registry.add_feature("request_parameters")
     registry.add_route_filter(_is_lambda_route)
     registry.add_route_check(_check_aws_service)
+    registry.add_route_check(_check_response_parameters)
     registry.add_readiness_check("lambda", _pools_warm)
     registry.add_gauge_source(_pool_gauges)
 
@@ -462,6 +472,19 @@ async def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationRes
         headers = headers.with_added("X-Amzn-Trace-Id", trace)
     return attrs.evolve(response, headers=headers,
                         metadata={"lambda_request_id": result.request_id})
+
+
+@hookimpl
+def map_response(ctx: Context, integration_response: IntegrationResponse,
+                 response: Response) -> Response | None:
+    """Apply an HTTP API ``AWS_PROXY`` integration's ``responseParameters`` (§6.16) to
+    the parsed proxy response (payload 1.0 or 2.0): ``integrate`` already turned the
+    function's output into the integration response, so the mapping sees its status,
+    headers and body whatever the format."""
+    integration = ctx.integration
+    if integration is None or not integration.response_parameters:
+        return None
+    return apply_response_parameters(ctx, integration, integration_response, response)
 
 
 def _merge_mapped_headers(ctx: Context, integration: Any, event: dict[str, Any]) -> None:
