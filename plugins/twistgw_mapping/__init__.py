@@ -372,6 +372,14 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
         selection = str(integration_response.status)
     route = ctx.route
     assert route is not None
+    accept = ctx.request.headers.get("accept")
+    if OVERRIDES not in ctx.stash:
+        # A literal template with no header mappings answers the same on every request:
+        # the method response is built once per route, selection and Accept.
+        static = memoize(route, ("mapping.static", selection, accept),
+                         lambda: _static_response(ctx, integration, selection, accept))
+        if static is not None:
+            return static  # type: ignore[no-any-return]
     chosen = memoize(route, ("mapping.select", selection),
                      lambda: select_integration_response(integration.responses, selection))
     if chosen is None:
@@ -388,7 +396,6 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
         if value is None:
             continue
         _add_header(headers, name, value)
-    accept = ctx.request.headers.get("accept")
     template = memoize(route, ("mapping.template", id(chosen), accept),
                        lambda: _pick_template(chosen.response_templates, accept))
     body = integration_response.body
@@ -418,6 +425,34 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     if OVERRIDES in ctx.stash:
         status = _apply_response_overrides(ctx.stash[OVERRIDES], status, headers)
     return Response(status=status, headers=Headers(tuple(headers)), body=body)
+
+
+def _static_response(ctx: Context, integration: Integration, selection: str,
+                     accept: str | None) -> Response | None:
+    """The method response when nothing in it depends on the request, else ``None``.
+
+    That is: the selected integration response maps no headers, no binary handling
+    applies, and its template (chosen by ``accept``) is a non-empty literal, so the body
+    does not depend on the integration's body either.
+    """
+    chosen = select_integration_response(integration.responses, selection)
+    if chosen is None or chosen.response_parameters or chosen.content_handling:
+        return None
+    api = ctx.api
+    if api is not None and api.binary_media_types:
+        return None  # the route's API: the same for every request of the route
+    template = _pick_template(chosen.response_templates, accept)
+    if not template:
+        return None
+    route = ctx.route
+    assert route is not None
+    try:
+        compiled = _template(route, template)
+    except TemplateError:
+        return None  # strict: false; the render path answers the 500
+    if not isinstance(compiled, bytes):
+        return None
+    return Response(status=int(chosen.status_code), headers=Headers(()), body=compiled)
 
 
 def _add_header(headers: list[tuple[str, str]], name: str, value: str) -> None:
