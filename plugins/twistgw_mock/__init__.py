@@ -68,4 +68,10 @@ def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationResponse 
                   "parse statusCode. It should be an integer that is defined in the request "
                   "template.", request_id=ctx.request_id)
         raise ApiConfigurationError()
+    return _answer(status)
+
+
+@lru_cache(maxsize=512)
+def _answer(status: int) -> IntegrationResponse:
+    """The (immutable) endpoint response for ``status``, built once per status."""
     return IntegrationResponse(status=status, body=b"")
