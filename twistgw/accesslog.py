@@ -60,16 +60,17 @@ def _renderer(pieces: tuple[str | Getter, ...]) -> Callable[[Context, Finish], s
     """
     getters = [p for p in pieces if not isinstance(p, str)]
     parts: list[str] = []
-    names: dict[str, Any] = {"_dash": _dash}
+    names: dict[str, Any] = {"_dash": _dash, "_str": str}
     gi = 0
     for piece in pieces:
         if isinstance(piece, str):
             parts.append(repr(piece))
         else:
             names[f"_g{gi}"] = getters[gi]
-            parts.append(f"_dash(_g{gi}(c, f))")
+            # A non-empty str (most values) is used as is, without calling _dash.
+            parts.append(f"(v if (v := _g{gi}(c, f)).__class__ is _str and v else _dash(v))")
             gi += 1
-    body = " + ".join(parts) if parts else "''"
+    body = f"''.join(({', '.join(parts)},))" if parts else "''"
     code = f"def render(c, f):\n    return {body}\n"
     exec(compile(code, "<access-log format>", "exec"), names)
     return names["render"]  # type: ignore[no-any-return]
