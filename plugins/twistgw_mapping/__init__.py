@@ -217,6 +217,10 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     content_type = ctx.request.headers.get("content-type")
     route = ctx.route
     assert route is not None
+    literal = memoize(route, ("mapping.literal_request", content_type),
+                      lambda: _literal_request(ctx, integration, content_type))
+    if literal is not None:
+        return _with_body(request, literal)
     source = memoize(route, ("mapping.request", content_type),
                      lambda: _request_template(integration, content_type))
     if source is _UNSUPPORTED:
@@ -243,6 +247,33 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     if source is _PASS and body is request.body:
         return None
     return _with_body(request, body)
+
+
+def _literal_request(ctx: Context, integration: Integration, content_type: str | None
+                     ) -> bytes | None:
+    """The request body when the template for ``content_type`` is a literal and no binary
+    handling applies (the same on every request), else ``None``."""
+    if integration.content_handling:
+        return None
+    source = _request_template(integration, content_type)
+    if source is _PASS or source is _UNSUPPORTED:
+        return None
+    return _literal_body(ctx, source)
+
+
+def _literal_body(ctx: Context, source: str | None) -> bytes | None:
+    """``source`` compiled, when it is a literal template and the route's API has no
+    binary media types (then it is the body on every request), else ``None``."""
+    api = ctx.api
+    if api is not None and api.binary_media_types:
+        return None  # the route's API: the same for every request of the route
+    route = ctx.route
+    assert route is not None
+    try:
+        compiled = _template(route, source)
+    except TemplateError:
+        return None  # strict: false; the render path answers the 500
+    return compiled if isinstance(compiled, bytes) else None
 
 
 def _decoded(ctx: Context, body: bytes, phase: str) -> bytes:
@@ -438,21 +469,11 @@ def _static_response(ctx: Context, integration: Integration, selection: str,
     chosen = select_integration_response(integration.responses, selection)
     if chosen is None or chosen.response_parameters or chosen.content_handling:
         return None
-    api = ctx.api
-    if api is not None and api.binary_media_types:
-        return None  # the route's API: the same for every request of the route
     template = _pick_template(chosen.response_templates, accept)
-    if not template:
+    body = _literal_body(ctx, template) if template else None
+    if body is None:
         return None
-    route = ctx.route
-    assert route is not None
-    try:
-        compiled = _template(route, template)
-    except TemplateError:
-        return None  # strict: false; the render path answers the 500
-    if not isinstance(compiled, bytes):
-        return None
-    return Response(status=int(chosen.status_code), headers=Headers(()), body=compiled)
+    return Response(status=int(chosen.status_code), headers=Headers(()), body=body)
 
 
 def _add_header(headers: list[tuple[str, str]], name: str, value: str) -> None:
