@@ -400,3 +400,32 @@ def test_response_template_by_accept_end_to_end(make_harness: HarnessFactory,
     assert h.request("GET", "/prod/x").body == b'{"format": "json"}'
     assert h.request("GET", "/prod/x", headers={"Accept": "application/xml"}).body \
         == b"<format>xml</format>"
+
+
+def test_literal_templates_follow_each_request_on_one_route(make_harness: HarnessFactory,
+                                                            b: Builders) -> None:
+    """Literal templates are prebuilt per route, content type, status and Accept: requests
+    alternating those on one route each still get their own template's answer."""
+    op = {"responses": {"200": {"description": "ok"}},
+          "x-amazon-apigateway-integration": {
+              "type": "mock",
+              "requestTemplates": {"application/json": '{"statusCode": 200}',
+                                   "text/plain": '{"statusCode": 404}'},
+              "responses": {
+                  "default": {"statusCode": "200", "responseTemplates": {
+                      "application/json": '{"format": "json"}',
+                      "application/xml": "<format>xml</format>"}},
+                  "404": {"statusCode": "404", "responseTemplates": {
+                      "application/json": '{"missing": true}'}}}}}
+    h = make_harness(b.openapi({"/x": {"post": op}}))
+    expected = {
+        ("application/json", "application/json"): (200, b'{"format": "json"}'),
+        ("application/json", "application/xml"): (200, b"<format>xml</format>"),
+        ("text/plain", "application/xml"): (404, b'{"missing": true}'),
+        ("text/plain", "application/json"): (404, b'{"missing": true}'),
+    }
+    for _ in range(2):
+        for (ctype, accept), (status, body) in expected.items():
+            response = h.request("POST", "/prod/x", body=b"x",
+                                 headers={"Content-Type": ctype, "Accept": accept})
+            assert (response.status, response.body) == (status, body), (ctype, accept)
