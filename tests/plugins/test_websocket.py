@@ -37,8 +37,12 @@ import json, os, time
 def _record(kind, event):
     folder = os.environ["EVENTS_DIR"]
     cid = event["requestContext"]["connectionId"]
-    with open(os.path.join(folder, f"{kind}-{cid}-{time.time_ns()}.json"), "w") as f:
+    final = os.path.join(folder, f"{kind}-{cid}-{time.time_ns()}.json")
+    # Written aside and renamed: the test polls for the name and must never read a file
+    # that is still empty (the $disconnect event is recorded while the test looks).
+    with open(final + ".part", "w") as f:
         json.dump(event, f)
+    os.replace(final + ".part", final)
 
 def connect(event, context):
     _record("connect", event)
