@@ -96,18 +96,24 @@ def issuer(tmp_path: Path) -> Issuer:
     return issuer
 
 
-@pytest.fixture
-def gw(issuer: Issuer) -> Iterator[RunningGateway]:
+def serve_tls(issuer: Issuer, watch_interval: float) -> RunningGateway:
+    """A daemon with one TLS listener on the issuer's ``server`` certificate
+    (``watch_interval`` 0 turns the file watcher off)."""
     path = write_config(issuer.dir, {
         "listeners": [{"name": "main", "endpoint": "tcp:0:interface=127.0.0.1",
                        "tls": {"certificate": "server.pem", "key": "server.key"}}],
         "apis": [{"id": "a", "type": "REST", "definition": "api.yaml",
                   "stages": [{"name": "prod"}]}],
         "plugins": {"enabled": ["mock", "mapping", "tls"],
-                    "settings": {"tls": {"watch_interval": 0.2}}},
+                    "settings": {"tls": {"watch_interval": watch_interval}}},
         "access_log": False,
     }, {"api.yaml": API})
-    with RunningGateway(path, timeout=30) as running:
+    return RunningGateway(path, timeout=30)
+
+
+@pytest.fixture
+def gw(issuer: Issuer) -> Iterator[RunningGateway]:
+    with serve_tls(issuer, 0.2) as running:
         yield running
 
 

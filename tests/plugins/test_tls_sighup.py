@@ -12,23 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_tls_reload import API, Issuer, connect, new_serial, request, serial_of, wait_for
+from test_tls_reload import Issuer, connect, new_serial, request, serial_of, serve_tls, wait_for
 
-from twistgw.testing import RunningGateway, write_config
+from twistgw.testing import RunningGateway
 
 
 @pytest.fixture
 def gw(issuer: Issuer) -> Iterator[RunningGateway]:
-    path = write_config(issuer.dir, {
-        "listeners": [{"name": "main", "endpoint": "tcp:0:interface=127.0.0.1",
-                       "tls": {"certificate": "server.pem", "key": "server.key"}}],
-        "apis": [{"id": "a", "type": "REST", "definition": "api.yaml",
-                  "stages": [{"name": "prod"}]}],
-        "plugins": {"enabled": ["mock", "mapping", "tls"],
-                    "settings": {"tls": {"watch_interval": 0}}},
-        "access_log": False,
-    }, {"api.yaml": API})
-    with RunningGateway(path, timeout=30) as running:
+    with serve_tls(issuer, 0) as running:  # no watcher: only SIGHUP can reload
         yield running
 
 
