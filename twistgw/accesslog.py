@@ -6,18 +6,25 @@ aws-apigw-spec.md §6.9 and are compiled once per deployment; unset values print
 as on AWS.  Presets ``clf``, ``json`` and ``http-clf`` expand to AWS's documented examples.
 Lines go to the gateway's own log (namespace ``twistgw.access``, so twistd's ``--logfile``
 and ``--logger`` options apply) or to a file named in the config.
+
+Through the gateway's log, a line is one event of a
+:class:`~twistgw.redaction.RedactedLineLogger`: the redaction observer and the JSON
+observer recognise it, and :func:`speed_up_text_observers` lets twistd's text observers
+(``-n``, ``--logfile``) write it as the same ``<time> [twistgw.access#info] <line>`` text
+without Twisted's generic formatting.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from twisted.logger import Logger
+from twisted.logger import FileLogObserver, LogLevel, globalLogPublisher
 
 from .hookspecs import hookimpl
-from .redaction import access_log_getter
+from .redaction import LINE_FORMAT, RedactedLineLogger, access_log_getter, redacted_line
 from .variables import Finish, Getter, getter_for
 
 if TYPE_CHECKING:
@@ -25,9 +32,9 @@ if TYPE_CHECKING:
     from .models import Context, Response
     from .pipeline import Outcome
 
-__all__ = ["AccessLog", "compile_format", "request_finished"]
+__all__ = ["AccessLog", "compile_format", "request_finished", "speed_up_text_observers"]
 
-log = Logger(namespace="twistgw.access")
+log = RedactedLineLogger(namespace="twistgw.access")
 
 _VAR_RE = re.compile(r"\$context\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)")
 
@@ -117,7 +124,9 @@ class AccessLog:
     def write(self, line: str) -> None:
         """Send ``line`` to the configured destination."""
         if self.config.path is None:
-            log.info("{line}", line=line)
+            if not _sped_up:
+                speed_up_text_observers()
+            log.line(line)
             return
         self._buffer.append(line)
         self._buffered += len(line) + 1
@@ -162,3 +171,80 @@ def request_finished(ctx: Context, response: Response, outcome: Outcome) -> None
     if access is None or not access.enabled:
         return
     access.write(access.render(ctx, outcome.finish))
+
+
+# -- twistd's text observers -------------------------------------------------------------
+
+_sped_up = False
+_PROBE = "twistgw-access-probe"
+
+
+class _TextLines:
+    """A text observer's ``formatEvent`` that writes access lines without Twisted's
+    generic formatting, the same text byte for byte.
+
+    The prefix (time to the second, ``[namespace#level]``) comes from the observer's own
+    formatter, asked once per second with a probe event; anything else, and any line the
+    classic format would change (empty, multi-line), goes to that formatter.
+    """
+
+    def __init__(self, original: Callable[[dict[str, Any]], str | None]) -> None:
+        self.original = original
+        self._key: tuple[int, str] | None = None
+        self._prefix = ""
+
+    def prefix(self, second: int, namespace: str) -> str | None:
+        """The text in front of a line logged at ``second``, or None if the formatter
+        does not write ``<prefix><line>\n`` the same for a whole second."""
+        texts = {self.original({"line": _PROBE, "log_logger": log, "log_level": LogLevel.info,
+                                "log_namespace": namespace, "log_source": None,
+                                "log_format": LINE_FORMAT, "log_time": second + frac})
+                 for frac in (0.0, 0.999999)}
+        text = texts.pop() if len(texts) == 1 else None
+        if not isinstance(text, str) or not text.endswith(_PROBE + "\n"):
+            return None
+        return text[:-len(_PROBE) - 1]
+
+    def __call__(self, event: dict[str, Any]) -> str | None:
+        line = redacted_line(event)
+        if line is None or "\n" in line or not line or line.isspace():
+            return self.original(event)
+        when = event["log_time"]
+        second = int(when)
+        if when - second > 0.999999:  # rounds up to the next second in Twisted's format
+            return self.original(event)
+        key = (second, event["log_namespace"])
+        if key != self._key:
+            prefix = self.prefix(*key)
+            if prefix is None:
+                return self.original(event)
+            self._key, self._prefix = key, prefix
+        return f"{self._prefix}{line}\n"
+
+
+def speed_up_text_observers(publisher: Any = globalLogPublisher) -> int:
+    """Give each text file observer of ``publisher`` the access lines' fast formatter.
+
+    Called on the first line logged through the gateway's log, once twistd installed its
+    observer.  An observer whose formatter does not write ``<time> [system] <line>`` with
+    a time to the second (JSON, a custom format) is left alone.  Returns how many were
+    changed; idempotent.
+    """
+    global _sped_up
+    _sped_up = True
+    changed = 0
+    for observer in list(getattr(publisher, "_observers", ())):
+        if not isinstance(observer, FileLogObserver):
+            continue
+        fmt = observer.formatEvent
+        if isinstance(fmt, _TextLines):
+            continue
+        fast = _TextLines(fmt)
+        try:
+            usable = fast.prefix(int(time.time()), log.namespace) is not None
+        except Exception:
+            usable = False
+        if usable:
+            observer.formatEvent = fast
+            changed += 1
+    return changed

@@ -7,8 +7,10 @@ Use it as twistd's log observer::
 Each line holds ``time`` (ISO 8601 UTC), ``level``, ``namespace``, ``message`` (the
 event formatted as the text log would show it), ``system`` and every other field of the
 event that JSON can carry (others as their ``repr``), ``traceback`` for failures.
-Access-log lines logged through the gateway's log carry ``line``.  Events are redacted
-(:mod:`twistgw.redaction`) before they are written.  Lines go to standard output (with
+Access-log lines logged through the gateway's log carry ``line`` (the same text as
+``message``; such an event is written by a short path, its line having been redacted
+when it was built).  Events are redacted (:mod:`twistgw.redaction`) before they are
+written.  Lines go to standard output (with
 ``-n``; journald or a container runtime collects and rotates them); set
 ``TWISTGW_JSONLOG_PATH`` to append to a file instead, which ``SIGUSR1`` reopens (for
 logrotate's ``postrotate``; see docs/deployment.rst).
@@ -26,7 +28,7 @@ from typing import IO, Any
 
 from twisted.logger import FileLogObserver, formatEvent
 
-from .redaction import redact_event, redact_text
+from .redaction import redact_event, redact_text, redacted_line
 
 __all__ = ["observer", "format_json", "PATH_ENV"]
 
@@ -52,13 +54,31 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     return _jsonable(repr(value), depth)
 
 
+def _time(when: float | None) -> str:
+    return datetime.fromtimestamp(when or 0, UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+_string = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _line_json(event: dict[str, Any], line: str) -> str:
+    """What the general path below writes for a redacted access line, made directly."""
+    text = _string(line)
+    field = text if len(line) <= _MAX_FIELD else _string(_jsonable(line))
+    return (f'{{"time":"{_time(event["log_time"])}","level":"info","namespace":'
+            f'{_string(event["log_namespace"])},"message":{text},"line":{field}}}\n')
+
+
 def format_json(event: dict[str, Any]) -> str:
     """One event as one JSON line (redacted), ending in a newline."""
+    line = redacted_line(event)
+    if line is not None:
+        return _line_json(event, line)
     event = dict(redact_event(dict(event)))
     level = event.get("log_level")
     out: dict[str, Any] = {
-        "time": datetime.fromtimestamp(event.get("log_time") or 0, UTC).isoformat(
-            timespec="milliseconds").replace("+00:00", "Z"),
+        "time": _time(event.get("log_time")),
         "level": getattr(level, "name", None) or "info",
         "namespace": event.get("log_namespace"),
         "message": redact_text(formatEvent(event)),

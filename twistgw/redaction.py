@@ -12,24 +12,27 @@ Two layers, both cheap when there is nothing to hide:
 * :func:`redact_text` finds ``name: value`` / ``name=value`` / ``"name": "value"``
   pairs with such a name, ``Bearer`` credentials and JSON Web Tokens in free text.
 
-Access-log fields that carry credentials by design are masked where the line is built
+Access-log fields that carry credentials by design are masked, and free-text request
+values (path, user agent, error messages) scanned, where the line is built
 (:func:`access_log_getter`), because a file destination never passes through the log
-publisher.
+publisher.  Lines logged through :class:`RedactedLineLogger` are therefore passed by
+the observer without a second scan (:func:`redacted_line` recognises them).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import MutableMapping
+import time
+from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import globalLogPublisher
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 
 if TYPE_CHECKING:
     from .variables import Getter
 
 __all__ = ["REDACTED", "redact_text", "redact_value", "redact_event", "install_redaction",
-           "is_secret_name", "access_log_getter"]
+           "is_secret_name", "access_log_getter", "RedactedLineLogger", "redacted_line"]
 
 REDACTED = "[REDACTED]"
 
@@ -39,6 +42,10 @@ _NAMES = (r"(?:proxy-)?authorization|set-cookie|cookie|x-api-key|api[_-]?key"
           r"|client[_-]?secret|secret|password|passwd")
 #: Cheap first pass: most log lines contain none of these and skip the rest.
 _HINT = re.compile(r"(?i)author|cookie|key|token|secret|passw|signature|eyJ|bearer")
+#: The same on lower-cased ASCII text, about ten times faster than ``_HINT`` (re has no
+#: fast scan for a case-insensitive alternation; lower() of ASCII text is exactly what
+#: ``(?i)`` compares).
+_HINT_LOWER = re.compile(r"author|cookie|key|token|secret|passw|signature|eyj|bearer")
 #: ``name: value``, ``name=value``, ``"name": "value"``, ``'name', 'value'`` (a repr'd
 #: header pair).  A quoted value is replaced whole; an unquoted one up to a delimiter,
 #: with an auth scheme (``Bearer x``) taken as part of it.
@@ -68,7 +75,7 @@ def _pair(m: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with credential values replaced by ``[REDACTED]``."""
-    if not _HINT.search(text):
+    if not (_HINT_LOWER.search(text.lower()) if text.isascii() else _HINT.search(text)):
         return text
     text = _PAIR.sub(_pair, text)
     text = _JWT.sub(REDACTED, text)
@@ -116,8 +123,45 @@ def redact_event(event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     return event
 
 
+#: The ``log_format`` of :meth:`RedactedLineLogger.line` events.
+LINE_FORMAT = "{line}"
+_INFO = LogLevel.info
+
+
+class RedactedLineLogger(Logger):
+    """A Logger for lines redacted where they were built (the access log's).
+
+    :meth:`line` publishes the same event as ``info("{line}", line=text)`` without
+    ``Logger.emit``'s generic work.  The redaction observer passes such events without a
+    second scan, and the JSON and text observers write them without Twisted's generic
+    formatting (:func:`redacted_line` recognises them), which made the access log through
+    the gateway's log cost ~14 times the batched file destination.
+    """
+
+    def line(self, text: str) -> None:
+        """Publish ``text`` (already redacted) as one ``info`` event."""
+        self.observer({"line": text, "log_logger": self, "log_level": _INFO,
+                       "log_namespace": self.namespace, "log_source": self.source,
+                       "log_format": LINE_FORMAT, "log_time": time.time()})
+
+
+def redacted_line(event: Mapping[str, Any]) -> str | None:
+    """The text of an event :meth:`RedactedLineLogger.line` published, else ``None``.
+
+    Only while nothing has added a field (``log_system``, ``log_failure``, a trace...):
+    such an event is handled as any other.
+    """
+    if (len(event) == 7 and event.get("log_logger").__class__ is RedactedLineLogger
+            and event.get("log_format") is LINE_FORMAT and event.get("log_level") is _INFO):
+        line = event.get("line")
+        if line.__class__ is str:
+            return line
+    return None
+
+
 def _redacting_observer(event: dict[str, Any]) -> None:
-    redact_event(event)
+    if redacted_line(event) is None:
+        redact_event(event)
 
 
 def install_redaction() -> None:
@@ -136,19 +180,28 @@ def install_redaction() -> None:
         publisher.addObserver(_redacting_observer)
 
 
+#: ``$context`` variables whose text comes from the client or a backend: scanned like
+#: authorizer values (the path may carry a token, an error message a header).
+_FREE_TEXT = frozenset(("path", "identity.userAgent", "domainName", "domainPrefix",
+                        "error.message", "error.messageString", "error.validationErrorString",
+                        "integration.error", "integrationErrorMessage"))
+
+
 def access_log_getter(name: str, getter: Getter) -> Getter:
     """The getter an access-log format uses for ``$context.<name>``.
 
     ``identity.apiKey`` is the caller's API key itself: always ``[REDACTED]`` (log
     ``identity.apiKeyId`` to tell callers apart).  ``authorizer.*`` values are whatever
-    an authorizer returned and go through :func:`redact_text`.
+    an authorizer returned, and the free-text values of ``_FREE_TEXT`` whatever a client
+    or backend sent: they go through :func:`redact_text`.  Every destination gets the
+    line redacted this way, so the log observers need not scan it again.
     """
     if name == "identity.apiKey":
         def masked(c: Any, f: Any) -> Any:
             return REDACTED if getter(c, f) else None
 
         return masked
-    if name.startswith("authorizer."):
+    if name.startswith("authorizer.") or name in _FREE_TEXT:
         def scanned(c: Any, f: Any) -> Any:
             value = getter(c, f)
             return redact_text(value) if isinstance(value, str) else value

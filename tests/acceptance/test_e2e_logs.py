@@ -135,6 +135,11 @@ def _expected_versions() -> list[str]:
                                                               "mapping")]
 
 
+#: An access line in twistd's text log: its own time and namespace, as any event's.
+ACCESS_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[twistgw\.access#info\] "
+                         r"key=\[REDACTED\] id=leaky rid=[0-9a-f-]{36}$", re.M)
+
+
 def test_text_logfile_has_no_secret_and_names_plugin_versions(tmp_path: Path) -> None:
     log = tmp_path / "gateway.log"
     with _daemon(_config(tmp_path), log, ["--logfile", str(log)], [],
@@ -144,6 +149,21 @@ def test_text_logfile_has_no_secret_and_names_plugin_versions(tmp_path: Path) ->
     assert f'"X-Marker": "{MARKER}"' in text  # the event really was logged
     for line in _expected_versions():
         assert line in text
+    assert ACCESS_TEXT.search(text), text
+
+
+def test_text_on_stdout_with_n_has_access_lines_and_no_secret(tmp_path: Path) -> None:
+    out = tmp_path / "stdout.txt"
+    with _daemon(_config(tmp_path), out, [], [], out) as (proc, port):
+        text = _exercise(port, out)
+        for _ in range(3):
+            _exercise(port, out)
+        proc.terminate()
+        proc.wait(PROCESS_TIMEOUT)
+        text = out.read_text(errors="replace")
+    _assert_no_secret(text)
+    assert len(ACCESS_TEXT.findall(text)) == 4, text
+    assert "Server Shut Down." in text.splitlines()[-1]
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:
@@ -168,6 +188,9 @@ def test_json_observer_writes_one_object_per_line_without_secrets(tmp_path: Path
         assert line in messages
     access = next(d for d in docs if d["namespace"] == "twistgw.access")
     assert access["line"].startswith("key=[REDACTED] id=leaky rid=")
+    assert access["message"] == access["line"] and access["level"] == "info"
+    workers_fields = {"worker", "worker_pid", "system"} if workers > 1 else set()
+    assert set(access) == {"time", "level", "namespace", "message", "line", *workers_fields}
     printed = next(d for d in docs if MARKER in d["message"])
     assert printed["level"] == "info"
     if workers > 1:

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from twisted.logger import (
+    FileLogObserver,
+    Logger,
+    LogLevel,
+    LogPublisher,
+    formatEvent,
+    textFileLogObserver,
+)
 
 from twistgw import hookimpl
-from twistgw.accesslog import AccessLog, compile_format
+from twistgw.accesslog import AccessLog, compile_format, speed_up_text_observers
 from twistgw.config import ACCESS_LOG_PRESETS, AccessLogConfig
 from twistgw.errors import ConfigError, Throttled
+from twistgw.jsonlog import format_json
 from twistgw.models import Context
 from twistgw.pipeline import Exchange
+from twistgw.redaction import RedactedLineLogger, redacted_line
 from twistgw.testing import make_context, make_inbound
 from twistgw.variables import Finish, request_time
 
@@ -216,3 +231,82 @@ def test_access_log_config_errors(make_harness: HarnessFactory, b: Builders, tmp
     assert info.value.file == str(tmp_path / "gateway.yaml")
     assert info.value.path == path
     assert words in info.value.problem
+
+
+# -- through the gateway's log: twistd's own observers ------------------------------------
+
+LINES = ["GET /pets 200", "ünï ☃ {curly} %s", "", "   ", "two\nlines", "x" * 20000]
+
+
+def _line_events(lines: list[str]) -> list[dict[str, Any]]:
+    """Events as the access log publishes them, at times around second boundaries
+    (Twisted's format rounds to the microsecond, so .9999996 prints the next second)."""
+    captured: list[dict[str, Any]] = []
+    logger = RedactedLineLogger(namespace="twistgw.access", observer=captured.append)
+    base = float(int(time.time()))
+    events = []
+    for i, frac in enumerate((0.0, 0.5, 0.999999, 0.9999994, 0.9999996, 1.25, 86400.5)):
+        for line in lines:
+            logger.line(line)
+            event = captured.pop()
+            event["log_time"] = base + i + frac
+            events.append(event)
+    return events
+
+
+def _twistd_observer(tmp_path: Path, logfile: str) -> tuple[FileLogObserver, Callable[[], str]]:
+    """The observer twistd installs for ``-n`` (``logfile=""``) or ``--logfile``."""
+    from twisted.scripts._twistd_unix import UnixAppLogger
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        path = str(tmp_path / logfile) if logfile else ""
+        observer = UnixAppLogger({"nodaemon": True, "logfile": path})._getLogObserver()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)  # --logfile's rotation handler
+    assert isinstance(observer, FileLogObserver)
+    if logfile:
+        return observer, lambda: (tmp_path / logfile).read_text(encoding="utf-8")
+    out = io.StringIO()
+    observer._outFile = out  # -n writes to sys.stdout, which pytest captures
+    return observer, out.getvalue
+
+
+@pytest.mark.parametrize("logfile", ["", "twistd.log"])
+def test_twistd_text_observer_writes_access_lines_as_twisted_formats_them(
+        tmp_path: Path, logfile: str) -> None:
+    observer, written = _twistd_observer(tmp_path, logfile)
+    publisher = LogPublisher(observer)
+    assert speed_up_text_observers(publisher) == 1
+    assert speed_up_text_observers(publisher) == 0  # once only
+    reference = io.StringIO()
+    classic = textFileLogObserver(reference)  # Twisted's own formatting, untouched
+    other = {"log_format": "started {n}", "n": 1, "log_level": LogLevel.warn,
+             "log_namespace": "x", "log_time": time.time()}
+    for event in [*_line_events(LINES), other]:
+        publisher(dict(event))
+        classic(dict(event))
+    text = written()
+    assert text == reference.getvalue()
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[twistgw\.access#info\] "
+                     r"GET /pets 200$", text, re.M)
+
+
+def test_observers_without_the_classic_text_format_are_left_alone() -> None:
+    observers = [
+        FileLogObserver(io.StringIO(), format_json),
+        textFileLogObserver(io.StringIO(), timeFormat="%H:%M:%S.%f"),  # sub-second time
+        FileLogObserver(io.StringIO(), lambda e: f"{formatEvent(e)} (suffix)\n"),
+    ]
+    formats = [o.formatEvent for o in observers]
+    assert speed_up_text_observers(LogPublisher(*observers)) == 0
+    assert [o.formatEvent for o in observers] == formats
+
+
+def test_json_observer_writes_access_lines_as_its_general_path(tmp_path: Path) -> None:
+    for event in _line_events([line for line in LINES if line.strip()]):
+        general = {**event, "log_logger": Logger()}  # not recognised: formatted field by field
+        assert redacted_line(event) is not None and redacted_line(general) is None
+        assert format_json(event) == format_json(general)
+        doc = json.loads(format_json(event))
+        assert set(doc) == {"time", "level", "namespace", "message", "line"}

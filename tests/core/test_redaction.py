@@ -6,10 +6,18 @@ import json
 from typing import Any
 
 import pytest
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import Logger, LogLevel, LogPublisher, formatEvent
 
 from twistgw.jsonlog import format_json
-from twistgw.redaction import REDACTED, access_log_getter, redact_event, redact_text
+from twistgw.redaction import (
+    REDACTED,
+    RedactedLineLogger,
+    _redacting_observer,
+    access_log_getter,
+    redact_event,
+    redact_text,
+    redacted_line,
+)
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl"
 
@@ -76,3 +84,35 @@ def test_access_log_masks_the_api_key_and_scans_authorizer_values() -> None:
     assert key(None, None) == REDACTED and none(None, None) is None
     assert JWT not in claim(None, None)
     assert plain(None, None) == "abc"
+
+
+@pytest.mark.parametrize(("name", "value", "secret"), [
+    ("identity.userAgent", "curl/8 Authorization: Bearer abcdef123456", "abcdef123456"),
+    ("path", f"/v1/login/{JWT}", JWT),
+    ("error.message", "backend said password=hunter22", "hunter22"),
+    ("integrationErrorMessage", "x-api-key: key0123456789abcdefghij", "key0123456789abcdefghij"),
+])
+def test_access_log_scans_free_text_values(name: str, value: str, secret: str) -> None:
+    getter = access_log_getter(name, lambda c, f: value)
+    assert secret not in getter(None, None) and REDACTED in getter(None, None)
+
+
+def test_non_ascii_text_is_scanned_too() -> None:
+    # The fast first pass lower-cases ASCII text only; other text takes the (?i) pattern.
+    assert redact_text("naïve TOKEN=abc123def") == f"naïve TOKEN={REDACTED}"
+    assert redact_text("naïve text") == "naïve text"
+
+
+def test_redaction_observer_passes_prebuilt_lines_and_scans_everything_else() -> None:
+    seen: list[dict[str, Any]] = []
+    publisher = LogPublisher(_redacting_observer, seen.append)
+    lines = RedactedLineLogger(namespace="twistgw.access", observer=publisher)
+    lines.line("id=leaky status=200")
+    lines.line("token=kept-as-built")  # redacted where it was built: not scanned again
+    Logger(namespace="other", observer=publisher).info("{line}", line="token=abcdef1")
+    lines.info("{line} {more}", line="x", more="password=hunter22")  # not a line event
+    assert [redacted_line(e) for e in seen] == ["id=leaky status=200", "token=kept-as-built",
+                                                None, None]
+    assert seen[2]["line"] == f"token={REDACTED}" and seen[3]["more"] == f"password={REDACTED}"
+    extra = {**seen[0], "log_system": "x"}  # a field added after publishing: not trusted
+    assert redacted_line(extra) is None
