@@ -30,7 +30,7 @@ from twisted.logger import FileLogObserver, formatEvent
 
 from .redaction import redact_event, redact_text, redacted_line
 
-__all__ = ["observer", "format_json", "PATH_ENV"]
+__all__ = ["observer", "format_json", "line_json", "PATH_ENV"]
 
 #: A file to append JSON lines to instead of standard output.
 PATH_ENV = "TWISTGW_JSONLOG_PATH"
@@ -62,8 +62,8 @@ def _time(when: float | None) -> str:
 _string = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def _line_json(event: dict[str, Any], line: str) -> str:
-    """What the general path below writes for a redacted access line, made directly."""
+def line_json(event: dict[str, Any], line: str) -> str:
+    """What :func:`format_json` writes for a redacted access line, made directly."""
     text = _string(line)
     field = text if len(line) <= _MAX_FIELD else _string(_jsonable(line))
     return (f'{{"time":"{_time(event["log_time"])}","level":"info","namespace":'
@@ -74,7 +74,7 @@ def format_json(event: dict[str, Any]) -> str:
     """One event as one JSON line (redacted), ending in a newline."""
     line = redacted_line(event)
     if line is not None:
-        return _line_json(event, line)
+        return line_json(event, line)
     event = dict(redact_event(dict(event)))
     level = event.get("log_level")
     out: dict[str, Any] = {

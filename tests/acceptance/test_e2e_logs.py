@@ -166,6 +166,22 @@ def test_text_on_stdout_with_n_has_access_lines_and_no_secret(tmp_path: Path) ->
     assert "Server Shut Down." in text.splitlines()[-1]
 
 
+def test_text_logfile_rotated_by_sigusr1_gets_the_later_access_lines(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.log"
+    with _daemon(_config(tmp_path), log, ["--logfile", str(log)], [],
+                 tmp_path / "stdout.txt") as (proc, port):
+        before = _exercise(port, log)
+        proc.send_signal(signal.SIGUSR1)  # twistd rotates its LogFile: gateway.log.1
+        rotated = tmp_path / "gateway.log.1"
+        deadline = time.monotonic() + 10
+        while not rotated.exists() or log.read_text() == before:
+            assert time.monotonic() < deadline, "SIGUSR1 did not rotate the log"
+            time.sleep(0.05)
+        after = _exercise(port, log)
+    assert len(ACCESS_TEXT.findall(rotated.read_text())) == 1
+    assert len(ACCESS_TEXT.findall(after)) == 1, after
+
+
 def _json_lines(text: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     for doc in lines:

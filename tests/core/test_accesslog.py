@@ -6,12 +6,14 @@ import io
 import json
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.logger import (
     FileLogObserver,
     Logger,
@@ -22,7 +24,7 @@ from twisted.logger import (
 )
 
 from twistgw import hookimpl
-from twistgw.accesslog import AccessLog, compile_format, speed_up_text_observers
+from twistgw.accesslog import AccessLog, compile_format, speed_up_observers
 from twistgw.config import ACCESS_LOG_PRESETS, AccessLogConfig
 from twistgw.errors import ConfigError, Throttled
 from twistgw.jsonlog import format_json
@@ -277,8 +279,8 @@ def test_twistd_text_observer_writes_access_lines_as_twisted_formats_them(
         tmp_path: Path, logfile: str) -> None:
     observer, written = _twistd_observer(tmp_path, logfile)
     publisher = LogPublisher(observer)
-    assert speed_up_text_observers(publisher) == 1
-    assert speed_up_text_observers(publisher) == 0  # once only
+    assert speed_up_observers(publisher) == 1
+    assert speed_up_observers(publisher) == 0  # once only
     reference = io.StringIO()
     classic = textFileLogObserver(reference)  # Twisted's own formatting, untouched
     other = {"log_format": "started {n}", "n": 1, "log_level": LogLevel.warn,
@@ -294,19 +296,102 @@ def test_twistd_text_observer_writes_access_lines_as_twisted_formats_them(
 
 def test_observers_without_the_classic_text_format_are_left_alone() -> None:
     observers = [
-        FileLogObserver(io.StringIO(), format_json),
         textFileLogObserver(io.StringIO(), timeFormat="%H:%M:%S.%f"),  # sub-second time
         FileLogObserver(io.StringIO(), lambda e: f"{formatEvent(e)} (suffix)\n"),
     ]
     formats = [o.formatEvent for o in observers]
-    assert speed_up_text_observers(LogPublisher(*observers)) == 0
+    assert speed_up_observers(LogPublisher(*observers)) == 0
     assert [o.formatEvent for o in observers] == formats
 
 
-def test_json_observer_writes_access_lines_as_its_general_path(tmp_path: Path) -> None:
+def test_json_observer_writes_access_lines_as_its_general_path() -> None:
+    out = io.StringIO()
+    observer = FileLogObserver(out, format_json)  # what --logger twistgw.jsonlog.observer gives
+    assert speed_up_observers(LogPublisher(observer)) == 1
+    expected = []
     for event in _line_events([line for line in LINES if line.strip()]):
         general = {**event, "log_logger": Logger()}  # not recognised: formatted field by field
         assert redacted_line(event) is not None and redacted_line(general) is None
-        assert format_json(event) == format_json(general)
-        doc = json.loads(format_json(event))
+        expected.append(format_json(general))
+        assert format_json(event) == expected[-1]
+        observer(event)
+        doc = json.loads(expected[-1])
         assert set(doc) == {"time", "level", "namespace", "message", "line"}
+    assert out.getvalue() == "".join(expected)
+
+
+class _Writes(io.StringIO):
+    """A log file counting its writes."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+class _Reactor:
+    """What the access lines' batching uses of a reactor."""
+
+    running = True
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.triggers: list[tuple[str, str, Callable[[], None]]] = []
+
+    def callLater(self, delay: float, f: Callable[[], None]) -> Any:
+        return self.clock.callLater(delay, f)
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Callable[[], None]) -> None:
+        self.triggers.append((phase, event, f))
+
+
+def _batching() -> tuple[LogPublisher, _Writes, _Reactor, Callable[[str], None]]:
+    out, reactor = _Writes(), _Reactor()
+    publisher = LogPublisher(textFileLogObserver(out))
+    assert speed_up_observers(publisher, reactor) == 1
+    return publisher, out, reactor, RedactedLineLogger(namespace="twistgw.access",
+                                                       observer=publisher).line
+
+
+def test_access_lines_are_written_together_after_a_tenth_of_a_second() -> None:
+    publisher, out, reactor, line = _batching()
+    reference = io.StringIO()
+    classic = textFileLogObserver(reference)
+    publisher.addObserver(classic)
+    for n in range(3):
+        line(f"GET /pets/{n} 200")
+    reactor.clock.advance(0.099)
+    assert out.writes == 0 and out.getvalue() == ""
+    reactor.clock.advance(0.001)
+    assert out.writes == 1 and out.getvalue() == reference.getvalue()
+    assert out.getvalue().count("[twistgw.access#info] GET /pets/") == 3
+    line("GET /pets/3 200")
+    Logger(namespace="x", observer=publisher).warn("something else")  # keeps the order
+    assert out.writes == 2 and out.getvalue() == reference.getvalue()
+    reactor.clock.advance(1)
+    assert out.writes == 2
+
+
+def test_held_access_lines_are_bounded_and_written_at_shutdown() -> None:
+    _publisher, out, reactor, line = _batching()
+    for _ in range(1000):
+        line("x" * 199)
+    # 64 KiB or less wait: the ~250 byte lines go out about 260 at a time
+    assert out.writes == 1000 * 250 // 65536 and len(out.getvalue()) >= 3 * 65536
+    ((phase, event, flush),) = reactor.triggers
+    assert (phase, event) == ("after", "shutdown")
+    flush()  # the reactor stops: no line is left behind
+    assert out.getvalue().count("x" * 199) == 1000
+
+
+def test_access_lines_are_written_at_once_without_a_running_reactor_or_thread() -> None:
+    _publisher, out, reactor, line = _batching()
+    reactor.running = False
+    line("GET / 200")
+    assert out.writes == 1
+    reactor.running = True
+    thread = threading.Thread(target=line, args=("GET /other-thread 200",))
+    thread.start()
+    thread.join()
+    assert out.writes == 2 and "GET /other-thread 200" in out.getvalue()
