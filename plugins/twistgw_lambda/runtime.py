@@ -279,6 +279,7 @@ class Worker:
                      ms=int((time.monotonic() - self.started_at) * 1000))
         self.state = "idle"
         self.pending_next = request
+        request.long_poll = True
         self._schedule_reap()
         transport = request.transport
         if transport is not None and transport is not self._nodelay:

@@ -116,3 +116,46 @@ def test_any_split_of_the_bytes_parses_the_same() -> None:
         proto.dataReceived(raw[i:i + 1])  # type: ignore[attr-defined]
     assert [(r.path, r.body) for r in seen] == [(b"/a", b"abcde"), (b"/b", b"xyz"),
                                                 (b"/c", b"")]
+
+
+def test_an_answer_before_a_held_long_poll_leaves_with_its_answer() -> None:
+    """A worker pipelines its result with the next poll: the 202 waits for the poll's
+    answer and both go out in one write (what the client reads is unchanged)."""
+    seen: list[RuntimeRequest] = []
+
+    def handle(request: RuntimeRequest) -> None:
+        seen.append(request)
+        if request.method == b"POST":
+            request.respond(202, b'{"status": "OK"}')
+        else:
+            request.long_poll = True  # held until an invocation arrives
+
+    writes: list[bytes] = []
+    transport = StringTransport()
+    transport.write = writes.append  # type: ignore[method-assign]
+    proto = RuntimeApiFactory(handle).buildProtocol(None)
+    proto.makeConnection(transport)
+    proto.dataReceived(b"POST /r/response HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"  # type: ignore[attr-defined]
+                       b"GET /r/next HTTP/1.1\r\n\r\n")
+    assert [r.path for r in seen] == [b"/r/response", b"/r/next"] and writes == []
+    seen[1].respond(200, b'{"event": 1}')
+    assert len(writes) == 1
+    first, _sep, second = writes[0].partition(b'{"status": "OK"}')
+    assert first.startswith(b"HTTP/1.1 202 Accepted\r\n")
+    assert second.startswith(b"HTTP/1.1 200 OK\r\n") and second.endswith(b'{"event": 1}')
+
+
+def test_an_answer_before_a_held_ordinary_request_is_sent_at_once() -> None:
+    seen: list[RuntimeRequest] = []
+
+    def handle(request: RuntimeRequest) -> None:
+        seen.append(request)
+        if request.path == b"/a":
+            request.respond(202, b"{}")
+
+    seen_t = StringTransport()
+    proto = RuntimeApiFactory(handle).buildProtocol(None)
+    proto.makeConnection(seen_t)
+    proto.dataReceived(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")  # type: ignore[attr-defined]
+    assert [r.path for r in seen] == [b"/a", b"/b"]
+    assert seen_t.value().startswith(b"HTTP/1.1 202 Accepted\r\n")
