@@ -9,6 +9,18 @@ HTTP layer both share only brings the ratio closer to 1.
     cd /work/main && /work/venv/bin/pip install -q --no-deps --force-reinstall .
     /work/venv/bin/python bench/mapping.py [N]
     /work/venv/bin/python bench/mapping.py --http   # over sockets: twistd + wrk
+    /work/venv/bin/python bench/mapping.py --cpu    # CPU per request, load-independent
+
+``--cpu`` sends both routes' POST through the full HTTP stack in memory (StringTransport,
+one keep-alive connection, as ``bench/mock_cpu.py``) and prints ``time.process_time`` per
+request (best of ``R`` runs of ``N``), Python calls per request (cProfile's count) and
+the mapping route's extra cost over the plain one; ``--profile`` prints the top functions
+of the VTL route.  ``--requests K ROUTE`` (``plain`` or ``vtl``) only sends K requests
+after 200 warm-up ones, for an instruction count that other processes cannot disturb::
+
+    for k in 300 1300; do valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        /work/venv/bin/python bench/mapping.py --requests $k vtl; done
+    # instructions per request = (Collected at 1300 - Collected at 300) / 1000
 
 ``--http`` serves the same two routes from ``twistd -n apigw`` pinned to core 0 and POSTs
 the same body with ``wrk -t1 -c50`` pinned to core 1, ``ROUNDS`` (default 3) rounds of
@@ -18,12 +30,15 @@ prints each round's ratio and the median.
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
+import pstats
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +168,88 @@ def rate(h: GatewayHarness, path: str, n: int) -> float:
     return best
 
 
+def _post(route: str) -> bytes:
+    return (f"POST /prod/{route}?source=web HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+            "User-Agent: bench\r\nAccept: */*\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(BODY)}\r\n\r\n").encode() + BODY
+
+
+def in_memory(directory: Path) -> dict[str, Callable[[], bytes]]:
+    """A keep-alive in-memory connection per route through the full HTTP stack."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import _in_memory_client  # type: ignore[import-not-found]
+
+    from twistgw.config import load_config
+    from twistgw.gateway import Gateway
+
+    gateway = Gateway(load_config(config_file(directory)))
+    gateway.ready = True
+    clients = {route: _in_memory_client(gateway.sites["public"], _post(route))
+               for route in ("plain", "vtl")}
+    for route, send in clients.items():
+        out = send()
+        head, _, body = out.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200 "):
+            raise RuntimeError(f"{route} answered {out!r}")
+        json.loads(body)
+    return clients
+
+
+def cpu(argv: list[str]) -> None:
+    """``--cpu``, ``--profile`` and ``--requests K ROUTE`` (see the module doc)."""
+    from twisted.logger import globalLogBeginner
+
+    globalLogBeginner.beginLoggingTo([lambda event: None], discardBuffer=True,
+                                     redirectStandardIO=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        clients = in_memory(Path(tmp))
+        if argv[0] == "--requests":
+            send = clients[argv[2]]
+            for _ in range(200 + int(argv[1])):
+                send()
+            return
+        if argv[0] == "--profile":
+            send = clients["vtl"]
+            for _ in range(500):
+                send()
+            profile = cProfile.Profile()
+            profile.enable()
+            for _ in range(2000):
+                send()
+            profile.disable()
+            pstats.Stats(profile).sort_stats("tottime").print_stats(35)
+            return
+        n, repeats = int(os.environ.get("N", 5000)), int(os.environ.get("R", 5))
+        best: dict[str, float] = {}
+        for route, send in clients.items():
+            for _ in range(500):
+                send()
+            runs = []
+            for _ in range(repeats):
+                started = time.process_time()
+                for _ in range(n):
+                    send()
+                runs.append((time.process_time() - started) / n * 1e6)
+            profile = cProfile.Profile()
+            profile.enable()
+            for _ in range(500):
+                send()
+            profile.disable()
+            calls = pstats.Stats(profile).total_calls / 500  # type: ignore[attr-defined]
+            runs.sort()
+            best[route] = runs[0]
+            print(f"{route:5s} route CPU per request: best {runs[0]:6.1f} us, median "
+                  f"{runs[len(runs) // 2]:6.1f} us; {calls:.0f} Python calls per request")
+        print(f"VTL extra per request: {best['vtl'] - best['plain']:6.1f} us "
+              f"(ratio of CPU {best['plain'] / best['vtl']:.2f} x)")
+
+
 def main() -> None:
     if sys.argv[1:] == ["--http"]:
         over_http()
+        return
+    if sys.argv[1:2] in (["--cpu"], ["--profile"], ["--requests"]):
+        cpu(sys.argv[1:])
         return
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     with tempfile.TemporaryDirectory() as tmp:

@@ -42,7 +42,7 @@ from typing import Any, NoReturn
 
 import attrs
 
-__all__ = ["Template", "TemplateError", "TemplateSyntaxError", "TemplateRenderError",
+__all__ = ["Template", "TemplateError", "walk", "TemplateSyntaxError", "TemplateRenderError",
            "TemplateLimitError", "Limits", "JsonList", "JavaList", "VtlObject", "to_text",
            "to_json",
            "java_double", "MAX_TEMPLATE_BYTES", "FOREACH_LIMIT", "MISSING"]
@@ -124,6 +124,12 @@ class VtlObject:
         """``$obj.name`` (and ``$obj["name"]`` unless :meth:`vtl_index` is overridden)."""
         return None
 
+    def vtl_get_path(self, names: tuple[str, ...]) -> Any:
+        """``$obj.a.b.c`` at once (``names`` is ``("a", "b", "c")``): the same as reading
+        each property in turn, which is what this default does; an object whose nested
+        names resolve in one lookup (``$context.identity.sourceIp``) overrides it."""
+        return walk(self.vtl_get(names[0]), names[1:])
+
     def vtl_call(self, name: str, args: list[Any]) -> Any:
         """``$obj.name(args)``; return :data:`MISSING` for an unknown method."""
         return MISSING
@@ -157,6 +163,10 @@ MISSING: Any = _Missing()
 
 def java_double(value: float) -> str:
     """``Double.toString``: ``1.0``, ``0.001``, ``1.0E7``, ``1.5E-5``, ``NaN``, ``Infinity``."""
+    if 1e-3 <= value < 1e7 or -1e7 < value <= -1e-3:
+        # the common case first: Python's repr has no exponent in this range, always a
+        # '.', and is the same shortest round-trip digits Java prints
+        return repr(value)
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -376,16 +386,6 @@ class _Render:
                 f"a string built by the template exceeds {self.limits.max_output} "
                 "characters")
         return text
-
-    def nested(self) -> _Render:
-        """A render sharing variables, limits and deadline, with its own output."""
-        sub = _Render.__new__(_Render)
-        sub.vars = self.vars
-        sub.out = []
-        sub.size = 0
-        sub.limits = self.limits
-        sub.deadline = self.deadline
-        return sub
 
     def tick(self) -> None:
         if self.size > self.limits.max_output:
@@ -1086,6 +1086,20 @@ def get_property(target: Any, name: str) -> Any:
     return None
 
 
+def walk(value: Any, names: Sequence[str]) -> Any:
+    """``value`` followed through the properties ``names`` (``$value.a.b``)."""
+    for name in names:
+        if value is None:
+            return None
+        if type(value) is dict:
+            value = value.get(name)
+        elif isinstance(value, VtlObject):
+            value = value.vtl_get(name)
+        else:
+            value = get_property(value, name)
+    return value
+
+
 def get_index(target: Any, key: Any) -> Any:
     """``$target[key]``: list position, map key or object index."""
     if isinstance(target, dict):
@@ -1635,19 +1649,45 @@ class _Parser:
 
 
 def _h_prop(value: Any, name: str) -> Any:
+    """``value.name`` when ``value`` is not a plain ``dict`` (the generated code reads a
+    map's key itself)."""
     if value is None:
         return None
-    if type(value) is dict:
-        return value.get(name)
     if isinstance(value, VtlObject):
         return value.vtl_get(name)
     return get_property(value, name)
 
 
-def _h_call(value: Any, name: str, args: Any, rc: _Render) -> Any:
+def _h_path(value: Any, names: tuple[str, ...]) -> Any:
+    """``value.a.b...`` when ``value`` is not a plain ``dict``: an AWS object resolves
+    the whole chain itself."""
     if value is None:
         return None
-    return call_method(value, name, args() if callable(args) else args, rc)
+    if isinstance(value, VtlObject):
+        return value.vtl_get_path(names)
+    return walk(value, names)
+
+
+def _h_call(value: Any, name: str, args: list[Any], rc: _Render) -> Any:
+    """``value.name(args)`` with arguments already evaluated (they have no effects)."""
+    if value is None:
+        return None
+    if isinstance(value, VtlObject):  # $input, $util, $context: straight to the object
+        result = value.vtl_call(name, args)
+        if result is MISSING:
+            return None
+        if type(result) is str and len(result) > rc.limits.max_output:
+            rc.check_string(result)
+        return result
+    return call_method(value, name, args, rc)
+
+
+def _h_call_late(value: Any, name: str, args: Callable[[], list[Any]], rc: _Render) -> Any:
+    """``value.name(args)`` whose arguments are evaluated only when ``value`` is not null
+    (as Velocity does: they may have effects)."""
+    if value is None:
+        return None
+    return _h_call(value, name, args(), rc)
 
 
 def _h_index(value: Any, key: Any) -> Any:
@@ -1657,32 +1697,15 @@ def _h_index(value: Any, key: Any) -> Any:
 
 
 def _h_text(value: Any, rc: _Render) -> str:
-    return value if type(value) is str else to_text(value, 0, rc.limits)
-
-
-def _h_foreach_enter(variables: dict[str, Any], var: str, items: list[Any], limit: int
-                     ) -> tuple[list[Any], _ForeachState, dict[str, Any]]:
-    if len(items) > limit:
-        items = items[:limit]
-    saved = {k: variables[k] for k in (var, "foreach", "velocityCount") if k in variables}
-    state = _ForeachState(len(items))
-    variables["foreach"] = state
-    return items, state, saved
-
-
-def _h_foreach_exit(variables: dict[str, Any], var: str, saved: dict[str, Any]) -> None:
-    for key in (var, "foreach", "velocityCount"):
-        if key in saved:
-            variables[key] = saved[key]
-        else:
-            variables.pop(key, None)
-
-
-def _h_string(function: Callable[[_Render, dict[str, Any]], None], rc: _Render) -> str:
-    """An interpolated string: its function renders into a fresh buffer."""
-    sub = rc.nested()
-    function(sub, rc.vars)
-    return "".join(sub.out)
+    """A non-null, non-``str`` value as text: numbers without the generic dispatch."""
+    kind = type(value)
+    if kind is float:
+        if 1e-3 <= value < 1e7 or -1e7 < value <= -1e-3:
+            return repr(value)  # java_double's common case, without the call
+        return java_double(value)
+    if kind is int:
+        return str(value)
+    return to_text(value, 0, rc.limits)
 
 
 def _h_late(rc: _Render) -> NoReturn:
@@ -1691,10 +1714,11 @@ def _h_late(rc: _Render) -> NoReturn:
 
 
 _HELPERS: dict[str, Any] = {
-    "_S": _h_string,
-    "_P": _h_prop, "_C": _h_call, "_I": _h_index, "_TX": _h_text, "_T": _truthy,
+    "_P": _h_prop, "_PP": _h_path, "_C": _h_call, "_CL": _h_call_late, "_I": _h_index,
+    "_TX": _h_text, "_T": _truthy,
     "_EQ": _equals, "_CMP": _compare, "_AR": _arith,
-    "_JL": JavaList, "_IT": _iterable, "_FE": _h_foreach_enter, "_FX": _h_foreach_exit,
+    "_JL": JavaList, "_IT": _iterable, "_FS": _ForeachState, "_NO": MISSING,
+    "_SP": set_property,
     "_BR": _Break, "_ST": _Stop, "_LATE": _h_late, "_MONO": time.monotonic,
 }
 
@@ -1708,6 +1732,13 @@ def _is_pure(expr: _Expr) -> bool:
     return False
 
 
+#: ``$foreach.<name>`` as an expression over the loop state ``S`` (what
+#: :meth:`_ForeachState.vtl_get` answers).
+_FOREACH_INLINE = {"hasNext": "S.index + 1 < S.total", "index": "S.index",
+                   "count": "S.index + 1", "first": "S.index == 0",
+                   "last": "S.index + 1 >= S.total"}
+
+
 class _Compiler:
     def __init__(self) -> None:
         self.consts: list[Any] = []
@@ -1715,25 +1746,38 @@ class _Compiler:
         self.counter = 0
 
     def const(self, value: Any) -> str:
+        """A global name bound to ``value`` (a global read is cheaper than ``K[i]``)."""
         self.consts.append(value)
-        return f"K[{len(self.consts) - 1}]"
+        return f"_k{len(self.consts) - 1}"
 
     def new(self, prefix: str) -> str:
         self.counter += 1
         return f"{prefix}{self.counter}"
 
-    def function(self, nodes: Sequence[_Node]) -> str:
+    def function(self, nodes: Sequence[_Node], string: bool = False) -> str:
+        """A function rendering ``nodes``: the template's appends its output to
+        ``rc.out`` (also when ``#stop`` or an error leaves it early); an interpolated
+        string's (``string``) returns its text.
+
+        Output grows one local ``str`` (``buf += text``, which CPython extends in place)
+        rather than a list of pieces: no call per piece, and its length is the size
+        the bound checks."""
         name = self.new("_f")
         lines = [f"def {name}(rc, V):",
-                 " out = rc.out; A = out.append; size = rc.size",
+                 " buf = ''",
                  " MAX = rc.limits.max_output; DL = rc.deadline",
-                 " LIMIT = rc.limits.foreach_limit",
-                 " try:"]
-        self.block(nodes, lines, 2)
-        lines += ["  pass",
-                  " finally:",
-                  "  rc.size = size",
-                  " if size > MAX: rc.over()"]
+                 " LIMIT = rc.limits.foreach_limit"]
+        if string:
+            self.block(nodes, lines, 1)
+            lines += [" if len(buf) > MAX: rc.over()",
+                      " return buf"]
+        else:
+            lines.append(" try:")
+            self.block(nodes, lines, 2)
+            lines += ["  pass",
+                      " finally:",
+                      "  rc.out.append(buf); rc.size += len(buf)",
+                      " if rc.size > MAX: rc.over()"]
         self.functions.append("\n".join(lines))
         return name
 
@@ -1741,28 +1785,42 @@ class _Compiler:
         pad = " " * depth
         for node in nodes:
             if isinstance(node, _Text):
-                lines.append(f"{pad}A({self.const(node.text)}); size += {node.size}")
+                # static text: checked with the next value, iteration or at the end
+                lines.append(f"{pad}buf += {self.const(node.text)}")
             elif isinstance(node, _Output):
                 v = self.new("v")
                 lines.append(f"{pad}{v} = {self.expr(node.ref)}")
-                lines.append(f"{pad}if {v} is not None:")
-                lines.append(f"{pad} if type({v}) is not str: {v} = _TX({v}, rc)")
-                lines.append(f"{pad} size += len({v})")
-                lines.append(f"{pad} if size > MAX: rc.size = size; rc.over()")
-                lines.append(f"{pad} A({v})")
+                lines.append(f"{pad}if type({v}) is str:")  # the common case first
+                lines.append(f"{pad} buf += {v}")
+                lines.append(f"{pad} if len(buf) > MAX: rc.over()")
+                lines.append(f"{pad}elif {v} is not None:")
+                lines.append(f"{pad} buf += str({v}) if type({v}) is int else _TX({v}, rc)")
+                lines.append(f"{pad} if len(buf) > MAX: rc.over()")
             elif isinstance(node, _Set):
                 v = self.new("v")
                 lines.append(f"{pad}{v} = {self.expr(node.value)}")
-                if node.target.steps:
+                target = node.target
+                if target.steps and target.steps[-1][0] != _CALL:
+                    # what _Ref.assign does: the target's owner, then its key
+                    kind, name, arg = target.steps[-1]
+                    owner = self.expr(_Ref(target.name, target.steps[:-1], target.source))
+                    t = self.new("t")
+                    key = repr(name) if kind == _PROP else self.expr(arg)
+                    lines.append(f"{pad}if {v} is not None:")
+                    lines.append(f"{pad} {t} = {owner}")
+                    lines.append(f"{pad} if {t} is not None: _SP({t}, {key}, {v})")
+                elif target.steps:
                     lines.append(f"{pad}if {v} is not None: "
-                                 f"{self.const(node.target)}.assign(rc, {v})")
+                                 f"{self.const(target)}.assign(rc, {v})")
                 else:
                     lines.append(f"{pad}if {v} is not None: "
                                  f"V[{node.target.name!r}] = {v}")
             elif isinstance(node, _If):
                 for i, (condition, body) in enumerate(node.branches):
                     keyword = "if" if i == 0 else "elif"
-                    lines.append(f"{pad}{keyword} _T({self.expr(condition)}):")
+                    t = self.new("c")
+                    lines.append(f"{pad}{keyword} ({t} := {self.expr(condition)}) is not None"
+                                 f" and {t} is not False:")
                     self.block(body, lines, depth + 1)
                     lines.append(f"{pad} pass")
                 if node.otherwise is not None:
@@ -1770,18 +1828,22 @@ class _Compiler:
                     self.block(node.otherwise, lines, depth + 1)
                     lines.append(f"{pad} pass")
             elif isinstance(node, _Foreach):
-                items, state, saved, index, item = (self.new(n) for n in
-                                                    ("items", "st", "sv", "i", "x"))
+                items, state, index, item = (self.new(n) for n in ("items", "st", "i", "x"))
                 var = repr(node.var)
+                saved = [(self.new("sv"), key) for key in (var, "'foreach'", "'velocityCount'")]
                 lines.append(f"{pad}{items} = _IT({self.expr(node.iterable)})")
                 lines.append(f"{pad}if {items} is not None:")
-                lines.append(f"{pad} {items}, {state}, {saved} = "
-                             f"_FE(V, {var}, {items}, LIMIT)")
+                lines.append(f"{pad} if len({items}) > LIMIT: {items} = {items}[:LIMIT]")
+                for name, key in saved:
+                    lines.append(f"{pad} {name} = V.get({key}, _NO)")
+                lines.append(f"{pad} {state} = V['foreach'] = _FS(len({items}))")
                 lines.append(f"{pad} try:")
                 lines.append(f"{pad}  for {index}, {item} in enumerate({items}):")
                 inner = pad + "   "
-                lines.append(f"{inner}if size > MAX: rc.size = size; rc.over()")
-                lines.append(f"{inner}if _MONO() > DL: _LATE(rc)")
+                lines.append(f"{inner}if len(buf) > MAX: rc.over()")
+                # the clock every 16 iterations: a body between two reads is bounded
+                # (template size, string bound; inner loops read it themselves)
+                lines.append(f"{inner}if not {index} & 15 and _MONO() > DL: _LATE(rc)")
                 lines.append(f"{inner}{state}.index = {index}; "
                              f"V['velocityCount'] = {index} + 1")
                 lines.append(f"{inner}if {item} is None: V.pop({var}, None)")
@@ -1793,12 +1855,22 @@ class _Compiler:
                 lines.append(f"{inner}except _BR:")
                 lines.append(f"{inner} break")
                 lines.append(f"{pad} finally:")
-                lines.append(f"{pad}  _FX(V, {var}, {saved})")
+                for name, key in saved:  # as they were before the loop
+                    lines.append(f"{pad}  if {name} is _NO: V.pop({key}, None)")
+                    lines.append(f"{pad}  else: V[{key}] = {name}")
             elif isinstance(node, _Control):
                 error = "_BR" if node.kind == "break" else "_ST"
-                lines.append(f"{pad}rc.size = size; raise {error}()")
+                lines.append(f"{pad}raise {error}()")
             else:
                 raise TypeError(f"cannot compile {type(node).__name__}")
+
+    def props(self, code: str, names: Sequence[str]) -> str:
+        """``code`` followed through the properties ``names``, a map's key inline."""
+        for name in names:
+            t = self.new("t")
+            code = (f"({t}.get({name!r}) if type({t} := {code}) is dict "
+                    f"else _P({t}, {name!r}))")
+        return code
 
     def expr(self, e: _Expr) -> str:
         if isinstance(e, _Literal):
@@ -1809,17 +1881,37 @@ class _Compiler:
             return self.const(value)
         if isinstance(e, _Ref):
             code = f"V.get({e.name!r})"
-            for kind, name, arg in e.steps:
+            steps = e.steps
+            run = 0
+            while run < len(steps) and steps[run][0] == _PROP:
+                run += 1
+            if e.name == "foreach" and run >= 1 and steps[0][1] in _FOREACH_INLINE:
+                # $foreach.hasNext and friends: read from the loop state directly
+                root = self.new("t")
+                fast = _FOREACH_INLINE[steps[0][1]].replace("S", root)
+                code = (f"({fast} if type({root} := {code}) is _FS "
+                        f"else _P({root}, {steps[0][1]!r}))")
+                steps = steps[1:]
+                run = 0
+            if run >= 2:
+                # $root.a.b: inline reads when the root is a map, else one call for
+                # the whole chain (an AWS object resolves it in one lookup)
+                root = self.new("t")
+                names = tuple(name for _k, name, _a in steps[:run])
+                inline = self.props(f"{root}.get({names[0]!r})", names[1:])
+                code = (f"({inline} if type({root} := {code}) is dict "
+                        f"else _PP({root}, {names!r}))")
+                steps = steps[run:]
+            for kind, name, arg in steps:
                 if kind == _PROP:
                     # a map's key without a call; anything else through the helper
-                    t = self.new("t")
-                    code = (f"({t}.get({name!r}) if type({t} := {code}) is dict "
-                            f"else _P({t}, {name!r}))")
+                    code = self.props(code, (name,))
                 elif kind == _CALL:
                     args = "[" + ", ".join(self.expr(a) for a in arg) + "]"
-                    if not all(_is_pure(a) for a in arg):
-                        args = f"(lambda: {args})"
-                    code = f"_C({code}, {name!r}, {args}, rc)"
+                    if all(_is_pure(a) for a in arg):
+                        code = f"_C({code}, {name!r}, {args}, rc)"
+                    else:
+                        code = f"_CL({code}, {name!r}, lambda: {args}, rc)"
                 else:
                     key = self.expr(arg)
                     if not _is_pure(arg):
@@ -1827,7 +1919,7 @@ class _Compiler:
                     code = f"_I({code}, {key})"
             return code
         if isinstance(e, _Interpolated):
-            return f"_S({self.function(e.nodes)}, rc)"
+            return f"{self.function(e.nodes, string=True)}(rc, V)"
         if isinstance(e, _ListExpr):
             return "_JL([" + ", ".join(self.expr(i) for i in e.items) + "])"
         if isinstance(e, _MapExpr):
@@ -1857,15 +1949,15 @@ def _compile_tree(nodes: Sequence[_Node]) -> Callable[[_Render, dict[str, Any]],
     (nesting beyond its static-block limit): the interpreter then renders it.
 
     No template text reaches the generated source as code: names, method names and
-    string keys go in through ``repr`` of identifiers, every other value through the
-    constant table ``K``.
+    string keys go in through ``repr`` of identifiers, every other value (static text
+    included) through a global constant ``_k<i>`` bound to it.
     """
     compiler = _Compiler()
     try:
         main = compiler.function(nodes)
         source = "\n\n".join(compiler.functions)
         namespace: dict[str, Any] = dict(_HELPERS)
-        namespace["K"] = compiler.consts
+        namespace.update((f"_k{i}", value) for i, value in enumerate(compiler.consts))
         exec(compile(source, "<vtl template>", "exec"), namespace)
     except (SyntaxError, RecursionError, MemoryError, ValueError):
         return None

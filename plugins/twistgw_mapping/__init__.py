@@ -42,7 +42,6 @@ from twistgw import (
     Headers,
     IntegrationRequest,
     Response,
-    StashKey,
     UnsupportedMediaType,
     hookimpl,
 )
@@ -52,7 +51,7 @@ from twistgw.variables import Finish
 from twistgw.vtl import Template, TemplateError, TemplateLimitError, to_json, to_text
 
 from . import binary
-from .namespaces import Overrides, json_path, parse_json, template_variables
+from .namespaces import OVERRIDES, Overrides, json_path, parse_json, template_variables
 
 if TYPE_CHECKING:
     from twistgw import (
@@ -82,9 +81,10 @@ _ILLEGAL_OVERRIDE_HEADERS = frozenset(h.lower() for h in (
 _ILLEGAL_AWS_OVERRIDE_HEADERS = _ILLEGAL_OVERRIDE_HEADERS | frozenset(h.lower() for h in (
     "Authorization", "Connection", "Expect", "Proxy-Authenticate", "TE"))
 
-#: The request's ``$context.requestOverride``/``responseOverride``: the request template
-#: writes them, the response phase reads them (AWS shows both to the response template).
-OVERRIDES: StashKey[Overrides] = StashKey("mapping.overrides")
+#: (``OVERRIDES``, from :mod:`.namespaces`) The request's
+#: ``$context.requestOverride``/``responseOverride``: the request template writes them,
+#: the response phase reads them (AWS shows both to the response template).  In the
+#: stash only once a template touched them.
 
 
 def _mime(value: str | None) -> str:
@@ -190,9 +190,7 @@ def _render(ctx: Context, source: str | None, body: bytes, phase: str,
         compiled = _template(route, source)
         if isinstance(compiled, bytes):
             return compiled
-        overrides = ctx.stash.setdefault(OVERRIDES, Overrides())
-        overrides.begin_template()
-        text = compiled.render(template_variables(ctx, body, overrides, fin))
+        text = compiled.render(template_variables(ctx, body, fin))
     except TemplateLimitError as e:
         log.error("({request_id}) Execution failed due to configuration error: the "
                   "{phase} mapping template exceeded a limit: {problem}",

@@ -22,16 +22,25 @@ from urllib.parse import quote_plus, unquote_plus
 
 import attrs
 
+from twistgw import StashKey
 from twistgw.pipeline import INGRESS_DROPPED_HEADERS
 from twistgw.variables import Finish, getter_for, names
-from twistgw.vtl import MISSING, JsonList, TemplateRenderError, VtlObject, to_json, to_text
+from twistgw.vtl import (
+    MISSING,
+    JsonList,
+    TemplateRenderError,
+    VtlObject,
+    to_json,
+    to_text,
+    walk,
+)
 
 if TYPE_CHECKING:
     from twistgw import Context
 
-__all__ = ["Overrides", "OverrideMap", "InputObject", "UtilObject", "ContextObject", "UTIL",
-           "parse_json", "json_path", "template_variables", "escape_javascript",
-           "url_encode"]
+__all__ = ["OVERRIDES", "Overrides", "OverrideMap", "InputObject", "UtilObject",
+           "ContextObject", "UTIL", "parse_json", "json_path", "template_variables",
+           "escape_javascript", "url_encode"]
 
 
 def parse_json(text: str) -> Any:
@@ -186,7 +195,19 @@ class InputObject(VtlObject):
 
     def param(self, name: str) -> str:
         """Path, then query string, then header (case-insensitive); ``""`` if absent."""
-        params = self.params()
+        params = self._params
+        if params is None:
+            # without building every map: the same answers, read from the request
+            ctx = self.ctx
+            found = ctx.path_params.get(name)
+            if found is not None:
+                return found
+            for key, value in reversed(ctx.request.query):  # the last value wins
+                if key == name:
+                    return value
+            if name.lower() in INGRESS_DROPPED_HEADERS:
+                return ""
+            return ctx.request.headers.get(name) or ""
         for kind in ("path", "querystring"):
             if name in params[kind]:
                 return params[kind][name]
@@ -209,10 +230,12 @@ class InputObject(VtlObject):
             if not args:
                 return self.params()
             if len(args) == 1:
-                return self.param(to_text(args[0]))
+                arg = args[0]
+                return self.param(arg if type(arg) is str else to_text(arg))
             return MISSING
         if name in ("path", "json") and len(args) == 1:
-            path = to_text(args[0]) or "$"
+            arg = args[0]
+            path = (arg if type(arg) is str else to_text(arg)) or "$"
             value = json_path(self.document(), path)
             if name == "path":
                 return value
@@ -291,49 +314,52 @@ UTIL = UtilObject()
 
 class OverrideMap(dict[Any, Any]):
     """A map of overrides that refuses a second assignment of one key in one template
-    (AWS answers 5XX then, apigateway-override-request-response-parameters)."""
+    (AWS answers 5XX then, apigateway-override-request-response-parameters).
+
+    Made by :class:`Overrides`, which hands all its maps one set of what was assigned
+    (``(id(map), key)``), so a new template forgets them all with one ``clear()``.
+    """
 
     __slots__ = ("assigned",)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.assigned: set[Any] = set()
+    assigned: set[tuple[int, Any]]
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        if key in self.assigned:
+        mark = (id(self), key)
+        if mark in self.assigned:
             raise TemplateRenderError(f"the override {key!r} is set twice in one template")
-        self.assigned.add(key)
+        self.assigned.add(mark)
         super().__setitem__(key, value)
 
 
-@attrs.define
 class Overrides:
     """``$context.requestOverride`` and ``$context.responseOverride`` of one request.
 
     Maps, so every VTL assignment form works on them (``#set(... .header.X = v)``,
     ``.put``, ``["k"]``) and custom keys survive, as recorded on AWS.
+
+    :ivar request: ``{"header": ..., "querystring": ..., "path": ...}``.
+    :ivar response: ``{"header": ...}`` plus ``status`` once set.
+    :ivar custom: ``#set($context.custom = ...)``: kept for the response template too.
     """
 
-    request: dict[str, Any] = attrs.field(factory=lambda: {
-        "header": OverrideMap(), "querystring": OverrideMap(), "path": OverrideMap()})
-    response: dict[str, Any] = attrs.field(factory=lambda: _response_map())
-    #: ``#set($context.custom = ...)``: kept for the response template too.
-    custom: dict[str, Any] = attrs.field(factory=dict)
+    __slots__ = ("assigned", "custom", "request", "response")
+
+    def __init__(self) -> None:
+        assigned: set[tuple[int, Any]] = set()
+        maps = (OverrideMap(), OverrideMap(), OverrideMap(), OverrideMap(), OverrideMap())
+        for one in maps:
+            one.assigned = assigned
+        self.assigned = assigned
+        self.request: dict[str, Any] = {
+            "header": maps[0], "querystring": maps[1], "path": maps[2]}
+        self.response: dict[str, Any] = maps[3]
+        dict.__setitem__(maps[3], "header", maps[4])
+        self.custom: dict[str, Any] = {}
 
     def begin_template(self) -> None:
         """A new template starts: each override may be set once again."""
-        for top in (self.request, self.response):
-            if isinstance(top, OverrideMap):
-                top.assigned.clear()
-            for value in top.values():
-                if isinstance(value, OverrideMap):
-                    value.assigned.clear()
-
-
-def _response_map() -> OverrideMap:
-    response = OverrideMap()
-    dict.__setitem__(response, "header", OverrideMap())
-    return response
+        self.assigned.clear()
 
 
 _PREFIXES = frozenset(
@@ -341,9 +367,19 @@ _PREFIXES = frozenset(
 ) | {"authorizer", "authorizer.claims"}
 
 
-#: ``$context`` name -> its getter, :data:`_BRANCH` for a partial name, ``None`` if unknown.
+#: ``$context`` name -> its getter, :data:`_BRANCH` for a partial name, ``None`` if unknown
+#: (every fixed name filled in up front; ``authorizer.*`` ones as they are met).
 _GETTER_CACHE: dict[str, Any] = {}
 _BRANCH: Any = object()
+_GETTER_CACHE.update({name: getter_for(name) for name in names()})
+_GETTER_CACHE.update({prefix: _BRANCH for prefix in _PREFIXES})
+
+#: The types a ``$context`` value keeps (anything else renders through ``to_text``).
+_PLAIN = frozenset({str, int, float, bool, dict, list})
+
+#: The request's overrides: created by the first template that touches them, read by
+#: the plugin after each render and by the response template.
+OVERRIDES: StashKey[Overrides] = StashKey("mapping.overrides")
 
 
 class _ContextBranch(VtlObject):
@@ -360,41 +396,84 @@ class _ContextBranch(VtlObject):
 
 
 class ContextObject(VtlObject):
-    """``$context``: variables from :mod:`twistgw.variables` plus the override maps."""
+    """``$context``: variables from :mod:`twistgw.variables` plus the override maps.
 
-    __slots__ = ("ctx", "fin", "overrides")
+    The request's :class:`Overrides` are made (and put in the stash under
+    :data:`OVERRIDES`) only when a template touches them, so a request whose templates
+    never do costs nothing for them, and the plugin knows there is nothing to apply.
+    """
 
-    def __init__(self, ctx: Context, overrides: Overrides, fin: Finish | None = None
-                 ) -> None:
+    __slots__ = ("_begun", "_overrides", "ctx", "fin")
+
+    def __init__(self, ctx: Context, fin: Finish | None = None) -> None:
         self.ctx = ctx
         self.fin = fin
-        self.overrides = overrides
+        stash = ctx.stash
+        self._overrides: Overrides | None = stash[OVERRIDES] if OVERRIDES in stash else None
+        self._begun = False
+
+    @property
+    def overrides(self) -> Overrides:
+        """The request's overrides, made on first use; a new template may set each
+        override once again (:meth:`Overrides.begin_template`)."""
+        found = self._overrides
+        if found is None:
+            found = self._overrides = Overrides()
+            self.ctx.stash[OVERRIDES] = found
+        if not self._begun:
+            found.begin_template()
+            self._begun = True
+        return found
 
     def lookup(self, name: str) -> Any:
         """The value of ``$context.<name>``; a branch object for a partial name."""
-        getter = _GETTER_CACHE.get(name, MISSING)
-        if getter is MISSING:
-            getter = _BRANCH if name in _PREFIXES else getter_for(name)
-            if len(_GETTER_CACHE) < 4096:
-                _GETTER_CACHE[name] = getter
+        getter = _getter(name)
         if getter is None:
             return None
         if getter is _BRANCH:
             return _ContextBranch(self, name)
-        value = getter(self.ctx, self.fin)
-        if isinstance(value, (dict, list)) or value is None or isinstance(
-                value, (str, int, float)):
-            return value
-        return to_text(value)
+        return _plain(getter(self.ctx, self.fin))
+
+    def _shadowed(self, name: str) -> bool:
+        """Whether ``name`` is an override map or a custom key rather than a variable."""
+        if name == "requestOverride" or name == "responseOverride":
+            return True
+        found = self._overrides
+        return found is not None and name in found.custom
 
     def vtl_get(self, name: str) -> Any:
+        getter = _FIXED.get(name)
+        if getter is not None:  # a variable, unless a custom key shadows it
+            found = self._overrides
+            if found is None or name not in found.custom:
+                value = getter(self.ctx, self.fin)
+                return value if value is None or type(value) in _PLAIN else _plain(value)
         if name == "requestOverride":
             return self.overrides.request
         if name == "responseOverride":
             return self.overrides.response
-        if name in self.overrides.custom:
-            return self.overrides.custom[name]
+        found = self._overrides
+        if found is not None and name in found.custom:
+            return found.custom[name]
         return self.lookup(name)
+
+    def vtl_get_path(self, names: tuple[str, ...]) -> Any:
+        """``$context.identity.sourceIp`` in one lookup (the same answers as reading
+        ``identity``, then ``sourceIp``)."""
+        if self._shadowed(names[0]):
+            return walk(self.vtl_get(names[0]), names[1:])
+        plan = _PATH_PLANS.get(names)
+        if plan is None:
+            plan = _path_plan(names)
+            if len(_PATH_PLANS) < 4096:
+                _PATH_PLANS[names] = plan
+        getter, rest = plan
+        if getter is None:
+            return None
+        if getter is _BRANCH:
+            return _ContextBranch(self, ".".join(names))
+        value = _plain(getter(self.ctx, self.fin))
+        return walk(value, rest) if rest else value
 
     def vtl_set(self, name: Any, value: Any) -> None:
         if name in ("requestOverride", "responseOverride"):
@@ -402,12 +481,50 @@ class ContextObject(VtlObject):
         self.overrides.custom[to_text(name)] = value
 
 
-def template_variables(ctx: Context, body: bytes, overrides: Overrides,
-                       fin: Finish | None = None) -> dict[str, Any]:
+def _getter(name: str) -> Any:
+    """The getter of ``$context.<name>``, :data:`_BRANCH` or ``None`` (cached)."""
+    getter = _GETTER_CACHE.get(name, MISSING)
+    if getter is MISSING:
+        getter = _BRANCH if name in _PREFIXES else getter_for(name)
+        if len(_GETTER_CACHE) < 4096:
+            _GETTER_CACHE[name] = getter
+    return getter
+
+
+def _plain(value: Any) -> Any:
+    """A ``$context`` value as templates see it: anything but maps, lists, strings and
+    numbers as its text."""
+    if value is None or type(value) in _PLAIN or isinstance(
+            value, (dict, list, str, int, float)):
+        return value
+    return to_text(value)
+
+
+#: ``names`` -> (the getter the longest leading dotted name reaches, the names after it);
+#: ``(_BRANCH, ())`` when all of them only name a branch, ``(None, ())`` when unknown.
+_PATH_PLANS: dict[tuple[str, ...], tuple[Any, tuple[str, ...]]] = {}
+
+
+def _path_plan(names: tuple[str, ...]) -> tuple[Any, tuple[str, ...]]:
+    for i in range(1, len(names) + 1):
+        getter = _getter(".".join(names[:i]))
+        if getter is not _BRANCH:
+            return getter, names[i:]
+    return _BRANCH, ()
+
+
+#: The fixed (non-branch) names and their getters: :meth:`ContextObject.vtl_get`'s fast
+#: path.
+_FIXED = {name: getter for name, getter in _GETTER_CACHE.items()
+          if getter is not None and getter is not _BRANCH}
+
+
+def template_variables(ctx: Context, body: bytes, fin: Finish | None = None
+                       ) -> dict[str, Any]:
     """The top-level names of a mapping template rendered for ``ctx`` over ``body``."""
     return {
         "input": InputObject(body, ctx),
         "util": UTIL,
-        "context": ContextObject(ctx, overrides, fin),
+        "context": ContextObject(ctx, fin),
         "stageVariables": dict(ctx.stage_variables),
     }
