@@ -73,12 +73,18 @@ class Driver:
         class _Transport(StringTransport):
             def write(self, data: bytes) -> None:
                 super().write(data)
-                if self.value().endswith(HELLO_BODY):
-                    out = self.value()
-                    self.clear()
-                    if not out.startswith(b"HTTP/1.1 200 "):
-                        raise RuntimeError(f"answered {out!r}")
-                    driver.reactor.callLater(0, driver.next)
+                out = self.value()
+                end = out.find(b"\r\n\r\n")
+                length = out.find(b"\r\nContent-Length: ", 0, end)
+                if end < 0 or length < 0:
+                    return
+                size = int(out[length + 18:out.index(b"\r\n", length + 2)])
+                if len(out) < end + 4 + size:
+                    return
+                self.clear()
+                if not out.startswith(b"HTTP/1.1 200 ") or not out.endswith(HELLO_BODY):
+                    raise SystemExit(f"answered {out!r}")
+                driver.reactor.callLater(0, driver.next)
 
         self.transport = _Transport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
                                     hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
@@ -120,6 +126,9 @@ async def start_gateway() -> Any:
     import twistgw_lambda
 
     hello["environment"] = {"PYTHONPATH": str(Path(twistgw_lambda.__file__).parent.parent)}
+    # Under valgrind the child is a copy of the traced gateway until it execs, and the
+    # memory watchdog would kill it at 128 MB.
+    hello["memory"] = 1024
     if os.environ.get("WORKER_CALLGRIND"):
         hello.update(runtime="command", timeout=60, command=[
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={root}/callgrind.%p",

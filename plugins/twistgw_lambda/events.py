@@ -11,6 +11,7 @@ and, for EDGE APIs, the CloudFront ones.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 from typing import Any
@@ -29,6 +30,17 @@ _EDGE_CANONICAL = {n.lower(): n for n in (
     "Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Authorization",
     "Cache-Control", "Content-Type", "Cookie", "Host", "If-Match", "If-Modified-Since",
     "If-None-Match", "Origin", "Pragma", "Range", "Referer", "User-Agent")}
+
+#: Headers API Gateway sets itself in the event (a client's X-Forwarded-For is kept, first).
+_ADDED = frozenset({"x-forwarded-for", "x-forwarded-port", "x-forwarded-proto",
+                    "x-amzn-trace-id"})
+
+#: ``requestContext.identity`` of a request nobody authenticated: every key, in AWS's
+#: order, ``sourceIp`` and ``userAgent`` filled in per request.
+_IDENTITY = dict.fromkeys(("accessKey", "accountId", "caller", "cognitoAuthenticationProvider",
+                           "cognitoAuthenticationType", "cognitoIdentityId",
+                           "cognitoIdentityPoolId", "principalOrgId", "sourceIp", "user",
+                           "userAgent", "userArn"))
 
 #: 2.0 bodies of these types travel as text; everything else is base64 (§1.2).
 _TEXT_TYPES = ("application/json", "application/xml", "application/javascript")
@@ -50,9 +62,13 @@ def event_trace_header(ctx: Context) -> str:
 def deployment_id(ctx: Context) -> str:
     """A stable id for the deployment serving the stage (``requestContext.deploymentId``)."""
     api = ctx.deployment_api
-    seed = f"{api.id if api else ''}:{ctx.stage.name if ctx.stage else ''}:" \
-           f"{api.definition.source if api else ''}"
-    return hashlib.sha1(seed.encode()).hexdigest()[:6]
+    return _deployment_id(api.id if api else "", ctx.stage.name if ctx.stage else "",
+                          api.definition.source if api else "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _deployment_id(api_id: str, stage: str, source: str) -> str:
+    return hashlib.sha1(f"{api_id}:{stage}:{source}".encode()).hexdigest()[:6]
 
 
 def _is_edge(ctx: Context) -> bool:
@@ -81,19 +97,17 @@ def gateway_headers(ctx: Context, request: IntegrationRequest) -> list[tuple[str
     edge = _is_edge(ctx)
     lines: list[tuple[str, str]] = []
     forwarded_for: str | None = None
-    added = {"x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", "x-amzn-trace-id"}
     for name, value in request.headers:
         lname = name.lower()
-        if lname == "x-forwarded-for":
-            forwarded_for = value if forwarded_for is None else f"{forwarded_for}, {value}"
-            continue
-        if lname in added:
+        if lname in _ADDED:
+            if lname == "x-forwarded-for":
+                forwarded_for = value if forwarded_for is None else f"{forwarded_for}, {value}"
             continue
         if edge:
             name = _EDGE_CANONICAL.get(lname, name)
         lines.append((name, value))
-    present = {n.lower() for n, _ in lines}
     if edge:
+        present = {n.lower() for n, _ in lines}
         cloudfront = (
             ("CloudFront-Forwarded-Proto", "https"),
             ("CloudFront-Is-Desktop-Viewer", "true"),
@@ -171,13 +185,9 @@ def _v1_event(ctx: Context, request: IntegrationRequest, *, lower: bool) -> dict
     body, is_b64 = _body(ctx, request)
     api = ctx.deployment_api
     assert api is not None
-    identity: dict[str, Any] = {
-        "accessKey": None, "accountId": None, "caller": None,
-        "cognitoAuthenticationProvider": None, "cognitoAuthenticationType": None,
-        "cognitoIdentityId": None, "cognitoIdentityPoolId": None, "principalOrgId": None,
-        "sourceIp": source_ip(ctx), "user": None,
-        "userAgent": ctx.request.headers.get("user-agent"), "userArn": None,
-    }
+    identity: dict[str, Any] = _IDENTITY.copy()
+    identity["sourceIp"] = source_ip(ctx)
+    identity["userAgent"] = ctx.request.headers.get("user-agent")
     principal = ctx.principal
     if principal is not None and principal.kind == "iam":
         for field in ("accessKey", "accountId", "caller", "user", "userArn"):

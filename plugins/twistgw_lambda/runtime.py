@@ -65,6 +65,10 @@ INIT_TIMEOUT = 10.0
 #: Queued invocations beyond this per function are refused (the function is throttled).
 MAX_QUEUE = 1000
 RUNTIME_PREFIX = b"/2018-06-01/runtime/"
+#: The headers of an invocation event (the answer to ``/next``).
+_INVOCATION_HEADERS = (b"Lambda-Runtime-Aws-Request-Id: %s\r\nLambda-Runtime-Deadline-Ms: %d\r\n"
+                       b"Lambda-Runtime-Invoked-Function-Arn: %s\r\n"
+                       b"Lambda-Runtime-Trace-Id: %s\r\n")
 _OUTPUT_LINE_LIMIT = 8192
 #: Output lines per worker per second that reach the log; the rest are counted.
 OUTPUT_LINES_PER_SECOND = 1000
@@ -238,7 +242,14 @@ class Worker:
         self._lines = 0
         self._dropped = 0
         self._nodelay: Any = None  # the transport TCP_NODELAY was set on
+        #: The idle reaper and the function timeout are lazy timers: each is scheduled
+        #: once and, when it fires early (the worker was busy, a later invocation is
+        #: running), re-armed for what is left, instead of a callLater and a cancel per
+        #: invoke.  ``_idle_since`` and ``_deadline`` are reactor times.
         self._reaper: Any = None
+        self._idle_since = 0.0
+        self._deadline_call: Any = None
+        self._deadline = 0.0
         #: Fires (with None) when init ends: the first /next, or the process is gone.
         self.initialized: defer.Deferred[None] = defer.Deferred()
 
@@ -280,7 +291,9 @@ class Worker:
         self.state = "idle"
         self.pending_next = request
         request.long_poll = True
-        self._schedule_reap()
+        self._idle_since = self.pool.reactor.seconds()
+        if self._reaper is None:
+            self._schedule_reap(self.pool.config.idle_timeout)
         transport = request.transport
         if transport is not None and transport is not self._nodelay:
             # The event must leave now, not when Nagle's algorithm lets it.
@@ -290,16 +303,20 @@ class Worker:
         request.on_lost = lambda: self._poll_lost(request)
         self.pool.dispatch()
 
-    def _schedule_reap(self) -> None:
+    def _schedule_reap(self, delay: float) -> None:
         """Stop this worker after ``idle_timeout`` idle, if the pool has more than its
         ``min_workers``: a burst must not leave ``max_workers`` processes forever."""
-        idle_timeout = self.pool.config.idle_timeout
-        if idle_timeout <= 0 or (self._reaper is not None and self._reaper.active()):
-            return
-        self._reaper = self.pool.reactor.callLater(idle_timeout, self._reap)
+        if self.pool.config.idle_timeout > 0:
+            self._reaper = self.pool.reactor.callLater(delay, self._reap)
 
     def _reap(self) -> None:
         self._reaper = None
+        if self.state != "idle":
+            return  # busy: the next poll arms it again
+        left = self._idle_since + self.pool.config.idle_timeout - self.pool.reactor.seconds()
+        if left > 0:  # it was busy since this was armed
+            self._schedule_reap(left)
+            return
         staying = sum(1 for w in self.pool.workers if w.state not in ("dead", "retiring"))
         if self.state == "idle" and staying > self.pool.config.min_workers:
             log.info("lambda {function}: stopping worker #{n}, idle for {s:.0f} s",
@@ -321,18 +338,15 @@ class Worker:
         self.pending_next = None
         self.state = "busy"
         self.current = inv
-        if self._reaper is not None and self._reaper.active():
-            self._reaper.cancel()
-        self._reaper = None
         self.last_id = inv.id
         self.invocations += 1
-        deadline_ms = int((time.time() + inv.timeout) * 1000)
-        request.respond(200, inv.payload, (
-            (b"Lambda-Runtime-Aws-Request-Id", inv.id.encode()),
-            (b"Lambda-Runtime-Deadline-Ms", str(deadline_ms).encode()),
-            (b"Lambda-Runtime-Invoked-Function-Arn", inv.function_arn.encode()),
-            (b"Lambda-Runtime-Trace-Id", inv.trace_id.encode())))
-        self.timer = self.pool.reactor.callLater(inv.timeout, self._function_timeout)
+        request.respond(200, inv.payload, raw_headers=_INVOCATION_HEADERS % (
+            inv.id.encode(), int((time.time() + inv.timeout) * 1000),
+            inv.function_arn.encode(), inv.trace_id.encode()))
+        self._deadline = self.pool.reactor.seconds() + inv.timeout
+        if self._deadline_call is None:
+            self._deadline_call = self.pool.reactor.callLater(inv.timeout,
+                                                              self._function_timeout)
         return True
 
     def completed(self, request: RuntimeRequest, request_id: str, body: bytes,
@@ -373,7 +387,6 @@ class Worker:
     def _finish_current(self, payload: bytes, function_error: str | None) -> None:
         inv = self.current
         self.current = None
-        self._cancel_timer()
         if self.state == "busy":
             self.state = "idle" if self.pending_next is not None else "between"
         if inv is not None:
@@ -386,14 +399,18 @@ class Worker:
         self.timer = None
 
     def _function_timeout(self) -> None:
+        self._deadline_call = None
         inv = self.current
         if inv is None:
+            return
+        left = self._deadline - self.pool.reactor.seconds()
+        if left > 0:  # armed for an earlier invocation: this one has time left
+            self._deadline_call = self.pool.reactor.callLater(left, self._function_timeout)
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         message = f"{stamp}.000Z {inv.id} Task timed out after {inv.timeout:.2f} seconds"
         log.error("lambda {function}: {message}; killing worker #{n} and replacing it",
                   function=self.pool.config.name, message=message, n=self.number)
-        self.timer = None
         self._finish_current(_error_payload(message), "Unhandled")
         self.kill("function timeout")
 
@@ -462,8 +479,10 @@ class Worker:
 
     def exited(self, code: int | None, sig: int | None) -> None:
         self._flush_dropped()
-        if self._reaper is not None and self._reaper.active():
-            self._reaper.cancel()
+        for call in (self._reaper, self._deadline_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._reaper = self._deadline_call = None
         if not self.initialized.called:
             self.initialized.callback(None)
         was = self.state
@@ -631,21 +650,22 @@ class FunctionPool:
 
     def dispatch(self) -> None:
         """Hand queued invocations to idle workers; start workers for the rest."""
-        while True:
+        while self.queue or self.events:
             found = self._next_invocation()
             if found is None:
                 break
-            worker = next((w for w in self.workers
-                           if w.state == "idle" and w.pending_next is not None), None)
-            if worker is None:
+            for worker in self.workers:
+                if worker.state == "idle" and worker.pending_next is not None:
+                    break
+            else:
                 break
             source, inv = found
             source.popleft()
             if not worker.start(inv):
                 source.appendleft(inv)
                 worker.state = "between"
-        if self.closing:
-            return
+        if self.closing or not (self.queue or self.events):
+            return  # nothing waits: no worker to start
         starting = sum(1 for w in self.workers if w.state == "starting")
         alive = sum(1 for w in self.workers if w.state != "dead")
         want = len(self.queue) + min(len(self.events), self.concurrency - self.running()) \

@@ -31,9 +31,9 @@ MAX_HEAD = 64 * 1024
 #: Lambda's 6 MB payload limit plus room for framing; beyond it the body is dropped.
 MAX_BODY = 6 * 1024 * 1024 + 65536
 
-_REASONS = {100: "Continue", 200: "OK", 202: "Accepted", 400: "Bad Request",
-            404: "Not Found", 410: "Gone", 413: "Payload Too Large",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error"}
+_REASONS = {100: b"Continue", 200: b"OK", 202: b"Accepted", 400: b"Bad Request",
+            404: b"Not Found", 410: b"Gone", 413: b"Payload Too Large",
+            431: b"Request Header Fields Too Large", 500: b"Internal Server Error"}
 
 
 class RuntimeRequest:
@@ -81,19 +81,23 @@ class RuntimeRequest:
         return self._channel is not None and not self.finished
 
     def respond(self, status: int, body: bytes,
-                headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-        """Send the answer in one write (JSON body); a closed connection ignores it."""
+                headers: Iterable[tuple[bytes, bytes]] = (), raw_headers: bytes = b"") -> None:
+        """Send the answer in one write (JSON body); a closed connection ignores it.
+
+        :param raw_headers: more header lines, already formatted (each ending CRLF).
+        """
         channel = self._channel
         if self.finished or channel is None:
             return
         self.finished = True
-        head = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, "Status").encode()),
-                b"Content-Type: application/json",
-                b"Content-Length: %d" % len(body)]
-        head.extend(b"%s: %s" % pair for pair in headers)
+        for pair in headers:
+            raw_headers += b"%s: %s\r\n" % pair
         if not self._keep_alive:
-            head.append(b"Connection: close")
-        channel.answered(b"\r\n".join(head) + b"\r\n\r\n" + body, self._keep_alive)
+            raw_headers += b"Connection: close\r\n"
+        channel.answered(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n%s\r\n%s" % (
+                             status, _REASONS.get(status, b"Status"), len(body), raw_headers,
+                             body), self._keep_alive)
 
     def respond_json(self, status: int, doc: Any) -> None:
         self.respond(status, json.dumps(doc).encode("utf-8"))
@@ -342,7 +346,7 @@ class RuntimeApiProtocol(protocol.Protocol):
         self._buffer = b""
         self._out.append(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                         % (status, _REASONS.get(status, "Error").encode(), len(body), body))
+                         % (status, _REASONS.get(status, b"Error"), len(body), body))
         self._flush()
         assert self.transport is not None
         self.transport.loseConnection()
