@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -272,19 +273,22 @@ def integration_request(ctx: Context, request: IntegrationRequest, proxy: bool
                   request_id=ctx.request_id, problem=params.broken)
         raise ApiConfigurationError()
     path_values, mapped_query, mapped_headers = params.apply(ctx)
-    fill = dict(request.path_params) if proxy else {}
-    fill.update(path_values)
-    override = request.extras.get("request_override") or {}
-    fill.update(override.get("path") or {})
+    override = request.extras.get("request_override") or _NO_OVERRIDE
     uri = request.uri
     if "{" in uri:
-        uri = _PLACEHOLDER.sub(lambda m: _quote_path(fill.get(m.group(1), "")), uri)
-    mapped = [(k, v) for k, v in mapped_headers if k.lower() not in _MAPPED_DROPPED]
+        uri = _fill_uri(uri, (override.get("path") or _NO_OVERRIDE, path_values,
+                              request.path_params if proxy else _NO_OVERRIDE))
+    mapped = [(k, v) for k, v in mapped_headers if k.lower() not in _MAPPED_DROPPED] \
+        if mapped_headers else mapped_headers
     if proxy:
-        names = {k.lower() for k, _ in mapped}
-        headers = [(k, v) for k, v in request.headers.items
-                   if (lk := k.lower()) not in _PROXY_DROPPED and lk not in names]
-        headers.extend(mapped)
+        items = request.headers.items
+        if mapped:
+            names = {k.lower() for k, _ in mapped}
+            headers = [(k, v) for k, v in items
+                       if (lk := k.lower()) not in _PROXY_DROPPED and lk not in names]
+            headers.extend(mapped)
+        else:
+            headers = [(k, v) for k, v in items if k.lower() not in _PROXY_DROPPED]
         query = request.query + tuple(mapped_query) if mapped_query else request.query
     else:
         sent = set(ctx.request.headers.items)
@@ -306,13 +310,44 @@ def integration_request(ctx: Context, request: IntegrationRequest, proxy: bool
     new_path = None
     if params.actions:
         headers, query, new_path = params.apply_actions(ctx, headers, query)
-    headers, query = _apply_overrides(headers, query, override)
+    if override:
+        headers, query = _apply_overrides(headers, query, override)
     if new_path is not None:
         uri = _with_path(uri, new_path)
     return IntegrationRequest(
         method=request.method, uri=uri, headers=Headers(tuple(headers)), query=query,
         path_params=request.path_params, body=request.body, timeout=request.timeout,
         extras=request.extras)
+
+
+_NO_OVERRIDE: Mapping[str, Any] = {}
+#: Integration URIs split at their placeholders (literal, name, literal, ...), by URI.
+_templates: dict[str, list[str]] = {}
+
+
+def _fill_uri(uri: str, sources: tuple[Mapping[str, str], ...]) -> str:
+    """``uri`` with each ``{name}`` (or ``{name+}``) replaced by the first of ``sources``
+    that has the name (empty if none), put into the path by :func:`_quote_path`.  The
+    URI's split is cached: a ``re.sub`` with a callback per request showed in the proxy
+    profile."""
+    parts = _templates.get(uri)
+    if parts is None:
+        parts = _PLACEHOLDER.split(uri)
+        if len(_templates) >= 4096:
+            _templates.clear()
+        _templates[uri] = parts
+    out = [parts[0]]
+    for i in range(1, len(parts), 2):
+        name = parts[i]
+        value = ""
+        for source in sources:
+            found = source.get(name)
+            if found is not None:
+                value = found
+                break
+        out.append(_quote_path(value))
+        out.append(parts[i + 1])
+    return "".join(out)
 
 
 def _with_path(uri: str, path: str) -> str:
@@ -377,13 +412,13 @@ def outbound_headers(ctx: Context, request: IntegrationRequest, settings: HttpSe
     """The integration request's headers plus what API Gateway adds on the way out:
     ``X-Forwarded-*`` (proxy only), ``X-Amzn-Apigateway-Api-Id``, ``X-Amzn-Trace-Id``."""
     assert ctx.deployment_api is not None
-    own = ("x-amzn-apigateway-api-id", "x-amzn-trace-id") + (
-        ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-port") if proxy else ())
+    own = _OWN_PROXY if proxy else _OWN
     out = [(k, v) for k, v in request.headers.items if k.lower() not in own]
     inbound = ctx.request
     if proxy:
         peer = inbound.client_ip
-        incoming = inbound.headers.get_all("x-forwarded-for")
+        incoming = inbound.headers.get_all("x-forwarded-for") \
+            if settings.trusted_proxies else None
         if incoming and settings.trusts(peer):
             out.append(("X-Forwarded-For", ", ".join([*incoming, peer])))
         else:
@@ -395,17 +430,35 @@ def outbound_headers(ctx: Context, request: IntegrationRequest, settings: HttpSe
     return out
 
 
-def proxy_response_headers(headers: tuple[tuple[str, str], ...], length: int | None
+#: Headers API Gateway sets itself on the way out, replacing what the request carries.
+_OWN = frozenset(("x-amzn-apigateway-api-id", "x-amzn-trace-id"))
+_OWN_PROXY = _OWN | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"}
+#: A backend header name -> the name the client sees ("" for a dropped header), cached:
+#: backends send the same few names on every answer.
+_response_names: dict[str, str] = {}
+
+
+def _response_name(name: str) -> str:
+    lname = name.lower()
+    out = "" if lname in _RESPONSE_DROPPED else \
+        f"x-amzn-Remapped-{name}" if lname in _REMAPPED else name
+    if len(_response_names) >= 4096:
+        _response_names.clear()
+    _response_names[name] = out
+    return out
+
+
+def proxy_response_headers(headers: Sequence[tuple[str, str]], length: int | None
                            ) -> Headers:
     """The backend's headers as an HTTP_PROXY client sees them (§3.7 remapping)."""
+    names = _response_names
     out: list[tuple[str, str]] = []
     for name, value in headers:
-        lname = name.lower()
-        if lname in _RESPONSE_DROPPED:
-            continue
-        if lname in _REMAPPED:
-            name = f"x-amzn-Remapped-{name}"
-        out.append((name, value))
+        new = names.get(name)
+        if new is None:
+            new = _response_name(name)
+        if new:
+            out.append((new, value))
     if length is not None:
         out.append(("x-amzn-Remapped-Content-Length", str(length)))
     return Headers(tuple(out))
@@ -422,8 +475,6 @@ def _call(ctx: Context, request: IntegrationRequest, proxy: bool
     insecure = integration is not None and \
         integration.tls_config.get("insecureSkipVerification") is True
     started = time.monotonic()
-    d = client.send(request.method, url, headers, request.body, timeout=request.timeout,
-                    insecure=insecure)
     head = request.method == "HEAD"
 
     def respond(answer: BackendAnswer) -> IntegrationResponse:
@@ -434,10 +485,15 @@ def _call(ctx: Context, request: IntegrationRequest, proxy: bool
             length = answer.length if not head else None
             return IntegrationResponse(status=answer.status,
                                        headers=proxy_response_headers(answer.headers, length),
-                                       body=answer.body, metadata={"latency_ms": latency})
+                                       body=answer.body,
+                                       metadata=MappingProxyType({"latency_ms": latency}))
         return IntegrationResponse(status=answer.status, headers=Headers(answer.headers),
-                                   body=answer.body, metadata={"latency_ms": latency})
-    return d.addCallback(respond)
+                                   body=answer.body,
+                                   metadata=MappingProxyType({"latency_ms": latency}))
+    d: Deferred[IntegrationResponse] = client.send(
+        request.method, url, headers, request.body, timeout=request.timeout,
+        insecure=insecure, shape=respond)
+    return d
 
 
 @hookimpl

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -67,6 +67,8 @@ __all__ = ["HttpSettings", "BackendClient", "BackendAnswer", "NETWORK_ERROR",
            "parse_settings"]
 
 log = Logger()
+
+_T = TypeVar("_T")
 
 #: AWS's message for a backend it could not talk to (§3.7, recorded 56-byte body).
 NETWORK_ERROR = "Network error communicating with endpoint"
@@ -207,15 +209,17 @@ def _at_most_one(value: float, source: str, key: str) -> int:
     return int(value)
 
 
-@attrs.frozen
-class BackendAnswer:
-    """What the backend said: status, headers (names as Twisted spells them), body."""
+class BackendAnswer(NamedTuple):
+    """What the backend said: status, headers (names as the backend spells them), body.
+
+    A named tuple rather than an attrs class: one is made per proxied request, and
+    a frozen attrs class's ``__init__`` costs several times a tuple's."""
 
     status: int
-    headers: tuple[tuple[str, str], ...]
+    headers: Sequence[tuple[str, str]]
     body: bytes
-    #: The backend's Content-Length if it sent one (Twisted's parser keeps framing
-    #: headers out of ``headers``).
+    #: The backend's Content-Length if it sent one (the parsers keep framing headers
+    #: out of ``headers``).
     length: int | None
 
 
@@ -332,6 +336,46 @@ class _SkipChainVerification:
         return connection
 
 
+class _FastCall:
+    """The bookkeeping of one fast-client exchange, settled once by :meth:`finish`:
+    the backend's slot and breaker verdict, the answer decoded and shaped."""
+
+    __slots__ = ("client", "decode", "guard", "shape", "started", "timeout")
+
+    def __init__(self, client: BackendClient, guard: HostGuard, started: float,
+                 timeout: float, decode: bool, shape: Callable[[BackendAnswer], Any] | None
+                 ) -> None:
+        self.client = client
+        self.guard = guard
+        self.started = started
+        self.timeout = timeout
+        self.decode = decode
+        self.shape = shape
+
+    def finish(self, result: RawAnswer | BaseException) -> Any:
+        """The answer (shaped), or raise the gateway error the failure maps to."""
+        client, guard = self.client, self.guard
+        client.in_flight -= 1
+        guard.release()
+        if isinstance(result, BaseException):
+            if isinstance(result, CancelledError):
+                error: BaseException = result
+            elif isinstance(result, BodyTooLarge):
+                error = IntegrationFailure(status=502)
+            else:
+                error = _network_error(result)
+            client._judge(guard, error, self.started, self.timeout)
+            raise error
+        try:
+            answer = client._answer(*result, self.decode)
+        except IntegrationFailure as e:
+            client._judge(guard, e, self.started, self.timeout)
+            raise
+        guard.succeeded()
+        shape = self.shape
+        return answer if shape is None else shape(answer)
+
+
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
 #: Backends tracked per client before idle ones are forgotten.
 _MAX_GUARDS = 10_000
@@ -423,20 +467,21 @@ class BackendClient:
         return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
 
     def send(self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes,
-             *, timeout: float = 29.0, decode: bool = True, insecure: bool = False
-             ) -> Deferred[BackendAnswer]:
+             *, timeout: float = 29.0, decode: bool = True, insecure: bool = False,
+             shape: Callable[[BackendAnswer], _T] | None = None) -> Deferred[Any]:
         """:meth:`request` as a Deferred, without a coroutine on the common path.
 
-        With the fast client and a free slot (the usual case) the exchange is a chain of
-        plain callbacks: the proxy benchmark's profile showed each coroutine resumption
-        (Twisted's ``_inlineCallbacks``) as a visible share of a proxied request.
-        Anything else (a queue wait, the Agent) goes through :meth:`request`.  Errors
-        about the request itself (a bad URL, a full backend) are raised at once.
+        With the fast client and a free slot (the usual case) the exchange's Deferred
+        fires once, with ``shape(answer)`` (the answer itself without ``shape``): the
+        proxy benchmark's profile showed each coroutine resumption and each link of a
+        callback chain as a visible share of a proxied request.  Anything else (a queue
+        wait, the Agent) goes through :meth:`request`.  Errors about the request itself
+        (a bad URL, a full backend) are raised at once.
         """
         if self.settings.client != "fast":
-            return Deferred.fromCoroutine(self.request(
+            return self._shaped(Deferred.fromCoroutine(self.request(
                 method, url, headers, body, timeout=timeout, decode=decode,
-                insecure=insecure))
+                insecure=insecure)), shape)
         target, path = parse_target(url)
         send_body = body or method in ("POST", "PUT", "PATCH")
         head = request_head(method, path, target.host_header, headers,
@@ -446,35 +491,19 @@ class BackendClient:
             raise unavailable()
         if guard.active >= guard.max_concurrent:
             guard.abandoned()  # :meth:`request` admits again
-            return Deferred.fromCoroutine(self.request(
+            return self._shaped(Deferred.fromCoroutine(self.request(
                 method, url, headers, body, timeout=timeout, decode=decode,
-                insecure=insecure))
+                insecure=insecure)), shape)
         guard.acquire()  # a slot is free: taken at once
-        started = self.reactor.seconds()
         self.in_flight += 1
-        d = self.fast(insecure).request(target, method.encode("ascii"),
-                                        head + body if body else head)
+        call = _FastCall(self, guard, self.reactor.seconds(), timeout, decode, shape)
+        return self.fast(insecure).request(target, method.encode("ascii"),
+                                           head + body if body else head, call.finish)
 
-        def done(result: RawAnswer | Failure) -> BackendAnswer | Failure:
-            self.in_flight -= 1
-            guard.release()
-            if isinstance(result, Failure):
-                if result.check(CancelledError):
-                    error: BaseException = CancelledError()
-                elif result.check(BodyTooLarge):
-                    error = IntegrationFailure(status=502)
-                else:
-                    error = _network_error(result.value)
-                self._judge(guard, error, started, timeout)
-                return result if isinstance(error, CancelledError) else Failure(error)
-            try:
-                answer = self._answer(*result, decode)
-            except IntegrationFailure as e:
-                self._judge(guard, e, started, timeout)
-                raise
-            self._judge(guard, None, started, timeout)
-            return answer
-        return d.addBoth(done)
+    @staticmethod
+    def _shaped(d: Deferred[BackendAnswer], shape: Callable[[BackendAnswer], _T] | None
+                ) -> Deferred[Any]:
+        return d if shape is None else d.addCallback(shape)
 
     def _judge(self, guard: HostGuard, error: BaseException | None, started: float,
                timeout: float) -> None:
@@ -565,6 +594,14 @@ class BackendClient:
     def _answer(self, status: int, pairs: Sequence[tuple[str, str]], data: bytes,
                 length: int | None, decode: bool) -> BackendAnswer:
         """The answer, its body decoded (gzip, deflate) when ``decode`` asks for it."""
+        if decode:
+            for key, _value in pairs:
+                if key.lower() == "content-encoding":
+                    break
+            else:  # the usual case: nothing to decode
+                return BackendAnswer(status, pairs, data, length)
+        else:
+            return BackendAnswer(status, pairs, data, length)
         out: list[tuple[str, str]] = []
         encoding: list[str] = []
         for key, value in pairs:
@@ -584,7 +621,7 @@ class BackendClient:
                 out.append(("Content-Encoding", coding))
             else:
                 data = decoded
-        return BackendAnswer(status=status, headers=tuple(out), body=data, length=length)
+        return BackendAnswer(status, out, data, length)
 
     async def _send(self, method: bytes, uri: bytes, headers: TwistedHeaders,
                     producer: BytesProducer | None, insecure: bool) -> IResponse:
