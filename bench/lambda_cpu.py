@@ -19,7 +19,8 @@ invoke is in flight and nothing but the gateway and its workers does work.
 
 The worker side under callgrind: ``WORKER_CALLGRIND=1`` runs each worker as
 ``valgrind --tool=callgrind python -m twistgw_lambda.worker`` and prints where the
-outputs went (the difference of two runs again gives instructions per invoke).
+outputs went (the difference of two runs again gives instructions per invoke);
+``WORKER_PROFILE=FILE`` runs them under cProfile (FILE holds a worker's stats at exit).
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ async def start_gateway() -> Any:
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={root}/callgrind.%p",
             sys.executable, "-m", "twistgw_lambda.worker"])
         print(f"worker callgrind outputs: {root}/callgrind.*", flush=True)
+    elif os.environ.get("WORKER_PROFILE"):  # cProfile stats of a worker, written at exit
+        hello.update(runtime="command", min_workers=1, max_workers=1, command=[
+            sys.executable, "-m", "cProfile", "-o", os.environ["WORKER_PROFILE"], "-m",
+            "twistgw_lambda.worker"])
     config.write_text(yaml.safe_dump(doc))
     gateway = Gateway(load_config(config))
     await defer.maybeDeferred(gateway._call_all, "startup")

@@ -23,6 +23,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -465,13 +466,15 @@ def _proxy_response(result: InvokeResult, ctx: Context, trace: str) -> Integrati
     integration = ctx.integration
     assert api is not None and integration is not None
     is_http = api.is_http
+    metadata = MappingProxyType({"lambda_request_id": result.request_id})
     try:
         if is_http and (integration.payload_format_version or "1.0") == "2.0":
-            response = parse_v2(result.payload)
-        else:
-            decode = True if is_http else first_accept_is_binary(
-                ctx.request.headers.get("accept"), api.definition.binary_media_types)
-            response = parse_v1(result.payload, decode_base64=decode)
+            return parse_v2(result.payload, metadata)
+        if is_http:
+            return parse_v1(result.payload, decode_base64=True, metadata=metadata)
+        return parse_v1(result.payload, decode_base64=first_accept_is_binary(
+            ctx.request.headers.get("accept"), api.definition.binary_media_types),
+            trailer=(("X-Amzn-Trace-Id", trace),), metadata=metadata)
     except MalformedResponse as e:
         shown = result.payload.decode("utf-8", "replace")
         if len(shown) > 1024:
@@ -487,11 +490,6 @@ def _proxy_response(result: InvokeResult, ctx: Context, trace: str) -> Integrati
         _fail(ctx, "Execution failed due to configuration error: Unable to base64 decode the "
                    "body.", 500)
         raise ApiConfigurationError() from None
-    headers = response.headers
-    if not is_http:
-        headers = headers.with_added("X-Amzn-Trace-Id", trace)
-    return attrs.evolve(response, headers=headers,
-                        metadata={"lambda_request_id": result.request_id})
 
 
 @hookimpl

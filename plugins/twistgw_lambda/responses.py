@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from twistgw import Headers, IntegrationResponse
@@ -82,11 +83,14 @@ def first_accept_is_binary(accept: str | None, binary_media_types: tuple[str, ..
     return matches_media_type(first, binary_media_types)
 
 
-def parse_v1(payload: bytes, *, decode_base64: bool) -> IntegrationResponse:
+def parse_v1(payload: bytes, *, decode_base64: bool, trailer: tuple[tuple[str, str], ...] = (),
+             metadata: Mapping[str, Any] | None = None) -> IntegrationResponse:
     """Validate and map payload-1.0 output (§2.1, §2.2).
 
     :param decode_base64: whether ``isBase64Encoded: true`` bodies are decoded (REST: the
         request's first Accept type is binary; HTTP API 1.0: always).
+    :param trailer: header lines the gateway adds after the function's.
+    :param metadata: the integration response's ``metadata``.
     :raises MalformedResponse: AWS would log "Malformed Lambda proxy response".
     :raises BadBase64: a body due for decoding is not base64 (AWS answers 500).
     """
@@ -94,12 +98,13 @@ def parse_v1(payload: bytes, *, decode_base64: bool) -> IntegrationResponse:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         raise MalformedResponse("the output is not JSON") from None
-    if not isinstance(doc, dict):
+    if type(doc) is not dict:
         raise MalformedResponse("the output is not a JSON object")
-    extra = set(doc) - V1_KEYS
-    if extra:
-        raise MalformedResponse(f"unexpected keys {sorted(extra)}")
-    status = _status(doc.get("statusCode"))
+    if not V1_KEYS.issuperset(doc):
+        raise MalformedResponse(f"unexpected keys {sorted(set(doc) - V1_KEYS)}")
+    status = doc.get("statusCode")
+    if type(status) is not int or not 100 <= status <= 599:
+        status = _status(status)
     headers = doc.get("headers")
     multi = doc.get("multiValueHeaders")
     if headers is not None and not isinstance(headers, dict):
@@ -128,13 +133,17 @@ def parse_v1(payload: bytes, *, decode_base64: bool) -> IntegrationResponse:
     raw = (body or "").encode("utf-8")
     if is_b64 and decode_base64 and body:
         raw = _decode(body)
-    lines = tuple((name, ", ".join(values)) for name, values in merged.values() if values)
-    return IntegrationResponse(status=status, headers=Headers(lines), body=raw)
+    lines = tuple((name, values[0] if len(values) == 1 else ", ".join(values))
+                  for name, values in merged.values() if values)
+    return IntegrationResponse(status=status, headers=Headers(lines + trailer), body=raw,
+                               metadata=metadata)
 
 
-def parse_v2(payload: bytes) -> IntegrationResponse:
+def parse_v2(payload: bytes, metadata: Mapping[str, Any] | None = None
+             ) -> IntegrationResponse:
     """Map payload-2.0 output (§2.3), inferring a response when there is no statusCode.
 
+    :param metadata: the integration response's ``metadata``.
     :raises MalformedResponse: not JSON, or a structured response with bad fields.
     :raises BadBase64: ``isBase64Encoded`` with a body that is not base64.
     """
@@ -145,7 +154,7 @@ def parse_v2(payload: bytes) -> IntegrationResponse:
     if not isinstance(doc, dict) or "statusCode" not in doc:
         inferred = doc.encode("utf-8") if isinstance(doc, str) else payload.strip()
         return IntegrationResponse(status=200, headers=Headers(
-            (("content-type", "application/json"),)), body=inferred)
+            (("content-type", "application/json"),)), body=inferred, metadata=metadata)
     status = _status(doc.get("statusCode"))
     lines: list[tuple[str, str]] = []
     headers = doc.get("headers")
@@ -171,4 +180,5 @@ def parse_v2(payload: bytes) -> IntegrationResponse:
     raw = (text or "").encode("utf-8")
     if is_b64 and text:
         raw = _decode(text)
-    return IntegrationResponse(status=status, headers=Headers(tuple(lines)), body=raw)
+    return IntegrationResponse(status=status, headers=Headers(tuple(lines)), body=raw,
+                               metadata=metadata)

@@ -138,12 +138,19 @@ def _error_payload(message: str, error_type: str | None = None) -> bytes:
     return json.dumps(doc).encode("utf-8")
 
 
+def new_request_id() -> str:
+    """A random (version 4) UUID string, as Lambda's request ids are; formatted from
+    ``os.urandom`` directly (``str(uuid.uuid4())`` costs several times more)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 class Invocation:
     """One invoke on its way through a pool."""
 
     def __init__(self, payload: bytes, function_arn: str, trace_id: str, timeout: float,
                  asynchronous: bool = False) -> None:
-        self.id = str(uuid.uuid4())
+        self.id = new_request_id()
         self.asynchronous = asynchronous
         self.payload = payload
         self.function_arn = function_arn

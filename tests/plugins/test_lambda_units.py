@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twistgw_lambda.events import event_trace_header, matches_media_type, trace_header
 from twistgw_lambda.responses import BadBase64, MalformedResponse, parse_v1, parse_v2
+from twistgw_lambda.runtime import new_request_id
 
 from twistgw.testing import make_context
 
@@ -87,3 +89,23 @@ def test_v1_duplicate_identical_header_values_are_kept_once() -> None:
     response = parse_v1(json.dumps({"headers": {"a": "1"}, "multiValueHeaders": {
         "A": ["1", "2"]}}).encode(), decode_base64=False)
     assert response.headers.items == (("A", "1, 2"),)
+
+
+def test_v1_trailer_lines_follow_the_functions_and_metadata_is_kept() -> None:
+    response = parse_v1(json.dumps({"statusCode": 201, "headers": {"X-A": "1"}}).encode(),
+                        decode_base64=False, trailer=(("X-Amzn-Trace-Id", "Root=1"),),
+                        metadata={"lambda_request_id": "r"})
+    assert response.status == 201
+    assert response.headers.items == (("X-A", "1"), ("X-Amzn-Trace-Id", "Root=1"))
+    assert dict(response.metadata) == {"lambda_request_id": "r"}
+
+
+def test_invocation_ids_are_random_version_4_uuids() -> None:
+    seen = set()
+    for _ in range(500):
+        text = new_request_id()
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        seen.add(text)
+    assert len(seen) == 500
