@@ -43,7 +43,7 @@ from twistgw import (
     hookimpl,
 )
 from twistgw.reload import ReloadStep
-from twistgw.tracing import trace_root
+from twistgw.tracing import trace_header
 
 from .client import BackendAnswer, BackendClient, HttpSettings, parse_settings
 from .params import check_parameters, compile_parameters
@@ -236,7 +236,7 @@ def trace_id(ctx: Context) -> str:
     same trace a Lambda integration and an OpenTelemetry exporter see."""
     if ctx.trace_id:
         return ctx.trace_id
-    return f"Root={trace_root(ctx)}"
+    return trace_header(ctx).split(";", 1)[0]  # Root=...
 
 
 def _encode_pairs(pairs: Sequence[tuple[str, str]]) -> str:

@@ -332,6 +332,19 @@ def test_keep_alive_connection_is_reused_for_sequential_requests(
     assert len(conns) == 1
 
 
+def test_a_request_larger_than_one_socket_send_arrives_whole_and_in_order(
+        gateway: RunningGateway, backend: RawBackend) -> None:
+    """The request is written straight to the socket when nothing is queued; what the
+    socket does not take at once (6 MiB is more than a loopback send buffer) must follow
+    through the transport, after it and exactly once."""
+    body = bytes(range(256)) * (6 * 4096)
+    status, _h, answer = call(gateway, "POST", f"/prod/big-post?{gateway.port}", body)
+    assert (status, answer.split(b" on ")[0]) == (200, f"POST /big-post?{gateway.port}".encode())
+    seen = [s for s in backend.requests_to("/big-post") if s.path.endswith(str(gateway.port))]
+    assert len(seen) == 1 and len(seen[0].body) == len(body) and seen[0].body == body
+    assert call(gateway, "GET", "/prod/echo?after-big")[0] == 200
+
+
 def test_chunked_body_with_extensions_and_trailers(gateway: RunningGateway) -> None:
     status, headers, body = call(gateway, "GET", "/prod/chunked")
     assert (status, body) == (200, b"hello, world")
