@@ -13,7 +13,10 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import os
+from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from twistgw import Context, IntegrationRequest
@@ -21,9 +24,9 @@ from twistgw.definition import matches_media_type
 from twistgw.tracing import trace_header  # the core's, shared with every integration
 from twistgw.variables import ACCOUNT_ID, request_time
 
-__all__ = ["event_for", "rest_event", "http_v2_event", "http_v1_event", "gateway_headers",
-           "matches_media_type", "trace_header", "event_trace_header", "deployment_id",
-           "source_ip"]
+__all__ = ["event_for", "rest_event", "rest_payload", "http_v2_event", "http_v1_event",
+           "gateway_headers", "matches_media_type", "trace_header", "event_trace_header",
+           "deployment_id", "source_ip"]
 
 #: Header names an edge-optimised (CloudFront) API capitalises; others stay as sent (§A.6).
 _EDGE_CANONICAL = {n.lower(): n for n in (
@@ -41,6 +44,8 @@ _IDENTITY = dict.fromkeys(("accessKey", "accountId", "caller", "cognitoAuthentic
                            "cognitoAuthenticationType", "cognitoIdentityId",
                            "cognitoIdentityPoolId", "principalOrgId", "sourceIp", "user",
                            "userAgent", "userArn"))
+#: ``"identity"``'s JSON up to ``sourceIp``'s value (the keys before it are all null).
+_IDENTITY_HEAD = "{" + "".join(f'"{k}": null, ' for k in list(_IDENTITY)[:8]) + '"sourceIp": '
 
 #: 2.0 bodies of these types travel as text; everything else is base64 (§1.2).
 _TEXT_TYPES = ("application/json", "application/xml", "application/javascript")
@@ -170,18 +175,8 @@ def _v1_event(ctx: Context, request: IntegrationRequest, *, lower: bool) -> dict
     lines = gateway_headers(ctx, request)
     if lower:
         lines = [(n.lower(), v) for n, v in lines]
-    headers: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    spelled: dict[str, str] = {}
-    for name, value in lines:
-        key = spelled.setdefault(name.lower(), name)
-        headers[key] = value
-        multi.setdefault(key, []).append(value)
-    query: dict[str, str] = {}
-    multi_query: dict[str, list[str]] = {}
-    for name, value in request.query:
-        query[name] = value
-        multi_query.setdefault(name, []).append(value)
+    headers, multi = _v1_headers(lines)
+    query, multi_query = _v1_query(request)
     body, is_b64 = _body(ctx, request)
     api = ctx.deployment_api
     assert api is not None
@@ -238,6 +233,100 @@ def _v1_event(ctx: Context, request: IntegrationRequest, *, lower: bool) -> dict
         "body": body,
         "isBase64Encoded": is_b64,
     }
+
+
+def _v1_headers(lines: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """``headers`` (last value) and ``multiValueHeaders`` of a 1.0 event; names differing
+    only in case are one header, spelled as first seen."""
+    headers: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    spelled: dict[str, str] = {}
+    for name, value in lines:
+        lname = name.lower()
+        key = spelled.get(lname)
+        if key is None:
+            spelled[lname] = key = name
+            multi[key] = [value]
+        else:
+            multi[key].append(value)
+        headers[key] = value
+    return headers, multi
+
+
+def _v1_query(request: IntegrationRequest) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """``queryStringParameters`` (last value) and their multi-value map."""
+    query: dict[str, str] = {}
+    multi_query: dict[str, list[str]] = {}
+    for name, value in request.query:
+        query[name] = value
+        if name in multi_query:
+            multi_query[name].append(value)
+        else:
+            multi_query[name] = [value]
+    return query, multi_query
+
+
+_enc = encode_basestring_ascii  # '"text"', escaped as json.dumps escapes it
+
+
+def _json_map(mapping: Mapping[str, str]) -> str:
+    if not mapping:
+        return "null"
+    return "{" + ", ".join([f"{_enc(k)}: {_enc(v)}" for k, v in mapping.items()]) + "}"
+
+
+def _json_multi(mapping: dict[str, list[str]]) -> str:
+    if not mapping:
+        return "null"
+    return "{" + ", ".join([f"{_enc(k)}: [" + ", ".join([_enc(v) for v in values]) + "]"
+                            for k, values in mapping.items()]) + "}"
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else _enc(value)
+
+
+def rest_payload(ctx: Context, request: IntegrationRequest) -> bytes:
+    """The REST event (payload 1.0) as the JSON bytes sent to the function, exactly
+    ``json.dumps(rest_event(ctx, request))``.
+
+    This is every REST Lambda route's hot path, so the common case (no authorizer
+    principal, no client certificate) writes the text directly from the same field
+    helpers :func:`rest_event` uses: the generic encoder re-escaped every key and walked
+    two dozen constant values per request, about as much work as building the event.
+    The rest goes through :func:`rest_event` and ``json.dumps``.
+    """
+    route, api, stage = ctx.route, ctx.deployment_api, ctx.stage
+    if ctx.principal is not None or _client_cert(ctx) is not None or route is None or \
+            api is None or stage is None:
+        return json.dumps(rest_event(ctx, request)).encode("utf-8")
+    headers, multi = _v1_headers(gateway_headers(ctx, request))
+    query, multi_query = _v1_query(request)
+    body, is_b64 = _body(ctx, request)
+    domain = ctx.domain_name or ctx.request.host
+    method = _enc(ctx.method)
+    resource = _enc(route.operation.path)
+    text = (
+        f'{{"resource": {resource}, "path": {_enc(ctx.path)}, "httpMethod": {method}, '
+        f'"headers": {_json_map(headers)}, "multiValueHeaders": {_json_multi(multi)}, '
+        f'"queryStringParameters": {_json_map(query)}, '
+        f'"multiValueQueryStringParameters": {_json_multi(multi_query)}, '
+        f'"pathParameters": {_json_map(ctx.path_params)}, '
+        f'"stageVariables": {_json_map(ctx.stage_variables)}, '
+        f'"requestContext": {{"accountId": "{ACCOUNT_ID}", "apiId": {_enc(api.id)}, '
+        f'"deploymentId": {_enc(deployment_id(ctx))}, "domainName": {_enc(domain)}, '
+        f'"domainPrefix": {_enc(domain.split(".", 1)[0])}, '
+        f'"extendedRequestId": {_enc(ctx.extended_request_id)}, "httpMethod": {method}, '
+        f'"identity": {_IDENTITY_HEAD}{_enc(source_ip(ctx))}, "user": null, '
+        f'"userAgent": {_json_text(ctx.request.headers.get("user-agent"))}, '
+        f'"userArn": null}}, "path": {_enc(ctx.request_path)}, "protocol": "HTTP/1.1", '
+        f'"requestId": {_enc(ctx.request_id)}, '
+        f'"requestTime": {_enc(request_time(ctx.received_at))}, '
+        f'"requestTimeEpoch": {int(ctx.received_at * 1000)}, '
+        f'"resourceId": {_enc(route.resource_id)}, "resourcePath": {resource}, '
+        f'"stage": {_enc(stage.name)}}}, "body": {_json_text(body)}, '
+        f'"isBase64Encoded": {"true" if is_b64 else "false"}}}')
+    return text.encode("ascii")
 
 
 def _client_cert(ctx: Context) -> dict[str, Any] | None:

@@ -45,7 +45,7 @@ from twistgw.variables import ACCOUNT_ID
 
 from . import reload
 from .arn import FunctionRef, parse_function_uri
-from .events import event_for, trace_header
+from .events import event_for, rest_payload, trace_header
 from .functions import FunctionConfig, parse_functions
 from .invocation import check_invoke_parameters, invocation_type, mapped_headers
 from .remote import (
@@ -441,10 +441,13 @@ def integrate(ctx: Context, request: IntegrationRequest) -> Any:
         raise ApiConfigurationError()
     if integration.type == "AWS":
         return defer.Deferred.fromCoroutine(_integrate_custom(ctx, request, pool, ref.arn))
-    event = event_for(ctx, request)
-    if integration.request_parameters:
-        _merge_mapped_headers(ctx, integration, event)
-    payload = json.dumps(event).encode("utf-8")
+    if api.is_http or integration.request_parameters:
+        event = event_for(ctx, request)
+        if integration.request_parameters:
+            _merge_mapped_headers(ctx, integration, event)
+        payload = json.dumps(event).encode("utf-8")
+    else:
+        payload = rest_payload(ctx, request)
     if len(payload) > MAX_PAYLOAD_BYTES:
         _fail(ctx, f"Lambda invocation failed with status: 413. Request payload size "
                    f"({len(payload)} bytes) exceeded maximum allowed payload size "

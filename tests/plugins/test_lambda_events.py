@@ -11,9 +11,12 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twistgw_lambda.plugin import use_runtime
 from twistgw_lambda.runtime import InvokeResult
@@ -562,3 +565,51 @@ def test_proxy_request_parameters_other_than_headers_are_refused(tmp_path: Any) 
     with pytest.raises(ConfigError) as info:
         make_gateway(tmp_path, {"/x": {"get": op}})
     assert info.value.path.endswith("requestParameters.integration.request.querystring.q")
+
+
+# -- the REST payload written directly ---------------------------------------------------------
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+NAMES = st.sampled_from(["Accept", "accept", "X-Custom", "x-custom", "User-Agent",
+                         "Content-Type", "X-Forwarded-For", "Cookie", "X-\u00e9"])
+
+
+CF_ID = re.compile(rb'"X-Amz-Cf-Id": \[?"[^"]*"')
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(headers=st.lists(st.tuples(NAMES, TEXT), max_size=6),
+       query=st.lists(st.tuples(st.sampled_from(["a", "b", "\u00fc"]), TEXT), max_size=4),
+       body=st.binary(max_size=16) | TEXT.map(str.encode),
+       edge=st.booleans(), ctype=st.sampled_from(["text/plain", "image/png", ""]))
+def test_rest_payload_is_byte_for_byte_json_dumps_of_the_event(
+        tmp_path_factory: Any, monkeypatch: Any, headers: list[tuple[str, str]],
+        query: list[tuple[str, str]], body: bytes, edge: bool, ctype: str) -> None:
+    """The hot path's hand-written JSON is exactly ``json.dumps(rest_event(...))``, for
+    any headers (case duplicates, non-ASCII), query, body, binary type and endpoint."""
+    import twistgw_lambda.plugin as plugin_module
+    from twistgw_lambda.events import rest_event, rest_payload
+
+    checked: list[bytes] = []
+
+    def checking(ctx: Any, request: Any) -> bytes:
+        fast = rest_payload(ctx, request)
+        slow = json.dumps(rest_event(ctx, request)).encode("utf-8")
+        # EDGE APIs get a random X-Amz-Cf-Id per call: the one difference allowed.
+        assert CF_ID.sub(b"", fast) == CF_ID.sub(b"", slow)
+        checked.append(fast)
+        return fast
+
+    monkeypatch.setattr(plugin_module, "rest_payload", checking)
+    h, _pool = make_gateway(tmp_path_factory.mktemp("p"), {"/p/{id}": {"post": lambda_op()}},
+                            endpoint_type="EDGE" if edge else "REGIONAL", binary=["image/*"],
+                            stages=[{"name": "prod", "variables": {"v": "1"}}])
+    try:
+        if ctype:
+            headers = [*headers, ("Content-Type", ctype)]
+        qs = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in query)
+        run(h, make_inbound("POST", f"/prod/p/x%20y?{qs}", headers=headers, body=body))
+    finally:
+        h._undo()  # type: ignore[attr-defined]
+    assert len(checked) == 1
