@@ -336,6 +336,13 @@ def _fill_uri(uri: str, sources: tuple[Mapping[str, str], ...]) -> str:
         if len(_templates) >= 4096:
             _templates.clear()
         _templates[uri] = parts
+    if len(parts) == 3:  # one placeholder, the usual {proxy}
+        name = parts[1]
+        for source in sources:
+            found = source.get(name)
+            if found is not None:
+                return parts[0] + _quote_path(found) + parts[2]
+        return parts[0] + parts[2]
     out = [parts[0]]
     for i in range(1, len(parts), 2):
         name = parts[i]

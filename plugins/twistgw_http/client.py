@@ -486,8 +486,8 @@ class BackendClient:
         send_body = body or method in ("POST", "PUT", "PATCH")
         head = request_head(method, path, target.host_header, headers,
                             len(body) if send_body else None)
-        guard = self._guard(target.key)
-        if not guard.admit():
+        guard = self.guards.get(target.key) or self._guard(target.key)
+        if guard.opened_at is not None and not guard.admit():  # (closed: admitted)
             raise unavailable()
         if guard.active >= guard.max_concurrent:
             guard.abandoned()  # :meth:`request` admits again

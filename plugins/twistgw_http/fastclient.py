@@ -160,6 +160,9 @@ def _parse_authority(prefix: str) -> Target:
 
 
 _names: set[str] = set()
+#: Valid response header names seen -> lower-cased: backends repeat the same few names,
+#: and the checks and ``lower()`` per header showed in the proxy profile.
+_header_names: dict[str, str] = {}
 
 
 def request_head(method: str, path: str, host_header: str,
@@ -383,12 +386,18 @@ class _Connection(Protocol):
         chunked = False
         transfer_encoding = False
         close = m.group(1) == "0"
+        known = _header_names
         for line in lines[1:]:
             name, sep, value = line.partition(":")
-            if not sep or not name or name[0] in " \t" or name[-1] in " \t":
-                raise BadResponse(f"bad header line {line[:80]!r}")
+            lname = known.get(name)
+            if lname is None or not sep:
+                if not sep or not name or name[0] in " \t" or name[-1] in " \t":
+                    raise BadResponse(f"bad header line {line[:80]!r}")
+                lname = name.lower()
+                if len(known) >= _MAX_NAMES:
+                    known.clear()
+                known[name] = lname
             value = value.strip(" \t")
-            lname = name.lower()
             if lname in CONTROL_HEADERS:
                 if lname == "content-length":
                     if self.head_request:
