@@ -10,8 +10,8 @@ event that JSON can carry (others as their ``repr``), ``traceback`` for failures
 Access-log lines logged through the gateway's log carry ``line`` (the same text as
 ``message``; such an event is written by a short path, its line having been redacted
 when it was built).  Events are redacted (:mod:`twistgw.redaction`) before they are
-written.  Lines go to standard output (with
-``-n``; journald or a container runtime collects and rotates them); set
+written.  Lines go to standard output (with ``-n``; journald or a container runtime
+collects and rotates them); set
 ``TWISTGW_JSONLOG_PATH`` to append to a file instead, which ``SIGUSR1`` reopens (for
 logrotate's ``postrotate``; see docs/deployment.rst).
 """
