@@ -12,6 +12,9 @@ StringTransport, as in ``bench/run profile`` part 1, for ``configs/mock-nolog.ya
       for k in 300 1300; do valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
           python bench/mock_cpu.py --requests $k mock-logfile.yaml; done
       # instructions per request = (Collected at 1300 - Collected at 300) / 1000
+
+  ``CONFIG`` ``bare`` is the baseline instead: bench/hello_twisted.py's stock twisted.web
+  Site over the same kind of connection.
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ REQUEST = (b"GET /prod/mock HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: benc
 
 
 def client(config: str) -> Callable[[], bytes]:
-    """An in-memory keep-alive connection to a gateway built from ``configs/<config>``."""
+    """An in-memory keep-alive connection to a gateway built from ``configs/<config>``
+    (or to bare twisted.web for ``bare``)."""
+    if config == "bare":
+        from hello_twisted import Hello, QuietSite  # type: ignore[import-not-found]
+
+        bare: Callable[[], bytes] = bench._in_memory_client(QuietSite(Hello()), REQUEST)
+        return bare
     from twistgw.config import load_config
     from twistgw.gateway import Gateway
 

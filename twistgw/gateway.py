@@ -42,7 +42,7 @@ from .errors import ConfigError
 from .pipeline import Pipeline
 from .plugins import GatewayPluginManager, describe, make_plugin_manager
 from .reload import ReloadStep, Serving
-from .server import GatewayResource
+from .server import GatewayHandler
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IListeningPort
@@ -141,8 +141,8 @@ class Gateway(MultiService):
         return self.serving.deployment
 
     def _new_site(self, listener: ListenerConfig) -> DrainingSite:
-        resource = GatewayResource(self, listener.name, _scheme(listener))
-        return DrainingSite(resource, listener.limits, clock=self.reactor, name=listener.name)
+        handler = GatewayHandler(self, listener.name, _scheme(listener))
+        return DrainingSite(handler, listener.limits, clock=self.reactor, name=listener.name)
 
     def _factory(self, config: GatewayConfig, listener: ListenerConfig, site: DrainingSite
                  ) -> tuple[Any, Any]:

@@ -1,51 +1,49 @@
-"""Hardened HTTP/1.1 server layer: the listener's first line of defence.
+"""The listeners' HTTP/1.1 server: a lean, strict protocol on llhttp (``httptools``).
 
-Stock :mod:`twisted.web` is a correct but trusting HTTP/1.1 server (see
-``reliability.md`` §2.2/§2.3): it has only an *idle* timer that every trickled byte
-resets (so slowloris connections live forever), no body cap (50 MiB uploads are spooled
-to a temporary file), no connection cap, and it silently drops a request line longer
-than 16 KiB, accepts HTTP/1.1 requests without ``Host``, duplicate ``Host`` headers,
-obs-fold continuation lines (even on ``Transfer-Encoding``), ``Transfer-Encoding`` on
-HTTP/1.0, absolute-form targets and header names with ``_``.  Because the gateway
-re-serialises requests towards integrations, everything ambiguous must be refused
-here, before any application code sees it.
+DESIGN.md planned the listeners on twisted.web with a hardened channel.  That worked, but
+twisted.web's server objects cost more CPU per request than the whole gateway pipeline
+on a MOCK route (bench/RESULTS.md, "lean HTTP server"): ``HTTPChannel`` parses line by
+line in Python, each request builds a ``Request`` with a dozen structures and two
+``Headers`` tables, and the response went back through ``setHeader``/``write``/``finish``.
+This module replaces all of it with one protocol per connection that feeds whatever it
+reads to llhttp (Node.js's parser, strict mode: it already refuses CL+TE, duplicate
+``Content-Length``, bad chunk sizes, obs-fold, bare CR/LF/NUL, invalid methods and
+versions), keeps only what the gateway needs (method, target, version, header pairs as
+sent, body) and writes each response with one ``transport.write``: status line, headers,
+a per-second cached ``Date`` and the body.
 
-This module closes those gaps with the smallest possible overrides of Twisted's own
-parser, so that the stock protections (CL+TE, duplicate Content-Length, strict chunk
-sizes, bare CR/LF/NUL in values, in-order pipelining) keep working unchanged:
+What llhttp leaves to us, checked here before any application code runs:
 
-* :class:`GatewaySite` -- a :class:`~twisted.web.server.Site` that never advertises
-  ``h2`` (Twisted's HTTP/2 has an open Rapid-Reset issue), writes no access log of its
-  own (the gateway writes one), never parses POST form bodies into ``request.args``,
-  and caps the number of open connections of the listener.
-* :class:`HardenedHTTPChannel` -- the per-connection parser with an absolute header
-  deadline (408), request line / header count / header bytes limits (414 / 431),
-  request framing checks (400) and the body cap (413).
-* :class:`GatewayRequest` -- keeps bodies in memory (never a temporary file) and
-  enforces the body cap on chunked uploads as soon as they cross it.
+* limits: an absolute header deadline (408), request line length (414), header count and
+  bytes (431, also for an unterminated line that grows too long), the body cap (413, on
+  ``Content-Length`` before any body byte or ``100 Continue``, on chunked bodies as soon
+  as they cross it), the listener's connection cap, an idle timeout;
+* framing: exactly one ``Host`` on HTTP/1.1 (at most one on 1.0), ``Transfer-Encoding``
+  only as ``chunked`` and only on HTTP/1.1, HTTP/1.0 and 1.1 only, origin-form (or ``*``)
+  targets only, header names with ``_`` dropped or refused (``underscore_headers``).
 
-Every rejection produced here is a complete, self-delimited response followed by a
-close of the connection (see :meth:`HardenedHTTPChannel.reject`).  The per-request cost
-on the hot path is a handful of integer comparisons and at most one ``callLater``
-(only when a request head arrives in more than one read).
+Every refusal is a complete ``Connection: close`` response (:meth:`HardenedHTTPChannel.reject`).
+Pipelined requests are answered in order; at most :data:`MAX_PIPELINED` wait behind the one
+being answered, and while one is answered further input is buffered up to
+:data:`READ_AHEAD` bytes, then reading pauses.  Responses the client does not read pause
+reading too (the channel is the transport's producer), so nothing grows without bound.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import sys
+import time
 import typing
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from twisted.internet import tcp
-from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel, datetimeToString
-from twisted.web.server import Request, Site
+from twisted.web.http import RESPONSES, datetimeToString
 from zope.interface import implementer
 
 from twistgw.limits import Limits
@@ -53,27 +51,28 @@ from twistgw.models import TlsInfo
 
 if TYPE_CHECKING:
     from twisted.internet.base import DelayedCall
-    from twisted.internet.interfaces import (
-        IAddress,
-        IProtocol,
-        IReactorTime,
-        ITransport,
-    )
+    from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime, ITransport
     from twisted.python.failure import Failure
-    from twisted.web.resource import IResource
 
 __all__ = [
-    "GatewayRequest",
-    "Handover",
+    "MAX_PIPELINED",
+    "READ_AHEAD",
     "GatewaySite",
+    "Handover",
     "HardenedHTTPChannel",
+    "HttpRequest",
+    "encode_headers",
+    "http_date",
     "limits_error_body",
+    "tls_info_of",
 ]
 
-# Typing note: without the mypy-zope plugin mypy cannot call methods through a
-# zope.interface type (it sees them as functions without ``self``), so transports and
-# reactors are handled as ``Any`` (or through the small Protocol below) where we call
-# them.  Parts of twisted.web are unannotated, hence the ``no-untyped-call`` ignores.
+#: Complete requests that may wait behind the one being answered.  A client pipelining
+#: more in one read gets those answered, the last with ``Connection: close``; the rest
+#: is not read (RFC 9112 §9.3.2: such clients retry unanswered requests).
+MAX_PIPELINED: Final = 16
+#: Bytes read ahead (not parsed) while a request is being answered; then reading pauses.
+READ_AHEAD: Final = 16384
 
 
 class _TimeSource(typing.Protocol):
@@ -96,7 +95,11 @@ _REASONS: Final[dict[int, str]] = {
     431: "Request Header Fields Too Large",
 }
 
-_SP_OR_HTAB: Final = b" \t"
+_VERSIONS: Final = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY: Final = frozenset((204, 304))
+_status_lines: dict[tuple[bytes, int], bytes] = {}
+_date_cache: list[Any] = [-1, b""]
 
 
 def limits_error_body(status: int, max_body_bytes: int = _DEFAULT_LIMITS.max_body_bytes) -> bytes:
@@ -114,6 +117,16 @@ def limits_error_body(status: int, max_body_bytes: int = _DEFAULT_LIMITS.max_bod
     return json.dumps({"message": _REASONS[status]}, separators=(",", ":")).encode("ascii")
 
 
+def http_date(now: float | None = None) -> bytes:
+    """The ``Date`` header value for ``now`` (default: the current time), formatted once
+    per second."""
+    second = int(time.time() if now is None else now)
+    cached = _date_cache
+    if cached[0] != second:
+        cached[0], cached[1] = second, datetimeToString(second)
+    return cached[1]  # type: ignore[no-any-return]
+
+
 def _error_response(status: int, max_body_bytes: int) -> bytes:
     """Serialise a complete ``Connection: close`` error response.
 
@@ -125,7 +138,7 @@ def _error_response(status: int, max_body_bytes: int) -> bytes:
     return b"".join(
         (
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status].encode("ascii")),
-            b"Date: %s\r\n" % (datetimeToString(),),
+            b"Date: %s\r\n" % (http_date(),),
             b"Content-Type: %s\r\n" % (content_type,),
             b"Content-Length: %d\r\n" % (len(body),),
             b"Connection: close\r\n\r\n",
@@ -134,105 +147,189 @@ def _error_response(status: int, max_body_bytes: int) -> bytes:
     )
 
 
-# The per-read and per-line paths call the base implementation directly: on CPython 3.11
-# a zero-argument super() builds a proxy object on every call.
-_base_data_received: Final[Callable[[HTTPChannel, bytes], None]] = HTTPChannel.dataReceived
-_base_line_received: Final[Callable[[HTTPChannel, bytes], None]] = HTTPChannel.lineReceived
-_base_header_received: Final[Callable[[HTTPChannel, bytes], bool]] = HTTPChannel.headerReceived
+def _status_line(version: bytes, status: int) -> bytes:
+    line = _status_lines.get((version, status))
+    if line is None:
+        reason = RESPONSES.get(status, b"Unknown Status")
+        line = b"%s %d %s\r\n" % (version, status, reason)
+        if len(_status_lines) < 1024:
+            _status_lines[(version, status)] = line
+    return line
 
 
-@implementer(IHalfCloseableProtocol)
-class HardenedHTTPChannel(HTTPChannel):
-    """An :class:`~twisted.web.http.HTTPChannel` that enforces :class:`Limits`.
+def encode_headers(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``Name: value`` lines (CRLF-terminated) for :meth:`HttpRequest.respond`; the caller
+    guarantees names are tokens and values free of CR, LF and NUL."""
+    return b"".join([name + b": " + value + b"\r\n" for name, value in pairs])
 
-    Twisted's parser is kept; this class only intercepts it at the narrowest points:
 
-    * :meth:`dataReceived` starts one absolute *header deadline* (``header_timeout``)
-      when a request head is still incomplete at the end of a read -- Twisted's idle
-      timer is reset by every byte, so a client trickling one header byte every few
-      seconds would otherwise never be evicted.  A head that arrives in one read (the
-      normal case) costs no timer at all.  The deadline is cancelled in
-      :meth:`allHeadersReceived`; when it fires the client gets 408.
-    * :meth:`lineReceived` counts header lines and bytes (431), refuses obs-fold (400)
-      and absolute-form targets (400) and applies the underscore policy (drop / 400).
-      ``MAX_LENGTH`` follows the parser state (``max_request_line`` for the request
-      line, ``max_header_bytes`` inside the head) and :meth:`lineLengthExceeded`
-      answers 414 / 431 instead of Twisted's silent drop, so an over-long line is
-      refused without ever being buffered in full.
-    * :meth:`allHeadersReceived` checks ``Host`` (exactly one on HTTP/1.1, at most one
-      otherwise), ``Transfer-Encoding`` (only ``chunked``, only on HTTP/1.1) and
-      answers 413 for a ``Content-Length`` above ``max_body_bytes`` before reading any
-      body byte (and before any ``100 Continue``).
-    * :meth:`_respondToBadRequestAndDisconnect` (Twisted's own 400 path) is routed to
-      :meth:`reject` so that every refusal has the same shape.
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing (a refusal, or too many pipelined
+    requests); the reason is on the channel."""
 
-    The idle timeout between requests and between two reads of a body is Twisted's own
-    ``timeOut`` (set to ``idle_timeout`` by :class:`GatewaySite`).
 
-    Limits are copied into plain attributes by :meth:`apply_limits` (called by
-    :class:`GatewaySite` for every connection) so the per-line checks are attribute
-    reads, not attribute chains.
+class HttpRequest:
+    """One parsed request, answered once with :meth:`respond` (or handed over).
 
-    :ivar limits: the limits in force on this connection.
+    :ivar method: e.g. ``b"GET"``.
+    :ivar target: the request-target as sent (origin-form or ``*``).
+    :ivar version: ``b"HTTP/1.1"`` or ``b"HTTP/1.0"``.
+    :ivar headers: ``(name, value)`` pairs as received, in order, decoded as latin-1
+        (names keep the client's spelling; REST Lambda events show them).
+    :ivar body: the whole body (bounded by ``max_body_bytes``).
+    :ivar keep_alive: whether the connection may stay open after the response.
+    :ivar on_lost: called once if the connection closes before the response is written
+        (the gateway cancels the pipeline and with it any integration call).
+    :ivar finished: the response was written (or the request abandoned).
+    """
+
+    __slots__ = ("_channel", "body", "finished", "headers", "keep_alive", "method",
+                 "on_lost", "target", "version")
+
+    def __init__(self, channel: HardenedHTTPChannel, method: bytes, target: bytes,
+                 version: bytes, headers: list[tuple[str, str]], keep_alive: bool) -> None:
+        self._channel = channel
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.body = b""
+        self.keep_alive = keep_alive
+        self.on_lost: Callable[[], object] | None = None
+        self.finished = False
+
+    @property
+    def channel(self) -> HardenedHTTPChannel:
+        """The connection this request arrived on."""
+        return self._channel
+
+    @property
+    def peer(self) -> Any:
+        """The client's address (``IAddress``)."""
+        return self._channel.peer
+
+    @property
+    def host(self) -> Any:
+        """Our address on this connection (``IAddress``)."""
+        return self._channel.host
+
+    @property
+    def tls_info(self) -> TlsInfo | None:
+        """What the TLS layer knows about this connection, or ``None`` over plain TCP."""
+        return self._channel.tls_info
+
+    @property
+    def connected(self) -> bool:
+        """The response can still be written."""
+        return not self.finished and self._channel.transport is not None
+
+    def respond(self, status: int, header_lines: bytes, body: bytes, *,
+                date: bool = True) -> None:
+        """Write the response in one transport write.
+
+        :param status: the status code.
+        :param header_lines: ``Name: value\\r\\n`` lines (see :func:`encode_headers`),
+            without ``Content-Length`` and ``Connection``, which this layer writes.
+        :param body: the body; not sent for ``HEAD`` and for 204 and 304.
+        :param date: add a ``Date`` header (pass ``False`` when the lines carry one).
+        """
+        self._channel._respond(self, status, header_lines, body, date)
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class HardenedHTTPChannel(Protocol):
+    """One HTTP/1.1 connection of a :class:`GatewaySite` (see the module docstring).
+
+    :ivar persistent: cleared by a drain: the next response carries ``Connection: close``
+        and the connection closes after it.
     :ivar reject_linger: seconds a rejected client has to read the error response and
         close; after that the connection is aborted.
     """
 
-    limits: Limits = _DEFAULT_LIMITS
     reject_linger: float = 5.0
     _log = Logger()
 
-    def __init__(self) -> None:
-        super().__init__()  # Twisted is unannotated here
-        # Parser state of this layer.  ``_in_head`` is True between an accepted request
-        # line and the blank line that ends its header section.
-        self._in_head = False
-        self._head_lines = 0
-        self._head_bytes = 0
-        self._header_call: DelayedCall | None = None
-        self._rejected = False
-        self._slot_owner: GatewaySite | None = None
-        self._peer: Any = None
-        self._host: Any = None
-        self.apply_limits(self.limits)
-
-    def getPeer(self) -> Any:
-        """The client's address, cached: it cannot change on a connection, and Twisted's
-        Request asks for it (a new address object each time) on every request, which
-        showed in the proxy benchmark's profile."""
-        peer = self._peer
-        if peer is None:
-            peer = self._peer = HTTPChannel.getPeer(self)
-        return peer
-
-    def getHost(self) -> Any:
-        """Our address on this connection, cached like :meth:`getPeer`."""
-        host = self._host
-        if host is None:
-            host = self._host = HTTPChannel.getHost(self)
-        return host
-
-    # -- configuration -------------------------------------------------------------------
-
-    def apply_limits(self, limits: Limits) -> None:
-        """Put ``limits`` in force on this channel (before it is connected).
-
-        Twisted's own ``maxHeaders``/``totalHeadersSize`` stay as a backstop, set just
-        above ours so that our precise 431 answers always come first.
-
-        :param limits: the listener's limits.
-        """
+    def __init__(self, site: GatewaySite) -> None:
+        self._site = site
+        self._handler = site.handler
+        limits = site.limits
         self.limits = limits
+        self._clock: Any = site.clock
         self._header_timeout = limits.header_timeout
+        self._idle_timeout = limits.idle_timeout
         self._max_request_line = limits.max_request_line
         self._max_header_bytes = limits.max_header_bytes
         self._max_headers = limits.max_headers
         self._max_body_bytes = limits.max_body_bytes
         self._check_underscore = limits.underscore_headers != "allow"
         self._drop_underscore = limits.underscore_headers == "drop"
-        self.maxHeaders = limits.max_headers + 1
-        self.totalHeadersSize = limits.max_request_line + limits.max_header_bytes + 1
-        self.MAX_LENGTH = limits.max_request_line
+        self._parser = HttpRequestParser(self)
+        self.persistent = True
+        self._queue: deque[HttpRequest] = deque()
+        self._current: HttpRequest | None = None
+        self._running = False
+        self._buffer = b""
+        self._read_paused = False
+        self._write_paused = False
+        self._rejected = False
+        self._stop_status = 0  # set by a callback before raising _Stop
+        self._discarding = False
+        self._upgraded: IProtocol | None = None
+        self._header_call: DelayedCall | None = None
+        self._idle_call: DelayedCall | None = None
+        self._abort_call: DelayedCall | None = None
+        self._last_active = 0.0
+        self._peer: Any = None
+        self._host: Any = None
+        self._tls: Any = self  # "not looked up yet"
+        self._slot = False
+        # The request being parsed.
+        self._in_head = False
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._head_bytes = 0
+        self._header_count = 0
+        self._hosts = 0
+        self._te: bytes | None = None
+        self._content_length = 0
+        self._expect = False
+        self._body: list[bytes] = []
+        self._body_len = 0
+        self._request: HttpRequest | None = None
+
+    # -- addresses and TLS -------------------------------------------------------------
+
+    @property
+    def peer(self) -> Any:
+        """The client's address, cached (it cannot change on a connection)."""
+        peer = self._peer
+        if peer is None:
+            transport: Any = self.transport
+            peer = self._peer = transport.getPeer()
+        return peer
+
+    @property
+    def host(self) -> Any:
+        """Our address on this connection, cached like :attr:`peer`."""
+        host = self._host
+        if host is None:
+            transport: Any = self.transport
+            host = self._host = transport.getHost()
+        return host
+
+    @property
+    def tls_info(self) -> TlsInfo | None:
+        """The connection's :class:`TlsInfo` when the transport is TLS (``ISSLTransport``,
+        e.g. a ``TLSMemoryBIOProtocol`` a listener wrapper put around the site), read once
+        per connection at its first request (after the handshake), else ``None``."""
+        tls = self._tls
+        if tls is self:
+            transport = self.transport
+            tls = None
+            if transport is not None and ISSLTransport.providedBy(transport):
+                tls = tls_info_of(transport)
+            self._tls = tls
+        return tls  # type: ignore[no-any-return]
 
     @property
     def max_body_bytes(self) -> int:
@@ -242,225 +339,406 @@ class HardenedHTTPChannel(HTTPChannel):
     # -- connection lifecycle ------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        """Take a slot of the listener's connection cap, then start as Twisted does."""
-        if self._slot_owner is not None:
-            self._slot_owner._connection_opened()
-        super().connectionMade()  # Twisted is untyped here
+        """Take a slot of the listener's connection cap, register as the transport's
+        producer (a client that does not read its responses pauses our reading) and start
+        the idle timer."""
+        self._site._connection_opened(self)
+        self._slot = True
+        transport: Any = self.transport
+        transport.registerProducer(self, True)
+        self._last_active = self._clock.seconds()
+        self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_check)
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        """Cancel our timer, give the connection slot back, then clean up as Twisted does.
-
-        :param reason: why the connection was lost.
-        """
-        self._cancel_header_deadline()
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """Stop the timers, give the slot back and abandon requests not answered."""
+        upgraded = self._upgraded
+        self._cancel_timers()
         self._release_slot()
-        super().connectionLost(reason)
+        current, self._current = self._current, None
+        self._queue.clear()
+        self._buffer = b""
+        if upgraded is not None:
+            upgraded.connectionLost(reason)  # type: ignore[arg-type]
+        if current is not None and not current.finished:
+            current.finished = True
+            on_lost, current.on_lost = current.on_lost, None
+            if on_lost is not None:
+                on_lost()
+        self.transport = None
 
     def _release_slot(self) -> None:
-        """Return this connection's slot to the listener (idempotent)."""
-        owner, self._slot_owner = self._slot_owner, None
-        if owner is not None:
-            owner._connection_closed()
+        if self._slot:
+            self._slot = False
+            self._site._connection_closed(self)
 
-    def _protocolUpgradeForWebsockets(self, protocol: IProtocol) -> None:
-        """Keep the connection count right when Twisted hands the socket to a websocket.
+    def _cancel_timers(self) -> None:
+        for name in ("_header_call", "_idle_call", "_abort_call"):
+            call = getattr(self, name)
+            setattr(self, name, None)
+            if call is not None and call.active():
+                call.cancel()
 
-        Twisted replaces ``connectionLost`` on the instance, so ours would never run; the
-        slot is released through a wrapper around the new handler instead.
+    @property
+    def idle(self) -> bool:
+        """No request is being received or answered and nothing is buffered."""
+        return (self._current is None and not self._queue and not self._in_head
+                and not self._buffer)
 
-        :param protocol: the websocket protocol taking over the transport.
-        """
-        self._cancel_header_deadline()
-        super()._protocolUpgradeForWebsockets(protocol)
-        inner = self.connectionLost
+    @property
+    def upgraded(self) -> bool:
+        """The connection left HTTP (:class:`Handover`)."""
+        return self._upgraded is not None
 
-        def connection_lost(reason: Failure) -> None:
-            self._release_slot()
-            inner(reason)
+    def close_when_idle(self) -> None:
+        """Drain: close now when idle, else after the response being answered."""
+        self.persistent = False
+        if self.idle and self.transport is not None:
+            self.transport.loseConnection()
 
-        self.connectionLost = connection_lost  # type: ignore[method-assign]
+    # -- producer (flow control of our writes) -------------------------------------------
 
-    # -- parsing -------------------------------------------------------------------------
+    def pauseProducing(self) -> None:
+        """The transport's write buffer is full: stop reading until it drains."""
+        self._write_paused = True
+        self._pause_reading()
+
+    def resumeProducing(self) -> None:
+        """The client read its responses: read again."""
+        self._write_paused = False
+        if len(self._buffer) <= READ_AHEAD:
+            self._resume_reading()
+
+    def stopProducing(self) -> None:
+        """The transport is going away; ``connectionLost`` cleans up."""
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            transport: Any = self.transport
+            transport.pauseProducing()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and not self._write_paused and self.transport is not None:
+            self._read_paused = False
+            transport: Any = self.transport
+            transport.resumeProducing()
+
+    # -- input ---------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """Parse ``data``; start the header deadline if a request head is still open.
+        """Parse ``data`` and answer what it completes (in order).
 
-        The deadline therefore starts at the end of the read that carried the first byte
-        of a request, which is "from the first byte" to within one read.
+        The header deadline starts at the end of a read that leaves a request head
+        incomplete, which is "from the first byte" to within one read; a head that arrives
+        in one read (the normal case) costs no timer.
 
         :param data: bytes read from the transport.
         """
-        if self._rejected:
-            # Draining a rejected client (see reject()): read and discard.
+        if self._upgraded is not None:
+            self._upgraded.dataReceived(data)
             return
-        _base_data_received(self, data)
-        if (
-            self._header_call is None
-            and self.line_mode
-            and (self._in_head or self._buffer)
-            and not self._rejected
-        ):
-            self._header_call = self.callLater(
-                self._header_timeout, self._header_deadline_passed
-            )
+        if self._rejected or self._discarding:
+            return
+        self._last_active = self._clock.seconds()
+        if self._current is not None or self._queue:
+            # Answering a request: keep the bytes for later, within READ_AHEAD.
+            self._buffer += data
+            if len(self._buffer) > READ_AHEAD:
+                self._pause_reading()
+            return
+        self._feed(data)
+        if self._queue:
+            self._run_queue()
 
-    def lineReceived(self, line: bytes) -> None:
-        """Check a request line or header line against the limits, then let Twisted parse it.
-
-        Header lines are vetted here rather than in ``headerReceived`` because Twisted
-        delays that call by one line (to join obs-fold continuations, which we refuse)
-        and because one Python call per line less matters on the hot path.
-
-        :param line: one line of a request head, without its CRLF.
-        """
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as e:
+            self._upgrade_pause(data[e.args[0]:])
+        except (HttpParserError, _Stop):
+            self._parse_stopped()
+            return
         if self._in_head:
-            if line:
-                if line[0] in _SP_OR_HTAB:
-                    # obs-fold: RFC 9112 §5.2 lets a server reject it; we forward headers,
-                    # so joining lines would create values the client never sent.
-                    self.reject(400)
-                    return
-                self._head_lines += 1
-                self._head_bytes += len(line)
-                if (
-                    self._head_lines > self._max_headers
-                    or self._head_bytes > self._max_header_bytes
-                ):
-                    self.reject(431)
-                    return
-                if self._check_underscore and b"_" in line:
-                    colon = line.find(b":")
-                    if colon > 0 and line.find(b"_", 0, colon) != -1:
-                        # X_Api_Key vs X-Api-Key: names that differ only by "_" / "-"
-                        # collide in CGI-style mappings (nginx drops, Envoy rejects).
-                        if not self._drop_underscore:
-                            self.reject(400)
-                        return
-            _base_line_received(self, line)
-            return
+            self._head_incomplete(data)
 
-        # Request line (or the one blank line Twisted tolerates between requests).
-        if len(line) > self._max_request_line:
-            self.reject(414)
-            return
-        if not line or not self.persistent:
-            _base_line_received(self, line)
-            return
-        self._in_head = True
-        self._head_lines = 0
-        self._head_bytes = 0
-        self.MAX_LENGTH = self._max_header_bytes
-        _base_line_received(self, line)
-        if self._rejected:
-            return
-        target: bytes = self._path
-        if target[:1] != b"/" and target != b"*":
-            # absolute-form / authority-form: we are not a forward proxy, and routing on a
-            # URI authority that differs from Host is a classic confusion vector.
-            self.reject(400)
+    def _upgrade_pause(self, rest: bytes) -> None:
+        """llhttp stops after a request asking to switch protocols (``Upgrade`` or
+        ``CONNECT``); what follows belongs to the new protocol if the application takes
+        the connection (:class:`Handover`), else to the next request (a new parser)."""
+        self._parser = HttpRequestParser(self)
+        self._buffer = rest + self._buffer
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        """Answer an over-long line with 414 / 431 instead of Twisted's silent drop.
-
-        Called by :class:`~twisted.protocols.basic.LineReceiver` as soon as a line (even
-        an unterminated one) exceeds ``MAX_LENGTH``.
-
-        :param line: the buffered data starting with the over-long line (ignored).
-        """
-        self.reject(431 if self._in_head else 414)
-
-    def headerReceived(self, line: bytes) -> bool:
-        """Let Twisted store the header, and keep its name as the client spelled it.
-
-        :param line: one complete header line.
-        :returns: whether the header was accepted.
-        """
-        accepted = _base_header_received(self, line)
-        if accepted:
-            request = self.requests[-1]
-            pairs = getattr(request, "raw_header_pairs", None)
-            if pairs is not None:
-                name, _, value = line.partition(b":")
-                pairs.append((name, value.strip(b" \t")))
-        return accepted
-
-    def allHeadersReceived(self) -> None:
-        """Validate the complete request head before Twisted acts on it.
-
-        Runs before Twisted's own ``allHeadersReceived`` so that a refused request never
-        gets a ``100 Continue`` and never has a body byte read.
-        """
+    def _parse_stopped(self) -> None:
+        """The parser refused the input (400) or a callback stopped it."""
+        status, self._stop_status = self._stop_status or 400, 0
         self._in_head = False
-        self.MAX_LENGTH = self._max_request_line
         self._cancel_header_deadline()
-        headers = self.requests[-1].requestHeaders
-        http11 = self._version == b"HTTP/1.1"
-        hosts = headers.getRawHeaders(b"host")
-        if (hosts is None and http11) or (hosts is not None and len(hosts) != 1):
-            # RFC 9112 §3.2: a request without Host, or with more than one, gets 400.
-            self.reject(400)
+        if status == -1:
+            # Too many pipelined requests: answer those queued, then close.
+            self._discarding = True
+            if self._queue:
+                self._queue[-1].keep_alive = False
             return
-        if headers.hasHeader(b"transfer-encoding") and (not http11 or self.length is not None):
-            # On HTTP/1.0 the framing is faulty (RFC 9112 §6.1); Twisted only chooses a
-            # decoder for "chunked", so a non-None length means another coding
-            # ("identity"), which we do not speak.
-            self.reject(400)
-            return
-        length = self.length
-        if length is not None and length > self._max_body_bytes:
-            self.reject(413)
-            return
-        super().allHeadersReceived()
+        self._reject_when_idle(status)
 
-    def allContentReceived(self) -> None:
-        """Hand the request to the application unless this layer refused it.
-
-        Twisted calls this straight after :meth:`allHeadersReceived` for a request
-        without body, whatever that method decided.
-        """
-        if self._rejected:
+    def _head_incomplete(self, data: bytes) -> None:
+        """A request head is open at the end of a read: bound the line being received
+        (llhttp buffers an unfinished header line without limit) and start the deadline."""
+        lf = data.rfind(b"\n")
+        partial = len(data) - lf - 1 if lf >= 0 else self._partial + len(data)
+        self._partial = partial
+        if (partial > self._max_header_bytes - self._head_bytes
+                and partial > self._max_request_line):
+            # Not the request line: on_url already refused a long target.
+            self._reject_when_idle(431)
             return
-        super().allContentReceived()
+        if self._header_call is None:
+            self._header_call = self._clock.callLater(self._header_timeout,
+                                                      self._header_deadline_passed)
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        """Route Twisted's own 400 answers through :meth:`reject` (same shape, same close)."""
-        self.reject(400)
+    _partial = 0
+
+    # -- llhttp callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """A new request starts (its first byte)."""
+        if len(self._queue) >= MAX_PIPELINED:
+            self._stop_status = -1
+            raise _Stop
+        self._in_head = True
+        self._partial = 0
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._header_count = 0
+        self._hosts = 0
+        self._te = None
+        self._content_length = 0
+        self._expect = False
+
+    def on_url(self, url: bytes) -> None:
+        """(A piece of) the request-target."""
+        url = self._url + url if self._url else url
+        self._url = url
+        if len(url) > self._max_request_line:
+            self._stop(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One complete header line."""
+        size = self._head_bytes + len(name) + len(value) + 2
+        self._head_bytes = size
+        count = self._header_count + 1
+        self._header_count = count
+        if count > self._max_headers or size > self._max_header_bytes:
+            self._stop(431)
+        if self._check_underscore and b"_" in name:
+            # X_Api_Key vs X-Api-Key: names that differ only by "_" / "-" collide in
+            # CGI-style mappings (nginx drops, Envoy rejects).
+            if self._drop_underscore:
+                return
+            self._stop(400)
+        length = len(name)
+        if length == 4 or length == 6 or length == 14 or length == 17:
+            lower = name.lower()
+            if lower == b"host":
+                self._hosts += 1
+            elif lower == b"content-length":
+                self._content_length = int(value)  # llhttp allows digits only
+            elif lower == b"transfer-encoding":
+                if self._te is not None:
+                    self._stop(400)
+                self._te = value
+            elif lower == b"expect":
+                self._expect = value.lower() == b"100-continue"
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        """Validate the complete head before any body byte is read or 100 sent."""
+        self._in_head = False
+        if self._header_call is not None:
+            self._cancel_header_deadline()
+        parser = self._parser
+        url = self._url
+        version = _VERSIONS.get(parser.get_http_version())
+        method = parser.get_method()
+        if len(method) + len(url) + 10 > self._max_request_line:
+            self._stop(414)
+        if (version is None
+                or (self._hosts != 1 and (self._hosts or version == b"HTTP/1.1"))
+                or (url[:1] != b"/" and url != b"*")):
+            # Other versions; no Host on HTTP/1.1 or several (RFC 9112 §3.2);
+            # absolute-form / authority-form (we are not a proxy, and routing on a URI
+            # authority that differs from Host is a classic confusion vector).
+            self._stop(400)
+        if self._te is not None and (version != b"HTTP/1.1" or self._te.lower() != b"chunked"):
+            # HTTP/1.0 framing is faulty with it (RFC 9112 §6.1); other codings we do
+            # not speak.
+            self._stop(400)
+        if self._content_length > self._max_body_bytes:
+            self._stop(413)
+        keep_alive = version == b"HTTP/1.1" and parser.should_keep_alive()
+        self._request = HttpRequest(self, method, url, version, self._headers, keep_alive)
+        self._body = []
+        self._body_len = 0
+        if (self._expect and version == b"HTTP/1.1" and self._current is None
+                and not self._queue and (self._content_length or self._te is not None)):
+            transport: Any = self.transport
+            transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        """A piece of the (de-chunked) body."""
+        size = self._body_len + len(body)
+        self._body_len = size
+        if size > self._max_body_bytes:
+            self._stop(413)
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        """The request is complete: queue it."""
+        request = self._request
+        self._request = None
+        if request is None:
+            return
+        body = self._body
+        if body:
+            request.body = body[0] if len(body) == 1 else b"".join(body)
+            self._body = []
+        self._queue.append(request)
+
+    def _stop(self, status: int) -> typing.NoReturn:
+        self._stop_status = status
+        raise _Stop
+
+    # -- dispatch and output -------------------------------------------------------------
+
+    def _run_queue(self) -> None:
+        """Hand queued requests to the application, one at a time, in order."""
+        if self._running:
+            return
+        self._running = True
+        try:
+            while self.transport is not None:
+                if self._current is not None:
+                    return
+                queue = self._queue
+                if queue:
+                    request = self._current = queue.popleft()
+                    self._handler(request)
+                    continue
+                if self._pending_reject:
+                    self.reject(self._pending_reject)
+                    return
+                if self._rejected or self._discarding or self._upgraded is not None:
+                    return
+                data = self._buffer
+                if not data:
+                    self._resume_reading()
+                    return
+                self._buffer = b""
+                self._feed(data)
+        finally:
+            self._running = False
+
+    _pending_reject = 0
+
+    def _respond(self, request: HttpRequest, status: int, header_lines: bytes,
+                 body: bytes, date: bool) -> None:
+        if request.finished:
+            return
+        request.finished = True
+        request.on_lost = None
+        if request is not self._current:
+            return
+        transport: Any = self.transport
+        if transport is None:
+            return
+        close = not (request.keep_alive and self.persistent)
+        version = request.version
+        parts = [_status_line(version, status)]
+        if date:
+            parts.append(b"Date: " + http_date() + b"\r\n")
+        parts.append(header_lines)
+        parts.append(b"Content-Length: %d\r\n" % (len(body),))
+        if close:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        if body and status not in _NO_BODY and request.method != b"HEAD":
+            parts.append(body)
+        transport.write(b"".join(parts))
+        self._current = None
+        if close:
+            self._discarding = True
+            self._queue.clear()
+            self._buffer = b""
+            transport.loseConnection()
+            return
+        self._last_active = self._clock.seconds()
+        if self._idle_call is None:
+            self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_check)
+        if not self._running and (self._queue or self._buffer or self._pending_reject
+                                  or self._read_paused):
+            self._run_queue()
 
     # -- timers and refusals -------------------------------------------------------------
+
+    def _idle_check(self) -> None:
+        """The idle timer: close a connection with nothing received for ``idle_timeout``
+        (one timer per connection, re-armed for the remainder instead of reset per read)."""
+        self._idle_call = None
+        if self.transport is None or self._upgraded is not None:
+            return
+        if self._current is not None:
+            return  # re-armed when the response is written
+        remaining = self._last_active + self._idle_timeout - self._clock.seconds()
+        if remaining > 0:
+            self._idle_call = self._clock.callLater(remaining, self._idle_check)
+            return
+        self._log.debug("Closing idle connection from {peer}", peer=str(self.peer))
+        transport: Any = self.transport
+        transport.loseConnection()
+        self._abort_call = self._clock.callLater(self.reject_linger, self._abort)
 
     def _header_deadline_passed(self) -> None:
         """The request head did not arrive within ``header_timeout``: answer 408."""
         self._header_call = None
         transport: Any = self.transport
         if transport is not None and not getattr(transport, "disconnecting", False):
-            self._log.debug(
-                "Request head not received within {timeout}s from {peer}",
-                timeout=self._header_timeout,
-                peer=str(transport.getPeer()),
-            )
-            self.reject(408)
+            self._log.debug("Request head not received within {timeout}s from {peer}",
+                            timeout=self._header_timeout, peer=str(self.peer))
+            self._in_head = False
+            self._reject_when_idle(408)
 
     def _cancel_header_deadline(self) -> None:
-        """Cancel the header deadline if it is running."""
         call, self._header_call = self._header_call, None
         if call is not None and call.active():
             call.cancel()
 
+    def _reject_when_idle(self, status: int) -> None:
+        """Refuse now, or after the requests before this one are answered; either way
+        nothing more is read."""
+        self._discarding = True
+        self._buffer = b""
+        if self._current is None and not self._queue:
+            self.reject(status)
+        else:
+            self._pending_reject = status
+
     def readConnectionLost(self) -> None:
         """The client closed its sending side (``shutdown(SHUT_WR)``, ``nc -N``).
 
-        Stock Twisted treats that as a full close and drops any answer still buffered, so
-        a refused request would get no response.  Instead: after a rejection, or with no
-        complete request in hand, close once our output is flushed (answers computed at
-        once, MOCK routes and refusals, are already written by then).  With a request
-        still being handled (waiting on an integration), the client is taken as gone, as
-        nginx does by default: the connection is aborted, which cancels the pipeline and
-        with it the backend request, instead of finishing work nobody will read.
+        After a rejection, or with no complete request in hand, close once our output is
+        flushed (answers computed at once, MOCK routes and refusals, are already written by
+        then).  With a request still being answered (waiting on an integration), the client
+        is taken as gone, as nginx does by default: the connection is aborted, which
+        cancels the pipeline and with it the backend request.
         """
         transport: Any = self.transport
         if transport is None:
             return
-        if self._rejected or not self._handlingRequest:
+        if self._upgraded is not None:
+            transport.loseConnection()
+            return
+        if self._rejected or (self._current is None and not self._queue):
             transport.loseConnection()
             return
         transport.abortConnection()
@@ -468,6 +746,12 @@ class HardenedHTTPChannel(HTTPChannel):
     def writeConnectionLost(self) -> None:
         """Our side finished sending (after a rejection): keep draining input until the
         client closes or ``reject_linger`` aborts."""
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
 
     def reject(self, status: int) -> None:
         """Answer ``status`` with a complete error response and close the connection.
@@ -486,105 +770,45 @@ class HardenedHTTPChannel(HTTPChannel):
             return
         self._rejected = True
         self._in_head = False
+        self._buffer = b""
         self._cancel_header_deadline()
-        self.setTimeout(None)
-        self.clearLineBuffer()
-        if self._slot_owner is not None:
-            self._slot_owner.rejected_requests[status] += 1
+        self._site.rejected_requests[status] += 1
         transport: Any = self.transport
         if transport is None:
             return
         transport.write(_error_response(status, self._max_body_bytes))
-        producer: Any = self._networkProducer
-        producer.unregisterProducer()
+        transport.unregisterProducer()
         if isinstance(transport, tcp.Connection):
             transport.loseWriteConnection()
             transport.resumeProducing()
         else:
             transport.loseConnection()
-        if self._abortingCall is None:
-            self._abortingCall = self.callLater(
-                self.reject_linger, self.forceAbortClient
-            )
+        if self._abort_call is None:
+            self._abort_call = self._clock.callLater(self.reject_linger, self._abort)
 
+    # -- protocol switch -----------------------------------------------------------------
 
-class GatewayRequest(Request):
-    """A :class:`~twisted.web.server.Request` whose body is capped and kept in memory.
-
-    Stock Twisted spools bodies of 100 000 bytes or more (and every chunked body) to a
-    temporary file.  With a 10 MiB cap a :class:`io.BytesIO` is cheaper and avoids disk
-    I/O on the event loop, so :meth:`gotLength` always uses one.  A declared
-    ``Content-Length`` above the cap never gets here (the channel answers 413 first);
-    :meth:`handleContentChunk` counts the bytes of chunked bodies and refuses the
-    request the moment they cross the cap.
-    """
-
-    _body_budget: int = 0
-    _hardened_channel: HardenedHTTPChannel | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: ``(name, value)`` exactly as received, in order: REST Lambda events and
-        #: mappings show header names with the client's own spelling, which Twisted's
-        #: ``requestHeaders`` canonicalises away.
-        self.raw_header_pairs: list[tuple[bytes, bytes]] = []
-
-    _tls_info: TlsInfo | None = None
-
-    @property
-    def tls_info(self) -> TlsInfo | None:
-        """What the TLS layer knows about this connection, or ``None`` over plain TCP.
-
-        Read once per connection from the transport (``ISSLTransport``: a
-        ``TLSMemoryBIOProtocol`` that a listener wrapper put around the site) and kept
-        on the channel, so keep-alive requests share it.  The client certificate fields
-        are filled when the client presented one (mutual TLS listeners).
-        """
-        if self._tls_info is not None:
-            return self._tls_info
-        channel: Any = self.channel
-        transport = getattr(channel, "transport", None)
-        if transport is None or not ISSLTransport.providedBy(transport):
-            return None
-        info = getattr(channel, "_twistgw_tls_info", None)
-        if info is None:
-            info = tls_info_of(transport)
-            channel._twistgw_tls_info = info
-        return info
-
-    @tls_info.setter
-    def tls_info(self, value: TlsInfo | None) -> None:
-        self._tls_info = value
-
-    def gotLength(self, length: int | None) -> None:
-        """Prepare an in-memory body buffer and the byte budget of this request.
-
-        :param length: the declared ``Content-Length``, or ``None`` for chunked bodies.
-        """
-        self.content = io.BytesIO()
-        channel = self.channel
-        if isinstance(channel, HardenedHTTPChannel):
-            self._hardened_channel = channel
-            self._body_budget = channel.max_body_bytes
-        else:
-            # Not behind our channel (nothing could answer 413): no cap rather than a
-            # silently truncated body.
-            self._hardened_channel = None
-            self._body_budget = sys.maxsize
-
-    def handleContentChunk(self, data: bytes) -> None:
-        """Store a piece of the body, or answer 413 once the body crosses the cap.
-
-        :param data: the next bytes of the (de-chunked) body.
-        """
-        budget = self._body_budget - len(data)
-        self._body_budget = budget
-        if budget < 0:
-            if self._hardened_channel is not None:
-                self._hardened_channel.reject(413)
-            return
-        content: Any = self.content
-        content.write(data)
+    def _hand_over(self, protocol: IProtocol, head: bytes) -> None:
+        """Give the connection to ``protocol`` (see :class:`Handover`)."""
+        transport: Any = self.transport
+        self._cancel_timers()
+        self._upgraded = protocol
+        self._site._connection_upgraded(self)
+        buffered, self._buffer = self._buffer, b""
+        self._queue.clear()
+        request, self._current = self._current, None
+        if request is not None:
+            request.finished = True
+            request.on_lost = None
+        transport.unregisterProducer()
+        if self._read_paused:
+            self._read_paused = self._write_paused = False
+            transport.resumeProducing()
+        protocol.makeConnection(transport)
+        if head:
+            protocol.dataReceived(head)
+        if buffered:
+            protocol.dataReceived(buffered)
 
 
 class Handover:
@@ -592,12 +816,12 @@ class Handover:
 
     The server builds one when a response carries ``upgrade`` (see
     :class:`~twistgw.models.Response`); the plugin calls :meth:`take` with the protocol
-    that owns the connection from then on.  The hardened channel stays the transport's
-    protocol and forwards bytes and the close to it, so the listener's connection count
-    stays right; its HTTP timers stop (the new protocol bounds its own lifetime).
+    that owns the connection from then on.  The channel stays the transport's protocol
+    and forwards bytes and the close to it, so the listener's connection count stays
+    right; its HTTP timers stop (the new protocol bounds its own lifetime).
     """
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: HttpRequest) -> None:
         self._request = request
 
     @property
@@ -605,16 +829,14 @@ class Handover:
         """The request line and header section as received (for protocol libraries,
         such as autobahn, that parse the opening handshake themselves)."""
         request = self._request
-        pairs = getattr(request, "raw_header_pairs", None) or [
-            (k, v) for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
-        lines = [b"%s %s HTTP/1.1" % (request.method, request.uri)]
-        lines += [k + b": " + v for k, v in pairs]
+        lines = [b"%s %s HTTP/1.1" % (request.method, request.target)]
+        lines += [(k + ": " + v).encode("latin-1") for k, v in request.headers]
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     @property
     def peer(self) -> IAddress:
         """The client's address."""
-        address: IAddress = self._request.getClientAddress()
+        address: IAddress = self._request.peer
         return address
 
     def take(self, protocol: IProtocol, *, replay_head: bool = False) -> None:
@@ -623,24 +845,11 @@ class Handover:
         :param replay_head: feed :attr:`request_head` to ``protocol.dataReceived`` first.
         :raises ConnectionError: the client is already gone.
         """
-        channel: Any = self._request.channel
-        transport: Any = getattr(channel, "transport", None)
-        if channel is None or transport is None or self._request._disconnected:
+        request = self._request
+        channel = request.channel
+        if not request.connected or channel._current is not request:
             raise ConnectionError("the client closed the connection before the upgrade")
-        channel.setTimeout(None)
-        buffered = b"".join(getattr(channel, "_dataBuffer", ()))
-        channel._dataBuffer = []
-        channel._protocolUpgradeForWebsockets(protocol)
-        # The channel no longer produces anything; let the new protocol read.
-        transport.unregisterProducer()
-        transport.resumeProducing()
-        head = self.request_head if replay_head else b""
-        # The request is over for HTTP: let it (and what its Deferreds hold) go.
-        channel.requests = []
-        if head:
-            protocol.dataReceived(head)
-        if buffered:
-            protocol.dataReceived(buffered)
+        channel._hand_over(protocol, self.request_head if replay_head else b"")
 
 
 def _asn1_time(value: Any) -> str:
@@ -700,79 +909,64 @@ class _RefusedConnection(Protocol):
             conn.loseConnection()
 
 
-class GatewaySite(Site):
-    """The :class:`~twisted.web.server.Site` of one gateway listener.
+#: What a listener serves: called once per request, in order per connection; it must
+#: answer with :meth:`HttpRequest.respond` (or a :class:`Handover`), now or later.
+Handler = Callable[[HttpRequest], object]
 
-    :param resource: the root resource (the gateway's router).
-    :param limits: the listener's :class:`Limits`; ``idle_timeout`` becomes Twisted's
-        idle ``timeOut``, the rest is enforced by :class:`HardenedHTTPChannel`.
+
+class GatewaySite(Factory):
+    """The protocol factory of one listener: builds :class:`HardenedHTTPChannel` objects.
+
+    :param handler: what answers the requests (the gateway's, or the admin listener's).
+    :param limits: the listener's :class:`Limits`.
     :param clock: the time source for every timer of this listener (tests pass a
         :class:`twisted.internet.task.Clock`); defaults to the global reactor.
     :param name: the listener's name, used in log messages.
 
-    :ivar limits: the listener's limits.
-    :ivar name: the listener's name.
+    :ivar channels: the open HTTP connections (not those handed over to another protocol).
     :ivar refused_connections: connections closed at accept time because the listener
         was at ``max_connections`` (monotonic, for metrics).
-    :ivar rejected_requests: requests refused by :class:`HardenedHTTPChannel`, by status
-        (400/408/413/414/431; monotonic, for metrics).  These never reach the resource,
+    :ivar rejected_requests: requests refused by the channel, by status
+        (400/408/413/414/431; monotonic, for metrics).  These never reach the handler,
         so they are not in the gateway's access log.
     """
 
-    protocol = HardenedHTTPChannel  # type: ignore[assignment]  # HTTP/1.1 only: no h2 wrapper
-    requestFactory = GatewayRequest
-    displayTracebacks = False
+    protocol = HardenedHTTPChannel
+    noisy = False
     _log = Logger()
 
     #: At most one "connection cap reached" log event per this many seconds.
     refusal_log_interval: float = 1.0
 
-    def __init__(
-        self,
-        resource: IResource,
-        limits: Limits,
-        *,
-        clock: IReactorTime | None = None,
-        name: str = "listener",
-    ) -> None:
-        super().__init__(
-            resource,
-            GatewayRequest,
-            timeout=limits.idle_timeout,
-            reactor=clock,
-            # API Gateway never turns a body into query arguments, and parsing a 10 MiB
-            # multipart body on the event loop is a cheap DoS.
-            parsePOSTFormSubmission=False,
-        )
+    def __init__(self, handler: Handler, limits: Limits, *,
+                 clock: IReactorTime | None = None, name: str = "listener") -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.handler = handler
         self.limits = limits
         self.name = name
+        self.clock = typing.cast(_TimeSource, clock)
         self.refused_connections = 0
         self.rejected_requests: Counter[int] = Counter()
+        self.channels: set[HardenedHTTPChannel] = set()
         self._open_connections = 0
         self._refusals_not_logged = 0
         self._last_refusal_log: float | None = None
-        self._clock = typing.cast(_TimeSource, self.reactor)
 
     @property
     def open_connections(self) -> int:
-        """Connections of this listener that are currently open."""
+        """Connections of this listener that are currently open (upgraded ones too)."""
         return self._open_connections
 
     def acceptableProtocols(self) -> list[bytes]:
-        """Advertise HTTP/1.1 only in ALPN (Twisted's HTTP/2 is not Rapid-Reset safe).
+        """Advertise HTTP/1.1 only in ALPN.
 
         :returns: ``[b"http/1.1"]``.
         """
         return [b"http/1.1"]
 
-    def log(self, request: object) -> None:
-        """Write nothing: the gateway writes its own access log.
-
-        :param request: the finished request (ignored).
-        """
-
-    def buildProtocol(self, addr: IAddress | None) -> Protocol:  # type: ignore[override]
-        """Build a hardened channel, or refuse the connection when at the cap.
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        """Build a channel, or refuse the connection when at the cap.
 
         :param addr: the peer's address.
         :returns: a :class:`HardenedHTTPChannel`, or a protocol that closes the
@@ -781,37 +975,33 @@ class GatewaySite(Site):
         if self._open_connections >= self.limits.max_connections:
             self._note_refusal(addr)
             return _RefusedConnection()
-        channel = super().buildProtocol(addr)
-        if isinstance(channel, HardenedHTTPChannel):
-            channel.apply_limits(self.limits)
-            channel._slot_owner = self
-        return channel  # type: ignore[no-any-return]
+        channel = self.protocol(self)
+        channel.factory = self
+        return channel
 
     def _note_refusal(self, addr: IAddress | None) -> None:
-        """Count a refused connection; log at most once per ``refusal_log_interval``.
-
-        :param addr: the refused peer's address.
-        """
+        """Count a refused connection; log at most once per ``refusal_log_interval``."""
         self.refused_connections += 1
         self._refusals_not_logged += 1
-        now = self._clock.seconds()
+        now = self.clock.seconds()
         last = self._last_refusal_log
         if last is None or now - last >= self.refusal_log_interval:
             self._log.warn(
                 "Listener {name}: {count} connection(s) refused, {cap} already open "
                 "(last from {peer})",
-                name=self.name,
-                count=self._refusals_not_logged,
-                cap=self.limits.max_connections,
-                peer=str(addr),
-            )
+                name=self.name, count=self._refusals_not_logged,
+                cap=self.limits.max_connections, peer=str(addr))
             self._last_refusal_log = now
             self._refusals_not_logged = 0
 
-    def _connection_opened(self) -> None:
-        """Called by a channel of this site when its connection is made."""
+    def _connection_opened(self, channel: HardenedHTTPChannel) -> None:
         self._open_connections += 1
+        self.channels.add(channel)
 
-    def _connection_closed(self) -> None:
-        """Called (once) by a channel of this site when its connection is gone."""
+    def _connection_upgraded(self, channel: HardenedHTTPChannel) -> None:
+        """No longer HTTP: the new protocol owns (and closes) the connection."""
+        self.channels.discard(channel)
+
+    def _connection_closed(self, channel: HardenedHTTPChannel) -> None:
         self._open_connections -= 1
+        self.channels.discard(channel)

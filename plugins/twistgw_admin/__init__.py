@@ -29,23 +29,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.web import resource, server
 
 from twistgw import hookimpl
 from twistgw.errors import ConfigError
 from twistgw.http import GatewaySite
 from twistgw.reload import ReloadStep
+from twistgw.routing import parse_query
 
 from .metrics import GatewayMetrics
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IListeningPort
-    from twisted.web.server import Request
 
     from twistgw import Context, Registry, Response
     from twistgw.config import GatewayConfig, ListenerConfig
     from twistgw.deployment import Deployment
     from twistgw.gateway import Gateway
+    from twistgw.http import HttpRequest
     from twistgw.pipeline import Outcome
 
 __all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "request_finished",
@@ -115,7 +115,6 @@ def startup(gateway: Gateway) -> None:
         text = admin_endpoint(listener, config.source, f"listeners[{i}]")
         site = GatewaySite(AdminResource(gateway), listener.limits, clock=gateway.reactor,
                            name=listener.name)
-        site.noisy = False
         result: list[Any] = []
         serverFromString(gateway.reactor, text).listen(site).addBoth(result.append)
         if not result or not hasattr(result[0], "getHost"):
@@ -203,73 +202,64 @@ def readiness(gateway: Gateway) -> tuple[bool, dict[str, str]]:
     return not problems, problems
 
 
-class AdminResource(resource.Resource):
-    """The admin listener's root: four read-only GET endpoints."""
-
-    isLeaf = True
+class AdminResource:
+    """The admin listener's request handler: four read-only GET endpoints, served by the
+    same HTTP layer as the API listeners (:class:`twistgw.http.GatewaySite`)."""
 
     def __init__(self, gateway: Gateway) -> None:
-        super().__init__()
         self.gateway = gateway
 
-    def render(self, request: Request) -> bytes | int:
-        path = request.path.decode("latin-1", "replace")
-        method = request.method
-        if method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            return _json(request, 405, {"message": "the admin endpoints are read-only"})
-        if path == "/health":
-            return _json(request, 200, {"status": "ok"})
-        if path == "/ready":
+    def __call__(self, request: HttpRequest) -> None:
+        """Answer one request (``/usage`` may answer later)."""
+        target, _, query = request.target.partition(b"?")
+        path = target.decode("latin-1", "replace")
+        if request.method not in (b"GET", b"HEAD"):
+            _json(request, 405, {"message": "the admin endpoints are read-only"},
+                  b"Allow: GET, HEAD\r\n")
+        elif path == "/health":
+            _json(request, 200, {"status": "ok"})
+        elif path == "/ready":
             ready, problems = readiness(self.gateway)
-            return _json(request, 200 if ready else 503, {"ready": ready,
-                                                          "problems": problems})
-        if path == "/metrics":
+            _json(request, 200 if ready else 503, {"ready": ready, "problems": problems})
+        elif path == "/metrics":
             body = generate_latest(metrics_for(self.gateway).metrics.registry)
-            request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-            request.setHeader(b"cache-control", b"no-store")
-            return body
-        if path == "/usage":
-            return self._usage(request)
-        return _json(request, 404, {"message": f"no admin endpoint {path}; try /health, "
-                                               "/ready, /metrics or /usage"})
+            request.respond(200, b"Content-Type: %s\r\nCache-Control: no-store\r\n"
+                            % CONTENT_TYPE_LATEST.encode(), body)
+        elif path == "/usage":
+            self._usage(request, query.decode("latin-1"))
+        else:
+            _json(request, 404, {"message": f"no admin endpoint {path}; try /health, "
+                                            "/ready, /metrics or /usage"})
 
-    def _usage(self, request: Request) -> bytes | int:
+    def _usage(self, request: HttpRequest, query: str) -> None:
         if self.gateway.pm.get_plugin("access") is None:
-            return _json(request, 404, {"message": "the access plugin is not enabled, so "
-                                                   "there is no usage to report"})
+            _json(request, 404, {"message": "the access plugin is not enabled, so there "
+                                            "is no usage to report"})
+            return
         keys: Sequence[str] | None = None
-        raw = (request.args or {}).get(b"key")
+        raw = [value for name, value in parse_query(query) if name == "key"]
         if raw:
             if len(raw) > MAX_USAGE_KEYS:
-                return _json(request, 400, {"message": f"at most {MAX_USAGE_KEYS} key "
-                                                       "parameters"})
-            keys = [k.decode("utf-8", "replace") for k in raw]
+                _json(request, 400, {"message": f"at most {MAX_USAGE_KEYS} key parameters"})
+                return
+            keys = raw
         import twistgw_access
 
         d = twistgw_access.usage(self.gateway, keys)
 
         def done(report: list[Any]) -> None:
-            _finish(request, 200, {"items": [attrs.asdict(u) for u in report]})
+            _json(request, 200, {"items": [attrs.asdict(u) for u in report]})
 
         def failed(failure: Any) -> None:
             log.failure("the usage report failed", failure)
-            _finish(request, 503, {"message": "the usage store did not answer; see the "
-                                              "gateway log"})
+            _json(request, 503, {"message": "the usage store did not answer; see the "
+                                            "gateway log"})
 
         d.addCallbacks(done, failed)
-        return server.NOT_DONE_YET
 
 
-def _json(request: Request, status: int, body: Any) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body, sort_keys=True).encode()
-
-
-def _finish(request: Request, status: int, body: Any) -> None:
-    if getattr(request, "_disconnected", False) or request.finished:
+def _json(request: HttpRequest, status: int, body: Any, extra: bytes = b"") -> None:
+    if not request.connected:
         return
-    request.write(_json(request, status, body))
-    request.finish()
+    request.respond(status, b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
+                    + extra, json.dumps(body, sort_keys=True).encode())

@@ -22,44 +22,31 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from twisted.web.resource import Resource
-from twisted.web.server import Request
-
-from twistgw.http import GatewaySite
+from twistgw.http import GatewaySite, HttpRequest
 from twistgw.limits import Limits
 
 
-class EchoResource(Resource):
-    """The trivial application behind the hardened channel."""
+def echo(request: HttpRequest) -> None:
+    """The trivial application behind the channel: ``ok``, the header names for
+    ``GET /headers``, the body length for ``POST``.
 
-    isLeaf = True
-
-    def render_GET(self, request: Request) -> bytes:
-        """Answer ``ok``, or the header names for ``/headers``.
-
-        :param request: the request.
-        """
-        if request.path == b"/headers":
-            names = sorted(name.lower() for name, _ in request.requestHeaders.getAllRawHeaders())
-            return b"\n".join(names)
-        return b"ok"
-
-    def render_POST(self, request: Request) -> bytes:
-        """Answer the length of the request body.
-
-        :param request: the request.
-        """
-        content = request.content
-        assert content is not None
-        return str(len(content.read())).encode("ascii")
+    :param request: the request.
+    """
+    if request.method == b"POST":
+        body = str(len(request.body)).encode("ascii")
+    elif request.target == b"/headers":
+        body = "\n".join(sorted(name.lower() for name, _ in request.headers)).encode()
+    else:
+        body = b"ok"
+    request.respond(200, b"Content-Type: text/plain\r\n", body)
 
 
 def build_site(limits: Limits) -> GatewaySite:
-    """Return the site serving :class:`EchoResource` under ``limits``.
+    """Return the site serving :func:`echo` under ``limits``.
 
     :param limits: the limits of the listener.
     """
-    return GatewaySite(EchoResource(), limits, name="test")
+    return GatewaySite(echo, limits, name="test")
 
 
 def main(argv: list[str] | None = None) -> None:

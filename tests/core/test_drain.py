@@ -127,7 +127,7 @@ def test_an_upgraded_connection_is_forgotten_by_the_drain(tmp_path: Path) -> Non
     site: Any = gateway.sites["public"]
     proto, transport = _connect(gateway, b"GET /prod/fast HTTP/1.1\r\nHost: x\r\n\r\n")
     assert proto in site.channels
-    proto._protocolUpgradeForWebsockets(Protocol())  # what http.Handover.take does
+    proto._hand_over(Protocol(), b"")  # what http.Handover.take does
     assert proto not in site.channels  # no leak for connections that left HTTP
     site.drain()
     assert not transport.disconnecting  # the new protocol closes it, not the drain

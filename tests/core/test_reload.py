@@ -123,7 +123,7 @@ def test_listeners_added_and_removed_by_a_reload(tmp_path: Path, b: Builders) ->
     write_config(tmp_path, b.gateway_config(listeners=one), {"api.yaml": _api(b, "3")})
     assert _reload(gateway) is True
     assert set(gateway.ports) == {"public"} and set(gateway.sites) == {"public"}
-    assert extra.draining and extra.resource.draining  # type: ignore[attr-defined]
+    assert extra.draining  # type: ignore[attr-defined]
 
 
 def test_a_replaced_deployment_is_released_after_the_grace_at_the_latest(
