@@ -14,7 +14,8 @@ StringTransport, as in ``bench/run profile`` part 1, for ``configs/mock-nolog.ya
       # instructions per request = (Collected at 1300 - Collected at 300) / 1000
 
   ``CONFIG`` ``bare`` is the baseline instead: bench/hello_twisted.py's stock twisted.web
-  Site over the same kind of connection.
+  Site over the same kind of connection; ``lean`` is the gateway's HTTP layer
+  (``twistgw.http``) alone, answering the same body without the pipeline.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def client(config: str) -> Callable[[], bytes]:
 
         bare: Callable[[], bytes] = bench._in_memory_client(QuietSite(Hello()), REQUEST)
         return bare
+    if config == "lean":
+        from twistgw.http import GatewaySite, HttpRequest
+        from twistgw.limits import Limits
+
+        def hello(request: HttpRequest) -> None:
+            request.respond(200, b"Content-Type: application/json\r\n", bench.MOCK_BODY)
+
+        lean: Callable[[], bytes] = bench._in_memory_client(GatewaySite(hello, Limits()),
+                                                            REQUEST)
+        return lean
     from twistgw.config import load_config
     from twistgw.gateway import Gateway
 

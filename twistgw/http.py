@@ -176,6 +176,7 @@ class HttpRequest:
     :ivar version: ``b"HTTP/1.1"`` or ``b"HTTP/1.0"``.
     :ivar headers: ``(name, value)`` pairs as received, in order, decoded as latin-1
         (names keep the client's spelling; REST Lambda events show them).
+    :ivar header_index: lower-cased name -> values in order (do not modify).
     :ivar body: the whole body (bounded by ``max_body_bytes``).
     :ivar keep_alive: whether the connection may stay open after the response.
     :ivar on_lost: called once if the connection closes before the response is written
@@ -183,16 +184,18 @@ class HttpRequest:
     :ivar finished: the response was written (or the request abandoned).
     """
 
-    __slots__ = ("_channel", "body", "finished", "headers", "keep_alive", "method",
-                 "on_lost", "target", "version")
+    __slots__ = ("_channel", "body", "finished", "header_index", "headers", "keep_alive",
+                 "method", "on_lost", "target", "version")
 
     def __init__(self, channel: HardenedHTTPChannel, method: bytes, target: bytes,
-                 version: bytes, headers: list[tuple[str, str]], keep_alive: bool) -> None:
+                 version: bytes, headers: list[tuple[str, str]],
+                 header_index: dict[str, list[str]], keep_alive: bool) -> None:
         self._channel = channel
         self.method = method
         self.target = target
         self.version = version
         self.headers = headers
+        self.header_index = header_index
         self.body = b""
         self.keep_alive = keep_alive
         self.on_lost: Callable[[], object] | None = None
@@ -286,13 +289,7 @@ class HardenedHTTPChannel(Protocol):
         # The request being parsed.
         self._in_head = False
         self._url = b""
-        self._headers: list[tuple[str, str]] = []
-        self._head_bytes = 0
-        self._header_count = 0
-        self._hosts = 0
-        self._te: bytes | None = None
-        self._content_length = 0
-        self._expect = False
+        self._raw_headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._body_len = 0
         self._request: HttpRequest | None = None
@@ -393,7 +390,7 @@ class HardenedHTTPChannel(Protocol):
         """Drain: close now when idle, else after the response being answered."""
         self.persistent = False
         if self.idle and self.transport is not None:
-            self.transport.loseConnection()
+            self._close()
 
     # -- producer (flow control of our writes) -------------------------------------------
 
@@ -485,10 +482,16 @@ class HardenedHTTPChannel(Protocol):
         """A request head is open at the end of a read: bound the line being received
         (llhttp buffers an unfinished header line without limit) and start the deadline."""
         lf = data.rfind(b"\n")
-        partial = len(data) - lf - 1 if lf >= 0 else self._partial + len(data)
+        if lf >= 0:
+            partial = len(data) - lf - 1
+        elif self._partial < 0:
+            partial = 0  # the head began in this read: its request line, bounded by on_url
+        else:
+            partial = self._partial + len(data)
         self._partial = partial
-        if (partial > self._max_header_bytes - self._head_bytes
-                and partial > self._max_request_line):
+        if (len(self._raw_headers) > self._max_headers
+                or (self._header_bytes() + partial > self._max_header_bytes
+                    and (partial > self._max_request_line or self._raw_headers))):
             # Not the request line: on_url already refused a long target.
             self._reject_when_idle(431)
             return
@@ -506,15 +509,9 @@ class HardenedHTTPChannel(Protocol):
             self._stop_status = -1
             raise _Stop
         self._in_head = True
-        self._partial = 0
+        self._partial = -1
         self._url = b""
-        self._headers = []
-        self._head_bytes = 0
-        self._header_count = 0
-        self._hosts = 0
-        self._te = None
-        self._content_length = 0
-        self._expect = False
+        self._raw_headers = []
 
     def on_url(self, url: bytes) -> None:
         """(A piece of) the request-target."""
@@ -524,66 +521,86 @@ class HardenedHTTPChannel(Protocol):
             self._stop(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """One complete header line."""
-        size = self._head_bytes + len(name) + len(value) + 2
-        self._head_bytes = size
-        count = self._header_count + 1
-        self._header_count = count
-        if count > self._max_headers or size > self._max_header_bytes:
-            self._stop(431)
-        if self._check_underscore and b"_" in name:
-            # X_Api_Key vs X-Api-Key: names that differ only by "_" / "-" collide in
-            # CGI-style mappings (nginx drops, Envoy rejects).
-            if self._drop_underscore:
-                return
-            self._stop(400)
-        length = len(name)
-        if length == 4 or length == 6 or length == 14 or length == 17:
-            lower = name.lower()
-            if lower == b"host":
-                self._hosts += 1
-            elif lower == b"content-length":
-                self._content_length = int(value)  # llhttp allows digits only
-            elif lower == b"transfer-encoding":
-                if self._te is not None:
-                    self._stop(400)
-                self._te = value
-            elif lower == b"expect":
-                self._expect = value.lower() == b"100-continue"
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        """One complete header line: kept as is, checked with the whole head (or at the
+        end of a read that leaves the head open, see :meth:`_head_incomplete`)."""
+        self._raw_headers.append((name, value))
+
+    def _header_bytes(self) -> int:
+        """Bytes of the complete header lines of the open head (as counted by the limit)."""
+        raw = self._raw_headers
+        size = 2 * len(raw)
+        for name, value in raw:
+            size += len(name) + len(value)
+        return size
 
     def on_headers_complete(self) -> None:
-        """Validate the complete head before any body byte is read or 100 sent."""
+        """Validate the complete head before any body byte is read or 100 sent, and
+        decode the headers once (pairs as sent, and the lower-cased index the gateway's
+        :class:`~twistgw.models.Headers` would otherwise build again)."""
         self._in_head = False
         if self._header_call is not None:
             self._cancel_header_deadline()
+        raw = self._raw_headers
+        if len(raw) > self._max_headers:
+            self._stop(431)
+        pairs: list[tuple[str, str]] = []
+        index: dict[str, list[str]] = {}
+        size = 2 * len(raw)
+        underscore = self._check_underscore
+        for name_b, value_b in raw:
+            size += len(name_b) + len(value_b)
+            if underscore and b"_" in name_b:
+                # X_Api_Key vs X-Api-Key: names that differ only by "_" / "-" collide in
+                # CGI-style mappings (nginx drops, Envoy rejects).
+                if self._drop_underscore:
+                    continue
+                self._stop(400)
+            name = name_b.decode("latin-1")
+            value = value_b.decode("latin-1")
+            pairs.append((name, value))
+            lower = name.lower()
+            found = index.get(lower)
+            if found is None:
+                index[lower] = [value]
+            else:
+                found.append(value)
+        if size > self._max_header_bytes:
+            self._stop(431)
         parser = self._parser
         url = self._url
         version = _VERSIONS.get(parser.get_http_version())
         method = parser.get_method()
         if len(method) + len(url) + 10 > self._max_request_line:
             self._stop(414)
+        hosts = index.get("host")
         if (version is None
-                or (self._hosts != 1 and (self._hosts or version == b"HTTP/1.1"))
+                or (hosts is None and version == b"HTTP/1.1")
+                or (hosts is not None and len(hosts) != 1)
                 or (url[:1] != b"/" and url != b"*")):
             # Other versions; no Host on HTTP/1.1 or several (RFC 9112 §3.2);
             # absolute-form / authority-form (we are not a proxy, and routing on a URI
             # authority that differs from Host is a classic confusion vector).
             self._stop(400)
-        if self._te is not None and (version != b"HTTP/1.1" or self._te.lower() != b"chunked"):
+        te = index.get("transfer-encoding")
+        if te is not None and (version != b"HTTP/1.1" or len(te) != 1
+                               or te[0].lower() != "chunked"):
             # HTTP/1.0 framing is faulty with it (RFC 9112 §6.1); other codings we do
             # not speak.
             self._stop(400)
-        if self._content_length > self._max_body_bytes:
+        cl = index.get("content-length")
+        length = int(cl[0]) if cl is not None else 0  # llhttp allows digits only, once
+        if length > self._max_body_bytes:
             self._stop(413)
         keep_alive = version == b"HTTP/1.1" and parser.should_keep_alive()
-        self._request = HttpRequest(self, method, url, version, self._headers, keep_alive)
+        self._request = HttpRequest(self, method, url, version, pairs, index, keep_alive)
         self._body = []
         self._body_len = 0
-        if (self._expect and version == b"HTTP/1.1" and self._current is None
-                and not self._queue and (self._content_length or self._te is not None)):
-            transport: Any = self.transport
-            transport.write(_CONTINUE)
+        if (version == b"HTTP/1.1" and (length or te is not None) and self._current is None
+                and not self._queue):
+            expect = index.get("expect")
+            if expect is not None and expect[-1].lower() == "100-continue":
+                transport: Any = self.transport
+                transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         """A piece of the (de-chunked) body."""
@@ -670,9 +687,11 @@ class HardenedHTTPChannel(Protocol):
             self._discarding = True
             self._queue.clear()
             self._buffer = b""
-            transport.loseConnection()
+            self._close()
             return
-        self._last_active = self._clock.seconds()
+        if not self._running:
+            # Answered later than the read that completed it: idle from now.
+            self._last_active = self._clock.seconds()
         if self._idle_call is None:
             self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_check)
         if not self._running and (self._queue or self._buffer or self._pending_reject
@@ -694,8 +713,7 @@ class HardenedHTTPChannel(Protocol):
             self._idle_call = self._clock.callLater(remaining, self._idle_check)
             return
         self._log.debug("Closing idle connection from {peer}", peer=str(self.peer))
-        transport: Any = self.transport
-        transport.loseConnection()
+        self._close()
         self._abort_call = self._clock.callLater(self.reject_linger, self._abort)
 
     def _header_deadline_passed(self) -> None:
@@ -735,17 +753,29 @@ class HardenedHTTPChannel(Protocol):
         transport: Any = self.transport
         if transport is None:
             return
-        if self._upgraded is not None:
-            transport.loseConnection()
+        upgraded = self._upgraded
+        if upgraded is not None:
+            if IHalfCloseableProtocol.providedBy(upgraded):
+                upgraded.readConnectionLost()
+            else:
+                transport.loseConnection()
             return
         if self._rejected or (self._current is None and not self._queue):
-            transport.loseConnection()
+            self._close()
             return
         transport.abortConnection()
 
     def writeConnectionLost(self) -> None:
         """Our side finished sending (after a rejection): keep draining input until the
         client closes or ``reject_linger`` aborts."""
+
+    def _close(self) -> None:
+        """Close once the output is flushed.  The channel stops being the transport's
+        producer first: a TLS transport does not send its close while one is registered."""
+        transport: Any = self.transport
+        if transport is not None:
+            transport.unregisterProducer()
+            transport.loseConnection()
 
     def _abort(self) -> None:
         self._abort_call = None

@@ -85,6 +85,16 @@ class Headers:
         return index
 
     @classmethod
+    def indexed(cls, items: tuple[tuple[str, str], ...], index: dict[str, list[str]]
+                ) -> Headers:
+        """Build from pairs and their lower-cased index (``name.lower()`` -> values in
+        order), computed together by the HTTP layer in one pass; ``index`` must not be
+        modified afterwards."""
+        headers = cls(items)
+        object.__setattr__(headers, "_index", index)
+        return headers
+
+    @classmethod
     def of(cls, mapping: Mapping[str, str] | Iterable[tuple[str, str]]) -> Headers:
         """Build from a dict or an iterable of pairs."""
         if isinstance(mapping, Mapping):
