@@ -67,12 +67,15 @@ __all__ = [
     "tls_info_of",
 ]
 
-#: Complete requests that may wait behind the one being answered.  A client pipelining
-#: more in one read gets those answered, the last with ``Connection: close``; the rest
-#: is not read (RFC 9112 §9.3.2: such clients retry unanswered requests).
+#: Complete requests that may wait behind the one being answered.  Input is parsed a few
+#: requests at a time, so this is a safety net: beyond it the queued requests are
+#: answered, the last with ``Connection: close``, and the rest is not read (RFC 9112
+#: §9.3.2: clients retry unanswered requests).
 MAX_PIPELINED: Final = 16
 #: Bytes read ahead (not parsed) while a request is being answered; then reading pauses.
 READ_AHEAD: Final = 16384
+#: Request heads (blank lines) given to the parser at a time (see ``_run_queue``).
+_HEADS_PER_FEED: Final = 8
 
 
 class _TimeSource(typing.Protocol):
@@ -222,6 +225,12 @@ class HttpRequest:
         return self._channel.tls_info
 
     @property
+    def addresses(self) -> tuple[str, int, int]:
+        """``(client ip, client port, our port)``; ``("", 0, 0)`` parts for transports
+        without them (UNIX sockets)."""
+        return self._channel.addresses
+
+    @property
     def connected(self) -> bool:
         """The response can still be written."""
         return not self.finished and self._channel.transport is not None
@@ -313,6 +322,18 @@ class HardenedHTTPChannel(Protocol):
             transport: Any = self.transport
             host = self._host = transport.getHost()
         return host
+
+    @property
+    def addresses(self) -> tuple[str, int, int]:
+        """``(client ip, client port, our port)``, computed once per connection."""
+        found = self._addresses
+        if found is None:
+            peer, host = self.peer, self.host
+            found = self._addresses = (getattr(peer, "host", ""), getattr(peer, "port", 0),
+                                       getattr(host, "port", 0))
+        return found
+
+    _addresses: tuple[str, int, int] | None = None
 
     @property
     def tls_info(self) -> TlsInfo | None:
@@ -437,15 +458,14 @@ class HardenedHTTPChannel(Protocol):
         if self._rejected or self._discarding:
             return
         self._last_active = self._clock.seconds()
-        if self._current is not None or self._queue:
+        if self._current is not None or self._queue or self._running:
             # Answering a request: keep the bytes for later, within READ_AHEAD.
             self._buffer += data
             if len(self._buffer) > READ_AHEAD:
                 self._pause_reading()
             return
-        self._feed(data)
-        if self._queue:
-            self._run_queue()
+        self._buffer = data
+        self._run_queue()
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -649,8 +669,25 @@ class HardenedHTTPChannel(Protocol):
                     return
                 data = self._buffer
                 if not data:
-                    self._resume_reading()
+                    if self._read_paused:
+                        self._resume_reading()
                     return
+                # Parse at most _HEADS_PER_FEED request heads at a time: llhttp cannot
+                # stop between requests, so a burst of pipelined requests is cut up here
+                # and the queue never holds more than a few (they are answered between
+                # two pieces, or the rest waits in the buffer).
+                cut = 0
+                if len(data) > 256:
+                    for _ in range(_HEADS_PER_FEED):
+                        cut = data.find(b"\r\n\r\n", cut)
+                        if cut < 0:
+                            break
+                        cut += 4
+                    else:
+                        if cut < len(data):
+                            self._buffer = data[cut:]
+                            self._feed(data[:cut])
+                            continue
                 self._buffer = b""
                 self._feed(data)
         finally:
@@ -670,18 +707,14 @@ class HardenedHTTPChannel(Protocol):
         if transport is None:
             return
         close = not (request.keep_alive and self.persistent)
-        version = request.version
-        parts = [_status_line(version, status)]
-        if date:
-            parts.append(b"Date: " + http_date() + b"\r\n")
-        parts.append(header_lines)
-        parts.append(b"Content-Length: %d\r\n" % (len(body),))
-        if close:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
+        head = b"%s%s%sContent-Length: %d\r\n%s\r\n" % (
+            _status_line(request.version, status),
+            b"Date: " + http_date() + b"\r\n" if date else b"",
+            header_lines, len(body),
+            b"Connection: close\r\n" if close else b"")
         if body and status not in _NO_BODY and request.method != b"HEAD":
-            parts.append(body)
-        transport.write(b"".join(parts))
+            head += body
+        transport.write(head)
         self._current = None
         if close:
             self._discarding = True

@@ -43,7 +43,7 @@ def inbound_from_http(request: HttpRequest, listener: str, scheme: str = "http"
     transport on every request.
     """
     path, _sep, query = request.target.partition(b"?")
-    peer: Any = request.peer
+    client_ip, client_port, server_port = request.addresses
     raw_query = query.decode("latin-1") if query else ""
     return InboundRequest(
         method=request.method.decode("latin-1"),
@@ -52,11 +52,11 @@ def inbound_from_http(request: HttpRequest, listener: str, scheme: str = "http"
         query=parse_query(raw_query) if raw_query else (),
         headers=Headers.indexed(tuple(request.headers), request.header_index),
         body=request.body,
-        client_ip=getattr(peer, "host", ""),
-        client_port=getattr(peer, "port", 0),
+        client_ip=client_ip,
+        client_port=client_port,
         listener=listener,
         scheme=scheme,
-        server_port=getattr(request.host, "port", 0),
+        server_port=server_port,
         http_version=request.version.decode("latin-1"),
         received_at=time.time(),
         tls=request.tls_info if scheme == "https" else None,
@@ -113,15 +113,21 @@ def header_lines(items: tuple[tuple[str, str], ...]) -> tuple[bytes, bool]:
     carries its own ``Date``.  Repeated names are written as repeated lines."""
     lines: list[bytes] = []
     has_date = False
+    names = _encoded_names
     for name, value in items:
-        key = _wire_name(name)
+        key = names.get(name, b"")
+        if key == b"":
+            key = _wire_name(name)
         if key is None or key in _HOP_BY_HOP:
             continue
         if key == b"Date":
             if has_date:
                 continue  # one Date only: the first wins
             has_date = True
-        lines.append(key + b": " + _wire_value(value) + b"\r\n")
+        if value.isascii() and value.isprintable():
+            lines.append(key + b": " + value.encode("ascii") + b"\r\n")
+        else:
+            lines.append(key + b": " + _wire_value(value) + b"\r\n")
     return b"".join(lines), has_date
 
 

@@ -704,3 +704,136 @@ def test_connection_cap_counting_and_log_rate_limit() -> None:
     channels[0].connectionLost(Failure(ConnectionDone()))
     assert site.open_connections == 1
     assert isinstance(site.buildProtocol(ADDR), HardenedHTTPChannel)
+
+
+def test_expect_continue_within_cap_gets_100_then_the_answer() -> None:
+    _, channel, transport = _connect(Limits(), task.Clock())
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                         b"Expect: 100-continue\r\n\r\n")
+    assert transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    channel.dataReceived(b"abc")
+    responses = parse_responses(transport.value())
+    assert [r.status for r in responses] == [100, 200]
+    assert responses[1].body == b"3"
+
+
+def test_head_is_answered_without_body() -> None:
+    _, channel, transport = _connect(Limits(), task.Clock())
+    channel.dataReceived(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    raw = transport.value()
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: 2\r\n" in raw and raw.endswith(b"\r\n\r\n")
+
+
+class _Held:
+    """A handler that answers only when the test says so."""
+
+    def __init__(self) -> None:
+        self.requests: list[HttpRequest] = []
+
+    def __call__(self, request: HttpRequest) -> None:
+        self.requests.append(request)
+
+    def answer(self) -> None:
+        self.requests.pop(0).respond(200, b"", b"ok")
+
+
+def _connect_held(clock: task.Clock) -> tuple[_Held, HardenedHTTPChannel, StringTransport]:
+    held = _Held()
+    site = GatewaySite(held, Limits(), clock=clock, name="unit")
+    channel = site.buildProtocol(ADDR)
+    assert isinstance(channel, HardenedHTTPChannel)
+    transport = StringTransport(peerAddress=ADDR)
+    channel.makeConnection(transport)
+    return held, channel, transport
+
+
+def test_a_burst_of_pipelined_requests_is_answered_in_order() -> None:
+    """Far more requests in one read than may be queued: they are parsed a few at a time
+    and all answered, in order, on a connection that stays open."""
+    from twistgw.http import MAX_PIPELINED
+
+    held, channel, transport = _connect_held(task.Clock())
+    count = MAX_PIPELINED * 4
+    channel.dataReceived(b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i
+                                  for i in range(count)))
+    assert len(held.requests) == 1
+    targets = []
+    while held.requests:
+        assert len(channel._queue) < MAX_PIPELINED  # never more queued than the bound
+        targets.append(held.requests[0].target)
+        held.answer()
+    assert targets == [b"/%d" % i for i in range(count)]
+    assert transport.value().count(b"HTTP/1.1 200 OK\r\n") == count
+    assert not transport.disconnecting
+
+
+def test_queue_overflow_answers_what_is_queued_then_closes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The safety net behind the cutting up: should a read ever complete more than
+    MAX_PIPELINED requests at once, those are answered, the last with Connection: close,
+    and the rest is not parsed."""
+    import twistgw.http
+    from twistgw.http import MAX_PIPELINED
+
+    monkeypatch.setattr(twistgw.http, "_HEADS_PER_FEED", 1000)
+    held, channel, transport = _connect_held(task.Clock())
+    channel.dataReceived(GET)  # in flight: what follows is queued
+    channel.dataReceived(b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i
+                                  for i in range(MAX_PIPELINED + 5)))
+    held.answer()
+    assert len(channel._queue) == MAX_PIPELINED - 1
+    while held.requests:
+        held.answer()
+    responses = parse_responses(transport.value())
+    assert len(responses) == MAX_PIPELINED + 1
+    assert responses[-1].header(b"connection") == b"close"
+    assert transport.disconnecting
+
+
+def test_reading_pauses_while_a_request_is_answered_and_resumes_after() -> None:
+    from twistgw.http import READ_AHEAD
+
+    held, channel, transport = _connect_held(task.Clock())
+    channel.dataReceived(GET)
+    assert len(held.requests) == 1 and transport.producerState == "producing"
+    channel.dataReceived(GET * (READ_AHEAD // len(GET) + 1))  # read ahead, not parsed
+    assert len(held.requests) == 1 and transport.producerState == "paused"
+    held.answer()
+    # The buffered requests are parsed in order once the first is answered.
+    assert len(held.requests) == 1
+    while held.requests:
+        held.answer()
+    assert transport.producerState == "producing"
+    assert transport.value().count(b"HTTP/1.1 200 OK") == READ_AHEAD // len(GET) + 2
+
+
+def test_a_client_not_reading_its_responses_pauses_reading() -> None:
+    _, channel, transport = _connect(Limits(), task.Clock())
+    assert transport.producer is channel  # the transport pauses us when its buffer fills
+    channel.pauseProducing()
+    assert transport.producerState == "paused"
+    channel.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+def test_idle_timer_counts_from_a_late_answer() -> None:
+    clock = task.Clock()
+    held, _channel, transport = _connect_held(clock)
+    _channel.dataReceived(GET)
+    clock.advance(50)  # idle_timeout is 60: the request is still being answered
+    held.answer()
+    clock.advance(59)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.disconnecting
+
+
+def test_client_gone_calls_on_lost_once() -> None:
+    held, channel, _transport = _connect_held(task.Clock())
+    channel.dataReceived(GET)
+    lost: list[bool] = []
+    held.requests[0].on_lost = lambda: lost.append(True)
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert lost == [True]
+    assert not held.requests[0].connected
