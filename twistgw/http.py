@@ -364,6 +364,7 @@ class HardenedHTTPChannel(Protocol):
         self._slot = True
         transport: Any = self.transport
         transport.registerProducer(self, True)
+        self._registered = True
         self._last_active = self._clock.seconds()
         self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_check)
 
@@ -737,7 +738,7 @@ class HardenedHTTPChannel(Protocol):
         """The idle timer: close a connection with nothing received for ``idle_timeout``
         (one timer per connection, re-armed for the remainder instead of reset per read)."""
         self._idle_call = None
-        if self.transport is None or self._upgraded is not None:
+        if self.transport is None or self._upgraded is not None or self._rejected:
             return
         if self._current is not None:
             return  # re-armed when the response is written
@@ -807,8 +808,17 @@ class HardenedHTTPChannel(Protocol):
         producer first: a TLS transport does not send its close while one is registered."""
         transport: Any = self.transport
         if transport is not None:
-            transport.unregisterProducer()
+            self._unregister()
             transport.loseConnection()
+
+    def _unregister(self) -> None:
+        """Stop being the transport's producer (once)."""
+        if self._registered:
+            self._registered = False
+            transport: Any = self.transport
+            transport.unregisterProducer()
+
+    _registered = False
 
     def _abort(self) -> None:
         self._abort_call = None
@@ -840,7 +850,7 @@ class HardenedHTTPChannel(Protocol):
         if transport is None:
             return
         transport.write(_error_response(status, self._max_body_bytes))
-        transport.unregisterProducer()
+        self._unregister()
         if isinstance(transport, tcp.Connection):
             transport.loseWriteConnection()
             transport.resumeProducing()
@@ -863,7 +873,7 @@ class HardenedHTTPChannel(Protocol):
         if request is not None:
             request.finished = True
             request.on_lost = None
-        transport.unregisterProducer()
+        self._unregister()
         if self._read_paused:
             self._read_paused = self._write_paused = False
             transport.resumeProducing()

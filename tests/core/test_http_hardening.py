@@ -577,9 +577,9 @@ ADDR = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
 def _connect(
-    limits: Limits, clock: task.Clock
+    limits: Limits, clock: task.Clock, handler: Callable[[HttpRequest], None] = _ok
 ) -> tuple[GatewaySite, HardenedHTTPChannel, StringTransport]:
-    site = GatewaySite(_ok, limits, clock=clock, name="unit")
+    site = GatewaySite(handler, limits, clock=clock, name="unit")
     channel = site.buildProtocol(ADDR)
     assert isinstance(channel, HardenedHTTPChannel)
     transport = StringTransport(peerAddress=ADDR)
@@ -740,11 +740,7 @@ class _Held:
 
 def _connect_held(clock: task.Clock) -> tuple[_Held, HardenedHTTPChannel, StringTransport]:
     held = _Held()
-    site = GatewaySite(held, Limits(), clock=clock, name="unit")
-    channel = site.buildProtocol(ADDR)
-    assert isinstance(channel, HardenedHTTPChannel)
-    transport = StringTransport(peerAddress=ADDR)
-    channel.makeConnection(transport)
+    _, channel, transport = _connect(Limits(), clock, held)
     return held, channel, transport
 
 
@@ -837,3 +833,12 @@ def test_client_gone_calls_on_lost_once() -> None:
     channel.connectionLost(Failure(ConnectionDone()))
     assert lost == [True]
     assert not held.requests[0].connected
+
+
+def test_idle_timer_after_a_rejection_is_harmless() -> None:
+    clock = task.Clock()
+    _, channel, transport = _connect(Limits(idle_timeout=3), clock)
+    channel.dataReceived(b"GET / HTTP/1.1\r\n\r\n")  # 400: no Host
+    clock.advance(10)  # the idle timer and the linger abort both come due
+    assert transport.value().count(b"HTTP/1.1 ") == 1
+    assert getattr(transport, "disconnected", False)
