@@ -59,7 +59,7 @@ def inbound_from_http(request: HttpRequest, listener: str, scheme: str = "http"
         server_port=server_port,
         http_version=request.version.decode("latin-1"),
         received_at=time.time(),
-        tls=request.tls_info if scheme == "https" else None,
+        tls=request.tls_info,
     )
 
 
