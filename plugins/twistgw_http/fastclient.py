@@ -218,7 +218,7 @@ class _Connection(Protocol):
         self.received = False
         self.dead = False
         self.idle_since = 0.0
-        #: The plain TCP transport's socket, written to directly when nothing is queued.
+        #: The plain TCP transport, whose socket is written to when nothing is queued.
         self._direct: Any = None
         self.head_request = False
         self.status = 0
