@@ -130,6 +130,9 @@ class ListenerTargets:
     name: str
     apis: Mapping[str, ApiDeployment] = attrs.field(converter=freeze_mapping)
     domains: Mapping[str, DomainConfig] = attrs.field(converter=freeze_mapping)
+    #: The pipeline's cache of successful resolutions, ``(Host, x-apigw-api-id, path)``
+    #: -> its target (bounded by the pipeline; lives as long as the deployment).
+    resolved: dict[Any, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     @property
     def only_api(self) -> ApiDeployment | None:

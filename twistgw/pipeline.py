@@ -18,7 +18,9 @@ import os
 import re
 import time
 from binascii import b2a_base64 as _b2a_base64
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from time import perf_counter
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
@@ -26,7 +28,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
 
 from .accesslog import AccessLog
-from .dispatch import call_impl, call_pipe, notify, plugin_failure, run_maybe_sync
+from .dispatch import call_impl, notify, pipe_now, plugin_failure, run_maybe_sync
 from .errors import (
     ApiConfigurationError,
     GatewayError,
@@ -112,13 +114,46 @@ class Exchange:
     outcome: Outcome
 
 
+class _Random:
+    """Random bytes read from ``os.urandom`` a block at a time: one system call per
+    request was a measurable part of a MOCK request."""
+
+    __slots__ = ("buffer", "offset")
+
+    BLOCK = 27 * 256
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.offset = self.BLOCK
+
+    def take27(self) -> bytes:
+        """The next 27 unused random bytes."""
+        offset = self.offset
+        if offset >= self.BLOCK:
+            self.buffer = os.urandom(self.BLOCK)
+            offset = 0
+        self.offset = offset + 27
+        return self.buffer[offset:offset + 27]
+
+
+_random = _Random()
+# A forked child must not hand out the ids its parent will also hand out.
+os.register_at_fork(after_in_child=lambda: setattr(_random, "offset", _Random.BLOCK))
+
+
 def _new_ids() -> tuple[str, str]:
     """A new extended request id (16 base64 characters) and a random (version 4) UUID
-    string, from one ``os.urandom`` call (cheaper than two, and than ``uuid.uuid4()``)."""
-    rand = os.urandom(27)
+    string, from 27 fresh random bytes (cheaper than two draws, and than
+    ``uuid.uuid4()``)."""
+    rand = _random.take27()
     h = rand[:16].hex()
     uuid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[(rand[8] >> 4) & 3]}{h[17:20]}-{h[20:]}"
     return _b2a_base64(rand[16:], newline=False).decode("ascii"), uuid
+
+
+#: Bounds on :meth:`Pipeline._resolve`'s per-listener cache (entries, key length).
+_RESOLVE_CACHE_SIZE = 2048
+_RESOLVE_CACHE_MAX_KEY = 512
 
 
 class _Target(NamedTuple):
@@ -215,12 +250,17 @@ class Pipeline:
                     outcome.finish.phases.append(("authorize", auth_started, time.time()))
             request = self._integration_request(ctx, route)
             if plan.map_request:
-                request = await call_pipe(plan.map_request, {"ctx": ctx, "request": request},
-                                          "request", outcome.timings)
+                request = pipe_now(plan.map_request, {"ctx": ctx, "request": request},
+                                   "request", outcome.timings)
+                if type(request) is CoroutineType:
+                    request = await request
             started = time.monotonic()
             integration_started = time.time()
             try:
-                integration_response = await self._integrate(plan, ctx, request, outcome)
+                answer = self._integrate(plan, ctx, request, outcome,
+                                         started + request.timeout)
+                integration_response = answer if isinstance(answer, IntegrationResponse) \
+                    else await answer
             finally:
                 outcome.finish.phases.append(("integrate", integration_started, time.time()))
             fin = outcome.finish
@@ -231,11 +271,13 @@ class Pipeline:
                                 body=integration_response.body,
                                 upgrade=integration_response.upgrade)
             if plan.map_response:
-                response = await call_pipe(
+                response = pipe_now(
                     plan.map_response,
                     {"ctx": ctx, "integration_response": integration_response,
                      "response": response},
                     "response", outcome.timings)
+                if type(response) is CoroutineType:
+                    response = await response
         except GatewayError as error:
             response = await self._error(plan, ctx, error, outcome)
         response = self._finalize(ctx, response, is_http)
@@ -245,11 +287,31 @@ class Pipeline:
         return Exchange(ctx=ctx, response=response, outcome=outcome)
 
     def _resolve(self, targets: ListenerTargets | None, inbound: InboundRequest) -> _Target:
-        """Find API and stage: custom domain, x-apigw-api-id, execute-api host, only API."""
-        raw_path = inbound.raw_path or "/"
+        """Find API and stage (see :meth:`_resolve_uncached`), cached per listener, Host,
+        ``x-apigw-api-id`` and path: the same few are resolved over and over."""
         if targets is None:
             return _Target(error=ResourceNotFound("Not Found"))
-        host = inbound.host.lower()
+        raw_path = inbound.raw_path or "/"
+        headers = inbound.headers
+        host = headers.get("host") or ""
+        api_id = headers.get("x-apigw-api-id")
+        key = (host, api_id, raw_path)
+        cache = targets.resolved
+        found: _Target | None = cache.get(key)
+        if found is not None:
+            return found
+        found = self._resolve_uncached(targets, host, api_id, raw_path)
+        # Errors are exceptions (raised, so never shared); keys are client-chosen: bounded.
+        if found.error is None and len(raw_path) + len(host) <= _RESOLVE_CACHE_MAX_KEY:
+            if len(cache) >= _RESOLVE_CACHE_SIZE:
+                cache.clear()
+            cache[key] = found
+        return found
+
+    def _resolve_uncached(self, targets: ListenerTargets, host: str, api_id: str | None,
+                          raw_path: str) -> _Target:
+        """Find API and stage: custom domain, x-apigw-api-id, execute-api host, only API."""
+        host = host.lower()
         if host.startswith("["):
             host = host[: host.find("]") + 1]
         else:
@@ -258,7 +320,6 @@ class Pipeline:
         if domain is not None:
             return self._resolve_domain(targets, domain, raw_path, host)
         api: ApiDeployment | None = None
-        api_id = inbound.headers.get("x-apigw-api-id")
         if api_id is None and ".execute-api." in host:
             m = _EXECUTE_API_RE.match(host)
             if m is not None:
@@ -358,43 +419,77 @@ class Pipeline:
             timeout=route.timeout,
         )
 
-    async def _integrate(self, plan: HookPlan, ctx: Context, request: IntegrationRequest,
-                         outcome: Outcome) -> IntegrationResponse:
-        deadline = time.monotonic() + request.timeout
+    def _integrate(self, plan: HookPlan, ctx: Context, request: IntegrationRequest,
+                   outcome: Outcome, deadline: float, first: int = 0
+                   ) -> IntegrationResponse | Coroutine[Any, Any, IntegrationResponse]:
+        """The first ``integrate`` answer, from impl ``first`` on: returned directly while
+        results are plain values (a coroutine per request was measurable), else a
+        coroutine that awaits the pending one (bounded by ``deadline``, monotonic) and
+        goes on."""
         kwargs = {"ctx": ctx, "request": request}
-        for impl in plan.integrate:
-            start = time.perf_counter()
+        timings = outcome.timings
+        impls = plan.integrate
+        for i in range(first, len(impls)):
+            impl = impls[i]
+            start = perf_counter()
             try:
                 result = impl.function(*[kwargs[a] for a in impl.argnames])
-                if isinstance(result, Deferred) or hasattr(result, "__await__"):
-                    d = result if isinstance(result, Deferred) else Deferred.fromCoroutine(
-                        result)
-                    remaining = max(deadline - time.monotonic(), 0.001)
-                    d.addTimeout(remaining, self.clock)
-                    try:
-                        result = await d
-                    except TimeoutError:
-                        raise_timeout()
-            except GatewayError:
-                raise
-            except CancelledError:
+            except (GatewayError, CancelledError):
+                timings.append(("integrate", impl.plugin, perf_counter() - start))
                 raise
             except Exception as e:
+                timings.append(("integrate", impl.plugin, perf_counter() - start))
                 raise plugin_failure(impl, e) from e
-            finally:
-                outcome.timings.append(("integrate", impl.plugin, time.perf_counter() - start))
             if result is None:
+                timings.append(("integrate", impl.plugin, perf_counter() - start))
                 continue
-            if not isinstance(result, IntegrationResponse):
-                log.error("plugin {plugin} returned {value!r} from integrate; expected an "
-                          "IntegrationResponse", plugin=impl.plugin, value=result)
-                raise PluginError(impl.plugin, "integrate")
-            return result
+            if isinstance(result, IntegrationResponse):
+                timings.append(("integrate", impl.plugin, perf_counter() - start))
+                return result
+            if isinstance(result, Deferred) or hasattr(result, "__await__"):
+                return self._integrate_pending(plan, ctx, request, outcome, deadline, i,
+                                               result, start)
+            timings.append(("integrate", impl.plugin, perf_counter() - start))
+            log.error("plugin {plugin} returned {value!r} from integrate; expected an "
+                      "IntegrationResponse", plugin=impl.plugin, value=result)
+            raise PluginError(impl.plugin, "integrate")
         integ = ctx.integration
         log.error("no plugin answered the {type} integration of {route}",
                   type=integ.type if integ else "?",
                   route=ctx.route.operation.route_key if ctx.route else "?")
         raise ApiConfigurationError()
+
+    async def _integrate_pending(self, plan: HookPlan, ctx: Context,
+                                 request: IntegrationRequest, outcome: Outcome,
+                                 deadline: float, i: int, pending: Any, start: float
+                                 ) -> IntegrationResponse:
+        """Await impl ``i``'s ``pending`` result within the integration timeout; if it
+        abstains, ask the impls after it."""
+        impl = plan.integrate[i]
+        try:
+            d = pending if isinstance(pending, Deferred) else Deferred.fromCoroutine(pending)
+            remaining = max(deadline - time.monotonic(), 0.001)
+            d.addTimeout(remaining, self.clock)
+            try:
+                result = await d
+            except TimeoutError:
+                raise_timeout()
+        except GatewayError:
+            raise
+        except CancelledError:
+            raise
+        except Exception as e:
+            raise plugin_failure(impl, e) from e
+        finally:
+            outcome.timings.append(("integrate", impl.plugin, perf_counter() - start))
+        if result is None:
+            rest = self._integrate(plan, ctx, request, outcome, deadline, i + 1)
+            return rest if isinstance(rest, IntegrationResponse) else await rest
+        if not isinstance(result, IntegrationResponse):
+            log.error("plugin {plugin} returned {value!r} from integrate; expected an "
+                      "IntegrationResponse", plugin=impl.plugin, value=result)
+            raise PluginError(impl.plugin, "integrate")
+        return result
 
     async def _error(self, plan: HookPlan, ctx: Context, error: GatewayError,
                      outcome: Outcome) -> Response:

@@ -16,6 +16,7 @@ The rules (aws-apigw-spec.md §A.1-§A.5):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Generic, TypeVar
 from urllib.parse import unquote_plus
 
@@ -33,6 +34,12 @@ __all__ = [
 
 R = TypeVar("R")
 
+#: Bound on :meth:`RouteTable.match`'s cache (entries; paths longer than
+#: :data:`MATCH_CACHE_MAX_PATH` are never cached): paths are client-chosen, so the cache
+#: is emptied when full rather than allowed to grow.
+MATCH_CACHE_SIZE = 2048
+MATCH_CACHE_MAX_PATH = 256
+
 
 @attrs.frozen
 class Match(Generic[R]):
@@ -40,6 +47,10 @@ class Match(Generic[R]):
 
     route: R
     params: Mapping[str, str]
+
+
+#: The parameters of a match without any (read-only, shared).
+_EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 class _Node(Generic[R]):
@@ -95,6 +106,8 @@ class RouteTable(Generic[R]):
         self._root: _Node[R] = _Node()
         self._default = default_route
         self._count = 0
+        #: (method, path) -> the match or ``None``; see :data:`MATCH_CACHE_SIZE`.
+        self._cache: dict[tuple[str, str], Match[R] | None] = {}
         for method, path, route in entries:
             self._add(method.upper(), path, route)
 
@@ -138,21 +151,32 @@ class RouteTable(Generic[R]):
         self._count += 1
 
     def match(self, method: str, path: str) -> Match[R] | None:
-        """Match ``method`` and the raw (undecoded) resource ``path``."""
-        segments = split_path(path)
-        found = self._walk(self._root, segments, 0, method, {})
-        if found is not None:
-            return found
-        if self._default is not None:
-            return Match(self._default, {})
-        return None
+        """Match ``method`` and the raw (undecoded) resource ``path``.
+
+        Results are cached per ``(method, path)`` (a walk per request was measurable):
+        the table never changes, and a :class:`Match` is immutable.
+        """
+        key = (method, path)
+        cache = self._cache
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        found = self._walk(self._root, split_path(path), 0, method, {})
+        if found is None and self._default is not None:
+            found = Match(self._default, _EMPTY)
+        if len(path) <= MATCH_CACHE_MAX_PATH:
+            if len(cache) >= MATCH_CACHE_SIZE:
+                cache.clear()
+            cache[key] = found
+        return found
 
     def _walk(self, node: _Node[R], segments: list[str], i: int, method: str,
               params: dict[str, str]) -> Match[R] | None:
         if i == len(segments):
             route = _pick(node.methods, method)
             if route is not None:
-                return Match(route, dict(params))
+                return Match(route, MappingProxyType(dict(params)) if params else _EMPTY)
             return None
         seg = segments[i]
         if seg:
@@ -173,7 +197,7 @@ class RouteTable(Generic[R]):
             if route is not None:
                 rest = "/".join(segments[i:])
                 if rest:
-                    return Match(route, {**params, node.greedy_name: rest})
+                    return Match(route, MappingProxyType({**params, node.greedy_name: rest}))
         return None
 
 

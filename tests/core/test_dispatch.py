@@ -8,6 +8,7 @@ abstains; pipes run in order; ``authorize`` stops on Deny; a plugin's exception 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -31,6 +32,7 @@ from twistgw.dispatch import (
     call_first,
     call_pipe,
     notify,
+    pipe_now,
     run_maybe_sync,
 )
 from twistgw.errors import GatewayError, PluginError
@@ -654,3 +656,48 @@ def test_gateway_error_from_map_request(make_harness: HarnessFactory, b: Builder
         "GET", "/prod/x")
     assert (response.status, response.body) == (
         500, b'{"message":"custom configuration message"}')
+
+
+def test_pipe_now_stays_synchronous_until_a_result_must_be_awaited() -> None:
+    def add_a(value: str) -> str:
+        return value + "a"
+
+    def add_b(value: str) -> Deferred[str]:
+        return succeed(value + "b")
+
+    async def add_c(value: str) -> str:
+        return value + "c"
+
+    def keep(value: str) -> None:
+        return None
+
+    timings: list[tuple[str, str, float]] = []
+    assert pipe_now([impl(add_a), impl(keep)], {"value": ""}, "value", timings) == "a"
+    assert [t[:2] for t in timings] == [("h", "p"), ("h", "p")]
+    timings.clear()
+    rest = pipe_now([impl(add_a), impl(add_b, "b"), impl(keep), impl(add_c, "c")],
+                    {"value": ""}, "value", timings)
+    assert isinstance(rest, CoroutineType)
+    assert run_maybe_sync(rest) == "abc"
+    assert [t[1] for t in timings] == ["p", "b", "p", "c"]
+
+
+def test_pipe_now_failures(log_events: LogCapture) -> None:
+    def boom(value: str) -> str:
+        raise ValueError("bug")
+
+    async def later_boom(value: str) -> str:
+        raise ValueError("later bug")
+
+    def denied(value: str) -> str:
+        raise Throttled()
+
+    timings: list[tuple[str, str, float]] = []
+    with pytest.raises(PluginError):
+        pipe_now([impl(boom, "buggy")], {"value": ""}, "value", timings)
+    with pytest.raises(Throttled):
+        pipe_now([impl(denied, "gate")], {"value": ""}, "value", timings)
+    rest = pipe_now([impl(later_boom, "late")], {"value": ""}, "value", timings)
+    with pytest.raises(PluginError):
+        run_maybe_sync(rest)
+    assert [t[1] for t in timings] == ["buggy", "gate", "late"]

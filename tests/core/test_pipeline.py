@@ -263,3 +263,24 @@ def test_content_type_defaults_to_json(make_harness: HarnessFactory, b: Builders
         "/y": {"get": b.mock_op(200, "y", headers={"Content-Type": "text/plain"})}}))
     assert h.request("GET", "/prod/x").headers.get_all("content-type") == ["application/json"]
     assert h.request("GET", "/prod/y").headers.get_all("content-type") == ["text/plain"]
+
+
+def test_resolution_cache_keys_on_host_api_id_and_path(make_harness: HarnessFactory,
+                                                      b: Builders) -> None:
+    from twistgw import pipeline
+
+    h = multi_api(make_harness, b, ["one", "two"])
+    for _ in range(2):  # the second round is answered from the cache
+        assert echoed(h, "GET", "/prod/x", headers={"x-apigw-api-id": "two"})["api"] == "two"
+        assert echoed(h, "GET", "/prod/x", headers={"x-apigw-api-id": "one"})["api"] == "one"
+        doc = echoed(h, "GET", "/prod/x", headers={"Host": "two.execute-api.localhost"})
+        assert doc["api"] == "two"
+        # Errors are never cached (an exception is raised, so never shared).
+        assert h.request("GET", "/prod/x").status == 404
+        assert h.request("GET", "/nostage/x", headers={"x-apigw-api-id": "one"}).status == 403
+    targets = h.gateway.deployment.listeners[h.default_listener]
+    assert len(targets.resolved) == 3
+    assert all(t.error is None for t in targets.resolved.values())
+    for i in range(pipeline._RESOLVE_CACHE_SIZE + 5):
+        assert echoed(h, "GET", f"/prod/{i}", headers={"x-apigw-api-id": "one"})["api"] == "one"
+    assert len(targets.resolved) <= pipeline._RESOLVE_CACHE_SIZE

@@ -393,3 +393,37 @@ def test_http_api_default_route_fallback(make_harness: HarnessFactory, b: Builde
     assert doc["route"] == "$default"
     assert doc["path"] == "/anything/else"
     assert echoed(h, "DELETE", "/pets")["route"] == "$default"
+
+
+# -- the match cache ---------------------------------------------------------------------------
+
+
+def test_match_cache_answers_as_the_trie_and_is_read_only() -> None:
+    t = table("GET /pets/{id}", "GET /{proxy+}", default="$default")
+    for _ in range(2):  # the second round is answered from the cache
+        assert hit(t, "GET", "/pets/7") == ("GET /pets/{id}", {"id": "7"})
+        assert hit(t, "GET", "/a/b") == ("GET /{proxy+}", {"proxy": "a/b"})
+        assert hit(t, "POST", "/pets/7") == ("$default", {})
+    m = t.match("GET", "/pets/8")
+    assert m is not None
+    try:
+        m.params["id"] = "9"  # type: ignore[index]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("a cached match's parameters must be read-only")
+    assert hit(t, "GET", "/pets/8") == ("GET /pets/{id}", {"id": "8"})
+
+
+def test_match_cache_is_bounded() -> None:
+    from twistgw import routing
+
+    t = table("GET /pets/{id}")
+    for i in range(routing.MATCH_CACHE_SIZE + 10):
+        assert hit(t, "GET", f"/pets/{i}") == ("GET /pets/{id}", {"id": str(i)})
+    assert len(t._cache) <= routing.MATCH_CACHE_SIZE
+    long_path = "/pets/" + "x" * routing.MATCH_CACHE_MAX_PATH
+    assert hit(t, "GET", long_path) == ("GET /pets/{id}", {"id": "x" * 256})
+    assert ("GET", long_path) not in t._cache
+    assert t.match("GET", "/nothing/here") is None
+    assert t.match("GET", "/nothing/here") is None
