@@ -55,7 +55,13 @@ from .variables import Finish
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-    from .deployment import ApiDeployment, Deployment, ListenerTargets, Route
+    from .deployment import (
+        ApiDeployment,
+        Deployment,
+        ListenerTargets,
+        Route,
+        StageDeployment,
+    )
     from .dispatch import HookPlan
 
 __all__ = ["Pipeline", "Outcome", "Exchange", "INGRESS_DROPPED_HEADERS",
@@ -167,6 +173,8 @@ class _Target(NamedTuple):
     base_path: str | None = None
     domain: str = ""
     error: GatewayError | None = None
+    is_http: bool = False
+    stage_deployment: StageDeployment | None = None
 
 
 class Pipeline:
@@ -200,19 +208,19 @@ class Pipeline:
         targets = deployment.listeners.get(inbound.listener)
         target = self._resolve(targets, inbound)
         api = target.api
-        is_http = api is not None and api.is_http
+        is_http = target.is_http
         extended, new_uuid = _new_ids()
+        method = inbound.method
         if is_http:
             request_id = extended
         else:
-            supplied = inbound.headers.get("x-amzn-requestid")
+            headers = inbound.headers
+            supplied = headers.get("x-amzn-requestid")
             request_id = supplied if supplied and _UUID_RE.match(supplied) else new_uuid
-        stage = api.stages.get(target.stage) if api is not None and target.stage else None
-        method = inbound.method
-        if not is_http:
-            override = inbound.headers.get("x-http-method-override")
+            override = headers.get("x-http-method-override")
             if override:
                 method = override.upper()
+        stage = target.stage_deployment
         error = target.error
         route: Route | None = None
         params: Mapping[str, str] = EMPTY_MAPPING
@@ -301,6 +309,10 @@ class Pipeline:
         if found is not None:
             return found
         found = self._resolve_uncached(targets, host, api_id, raw_path)
+        api = found.api
+        if api is not None:  # what every request of this target reads, looked up once
+            found = found._replace(is_http=api.is_http, stage_deployment=api.stages.get(
+                found.stage) if found.stage else None)
         # Errors are exceptions (raised, so never shared); keys are client-chosen: bounded.
         if found.error is None and len(raw_path) + len(host) <= _RESOLVE_CACHE_MAX_KEY:
             if len(cache) >= _RESOLVE_CACHE_SIZE:
