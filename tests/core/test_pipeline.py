@@ -284,3 +284,15 @@ def test_resolution_cache_keys_on_host_api_id_and_path(make_harness: HarnessFact
     for i in range(pipeline._RESOLVE_CACHE_SIZE + 5):
         assert echoed(h, "GET", f"/prod/{i}", headers={"x-apigw-api-id": "one"})["api"] == "one"
     assert len(targets.resolved) <= pipeline._RESOLVE_CACHE_SIZE
+
+
+def test_request_ids_stay_unique_and_well_formed_across_random_blocks() -> None:
+    import re
+
+    from twistgw import pipeline
+
+    uuid_re = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    per_block = pipeline._Random.BLOCK // 27
+    ids = [pipeline._new_ids() for _ in range(per_block * 2 + 3)]  # two refills at least
+    assert len({e for e, _ in ids}) == len({u for _, u in ids}) == len(ids)
+    assert all(len(e) == 16 and uuid_re.match(u) for e, u in ids)
