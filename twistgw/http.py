@@ -9,8 +9,9 @@ This module replaces all of it with one protocol per connection that feeds whate
 reads to llhttp (Node.js's parser, strict mode: it already refuses CL+TE, duplicate
 ``Content-Length``, bad chunk sizes, obs-fold, bare CR/LF/NUL, invalid methods and
 versions), keeps only what the gateway needs (method, target, version, header pairs as
-sent, body) and writes each response with one ``transport.write``: status line, headers,
-a per-second cached ``Date`` and the body.
+sent, body) and writes each response with one write (straight to the socket while
+nothing is queued, see :mod:`twistgw.netio`): status line, headers, a per-second cached
+``Date`` and the body.
 
 What llhttp leaves to us, checked here before any application code runs:
 
@@ -48,6 +49,7 @@ from zope.interface import implementer
 
 from twistgw.limits import Limits
 from twistgw.models import TlsInfo
+from twistgw.netio import DirectWriter
 
 if TYPE_CHECKING:
     from twisted.internet.base import DelayedCall
@@ -237,7 +239,7 @@ class HttpRequest:
 
     def respond(self, status: int, header_lines: bytes, body: bytes, *,
                 date: bool = True) -> None:
-        """Write the response in one transport write.
+        """Write the response in one write.
 
         :param status: the status code.
         :param header_lines: ``Name: value\\r\\n`` lines (see :func:`encode_headers`),
@@ -260,6 +262,8 @@ class HardenedHTTPChannel(Protocol):
 
     reject_linger: float = 5.0
     _log = Logger()
+    #: Response writes (set when the connection is made).
+    _writer: DirectWriter
 
     def __init__(self, site: GatewaySite) -> None:
         self._site = site
@@ -365,6 +369,7 @@ class HardenedHTTPChannel(Protocol):
         transport: Any = self.transport
         transport.registerProducer(self, True)
         self._registered = True
+        self._writer = DirectWriter(transport)
         self._last_active = self._clock.seconds()
         self._idle_call = self._clock.callLater(self._idle_timeout, self._idle_check)
 
@@ -620,8 +625,7 @@ class HardenedHTTPChannel(Protocol):
                 and not self._queue):
             expect = index.get("expect")
             if expect is not None and expect[-1].lower() == "100-continue":
-                transport: Any = self.transport
-                transport.write(_CONTINUE)
+                self._writer.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         """A piece of the (de-chunked) body."""
@@ -715,7 +719,7 @@ class HardenedHTTPChannel(Protocol):
             b"Connection: close\r\n" if close else b"")
         if body and status not in _NO_BODY and request.method != b"HEAD":
             head += body
-        transport.write(head)
+        self._writer.write(head)
         self._current = None
         if close:
             self._discarding = True

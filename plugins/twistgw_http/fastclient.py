@@ -36,7 +36,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet import error as inet_error
-from twisted.internet import tcp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import (
@@ -50,6 +49,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from twistgw import ApiConfigurationError
+from twistgw.netio import DirectWriter
 from twistgw.outbound import BodyTooLarge
 
 __all__ = ["FastPool", "RawAnswer", "BadResponse", "StaleConnection", "Target",
@@ -218,8 +218,8 @@ class _Connection(Protocol):
         self.received = False
         self.dead = False
         self.idle_since = 0.0
-        #: The plain TCP transport, whose socket is written to when nothing is queued.
-        self._direct: Any = None
+        #: Requests go straight to the socket while nothing is queued (twistgw.netio).
+        self._writer: DirectWriter | None = None
         self.head_request = False
         self.status = 0
         self.http11 = False
@@ -239,8 +239,7 @@ class _Connection(Protocol):
             if set_no_delay is not None:
                 set_no_delay(True)
                 break
-        if isinstance(transport, tcp.Connection):
-            self._direct = transport
+        self._writer = DirectWriter(transport)
 
     # -- sending -----------------------------------------------------------------------
 
@@ -251,8 +250,8 @@ class _Connection(Protocol):
         socket: ``transport.write`` would only queue it, ask epoll for writability and
         send it on the reactor's next turn (two ``epoll_ctl`` calls and a reactor event
         per request, a visible share of a proxied request in the live profile).  What the
-        socket does not take (or an error) goes through ``transport.write`` as usual, so
-        the transport sees every failure as it would have.
+        socket does not take (or an error) goes through ``transport.write`` as usual, and
+        so does everything after it on this connection (:class:`twistgw.netio.DirectWriter`).
         """
         self.exchange = exchange
         # The fields of the previous answer are reset as the next one is parsed.
@@ -260,18 +259,9 @@ class _Connection(Protocol):
         self.state = _HEAD
         self.received = False
         self.buf = b""
-        direct = self._direct
-        if direct is not None and not direct.dataBuffer and not direct._tempDataBuffer \
-                and direct.connected and not direct.disconnecting:
-            try:
-                sent = direct.socket.send(data)
-            except OSError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport: Any = self.transport
-        transport.write(data)
+        writer = self._writer
+        assert writer is not None
+        writer.write(data)
 
     def abort(self) -> None:
         """Drop the connection now (cancelled, failed or unsafe to reuse)."""

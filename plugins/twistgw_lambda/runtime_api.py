@@ -21,7 +21,9 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet import protocol, tcp
+from twisted.internet import protocol
+
+from twistgw.netio import DirectWriter
 
 __all__ = ["RuntimeRequest", "RuntimeApiProtocol", "RuntimeApiFactory", "MAX_HEAD",
            "MAX_BODY"]
@@ -124,14 +126,13 @@ class RuntimeApiProtocol(protocol.Protocol):
         self._size = 0
         self._closing = False
         self._processing = False
-        #: The connected socket answers are sent on directly (see :meth:`_send`).
-        self._sock: Any = None
+        #: Answers go straight to the socket while nothing is queued (twistgw.netio).
+        self._writer: DirectWriter | None = None
         #: Answers not sent yet (see :meth:`_flush`).
         self._out: list[bytes] = []
 
     def connectionMade(self) -> None:
-        if isinstance(self.transport, tcp.Connection):
-            self._sock = self.transport.getHandle()
+        self._writer = DirectWriter(self.transport)
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the client; sent once the input at hand is processed."""
@@ -153,27 +154,12 @@ class RuntimeApiProtocol(protocol.Protocol):
             self._send(out[0] if len(out) == 1 else b"".join(out))
 
     def _send(self, data: bytes) -> None:
-        """Send ``data`` now, straight to the socket when it takes it all.
-
-        Twisted's ``transport.write`` buffers until the next reactor iteration, which
-        costs a loop turn and two ``epoll_ctl`` calls per answer.  An answer is one small
-        write on loopback, so the socket nearly always takes it whole; what it does not
-        take (a multi-MB event) goes to the transport's buffer, and from then on every
-        write does, so the bytes keep their order.
-        """
-        sock = self._sock
-        if sock is not None:
-            try:
-                sent = sock.send(data)
-            except OSError:  # full (EAGAIN), or broken: the transport sees to it
-                sent = 0
-            if sent == len(data):
-                return
-            self._sock = None
-            data = data[sent:]
-        transport = self.transport
-        assert transport is not None
-        transport.write(data)
+        """Send ``data`` now: an answer is one small write on loopback, which the socket
+        nearly always takes whole (what it does not, a multi-MB event, is queued by the
+        transport, and so is everything after it, in order)."""
+        writer = self._writer
+        assert writer is not None
+        writer.write(data)
 
     # -- input -------------------------------------------------------------------------
 

@@ -159,36 +159,3 @@ def test_an_answer_before_a_held_ordinary_request_is_sent_at_once() -> None:
     proto.dataReceived(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")  # type: ignore[attr-defined]
     assert [r.path for r in seen] == [b"/a", b"/b"]
     assert seen_t.value().startswith(b"HTTP/1.1 202 Accepted\r\n")
-
-
-def test_what_the_socket_does_not_take_goes_to_the_transport_in_order() -> None:
-    """Answers go straight to the socket; once a send is partial (a multi-MB event on a
-    full socket), the rest and every later answer go through the transport's buffer."""
-    import socket
-
-    seen, transport, proto = connect(respond=False)
-    ours, peer = socket.socketpair()
-    ours.setblocking(False)
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    proto._sock = ours  # type: ignore[attr-defined]  # what connectionMade takes from TCP
-    try:
-        big = b"A" * 1_000_000
-        proto._send(big)  # type: ignore[attr-defined]
-        proto._send(b"B")  # type: ignore[attr-defined]
-        queued = transport.value()
-        assert queued and queued.endswith(b"B")  # the socket did not take it all
-        received = b""
-        peer.setblocking(False)
-        while True:
-            try:
-                chunk = peer.recv(1 << 20)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            received += chunk
-        assert received + queued == big + b"B"
-    finally:
-        ours.close()
-        peer.close()
-    assert seen == []
