@@ -1732,11 +1732,21 @@ def _is_pure(expr: _Expr) -> bool:
     return False
 
 
+#: The most values one run of text and references appends at once (:meth:`_Compiler.run`).
+_RUN = 8
+
+#: Operators whose result is a Python ``bool`` (``#if`` tests them directly).
+_BOOLEAN_OPS = frozenset({"==", "!=", "<", ">", "<=", ">=", "&&", "||"})
+
 #: ``$foreach.<name>`` as an expression over the loop state ``S`` (what
 #: :meth:`_ForeachState.vtl_get` answers).
 _FOREACH_INLINE = {"hasNext": "S.index + 1 < S.total", "index": "S.index",
                    "count": "S.index + 1", "first": "S.index == 0",
                    "last": "S.index + 1 >= S.total"}
+
+
+def _is_pure_output(node: _Node) -> bool:
+    return isinstance(node, _Output) and _is_pure(node.ref)
 
 
 class _Compiler:
@@ -1756,46 +1766,81 @@ class _Compiler:
 
     def function(self, nodes: Sequence[_Node], string: bool = False) -> str:
         """A function rendering ``nodes``: the template's appends its output to
-        ``rc.out`` (also when ``#stop`` or an error leaves it early); an interpolated
-        string's (``string``) returns its text.
-
-        Output grows one local ``str`` (``buf += text``, which CPython extends in place)
-        rather than a list of pieces: no call per piece, and its length is the size
-        the bound checks."""
+        ``rc.out`` (kept when ``#stop`` leaves early); an interpolated string's
+        (``string``) returns its text.  ``size`` counts what was appended, for the
+        output bound."""
         name = self.new("_f")
         lines = [f"def {name}(rc, V):",
-                 " buf = ''",
+                 " out = []; size = 0" if string else " out = rc.out; size = rc.size",
                  " MAX = rc.limits.max_output; DL = rc.deadline",
                  " LIMIT = rc.limits.foreach_limit"]
         if string:
             self.block(nodes, lines, 1)
-            lines += [" if len(buf) > MAX: rc.over()",
-                      " return buf"]
+            lines += [" if size > MAX: rc.over()",
+                      " return ''.join(out)"]
         else:
             lines.append(" try:")
             self.block(nodes, lines, 2)
             lines += ["  pass",
                       " finally:",
-                      "  rc.out.append(buf); rc.size += len(buf)",
-                      " if rc.size > MAX: rc.over()"]
+                      "  rc.size = size",
+                      " if size > MAX: rc.over()"]
         self.functions.append("\n".join(lines))
         return name
 
-    def block(self, nodes: Sequence[_Node], lines: list[str], depth: int) -> None:
-        pad = " " * depth
+    def run(self, nodes: Sequence[_Node], lines: list[str], pad: str) -> None:
+        """Text and pure references (``$a.b``: no calls, so no effects and no errors but
+        limit ones) appended at once: ``out += (text, v1, text, v2, ...)``, one size
+        check.  At most :data:`_RUN` values, so at most that many wait for the check."""
+        parts: list[str] = []
+        sizes: list[str] = []
+        static = 0
         for node in nodes:
             if isinstance(node, _Text):
+                parts.append(self.const(node.text))
+                static += node.size
+            else:
+                assert isinstance(node, _Output)
+                v = self.new("v")
+                lines.append(f"{pad}{v} = {self.expr(node.ref)}")
+                lines.append(f"{pad}if type({v}) is not str: "
+                             f"{v} = '' if {v} is None else _TX({v}, rc)")
+                parts.append(v)
+                sizes.append(f"len({v})")
+        lines.append(f"{pad}out += ({', '.join(parts)},)")
+        lines.append(f"{pad}size += {' + '.join([str(static), *sizes])}")
+        lines.append(f"{pad}if size > MAX: rc.over()")
+
+    def block(self, nodes: Sequence[_Node], lines: list[str], depth: int) -> None:
+        pad = " " * depth
+        nodes = list(nodes)
+        at = 0
+        while at < len(nodes):
+            # a run of text and pure references, from here
+            j, values = at, 0
+            while j < len(nodes) and values < _RUN and (
+                    isinstance(nodes[j], _Text) or _is_pure_output(nodes[j])):
+                values += isinstance(nodes[j], _Output)
+                j += 1
+            if values:
+                self.run(nodes[at:j], lines, pad)
+                at = j
+                continue
+            node = nodes[at]
+            at += 1
+            if isinstance(node, _Text):
                 # static text: checked with the next value, iteration or at the end
-                lines.append(f"{pad}buf += {self.const(node.text)}")
+                lines.append(f"{pad}out.append({self.const(node.text)}); size += {node.size}")
             elif isinstance(node, _Output):
                 v = self.new("v")
                 lines.append(f"{pad}{v} = {self.expr(node.ref)}")
                 lines.append(f"{pad}if type({v}) is str:")  # the common case first
-                lines.append(f"{pad} buf += {v}")
-                lines.append(f"{pad} if len(buf) > MAX: rc.over()")
+                lines.append(f"{pad} out.append({v}); size += len({v})")
+                lines.append(f"{pad} if size > MAX: rc.over()")
                 lines.append(f"{pad}elif {v} is not None:")
-                lines.append(f"{pad} buf += str({v}) if type({v}) is int else _TX({v}, rc)")
-                lines.append(f"{pad} if len(buf) > MAX: rc.over()")
+                lines.append(f"{pad} {v} = str({v}) if type({v}) is int else _TX({v}, rc)")
+                lines.append(f"{pad} out.append({v}); size += len({v})")
+                lines.append(f"{pad} if size > MAX: rc.over()")
             elif isinstance(node, _Set):
                 v = self.new("v")
                 lines.append(f"{pad}{v} = {self.expr(node.value)}")
@@ -1818,9 +1863,14 @@ class _Compiler:
             elif isinstance(node, _If):
                 for i, (condition, body) in enumerate(node.branches):
                     keyword = "if" if i == 0 else "elif"
-                    t = self.new("c")
-                    lines.append(f"{pad}{keyword} ({t} := {self.expr(condition)}) is not None"
-                                 f" and {t} is not False:")
+                    if isinstance(condition, _Not) or (isinstance(condition, _Binary)
+                                                        and condition.op in _BOOLEAN_OPS):
+                        # comparisons, ! && ||: a Python bool already
+                        lines.append(f"{pad}{keyword} {self.expr(condition)}:")
+                    else:
+                        t = self.new("c")
+                        lines.append(f"{pad}{keyword} ({t} := {self.expr(condition)}) is not "
+                                     f"None and {t} is not False:")
                     self.block(body, lines, depth + 1)
                     lines.append(f"{pad} pass")
                 if node.otherwise is not None:
@@ -1840,7 +1890,7 @@ class _Compiler:
                 lines.append(f"{pad} try:")
                 lines.append(f"{pad}  for {index}, {item} in enumerate({items}):")
                 inner = pad + "   "
-                lines.append(f"{inner}if len(buf) > MAX: rc.over()")
+                lines.append(f"{inner}if size > MAX: rc.over()")
                 # the clock every 16 iterations: a body between two reads is bounded
                 # (template size, string bound; inner loops read it themselves)
                 lines.append(f"{inner}if not {index} & 15 and _MONO() > DL: _LATE(rc)")

@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import json.scanner
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, unquote_plus
 
@@ -50,9 +52,25 @@ def parse_json(text: str) -> Any:
     :raises TemplateRenderError: not JSON (or nested beyond Python's parser).
     """
     try:
+        # json.loads without its Python layers: the C scanner between two skips of
+        # blanks; anything else (an error, trailing text) goes through json.loads for
+        # its exact error message
+        value, end = _SCAN(text, len(text) - len(text.lstrip(_BLANKS)))
+        if len(text.rstrip(_BLANKS)) == end:  # nothing but blanks after the value
+            return value
+    except (StopIteration, ValueError, RecursionError):
+        pass
+    try:
         return json.loads(text)
     except (ValueError, RecursionError) as e:
         raise TemplateRenderError(f"invalid JSON: {str(e)[:200]}") from None
+
+
+#: The C scanner ``json.loads`` ends in, and the blanks JSON allows around a value.
+# (typeshed declares make_scanner's argument as make_scanner itself, not the decoder)
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    json.JSONDecoder())  # type: ignore[arg-type]
+_BLANKS = " \t\n\r"
 
 
 # -- JSONPath (the subset templates use) -------------------------------------------------------

@@ -10,8 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twistgw.vtl import (
+    DEFAULT_LIMITS,
     FOREACH_LIMIT,
     MAX_TEMPLATE_BYTES,
+    JavaList,
     JsonList,
     Limits,
     Template,
@@ -19,10 +21,12 @@ from twistgw.vtl import (
     TemplateLimitError,
     TemplateRenderError,
     TemplateSyntaxError,
+    VtlObject,
     java_double,
     render,
     to_json,
     to_text,
+    walk,
 )
 
 
@@ -319,6 +323,8 @@ _PIECES = st.sampled_from([
     " in ", "$l", "[1..3]", "[1..10]", "$s.replaceAll('a', 'bb')", "$s.split(',')",
     "$m.put('k', $m)", "$l.add($l)", "$l.add(1)", "$s.substring(1)", "\n", " ", "x",
     "##", "#*", "*#", "#[[", "]]#", "\\", "\\$x", "$velocityCount", "$foreach.hasNext",
+    "$x.y.z", "$m.a.b", "#set($x.y.z = 2)", "#set($m.a.b = 3)", "$foreach.index",
+    "#set($foreach = 1)", "$foreach.last",
 ])
 
 _VALUES = st.recursive(
@@ -410,3 +416,77 @@ def test_set_keeps_blanks_that_follow_text() -> None:
     assert r("{\n  #set($a = 1)\n  \"a\": $a\n}") == "{\n    \"a\": 1\n}"
     assert r("#if(true)\n  #set($a = 1)\n  x$a\n#end") == "  x1\n"
     assert r("$s  #set($a = 1)!", s="S") == "S!"
+
+
+# -- what the compiled form does differently, checked against the interpreter --------------
+
+
+def _both(source: str, variables: dict[str, Any], limits: Limits = DEFAULT_LIMITS
+          ) -> tuple[tuple[str, str], tuple[str, str]]:
+    def outcome(template: Template) -> tuple[str, str]:
+        try:
+            return ("ok", template.render(dict(variables), limits))
+        except TemplateLimitError as e:
+            return ("limit", type(e).__name__)
+        except TemplateError as e:
+            return ("error", str(e))
+
+    compiled = Template(source)
+    assert compiled.is_compiled
+    return outcome(compiled), outcome(Template(source, compiled=False))
+
+
+@pytest.mark.parametrize("source", [
+    # runs of text and references appended at once, longer than one run
+    "".join(f"<$m.a{i}>" for i in range(20)),
+    "a$m.k.k b$m.missing.k c$!m.k d${m.k}e",
+    # #set through a chain, onto null owners and through an index
+    "#set($m.k.k = 5)$m.k.k|#set($m.none.k = 1)$m.none|#set($l[0] = 9)$l",
+    # $foreach.* read directly from the loop state, and after $foreach is replaced
+    "#foreach($i in [1, 2, 3])$foreach.index$foreach.count$foreach.first$foreach.last"
+    "$foreach.hasNext;#end",
+    "#foreach($i in [1, 2])#set($foreach = 'x')$foreach.hasNext$foreach;#end$foreach",
+    # boolean conditions tested directly, others by Velocity's truth
+    "#if($m.k == 1 && !$missing)a#end#if($m.k + 1)b#end#if($l.isEmpty())c#else d#end",
+    # numbers and other values in runs
+    "$m.k $m.f $m.t $m.n $m.l $m.j",
+])
+def test_compiled_forms_match_the_interpreter(source: str) -> None:
+    variables = {"m": {"k": {"k": 1}, "f": 16.49, "t": True, "n": None,
+                       "l": JsonList([1, {"a": "b"}]), "j": JavaList([1, "x"]),
+                       **{f"a{i}": i for i in range(20)}},
+                 "l": JsonList([1, 2])}
+    compiled, interpreted = _both(source, variables)
+    assert compiled == interpreted
+    assert compiled[0] == "ok"
+
+
+def test_output_bound_holds_for_runs_of_references() -> None:
+    """A run appends several values before its one check: the bound still holds."""
+    source = "$s$s$s$s$s$s$s$s$s$s"
+    limits = Limits(max_output=35)
+    assert _both(source, {"s": "0123456789"}, limits) == (("limit", "TemplateLimitError"),) * 2
+    assert _both(source, {"s": "012"}, limits)[0] == ("ok", "012" * 10)
+
+
+def test_render_time_bound_holds_with_the_clock_read_every_16_iterations() -> None:
+    """The compiled loop reads the clock on its first iteration and every 16th."""
+    template = Template("#foreach($i in [1..3])x#end")
+    with pytest.raises(TemplateLimitError, match="longer than"):
+        template.render({}, Limits(max_seconds=-1.0))
+    nested = Template("#foreach($i in [1..1000])#foreach($j in [1..1000])#end#end")
+    with pytest.raises(TemplateLimitError, match="longer than"):
+        nested.render({}, Limits(max_seconds=0.05))
+
+
+def test_walk_reads_each_property_in_turn() -> None:
+    class Obj(VtlObject):
+        def vtl_get(self, name: str) -> Any:
+            return {"inner": {"k": name}} if name == "a" else None
+
+    assert walk({"a": {"b": 1}}, ("a", "b")) == 1
+    assert walk({"a": None}, ("a", "b")) is None
+    assert walk(Obj(), ("a", "inner", "k")) == "a"
+    assert walk("text", ("empty",)) is False
+    assert Obj().vtl_get_path(("a", "inner", "k")) == "a"
+    assert render("$o.a.inner.k|$o.b.c", {"o": Obj()}) == "a|"

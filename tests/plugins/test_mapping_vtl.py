@@ -16,7 +16,14 @@ import pytest
 import twistgw_mapping
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twistgw_mapping.namespaces import escape_javascript, json_path, parse_json, url_encode
+from twistgw_mapping.namespaces import (
+    OVERRIDES,
+    ContextObject,
+    escape_javascript,
+    json_path,
+    parse_json,
+    url_encode,
+)
 
 from twistgw import ConfigError, IntegrationResponse, Registry, hookimpl
 from twistgw.definition import Integration, IntegrationResponseConfig, Operation
@@ -24,10 +31,21 @@ from twistgw.deployment import Route
 from twistgw.errors import ApiConfigurationError
 from twistgw.models import Context, Headers, IntegrationRequest, Response
 from twistgw.testing import make_context, make_inbound
-from twistgw.vtl import JavaList, JsonList, to_text
+from twistgw.vtl import JavaList, JsonList, Template, TemplateRenderError, VtlObject, to_text, walk
 
 if TYPE_CHECKING:
     from conftest import Builders, HarnessFactory, LogCapture
+
+
+@pytest.fixture(params=["compiled", "interpreted"], autouse=True)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs twice: with templates compiled to Python (what the plugin
+    uses) and through the tree interpreter (the reference), so the golden outputs hold
+    for both."""
+    if request.param == "interpreted":
+        monkeypatch.setattr(twistgw_mapping, "Template",
+                            lambda source: Template(source, compiled=False))
+    return str(request.param)
 
 
 @attrs.define
@@ -605,3 +623,56 @@ def test_override_header_with_a_lone_surrogate_is_written(make_harness: HarnessF
     response = h.request("POST", "/prod/x", body=b'{"s": "a\\ud800b"}',
                          headers={"Content-Type": "application/json"})
     assert response.headers.get("X-S") == "a?b"
+
+
+def test_plugin_renders_with_the_engine_under_test(engine: str) -> None:
+    """The ``engine`` fixture really switches what the plugin renders with."""
+    compiled = twistgw_mapping._compile("$context.stage")
+    assert isinstance(compiled, Template)
+    assert compiled.is_compiled is (engine == "compiled")
+
+
+@pytest.mark.parametrize("names", [
+    ("identity", "sourceIp"), ("identity", "sourceIp", "length"), ("stage", "x"),
+    ("identity",), ("identity", "clientCert"), ("identity", "clientCert", "subjectDN"),
+    ("authorizer", "claims", "sub"), ("nope", "x"), ("requestOverride", "header"),
+    ("responseOverride", "header", "X"), ("custom", "k"), ("stage",),
+])
+def test_context_chains_in_one_lookup_match_reading_each_name(names: tuple[str, ...]
+                                                              ) -> None:
+    """``$context.a.b`` resolved at once answers what reading ``a`` then ``b`` does,
+    also for branches, unknown names, override maps and custom keys."""
+    ctx = make_context(make_inbound("GET", "/prod/x", client_ip="10.1.2.3"))
+    stepwise = ContextObject(ctx)
+    stepwise.vtl_set("custom", {"k": "v"})
+    at_once = ContextObject(ctx)
+    one, other = walk(stepwise.vtl_get(names[0]), names[1:]), at_once.vtl_get_path(names)
+    assert type(one) is type(other)
+    if isinstance(one, VtlObject):
+        assert one.vtl_get("sourceIp") == other.vtl_get("sourceIp")
+    else:
+        assert one == other
+
+
+def test_overrides_exist_only_once_a_template_touches_them() -> None:
+    ctx = make_context(make_inbound("GET", "/prod/x"))
+    context = ContextObject(ctx)
+    assert context.vtl_get("stage") is None and OVERRIDES not in ctx.stash
+    assert context.vtl_get("requestOverride") == {"header": {}, "querystring": {},
+                                                  "path": {}}
+    assert OVERRIDES in ctx.stash
+
+
+@pytest.mark.parametrize("text", ['{"a": [1, 2.5, "x"]}', " [1] ", "\t\n null\r", '"s"',
+                                  "1e400", "NaN", "{} x", "", "\ufeff{}", "[" * 10_000])
+def test_parse_json_is_json_loads(text: str) -> None:
+    """The scanner called directly answers like ``json.loads``, errors included."""
+    try:
+        expected: Any = ("ok", json.dumps(json.loads(text)))
+    except (ValueError, RecursionError) as e:
+        expected = ("error", str(e)[:200])
+    try:
+        got: Any = ("ok", json.dumps(parse_json(text)))
+    except TemplateRenderError as e:
+        got = ("error", str(e).removeprefix("invalid JSON: "))
+    assert got == expected
