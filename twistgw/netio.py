@@ -44,7 +44,10 @@ class DirectWriter:
         """Send ``data`` in order after everything written before."""
         sock = self._sock
         transport = self._transport
-        if sock is not None and transport.connected and not transport.disconnecting:
+        # ``_aborting``: abortConnection() drops every later write, but the transport
+        # stays ``connected`` until the next reactor turn (tested in test_netio).
+        if (sock is not None and transport.connected and not transport.disconnecting
+                and not transport._aborting):
             try:
                 sent = sock.send(data)
             except OSError:  # EAGAIN, or a broken connection the transport will notice

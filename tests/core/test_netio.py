@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 
 from twistgw.netio import DirectWriter
 
@@ -19,7 +19,7 @@ def pair() -> Iterator[tuple[tcp.Connection, socket.socket, MemoryReactor]]:
     ours, peer = socket.socketpair()
     ours.setblocking(False)
     peer.setblocking(False)
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     conn = tcp.Connection(ours, Protocol(), reactor)
     conn.connected = True  # as tcp.Server and tcp.Client set it once connected
     try:
@@ -90,6 +90,19 @@ def test_a_closing_connection_is_left_to_the_transport(
     writer = DirectWriter(conn)
     conn.disconnecting = True  # loseConnection() was called
     writer.write(b"late")
+    assert read_all(peer) == b""
+
+
+def test_an_aborted_connection_sends_nothing_more(
+        pair: tuple[tcp.Connection, socket.socket, MemoryReactor]) -> None:
+    """abortConnection() leaves the transport ``connected`` until the next reactor turn;
+    a response produced in between (a shutdown cancelling a backend call) must not go
+    out, as it would not through ``transport.write``."""
+    conn, peer, _ = pair
+    writer = DirectWriter(conn)
+    conn.abortConnection()
+    assert conn.connected
+    writer.write(b"HTTP/1.1 504 Gateway Timeout\r\n\r\n")
     assert read_all(peer) == b""
 
 
