@@ -32,10 +32,17 @@ _RELAXED = re.compile(r"""^\s*\{\s*["']?statusCode["']?\s*:\s*(\d{3})\s*[,}]""")
 def parse_status_code(body: bytes) -> int | None:
     """The ``statusCode`` a MOCK request template produced, or ``None`` if there is none."""
     text = body.decode("utf-8", "replace")
+    m = _RELAXED.match(text)
+    if m is not None and text.count("statusCode") == 1 and "\\u" not in text:
+        # The leading key is the only statusCode (no duplicate, not even one spelled
+        # with \u escapes), so a JSON parse would find this same value: skip building
+        # the document (and, for templates that are not strict JSON, the exception).
+        status = int(m.group(1))
+        if 100 <= status <= 599:
+            return status
     try:
         doc = json.loads(text)
     except ValueError:
-        m = _RELAXED.match(text)
         return int(m.group(1)) if m else None
     if isinstance(doc, dict):
         value = doc.get("statusCode")

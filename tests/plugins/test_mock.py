@@ -149,3 +149,32 @@ def test_no_trace_id_on_mock_responses(make_harness: HarnessFactory, b: Builders
     response = h.request("GET", "/prod/x", headers={"X-Amzn-Trace-Id": trace})
     assert response.status == 200
     assert "x-amzn-trace-id" not in response.headers
+
+
+def _reference_status_code(body: bytes) -> int | None:
+    """parse_status_code as specified: a JSON parse first, the relaxed form only for
+    templates that are not JSON (what the shortcut in the plugin must agree with)."""
+    import json
+
+    text = body.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        m = twistgw_mock._RELAXED.match(text)
+        return int(m.group(1)) if m else None
+    value = doc.get("statusCode") if isinstance(doc, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return value
+    return None
+
+
+@pytest.mark.parametrize("body", [
+    b'{"statusCode": 200, "statusCode": 404}',  # duplicate keys: JSON keeps the last
+    b'{"statusCode": 200, "status\\u0043ode": 404}',  # the same key spelled with escapes
+    b'{"statusCode": 200, "note": "statusCode"}',
+    b'{"statusCode": 020}', b'{"statusCode": 600, "x": 1}', b"{statusCode: 999}",
+    b'{"statusCode": 200, "body": "it\\\'s"}',  # escapeJavaScript output: not JSON
+    b'{"statusCode": 201, "id": "c0ffee", "items": [1, 2, {"a": null}]}',
+])
+def test_parse_status_code_agrees_with_a_json_parse_first(body: bytes) -> None:
+    assert parse_status_code(body) == _reference_status_code(body)
