@@ -221,22 +221,10 @@ def cpu(argv: list[str]) -> None:
             return
         n, repeats = int(os.environ.get("N", 5000)), int(os.environ.get("R", 5))
         best: dict[str, float] = {}
+        from mock_cpu import cpu_per_request  # type: ignore[import-not-found]
+
         for route, send in clients.items():
-            for _ in range(500):
-                send()
-            runs = []
-            for _ in range(repeats):
-                started = time.process_time()
-                for _ in range(n):
-                    send()
-                runs.append((time.process_time() - started) / n * 1e6)
-            profile = cProfile.Profile()
-            profile.enable()
-            for _ in range(500):
-                send()
-            profile.disable()
-            calls = pstats.Stats(profile).total_calls / 500  # type: ignore[attr-defined]
-            runs.sort()
+            runs, calls = cpu_per_request(send, n, repeats)
             best[route] = runs[0]
             print(f"{route:5s} route CPU per request: best {runs[0]:6.1f} us, median "
                   f"{runs[len(runs) // 2]:6.1f} us; {calls:.0f} Python calls per request")
