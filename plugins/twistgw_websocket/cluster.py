@@ -268,7 +268,12 @@ class Cluster:
             self._failed(f"{type(e).__name__}: {e}")
             raise ClusterUnavailable(str(e)) from None
         if receivers == 0:
-            self._run("DEL", self._key(connection_id))
+            # The stale entry is gone before the caller's 410 leaves, so a client that
+            # saw GoneException never finds the connection again (GET, a second POST).
+            try:
+                await self.client.execute("DEL", self._key(connection_id))
+            except (RedisError, TimeoutError) as e:
+                self._failed(f"DEL: {type(e).__name__}: {e}")
             return "gone"
         return "ok"
 
