@@ -152,6 +152,10 @@ def _error_response(status: int, max_body_bytes: int) -> bytes:
     )
 
 
+#: An HTTP/1.0 client keeps the connection only when the response says so (RFC 9112 §C.2.2).
+_KEEP_ALIVE_10: Final = b"Connection: keep-alive\r\n"
+
+
 def _status_line(version: bytes, status: int) -> bytes:
     line = _status_lines.get((version, status))
     if line is None:
@@ -617,7 +621,10 @@ class HardenedHTTPChannel(Protocol):
         length = int(cl[0]) if cl is not None else 0  # llhttp allows digits only, once
         if length > self._max_body_bytes:
             self._stop(413)
-        keep_alive = version == b"HTTP/1.1" and parser.should_keep_alive()
+        # llhttp's rule: HTTP/1.1 unless "Connection: close"; HTTP/1.0 only with
+        # "Connection: keep-alive" (ApacheBench -k, older proxies and health checkers),
+        # which the response then confirms (_KEEP_ALIVE_10).
+        keep_alive = parser.should_keep_alive()
         self._request = HttpRequest(self, method, url, version, pairs, index, keep_alive)
         self._body = []
         self._body_len = 0
@@ -716,7 +723,8 @@ class HardenedHTTPChannel(Protocol):
             _status_line(request.version, status),
             b"Date: " + http_date() + b"\r\n" if date else b"",
             header_lines, len(body),
-            b"Connection: close\r\n" if close else b"")
+            b"Connection: close\r\n" if close
+            else _KEEP_ALIVE_10 if request.version == b"HTTP/1.0" else b"")
         if body and status not in _NO_BODY and request.method != b"HEAD":
             head += body
         self._writer.write(head)

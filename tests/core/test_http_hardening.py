@@ -251,6 +251,16 @@ def test_http10_without_host_is_fine(server: Server) -> None:
     assert response.status == 200
 
 
+def test_http10_keep_alive_is_honoured_and_confirmed(server: Server) -> None:
+    """An HTTP/1.0 request with ``Connection: keep-alive`` (ApacheBench -k, older proxies)
+    keeps the connection and is told so; the next one without it closes it."""
+    data = server.exchange(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                           b"GET / HTTP/1.0\r\n\r\n")
+    first, second = parse_responses(data)
+    assert first.status == 200 and first.header(b"connection") == b"keep-alive"
+    assert second.status == 200 and second.header(b"connection") == b"close"
+
+
 def test_asterisk_form_still_works(server: Server) -> None:
     data = server.exchange(b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert only_response(data).status == 200
