@@ -32,13 +32,8 @@ class DirectWriter:
     def __init__(self, transport: Any) -> None:
         self._transport = transport
         #: The connected socket while direct sends are safe; ``None`` once they are not.
-        self._sock: Any = (transport.getHandle() if isinstance(transport, tcp.Connection)
-                                else None)
-
-    @property
-    def direct(self) -> bool:
-        """Whether the next write may still go straight to the socket."""
-        return self._sock is not None
+        self._sock: Any = (transport.getHandle()
+                           if isinstance(transport, tcp.Connection) else None)
 
     def write(self, data: bytes) -> None:
         """Send ``data`` in order after everything written before."""
@@ -57,8 +52,3 @@ class DirectWriter:
             self._sock = None
             data = data[sent:]
         transport.write(data)  # after a close began, the transport decides as always
-
-    def buffered(self) -> None:
-        """Send through the transport from now on (after a write made around this
-        object, whose bytes Twisted may still hold)."""
-        self._sock = None

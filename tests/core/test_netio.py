@@ -48,7 +48,6 @@ def test_small_writes_reach_the_peer_without_the_reactor(
     writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
     writer.write(b"second")
     assert read_all(peer) == b"HTTP/1.1 200 OK\r\n\r\nsecond"
-    assert writer.direct
     assert conn not in reactor.getWriters()  # no epoll round trip was asked for
 
 
@@ -60,7 +59,6 @@ def test_what_the_socket_does_not_take_and_all_later_writes_go_through_the_trans
     big = bytes(range(256)) * 8192  # 2 MiB: more than the socket takes at once
     writer.write(big)
     writer.write(b"after")
-    assert not writer.direct
     assert conn in reactor.getWriters()  # Twisted holds the rest and waits for epoll
     received = read_all(peer)
     assert len(received) < len(big)
@@ -70,18 +68,6 @@ def test_what_the_socket_does_not_take_and_all_later_writes_go_through_the_trans
         received += read_all(peer)
     received += read_all(peer)
     assert received == big + b"after"
-
-
-def test_a_write_made_around_the_writer_turns_direct_sends_off(
-        pair: tuple[tcp.Connection, socket.socket, MemoryReactor]) -> None:
-    conn, peer, _ = pair
-    writer = DirectWriter(conn)
-    conn.write(b"held by Twisted ")
-    writer.buffered()
-    writer.write(b"then this")
-    assert read_all(peer) == b""
-    conn.doWrite()
-    assert read_all(peer) == b"held by Twisted then this"
 
 
 def test_a_closing_connection_is_left_to_the_transport(
@@ -109,7 +95,6 @@ def test_an_aborted_connection_sends_nothing_more(
 def test_other_transports_always_use_their_write() -> None:
     transport = StringTransport()
     writer = DirectWriter(transport)
-    assert not writer.direct
     writer.write(b"a")
     writer.write(b"b")
     assert transport.value() == b"ab"
