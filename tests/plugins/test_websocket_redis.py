@@ -7,6 +7,7 @@ management API on the other.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +28,7 @@ from twistgw.testing import RunningGateway
 
 def test_push_through_another_gateway(redis: RedisServer,  # noqa: F811 (fixture)
                                       tmp_path_factory: pytest.TempPathFactory) -> None:
-    folders = [tmp_path_factory.mktemp(f"node{i}") for i in range(2)]
-    configs = [gateway_config(folder, settings={
-        "node_id": f"node-{i}", "redis": {"url": redis.url, "timeout_ms": 2000}})
-        for i, folder in enumerate(folders)]
+    configs = _two_nodes(tmp_path_factory, redis, "node", timeout_ms=2000)
     with RunningGateway(configs[0]) as one, RunningGateway(configs[1]) as two:
         other = management(two)
         with connect(ws_url(one)) as ws:
@@ -49,7 +47,7 @@ def test_push_through_another_gateway(redis: RedisServer,  # noqa: F811 (fixture
                                                                 Data=b"wrong stage")
             other.delete_connection(ConnectionId=cid)
             assert closed_code(ws) == 1000
-        (dis,) = events(folders[0] / "events", "disconnect", cid)
+        (dis,) = events(configs[0].parent / "events", "disconnect", cid)
         assert dis["requestContext"]["disconnectStatusCode"] == 1000
         assert wait_for(lambda: not _known(other, cid))
         with pytest.raises(other.exceptions.GoneException):
@@ -59,10 +57,7 @@ def test_push_through_another_gateway(redis: RedisServer,  # noqa: F811 (fixture
 def test_connection_of_a_dead_gateway_is_gone(redis: RedisServer,  # noqa: F811
                                               tmp_path_factory: pytest.TempPathFactory
                                               ) -> None:
-    folders = [tmp_path_factory.mktemp(f"dead{i}") for i in range(2)]
-    configs = [gateway_config(folder, settings={
-        "node_id": f"dead-{i}", "redis": {"url": redis.url, "timeout_ms": 2000}})
-        for i, folder in enumerate(folders)]
+    configs = _two_nodes(tmp_path_factory, redis, "dead", timeout_ms=2000)
     with RunningGateway(configs[1]) as two:
         other = management(two)
         one = RunningGateway(configs[0]).start()
@@ -82,6 +77,14 @@ def test_connection_of_a_dead_gateway_is_gone(redis: RedisServer,  # noqa: F811
         assert redis.command("EXISTS", f"twistgw:ws:conn:{cid}") == b":0\r\n"
 
 
+def _two_nodes(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer,  # noqa: F811
+               name: str, *, timeout_ms: int) -> list[Path]:
+    """Configs of two gateways (node ids ``NAME-0`` and ``NAME-1``) sharing ``redis``."""
+    return [gateway_config(tmp_path_factory.mktemp(f"{name}{i}"), settings={
+        "node_id": f"{name}-{i}", "redis": {"url": redis.url, "timeout_ms": timeout_ms}})
+        for i in range(2)]
+
+
 def _known(client: Any, cid: str) -> bool:
     try:
         client.get_connection(ConnectionId=cid)
@@ -93,10 +96,7 @@ def _known(client: Any, cid: str) -> bool:
 def test_connections_are_registered_again_after_redis_restarts(
         redis: RedisServer,  # noqa: F811 (fixture)
         tmp_path_factory: pytest.TempPathFactory) -> None:
-    folders = [tmp_path_factory.mktemp(f"flap{i}") for i in range(2)]
-    configs = [gateway_config(folder, settings={
-        "node_id": f"flap-{i}", "redis": {"url": redis.url, "timeout_ms": 500}})
-        for i, folder in enumerate(folders)]
+    configs = _two_nodes(tmp_path_factory, redis, "flap", timeout_ms=500)
     with RunningGateway(configs[0]) as one, RunningGateway(configs[1]) as two:
         other = management(two)
         with connect(ws_url(one)) as ws:
