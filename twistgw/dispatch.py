@@ -237,13 +237,75 @@ def run_maybe_sync(coro: Coroutine[Any, Any, T]) -> T | Deferred[T]:
     """Run ``coro`` synchronously as far as it goes.
 
     If it completes without waiting on an unfired Deferred, its result is returned
-    directly (no Deferred, no reactor turn).  Otherwise the rest of it runs under
-    :meth:`Deferred.fromCoroutine`, which re-polls the Deferred it was waiting on; a
-    Deferred's ``__await__`` simply yields itself again while unfired, so the hand-over
-    is safe.
+    directly (no Deferred, no reactor turn).  Otherwise the rest of it is driven by a
+    :class:`_Resume` (a Deferred's ``__await__`` simply yields itself again while
+    unfired, so the hand-over is safe).
     """
     try:
-        coro.send(None)
+        waiting = coro.send(None)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-    return Deferred.fromCoroutine(coro)
+    return _Resume(coro, waiting).deferred
+
+
+class _Resume:
+    """Drives a suspended coroutine: resumes it whenever the Deferred it awaits fires,
+    and fires :attr:`deferred` with its result; cancelling that cancels the awaited
+    Deferred.  What :meth:`Deferred.fromCoroutine` does, minus what the request path
+    never needs (``returnValue`` checks, a contextvars copy, a status object): every
+    proxied or Lambda request goes through it."""
+
+    __slots__ = ("coro", "deferred", "waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self.coro = coro
+        self.deferred: Deferred[Any] = Deferred(self._cancel)
+        self.waiting: Deferred[Any] | None = None
+        self._wait(waiting)
+
+    def _wait(self, waiting: Any) -> None:
+        if not isinstance(waiting, Deferred):
+            self.coro.close()
+            self._fire(Failure(TypeError(f"awaited {waiting!r}, not a Deferred")))
+            return
+        self.waiting = waiting
+        waiting.addBoth(self._step)
+
+    def _fire(self, result: object) -> None:
+        if isinstance(result, Deferred):  # the coroutine's result: chained, cancellable
+            self.waiting = result
+            result.addBoth(self._fired)
+            return
+        # Already fired only if a cancellation errbacked it while the coroutine, having
+        # caught the CancelledError, awaited something else: its late result is dropped.
+        if not self.deferred.called:
+            if isinstance(result, Failure):
+                self.deferred.errback(result)
+            else:
+                self.deferred.callback(result)
+
+    def _fired(self, result: object) -> None:
+        self.waiting = None
+        self._fire(result)
+
+    def _step(self, result: object) -> None:
+        """The awaited Deferred fired with ``result``: a value is read by its
+        ``__await__`` (still its current result while this callback runs), a Failure is
+        raised into the coroutine; either way the coroutine consumed it, so the awaited
+        Deferred ends with ``None``, as under ``fromCoroutine``."""
+        self.waiting = None
+        try:
+            if isinstance(result, Failure):
+                waiting = result.throwExceptionIntoGenerator(self.coro)
+            else:
+                waiting = self.coro.send(None)
+        except StopIteration as stop:
+            self._fire(stop.value)
+        except BaseException:
+            self._fire(Failure())
+        else:
+            self._wait(waiting)
+
+    def _cancel(self, _d: Deferred[Any]) -> None:
+        if self.waiting is not None:
+            self.waiting.cancel()

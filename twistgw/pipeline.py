@@ -21,13 +21,15 @@ from binascii import b2a_base64 as _b2a_base64
 from collections.abc import Coroutine, Mapping
 from time import perf_counter
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .accesslog import AccessLog
+from .deadlines import Deadlines
 from .dispatch import call_impl, notify, pipe_now, plugin_failure, run_maybe_sync
 from .errors import (
     ApiConfigurationError,
@@ -185,13 +187,15 @@ class Pipeline:
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
+        self.deadlines = Deadlines(clock)
 
     # -- entry point ----------------------------------------------------------------------
 
     def handle(self, deployment: Deployment, inbound: InboundRequest
                ) -> Exchange | Deferred[Exchange]:
         """Process one request; synchronous when every hook answered synchronously."""
-        return run_maybe_sync(self._run(deployment, inbound))
+        return cast("Exchange | Deferred[Exchange]",
+                    run_maybe_sync(self._run(deployment, inbound)))
 
     def finished(self, exchange: Exchange) -> None:
         """Notify ``request_finished`` observers (call after writing the response)."""
@@ -204,7 +208,8 @@ class Pipeline:
 
     # -- the flow -------------------------------------------------------------------------
 
-    async def _run(self, deployment: Deployment, inbound: InboundRequest) -> Exchange:
+    async def _run(self, deployment: Deployment, inbound: InboundRequest
+                   ) -> Exchange | Deferred[Exchange]:
         targets = deployment.listeners.get(inbound.listener)
         target = self._resolve(targets, inbound)
         api = target.api
@@ -267,27 +272,86 @@ class Pipeline:
             try:
                 answer = self._integrate(plan, ctx, request, outcome,
                                          started + request.timeout)
-                integration_response = answer if isinstance(answer, IntegrationResponse) \
-                    else await answer
-            finally:
+            except BaseException:
                 outcome.finish.phases.append(("integrate", integration_started, time.time()))
-            fin = outcome.finish
-            fin.integration_latency_ms = int((time.monotonic() - started) * 1000)
-            fin.integration_status = integration_response.status
-            response = Response(status=integration_response.status,
-                                headers=integration_response.headers,
-                                body=integration_response.body,
-                                upgrade=integration_response.upgrade)
-            if plan.map_response:
-                response = pipe_now(
-                    plan.map_response,
-                    {"ctx": ctx, "integration_response": integration_response,
-                     "response": response},
-                    "response", outcome.timings)
-                if type(response) is CoroutineType:
-                    response = await response
+                raise
+            if not isinstance(answer, IntegrationResponse):
+                # Pending (a proxied or Lambda call): the rest runs as callbacks on the
+                # integration's Deferred, not as a suspended coroutine.
+                return answer.addCallbacks(
+                    self._answered, self._unanswered,
+                    (ctx, outcome, plan, started, integration_started, is_http), EMPTY_MAPPING,
+                    (ctx, outcome, plan, integration_started, is_http))
+            response = self._integrated(answer, ctx, outcome, plan, started,
+                                        integration_started)
+            if type(response) is CoroutineType:
+                response = await response
         except GatewayError as error:
             response = await self._error(plan, ctx, error, outcome)
+        return self._exchange(response, ctx, outcome, is_http)
+
+    def _integrated(self, answer: IntegrationResponse, ctx: Context, outcome: Outcome,
+                    plan: HookPlan, started: float, integration_started: float) -> Any:
+        """The method response made from the integration's answer (``map_response``
+        applied), or a coroutine of it if an impl is pending."""
+        fin = outcome.finish
+        fin.phases.append(("integrate", integration_started, time.time()))
+        fin.integration_latency_ms = int((time.monotonic() - started) * 1000)
+        fin.integration_status = answer.status
+        response = Response(status=answer.status, headers=answer.headers, body=answer.body,
+                            upgrade=answer.upgrade)
+        if plan.map_response:
+            response = pipe_now(
+                plan.map_response,
+                {"ctx": ctx, "integration_response": answer, "response": response},
+                "response", outcome.timings)
+        return response
+
+    def _answered(self, answer: IntegrationResponse, ctx: Context, outcome: Outcome,
+                  plan: HookPlan, started: float, integration_started: float, is_http: bool
+                  ) -> Exchange | Deferred[Exchange]:
+        """A pending integration answered: the rest of the flow, synchronously if the
+        ``map_response`` impls are."""
+        try:
+            response = self._integrated(answer, ctx, outcome, plan, started,
+                                        integration_started)
+        except GatewayError as error:
+            return self._recover(plan, ctx, error, outcome, is_http)
+        if type(response) is CoroutineType:
+            return Deferred.fromCoroutine(
+                self._respond_later(response, plan, ctx, outcome, is_http))
+        return self._exchange(response, ctx, outcome, is_http)
+
+    def _unanswered(self, failure: Failure, ctx: Context, outcome: Outcome, plan: HookPlan,
+                    integration_started: float, is_http: bool
+                    ) -> Failure | Exchange | Deferred[Exchange]:
+        """A pending integration failed: a GatewayError becomes its gateway response;
+        anything else (a cancellation) goes on to the caller."""
+        outcome.finish.phases.append(("integrate", integration_started, time.time()))
+        error = failure.value
+        if isinstance(error, GatewayError):
+            return self._recover(plan, ctx, error, outcome, is_http)
+        return failure
+
+    async def _respond_later(self, response: Coroutine[Any, Any, Response], plan: HookPlan,
+                             ctx: Context, outcome: Outcome, is_http: bool) -> Exchange:
+        try:
+            answer = await response
+        except GatewayError as error:
+            answer = await self._error(plan, ctx, error, outcome)
+        return self._exchange(answer, ctx, outcome, is_http)
+
+    def _recover(self, plan: HookPlan, ctx: Context, error: GatewayError, outcome: Outcome,
+                 is_http: bool) -> Exchange | Deferred[Exchange]:
+        """The exchange for ``error``'s gateway response (``handle_error`` impls)."""
+        response = run_maybe_sync(self._error(plan, ctx, error, outcome))
+        if isinstance(response, Deferred):
+            return response.addCallback(self._exchange, ctx, outcome, is_http)
+        return self._exchange(response, ctx, outcome, is_http)
+
+    def _exchange(self, response: Response, ctx: Context, outcome: Outcome, is_http: bool
+                  ) -> Exchange:
+        """The finished exchange: request-id headers added, the outcome completed."""
         response = self._finalize(ctx, response, is_http)
         fin = outcome.finish
         fin.status = response.status
@@ -433,11 +497,11 @@ class Pipeline:
 
     def _integrate(self, plan: HookPlan, ctx: Context, request: IntegrationRequest,
                    outcome: Outcome, deadline: float, first: int = 0
-                   ) -> IntegrationResponse | Coroutine[Any, Any, IntegrationResponse]:
+                   ) -> IntegrationResponse | Deferred[IntegrationResponse]:
         """The first ``integrate`` answer, from impl ``first`` on: returned directly while
         results are plain values (a coroutine per request was measurable), else a
-        coroutine that awaits the pending one (bounded by ``deadline``, monotonic) and
-        goes on."""
+        Deferred of the pending one (bounded by ``deadline``, monotonic) and those after
+        it."""
         kwargs = {"ctx": ctx, "request": request}
         timings = outcome.timings
         impls = plan.integrate
@@ -471,37 +535,51 @@ class Pipeline:
                   route=ctx.route.operation.route_key if ctx.route else "?")
         raise ApiConfigurationError()
 
-    async def _integrate_pending(self, plan: HookPlan, ctx: Context,
-                                 request: IntegrationRequest, outcome: Outcome,
-                                 deadline: float, i: int, pending: Any, start: float
-                                 ) -> IntegrationResponse:
-        """Await impl ``i``'s ``pending`` result within the integration timeout; if it
+    def _integrate_pending(self, plan: HookPlan, ctx: Context,
+                           request: IntegrationRequest, outcome: Outcome,
+                           deadline: float, i: int, pending: Any, start: float
+                           ) -> IntegrationResponse | Deferred[IntegrationResponse]:
+        """Impl ``i``'s ``pending`` result, within the integration timeout (a Deferred
+        chain, not a coroutine: this runs on every proxied or Lambda request); if it
         abstains, ask the impls after it."""
+        d: Deferred[Any] = pending if isinstance(pending, Deferred) \
+            else Deferred.fromCoroutine(pending)
+        lane = None if d.called and not d.paused else \
+            self.deadlines.watch(d, request.timeout, max(deadline - time.monotonic(), 0.001))
         impl = plan.integrate[i]
-        try:
-            d = pending if isinstance(pending, Deferred) else Deferred.fromCoroutine(pending)
-            remaining = max(deadline - time.monotonic(), 0.001)
-            d.addTimeout(remaining, self.clock)
-            try:
-                result = await d
-            except TimeoutError:
-                raise_timeout()
-        except GatewayError:
-            raise
-        except CancelledError:
-            raise
-        except Exception as e:
-            raise plugin_failure(impl, e) from e
-        finally:
+
+        def answered(result: Any) -> IntegrationResponse | Deferred[IntegrationResponse]:
+            if lane is not None:
+                lane.done(d)
             outcome.timings.append(("integrate", impl.plugin, perf_counter() - start))
-        if result is None:
-            rest = self._integrate(plan, ctx, request, outcome, deadline, i + 1)
-            return rest if isinstance(rest, IntegrationResponse) else await rest
-        if not isinstance(result, IntegrationResponse):
+            if isinstance(result, IntegrationResponse):
+                return result
+            if result is None:
+                return self._integrate(plan, ctx, request, outcome, deadline, i + 1)
             log.error("plugin {plugin} returned {value!r} from integrate; expected an "
                       "IntegrationResponse", plugin=impl.plugin, value=result)
             raise PluginError(impl.plugin, "integrate")
-        return result
+
+        def failed(failure: Failure) -> Failure:
+            timed_out = lane is not None and not lane.done(d)
+            outcome.timings.append(("integrate", impl.plugin, perf_counter() - start))
+            if failure.check(TimeoutError) or (timed_out and failure.check(CancelledError)):
+                raise_timeout()
+            if failure.check(GatewayError, CancelledError):
+                return failure
+            error = failure.value
+            assert error is not None
+            raise plugin_failure(impl, error) from error
+
+        d.addCallbacks(answered, failed)
+        if d.called and not d.paused:  # answered already: no Deferred for the caller
+            box: list[Any] = []
+            d.addBoth(box.append)
+            if isinstance(box[0], Failure):
+                box[0].raiseException()
+            answer: IntegrationResponse = box[0]
+            return answer
+        return d
 
     async def _error(self, plan: HookPlan, ctx: Context, error: GatewayError,
                      outcome: Outcome) -> Response:

@@ -82,6 +82,93 @@ def test_run_maybe_sync_hands_over_to_a_deferred() -> None:
     assert box == [8]
 
 
+def test_run_maybe_sync_raises_failures_into_the_coroutine() -> None:
+    waiting: Deferred[int] = Deferred()
+
+    async def coro() -> str:
+        try:
+            await waiting
+        except ValueError as e:
+            return f"caught {e}"
+        return "not raised"
+
+    result = run_maybe_sync(coro())
+    assert isinstance(result, Deferred)
+    box: list[Any] = []
+    result.addBoth(box.append)
+    waiting.errback(ValueError("boom"))
+    assert box == ["caught boom"]
+    # The coroutine handled it: the awaited Deferred holds no unhandled failure.
+    after: list[Any] = []
+    waiting.addBoth(after.append)
+    assert after == [None]
+
+
+def _awaiting(waiting: Deferred[int]) -> tuple[Deferred[int], list[Any]]:
+    """run_maybe_sync of a coroutine that returns what ``waiting`` gives, and the list
+    its outcome lands in."""
+    async def coro() -> int:
+        return await waiting
+
+    result = run_maybe_sync(coro())
+    assert isinstance(result, Deferred)
+    box: list[Any] = []
+    result.addBoth(box.append)
+    return result, box
+
+
+def test_run_maybe_sync_passes_an_uncaught_failure_on() -> None:
+    waiting: Deferred[int] = Deferred()
+    _result, box = _awaiting(waiting)
+    waiting.errback(ValueError("boom"))
+    assert box[0].check(ValueError)
+
+
+def test_cancelling_run_maybe_sync_cancels_what_it_awaits() -> None:
+    cancelled: list[bool] = []
+    result, box = _awaiting(Deferred(lambda d: cancelled.append(True)))
+    result.cancel()
+    assert cancelled == [True] and box[0].check(CancelledError)
+
+
+def test_a_coroutine_that_survives_its_cancellation_is_dropped_quietly() -> None:
+    """Cancelled while it awaits, the coroutine catches the CancelledError and awaits
+    something else: the caller already got its CancelledError; the late result must not
+    fire the Deferred twice."""
+    first: Deferred[int] = Deferred()
+    second: Deferred[int] = Deferred()
+
+    async def coro() -> int:
+        try:
+            return await first
+        except CancelledError:
+            return await second
+
+    result = run_maybe_sync(coro())
+    assert isinstance(result, Deferred)
+    box: list[Any] = []
+    result.addBoth(box.append)
+    result.cancel()
+    assert box[0].check(CancelledError)
+    second.callback(5)  # no AlreadyCalledError
+    assert len(box) == 1
+
+
+def test_run_maybe_sync_refuses_awaiting_a_non_deferred() -> None:
+    class Odd:
+        def __await__(self) -> Any:
+            yield "not a Deferred"
+
+    async def coro() -> None:
+        await Odd()
+
+    result = run_maybe_sync(coro())
+    assert isinstance(result, Deferred)
+    box: list[Any] = []
+    result.addErrback(box.append)
+    assert box[0].check(TypeError)
+
+
 def test_call_first_skips_abstentions_of_every_kind() -> None:
     async def coro_none(x: int) -> None:
         return None
