@@ -37,7 +37,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -45,7 +45,7 @@ import attrs
 __all__ = ["Template", "TemplateError", "walk", "TemplateSyntaxError", "TemplateRenderError",
            "TemplateLimitError", "Limits", "JsonList", "JavaList", "VtlObject", "to_text",
            "to_json",
-           "java_double", "MAX_TEMPLATE_BYTES", "FOREACH_LIMIT", "MISSING"]
+           "java_double", "MAX_TEMPLATE_BYTES", "FOREACH_LIMIT", "MISSING", "COMPUTED"]
 
 #: AWS's limit on the size of one mapping template (aws-apigw-spec.md §11).
 MAX_TEMPLATE_BYTES = 300 * 1024
@@ -134,6 +134,22 @@ class VtlObject:
         """``$obj.name(args)``; return :data:`MISSING` for an unknown method."""
         return MISSING
 
+    @classmethod
+    def vtl_compile_get(cls, names: tuple[str, ...]) -> Callable[[Any], Any] | None:
+        """For templates compiled knowing a root is of this class (:class:`Template`'s
+        ``types``): a function ``f(obj)`` answering ``$obj.a.b`` (``names``) for any
+        instance exactly as :meth:`vtl_get` (one name) or :meth:`vtl_get_path` does,
+        called instead of them.  ``None`` (the default): no shortcut."""
+        return None
+
+    @classmethod
+    def vtl_compile_call(cls, name: str, args: tuple[Any, ...]) -> Callable[..., Any] | None:
+        """Like :meth:`vtl_compile_get` for ``$obj.name(args)``: ``f(obj, *values)``
+        answering what :meth:`vtl_call` does (never :data:`MISSING`); ``args`` holds the
+        literal arguments' values and :data:`COMPUTED` for the others, so a constant
+        argument (a JSONPath) can be prepared once.  ``None`` (the default): none."""
+        return None
+
     def vtl_index(self, key: Any) -> Any:
         """``$obj[key]``."""
         return self.vtl_get(key) if isinstance(key, str) else None
@@ -156,6 +172,17 @@ class _Missing:
 
 #: Returned by :meth:`VtlObject.vtl_call` for a method the object does not have.
 MISSING: Any = _Missing()
+
+
+class _Computed:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "COMPUTED"
+
+
+#: An argument of :meth:`VtlObject.vtl_compile_call` known only when rendering.
+COMPUTED: Any = _Computed()
 
 
 # -- rendering values --------------------------------------------------------------------------
@@ -1744,16 +1771,138 @@ _FOREACH_INLINE = {"hasNext": "S.index + 1 < S.total", "index": "S.index",
                    "count": "S.index + 1", "first": "S.index == 0",
                    "last": "S.index + 1 >= S.total"}
 
+#: The same over the innermost loop's index ``I`` and length ``N``, where no state object
+#: is needed (:attr:`_Compiler.foreach_static`).
+_FOREACH_STATIC = {"hasNext": "(I + 1 < N)", "index": "I", "count": "(I + 1)",
+                   "first": "(I == 0)", "last": "(I + 1 >= N)"}
+
+#: The ``$foreach`` properties that are booleans (``#if`` tests them directly).
+_FOREACH_BOOLEANS = frozenset({"hasNext", "first", "last"})
+
+#: Literal values a compiled template may share between renders (nothing can change them).
+_IMMUTABLE = (str, int, float, bool, type(None))
+
 
 def _is_pure_output(node: _Node) -> bool:
     return isinstance(node, _Output) and _is_pure(node.ref)
 
 
+def _children(obj: object) -> Iterable[object]:
+    """The nodes and expressions directly inside ``obj``."""
+    if isinstance(obj, _Output):
+        return (obj.ref,)
+    if isinstance(obj, _Set):
+        return (obj.target, obj.value)
+    if isinstance(obj, _If):
+        found: list[object] = []
+        for condition, body in obj.branches:
+            found.append(condition)
+            found.extend(body)
+        found.extend(obj.otherwise or ())
+        return found
+    if isinstance(obj, _Foreach):
+        return (obj.iterable, *obj.body)
+    if isinstance(obj, _Interpolated):
+        return obj.nodes
+    if isinstance(obj, _ListExpr):
+        return obj.items
+    if isinstance(obj, _RangeExpr):
+        return (obj.start, obj.end)
+    if isinstance(obj, _MapExpr):
+        return [part for pair in obj.items for part in pair]
+    if isinstance(obj, (_Not, _Negate)):
+        return (obj.operand,)
+    if isinstance(obj, _Binary):
+        return (obj.left, obj.right)
+    if isinstance(obj, _Ref):
+        inner: list[object] = []
+        for kind, _name, arg in obj.steps:
+            if kind == _CALL:
+                inner.extend(arg)
+            elif kind == _INDEX:
+                inner.append(arg)
+        return inner
+    return ()
+
+
+class _Names:
+    """The variable names of a whole template (nested strings included), found before
+    compiling it: which locals the generated function needs and what ``$foreach`` is."""
+
+    def __init__(self, nodes: Sequence[_Node]) -> None:
+        #: every name a reference starts with (``$name...``)
+        self.used: set[str] = set()
+        #: names that ``#set($name = ...)`` or ``#foreach($name in ...)`` replace
+        self.assigned: set[str] = set()
+        #: every ``$foreach`` reads one of :data:`_FOREACH_INLINE`'s properties first
+        self.foreach_inline = True
+        stack: list[object] = list(nodes)
+        while stack:
+            obj = stack.pop()
+            if isinstance(obj, _Ref):
+                self.used.add(obj.name)
+                if obj.name == "foreach" and not (
+                        obj.steps and obj.steps[0][0] == _PROP
+                        and obj.steps[0][1] in _FOREACH_INLINE):
+                    self.foreach_inline = False
+            elif isinstance(obj, _Set) and not obj.target.steps:
+                self.assigned.add(obj.target.name)
+            elif isinstance(obj, _Foreach):
+                self.assigned.add(obj.var)
+            stack.extend(_children(obj))
+
+
+def names_in(obj: object) -> set[str]:
+    """Every variable name read or written anywhere inside ``obj``."""
+    found: set[str] = set()
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Ref):
+            found.add(item.name)
+        elif isinstance(item, _Foreach):
+            found.add(item.var)
+        stack.extend(_children(item))
+    return found
+
+
 class _Compiler:
-    def __init__(self) -> None:
+    """Python source for a template: one function for the template, one per
+    interpolated string.
+
+    In the template's own function every variable lives in a Python local (read from
+    the variables once, at the start) unless something else must see it in the
+    variables dict: an interpolated string's function or a node left to the tree
+    interpreter (:attr:`needs_v` collects those names; :func:`_compile_tree` compiles
+    again with them in ``dynamic`` when the first pass met new ones).  Roots with a
+    declared type (``types``) are tested once per render, and their properties and
+    methods that the type compiles (:meth:`VtlObject.vtl_compile_get`,
+    :meth:`VtlObject.vtl_compile_call`) are called directly while the test holds.
+    """
+
+    def __init__(self, nodes: Sequence[_Node], dynamic: frozenset[str],
+                 types: Mapping[str, type[VtlObject]]) -> None:
         self.consts: list[Any] = []
         self.functions: list[str] = []
         self.counter = 0
+        self.names = _Names(nodes)
+        self.dynamic = dynamic
+        self.types = types
+        #: names met where only the variables dict can hold them
+        self.needs_v: set[str] = set()
+        #: variable name -> its Python local, in the template's own function
+        self.local: dict[str, str] = {}
+        #: typed root -> (the local holding "its type is the declared one", that type)
+        self.guards: dict[str, tuple[str, type[VtlObject]]] = {}
+        #: (index, length) locals of the loops around the code being compiled, innermost
+        #: last (template function only)
+        self.loops: list[tuple[str, str]] = []
+        self.in_main = False
+        names = self.names
+        #: ``$foreach`` is only ever read as ``$foreach.hasNext`` and friends in the
+        #: template's own function: computed from the loop index, no state object
+        self.foreach_static = ("foreach" not in dynamic and "foreach" not in names.assigned
+                               and names.foreach_inline)
 
     def const(self, value: Any) -> str:
         """A global name bound to ``value`` (a global read is cheaper than ``K[i]``)."""
@@ -1764,18 +1913,61 @@ class _Compiler:
         self.counter += 1
         return f"{prefix}{self.counter}"
 
-    def function(self, nodes: Sequence[_Node], string: bool = False) -> str:
+    def fallback(self, obj: _Node | _Expr) -> str:
+        """A tree node the generated code hands to the interpreter: it reads and writes
+        the variables dict, so every name in it must live there."""
+        self.needs_v.update(names_in(obj))
+        return self.const(obj)
+
+    def root(self, name: str) -> str:
+        """The code reading variable ``name``."""
+        if self.in_main and name in self.local:
+            return self.local[name]
+        self.needs_v.add(name)
+        return f"V.get({name!r})"
+
+    def assign(self, name: str, value: str) -> str:
+        """The statement setting variable ``name`` to the code ``value``."""
+        if self.in_main and name in self.local:
+            return f"{self.local[name]} = {value}"
+        self.needs_v.add(name)
+        return f"V[{name!r}] = {value}"
+
+    def main(self, nodes: Sequence[_Node]) -> str:
+        """The template's function: its output goes to ``rc.out`` (kept when ``#stop``
+        leaves early)."""
+        names = self.names
+        wanted = sorted((names.used | names.assigned) - self.dynamic)
+        self.local = {name: f"L{i}" for i, name in enumerate(wanted)}
+        prologue = [f" {self.local[name]} = V.get({name!r})" for name in wanted]
+        for name, kind in sorted(self.types.items()):
+            if name in self.local and name not in names.assigned:
+                guard = self.new("G")
+                self.guards[name] = (guard, kind)
+                prologue.append(f" {guard} = type({self.local[name]}) is {self.const(kind)}")
+        self.in_main = True
+        try:
+            return self.function(nodes, prologue=prologue)
+        finally:
+            self.in_main = False
+
+    def function(self, nodes: Sequence[_Node], string: bool = False,
+                 prologue: Sequence[str] = ()) -> str:
         """A function rendering ``nodes``: the template's appends its output to
-        ``rc.out`` (kept when ``#stop`` leaves early); an interpolated string's
-        (``string``) returns its text.  ``size`` counts what was appended, for the
-        output bound."""
+        ``rc.out``; an interpolated string's (``string``) returns its text.  ``size``
+        counts what was appended, for the output bound."""
         name = self.new("_f")
         lines = [f"def {name}(rc, V):",
                  " out = []; size = 0" if string else " out = rc.out; size = rc.size",
                  " MAX = rc.limits.max_output; DL = rc.deadline",
-                 " LIMIT = rc.limits.foreach_limit"]
+                 " LIMIT = rc.limits.foreach_limit", *prologue]
         if string:
-            self.block(nodes, lines, 1)
+            saved = self.in_main, self.loops
+            self.in_main, self.loops = False, []
+            try:
+                self.block(nodes, lines, 1)
+            finally:
+                self.in_main, self.loops = saved
             lines += [" if size > MAX: rc.over()",
                       " return ''.join(out)"]
         else:
@@ -1787,6 +1979,11 @@ class _Compiler:
                       " if size > MAX: rc.over()"]
         self.functions.append("\n".join(lines))
         return name
+
+    def to_str(self, v: str) -> str:
+        """The statement making the non-``str`` value in ``v`` its text."""
+        return (f"if type({v}) is not str: {v} = '' if {v} is None else "
+                f"str({v}) if type({v}) is int else _TX({v}, rc)")
 
     def run(self, nodes: Sequence[_Node], lines: list[str], pad: str) -> None:
         """Text and pure references (``$a.b``: no calls, so no effects and no errors but
@@ -1803,13 +2000,25 @@ class _Compiler:
                 assert isinstance(node, _Output)
                 v = self.new("v")
                 lines.append(f"{pad}{v} = {self.expr(node.ref)}")
-                lines.append(f"{pad}if type({v}) is not str: "
-                             f"{v} = '' if {v} is None else _TX({v}, rc)")
+                lines.append(f"{pad}{self.to_str(v)}")
                 parts.append(v)
                 sizes.append(f"len({v})")
         lines.append(f"{pad}out += ({', '.join(parts)},)")
         lines.append(f"{pad}size += {' + '.join([str(static), *sizes])}")
         lines.append(f"{pad}if size > MAX: rc.over()")
+
+    def condition(self, condition: _Expr) -> str | None:
+        """``condition`` as code that is a Python ``bool``, when it is one already."""
+        if isinstance(condition, _Not) or (isinstance(condition, _Binary)
+                                           and condition.op in _BOOLEAN_OPS):
+            return self.expr(condition)  # comparisons, ! && ||
+        if (isinstance(condition, _Ref) and len(condition.steps) == 1
+                and condition.steps[0][0] == _PROP
+                and condition.steps[0][1] in _FOREACH_BOOLEANS):
+            static = self.static_foreach(condition)
+            if static is not None:
+                return static
+        return None
 
     def block(self, nodes: Sequence[_Node], lines: list[str], depth: int) -> None:
         pad = " " * depth
@@ -1856,17 +2065,15 @@ class _Compiler:
                     lines.append(f"{pad} if {t} is not None: _SP({t}, {key}, {v})")
                 elif target.steps:
                     lines.append(f"{pad}if {v} is not None: "
-                                 f"{self.const(target)}.assign(rc, {v})")
+                                 f"{self.fallback(target)}.assign(rc, {v})")
                 else:
-                    lines.append(f"{pad}if {v} is not None: "
-                                 f"V[{node.target.name!r}] = {v}")
+                    lines.append(f"{pad}if {v} is not None: {self.assign(target.name, v)}")
             elif isinstance(node, _If):
                 for i, (condition, body) in enumerate(node.branches):
                     keyword = "if" if i == 0 else "elif"
-                    if isinstance(condition, _Not) or (isinstance(condition, _Binary)
-                                                        and condition.op in _BOOLEAN_OPS):
-                        # comparisons, ! && ||: a Python bool already
-                        lines.append(f"{pad}{keyword} {self.expr(condition)}:")
+                    test = self.condition(condition)
+                    if test is not None:
+                        lines.append(f"{pad}{keyword} {test}:")
                     else:
                         t = self.new("c")
                         lines.append(f"{pad}{keyword} ({t} := {self.expr(condition)}) is not "
@@ -1878,48 +2085,189 @@ class _Compiler:
                     self.block(node.otherwise, lines, depth + 1)
                     lines.append(f"{pad} pass")
             elif isinstance(node, _Foreach):
-                items, state, index, item = (self.new(n) for n in ("items", "st", "i", "x"))
-                var = repr(node.var)
-                saved = [(self.new("sv"), key) for key in (var, "'foreach'", "'velocityCount'")]
-                lines.append(f"{pad}{items} = _IT({self.expr(node.iterable)})")
-                lines.append(f"{pad}if {items} is not None:")
-                lines.append(f"{pad} if len({items}) > LIMIT: {items} = {items}[:LIMIT]")
-                for name, key in saved:
-                    lines.append(f"{pad} {name} = V.get({key}, _NO)")
-                lines.append(f"{pad} {state} = V['foreach'] = _FS(len({items}))")
-                lines.append(f"{pad} try:")
-                lines.append(f"{pad}  for {index}, {item} in enumerate({items}):")
-                inner = pad + "   "
-                lines.append(f"{inner}if size > MAX: rc.over()")
-                # the clock every 16 iterations: a body between two reads is bounded
-                # (template size, string bound; inner loops read it themselves)
-                lines.append(f"{inner}if not {index} & 15 and _MONO() > DL: _LATE(rc)")
-                lines.append(f"{inner}{state}.index = {index}; "
-                             f"V['velocityCount'] = {index} + 1")
-                lines.append(f"{inner}if {item} is None: V.pop({var}, None)")
-                lines.append(f"{inner}else: V[{var}] = {item}")
-                # always: a #break may also come from an interpolated string
-                lines.append(f"{inner}try:")
-                self.block(node.body, lines, depth + 4)
-                lines.append(f"{inner} pass")
-                lines.append(f"{inner}except _BR:")
-                lines.append(f"{inner} break")
-                lines.append(f"{pad} finally:")
-                for name, key in saved:  # as they were before the loop
-                    lines.append(f"{pad}  if {name} is _NO: V.pop({key}, None)")
-                    lines.append(f"{pad}  else: V[{key}] = {name}")
+                self.foreach(node, lines, pad, depth)
             elif isinstance(node, _Control):
                 error = "_BR" if node.kind == "break" else "_ST"
                 lines.append(f"{pad}raise {error}()")
             else:
                 raise TypeError(f"cannot compile {type(node).__name__}")
 
+    def foreach(self, node: _Foreach, lines: list[str], pad: str, depth: int) -> None:
+        """``#foreach``: the loop variable, ``$foreach`` and ``$velocityCount`` are set for
+        the body and restored afterwards; those held in locals cost a local each, those
+        nothing reads cost nothing."""
+        items, index, size, item = (self.new(n) for n in ("items", "i", "n", "x"))
+        iterable = node.iterable
+        if isinstance(iterable, _ListExpr) and all(
+                isinstance(e, _Literal) and isinstance(e.value, _IMMUTABLE)
+                for e in iterable.items):
+            # a literal list of literals: the same tuple every time
+            source = self.const(tuple(e.value for e in iterable.items))  # type: ignore[attr-defined]
+        else:
+            source = f"_IT({self.expr(iterable)})"
+        lines.append(f"{pad}{items} = {source}")
+        lines.append(f"{pad}if {items} is not None:")
+        lines.append(f"{pad} if len({items}) > LIMIT: {items} = {items}[:LIMIT]")
+        lines.append(f"{pad} {size} = len({items})")
+        used = self.names.used
+        restore: list[tuple[str, str]] = []   # (saved local, variable): V-held ones
+        local_restore: list[tuple[str, str]] = []   # (saved local, local)
+        per_item: list[str] = []
+
+        def keep(name: str) -> None:
+            saved = self.new("sv")
+            if self.in_main and name in self.local:
+                lines.append(f"{pad} {saved} = {self.local[name]}")
+                local_restore.append((saved, self.local[name]))
+            else:
+                self.needs_v.add(name)
+                lines.append(f"{pad} {saved} = V.get({name!r}, _NO)")
+                restore.append((saved, name))
+
+        var_local = self.in_main and node.var in self.local
+        keep(node.var)
+        loop_item = self.local[node.var] if var_local else item
+        if not var_local:
+            per_item.append(f"if {item} is None: V.pop({node.var!r}, None)")
+            per_item.append(f"else: V[{node.var!r}] = {item}")
+        static = self.in_main and self.foreach_static
+        if "foreach" in used and not static:
+            keep("foreach")
+            state = self.new("st")
+            lines.append(f"{pad} {state} = {self.assign('foreach', f'_FS({size})')}")
+            per_item.append(f"{state}.index = {index}")
+        if "velocityCount" in used:
+            keep("velocityCount")
+            per_item.append(self.assign("velocityCount", f"{index} + 1"))
+        inner = pad + ("   " if restore else "  ")
+        if restore:
+            lines.append(f"{pad} try:")
+        lines.append(f"{inner[:-1]}for {index}, {loop_item} in enumerate({items}):")
+        lines.append(f"{inner}if size > MAX: rc.over()")
+        # the clock every 16 iterations: a body between two reads is bounded
+        # (template size, string bound; inner loops read it themselves)
+        lines.append(f"{inner}if not {index} & 15 and _MONO() > DL: _LATE(rc)")
+        lines.extend(f"{inner}{line}" for line in per_item)
+        # always: a #break may also come from an interpolated string
+        lines.append(f"{inner}try:")
+        if static:
+            self.loops.append((index, size))
+        try:
+            self.block(node.body, lines, len(inner) + 1)
+        finally:
+            if static:
+                self.loops.pop()
+        lines.append(f"{inner} pass")
+        lines.append(f"{inner}except _BR:")
+        lines.append(f"{inner} break")
+        if restore:
+            lines.append(f"{pad} finally:")
+            for saved, key in restore:  # as they were before the loop
+                lines.append(f"{pad}  if {saved} is _NO: V.pop({key!r}, None)")
+                lines.append(f"{pad}  else: V[{key!r}] = {saved}")
+        for saved, local in local_restore:
+            lines.append(f"{pad} {local} = {saved}")
+
     def props(self, code: str, names: Sequence[str]) -> str:
         """``code`` followed through the properties ``names``, a map's key inline."""
         for name in names:
+            if code.isidentifier():
+                code = (f"({code}.get({name!r}) if type({code}) is dict "
+                        f"else _P({code}, {name!r}))")
+                continue
             t = self.new("t")
             code = (f"({t}.get({name!r}) if type({t} := {code}) is dict "
                     f"else _P({t}, {name!r}))")
+        return code
+
+    def static_foreach(self, e: _Ref) -> str | None:
+        """``$foreach.<name>`` over the innermost loop's index, when that is what it is."""
+        if (self.in_main and self.foreach_static and self.loops and e.name == "foreach"
+                and e.steps and e.steps[0][0] == _PROP and e.steps[0][1] in _FOREACH_STATIC):
+            index, size = self.loops[-1]
+            return _FOREACH_STATIC[e.steps[0][1]].replace("I", index).replace("N", size)
+        return None
+
+    def ref(self, e: _Ref) -> str:
+        steps = e.steps
+        if e.name == "foreach" and steps and steps[0][0] == _PROP \
+                and steps[0][1] in _FOREACH_INLINE:
+            static = self.static_foreach(e)
+            if static is not None:
+                return self.steps(static, steps[1:])
+            # $foreach.hasNext and friends: read from the loop state directly
+            root = self.new("t")
+            fast = _FOREACH_INLINE[steps[0][1]].replace("S", root)
+            code = (f"({fast} if type({root} := {self.root(e.name)}) is _FS "
+                    f"else _P({root}, {steps[0][1]!r}))")
+            return self.steps(code, steps[1:])
+        if self.in_main and e.name in self.guards and steps:
+            typed = self.typed(e.name, steps)
+            if typed is not None:
+                fast, count = typed
+                generic = self.steps(self.local[e.name], steps[:count])
+                return self.steps(f"({fast} if {self.guards[e.name][0]} else {generic})",
+                                  steps[count:])
+        return self.steps(self.root(e.name), steps)
+
+    def typed(self, name: str, steps: list[tuple[int, str, Any]]) -> tuple[str, int] | None:
+        """The code for the first steps of ``$name...`` when ``name`` has its declared
+        type, and how many steps it covers; ``None`` when the type compiles none."""
+        kind = self.guards[name][1]
+        base = self.local[name]
+        if steps[0][0] == _PROP:
+            count = 0
+            while count < len(steps) and steps[count][0] == _PROP:
+                count += 1
+            getter = kind.vtl_compile_get(tuple(n for _k, n, _a in steps[:count]))
+            if getter is None:
+                return None
+            return f"{self.const(getter)}({base})", count
+        if steps[0][0] == _CALL:
+            _kind, method, args = steps[0]
+            shape = tuple(a.value if isinstance(a, _Literal) else COMPUTED for a in args)
+            call = kind.vtl_compile_call(method, shape)
+            if call is None:
+                return None
+            code = f"{self.const(call)}({', '.join([base, *(self.expr(a) for a in args)])})"
+            t = self.new("t")
+            # the string bound, as for every method result
+            return (f"({t} if type({t} := {code}) is not str or len({t}) <= MAX "
+                    f"else rc.check_string({t}))"), 1
+        return None
+
+    def steps(self, code: str, steps: Sequence[tuple[int, str, Any]]) -> str:
+        """``code`` followed through ``steps``."""
+        run = 0
+        while run < len(steps) and steps[run][0] == _PROP:
+            run += 1
+        if run >= 2:
+            # $root.a.b: inline reads when the root is a map, else one call for
+            # the whole chain (an AWS object resolves it in one lookup)
+            names = tuple(name for _k, name, _a in steps[:run])
+            if code.isidentifier():
+                root, test = code, code
+            else:
+                root = self.new("t")
+                test = f"{root} := {code}"
+            inline = self.props(f"{root}.get({names[0]!r})", names[1:])
+            code = f"({inline} if type({test}) is dict else _PP({root}, {names!r}))"
+            steps = steps[run:]
+        for kind, name, arg in steps:
+            if kind == _PROP:
+                # a map's key without a call; anything else through the helper
+                code = self.props(code, (name,))
+            elif kind == _CALL:
+                args = "[" + ", ".join(self.expr(a) for a in arg) + "]"
+                if all(_is_pure(a) for a in arg):
+                    code = f"_C({code}, {name!r}, {args}, rc)"
+                else:
+                    code = f"_CL({code}, {name!r}, lambda: {args}, rc)"
+            else:
+                key = self.expr(arg)
+                if not _is_pure(arg):
+                    key = f"(lambda: {key})"
+                code = f"_I({code}, {key})"
         return code
 
     def expr(self, e: _Expr) -> str:
@@ -1930,44 +2278,7 @@ class _Compiler:
                 return repr(value)
             return self.const(value)
         if isinstance(e, _Ref):
-            code = f"V.get({e.name!r})"
-            steps = e.steps
-            run = 0
-            while run < len(steps) and steps[run][0] == _PROP:
-                run += 1
-            if e.name == "foreach" and run >= 1 and steps[0][1] in _FOREACH_INLINE:
-                # $foreach.hasNext and friends: read from the loop state directly
-                root = self.new("t")
-                fast = _FOREACH_INLINE[steps[0][1]].replace("S", root)
-                code = (f"({fast} if type({root} := {code}) is _FS "
-                        f"else _P({root}, {steps[0][1]!r}))")
-                steps = steps[1:]
-                run = 0
-            if run >= 2:
-                # $root.a.b: inline reads when the root is a map, else one call for
-                # the whole chain (an AWS object resolves it in one lookup)
-                root = self.new("t")
-                names = tuple(name for _k, name, _a in steps[:run])
-                inline = self.props(f"{root}.get({names[0]!r})", names[1:])
-                code = (f"({inline} if type({root} := {code}) is dict "
-                        f"else _PP({root}, {names!r}))")
-                steps = steps[run:]
-            for kind, name, arg in steps:
-                if kind == _PROP:
-                    # a map's key without a call; anything else through the helper
-                    code = self.props(code, (name,))
-                elif kind == _CALL:
-                    args = "[" + ", ".join(self.expr(a) for a in arg) + "]"
-                    if all(_is_pure(a) for a in arg):
-                        code = f"_C({code}, {name!r}, {args}, rc)"
-                    else:
-                        code = f"_CL({code}, {name!r}, lambda: {args}, rc)"
-                else:
-                    key = self.expr(arg)
-                    if not _is_pure(arg):
-                        key = f"(lambda: {key})"
-                    code = f"_I({code}, {key})"
-            return code
+            return self.ref(e)
         if isinstance(e, _Interpolated):
             return f"{self.function(e.nodes, string=True)}(rc, V)"
         if isinstance(e, _ListExpr):
@@ -1983,18 +2294,26 @@ class _Compiler:
                 return f"(_T({left}) and _T({right}))"
             if e.op == "||":
                 return f"(_T({left}) or _T({right}))"
-            if e.op == "==":
-                return f"_EQ({left}, {right})"
-            if e.op == "!=":
-                return f"(not _EQ({left}, {right}))"
+            if e.op in ("==", "!="):
+                equal = f"_EQ({left}, {right})"
+                for one, other in ((e.right, left), (e.left, right)):
+                    if isinstance(one, _Literal) and type(one.value) is str:
+                        # against a string: plain == when the other side is one too
+                        # (_equals is symmetric; the literal has no effects)
+                        t = self.new("t")
+                        equal = (f"(({t} == {one.value!r}) if type({t} := {other}) is str "
+                                 f"else _EQ({t}, {one.value!r}))")
+                        break
+                return equal if e.op == "==" else f"(not {equal})"
             if e.op in ("<", ">", "<=", ">="):
                 return f"_CMP({e.op!r}, {left}, {right})"
             return f"_AR({e.op!r}, {left}, {right}, rc)"
         # ranges, negation and anything rare: evaluate through the tree node
-        return f"{self.const(e)}.eval(rc)"
+        return f"{self.fallback(e)}.eval(rc)"
 
 
-def _compile_tree(nodes: Sequence[_Node]) -> Callable[[_Render, dict[str, Any]], None] | None:
+def _compile_tree(nodes: Sequence[_Node], types: Mapping[str, type[VtlObject]] | None = None
+                  ) -> Callable[[_Render, dict[str, Any]], None] | None:
     """The template as a Python function, or ``None`` when Python cannot compile it
     (nesting beyond its static-block limit): the interpreter then renders it.
 
@@ -2002,9 +2321,16 @@ def _compile_tree(nodes: Sequence[_Node]) -> Callable[[_Render, dict[str, Any]],
     string keys go in through ``repr`` of identifiers, every other value (static text
     included) through a global constant ``_k<i>`` bound to it.
     """
-    compiler = _Compiler()
+    dynamic: frozenset[str] = frozenset()
     try:
-        main = compiler.function(nodes)
+        while True:
+            compiler = _Compiler(nodes, dynamic, types or {})
+            main = compiler.main(nodes)
+            if compiler.needs_v <= dynamic:
+                break
+            # names an interpolated string or the interpreter also reads: compile again
+            # with them kept in the variables dict (a second pass adds no new ones)
+            dynamic = dynamic | frozenset(compiler.needs_v)
         source = "\n\n".join(compiler.functions)
         namespace: dict[str, Any] = dict(_HELPERS)
         namespace.update((f"_k{i}", value) for i, value in enumerate(compiler.consts))
@@ -2021,6 +2347,11 @@ def _compile_tree(nodes: Sequence[_Node]) -> Callable[[_Render, dict[str, Any]],
 class Template:
     """A parsed template; :meth:`render` it as often as needed (it keeps no state).
 
+    ``types`` names the class of root variables the caller always passes (``$context``
+    is a ``ContextObject``): the compiled form tests that once per render and then calls
+    what the class compiles for its properties and methods (:meth:`VtlObject.
+    vtl_compile_get`), with the generic path kept for anything else.
+
     :raises TemplateSyntaxError: the source cannot be parsed, or is larger than
         :data:`MAX_TEMPLATE_BYTES`.
     """
@@ -2028,7 +2359,8 @@ class Template:
     __slots__ = ("_function", "nodes", "source")
 
     def __init__(self, source: str, *, max_bytes: int = MAX_TEMPLATE_BYTES,
-                 compiled: bool = True) -> None:
+                 compiled: bool = True,
+                 types: Mapping[str, type[VtlObject]] | None = None) -> None:
         if len(source.encode("utf-8")) > max_bytes:
             raise TemplateSyntaxError(
                 f"the template is larger than {max_bytes // 1024} KB (API Gateway's limit)")
@@ -2039,7 +2371,7 @@ class Template:
         except RecursionError:
             raise TemplateSyntaxError("template nests too deeply", source,
                                       parser.pos) from None
-        self._function = _compile_tree(self.nodes) if compiled else None
+        self._function = _compile_tree(self.nodes, types) if compiled else None
 
     @property
     def is_compiled(self) -> bool:

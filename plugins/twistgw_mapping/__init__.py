@@ -51,7 +51,16 @@ from twistgw.variables import Finish
 from twistgw.vtl import Template, TemplateError, TemplateLimitError, to_json, to_text
 
 from . import binary
-from .namespaces import OVERRIDES, Overrides, json_path, parse_json, template_variables
+from .namespaces import (
+    OVERRIDES,
+    ContextObject,
+    InputObject,
+    Overrides,
+    UtilObject,
+    json_path,
+    parse_json,
+    template_variables,
+)
 
 if TYPE_CHECKING:
     from twistgw import (
@@ -120,13 +129,17 @@ def register(registry: Registry) -> None:
 #: A template ready to use: the literal body, or a parsed VTL template.
 Compiled = bytes | Template
 
+#: What :func:`~.namespaces.template_variables` always passes: the compiled templates
+#: call these classes' properties and methods directly.
+ROOT_TYPES = {"input": InputObject, "context": ContextObject, "util": UtilObject}
+
 
 def _compile(source: str | None) -> Compiled:
     if not source:
         return b""
     if not has_vtl(source):
         return _encoded(source)
-    return Template(source)
+    return Template(source, types=ROOT_TYPES)
 
 
 def _template(route: Route, source: str | None) -> Compiled:

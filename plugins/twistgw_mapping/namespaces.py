@@ -28,6 +28,7 @@ from twistgw import StashKey
 from twistgw.pipeline import INGRESS_DROPPED_HEADERS
 from twistgw.variables import Finish, getter_for, names
 from twistgw.vtl import (
+    COMPUTED,
     MISSING,
     JsonList,
     TemplateRenderError,
@@ -143,7 +144,10 @@ def _descend(value: Any, name: str) -> list[Any]:
 def json_path(document: Any, path: str) -> Any:
     """Evaluate ``path`` like Jayway JsonPath: one value (``None`` when missing) for a
     definite path, a list of matches for one with ``*`` or ``..``."""
-    compiled = _compile_path(path)
+    return _evaluate(document, _compile_path(path))
+
+
+def _evaluate(document: Any, compiled: _Path) -> Any:
     current = [document]
     for kind, arg in compiled.steps:
         nxt: list[Any] = []
@@ -243,6 +247,41 @@ class InputObject(VtlObject):
             return self.body
         return None
 
+    @classmethod
+    def vtl_compile_get(cls, names: tuple[str, ...]) -> Callable[[Any], Any] | None:
+        if names == ("body",):
+            return _body
+        return None
+
+    @classmethod
+    def vtl_compile_call(cls, name: str, args: tuple[Any, ...]) -> Callable[..., Any] | None:
+        """``$input.params()``, ``.params(name)``, ``.path(p)``, ``.json(p)`` called
+        directly; a literal JSONPath is parsed here, once."""
+        if name == "params" and len(args) <= 1:
+            if not args:
+                return InputObject.params
+            return InputObject.param if type(args[0]) is str else _param
+        if name in ("path", "json") and len(args) == 1:
+            arg = args[0]
+            if arg is COMPUTED:
+                return _path if name == "path" else _json
+            try:
+                compiled = _compile_path((arg if type(arg) is str else to_text(arg)) or "$")
+            except TemplateRenderError:
+                return None  # the render raises it
+            if name == "path":
+                if not compiled.steps:
+                    return _document
+                return lambda obj, _arg: _evaluate(obj.document(), compiled)
+
+            def as_json(obj: InputObject, _arg: Any) -> str:
+                value = _evaluate(obj.document(), compiled)
+                return to_json("" if value is None else value)
+            return as_json
+        if name == "getBody" and not args:
+            return _body
+        return None
+
     def vtl_call(self, name: str, args: list[Any]) -> Any:
         if name == "params":
             if not args:
@@ -261,6 +300,26 @@ class InputObject(VtlObject):
         if name == "getBody" and not args:
             return self.body
         return MISSING
+
+
+def _body(obj: InputObject) -> str:
+    return obj.body
+
+
+def _document(obj: InputObject, _arg: Any) -> Any:
+    return obj.document()
+
+
+def _param(obj: InputObject, arg: Any) -> str:
+    return obj.param(arg if type(arg) is str else to_text(arg))
+
+
+def _path(obj: InputObject, arg: Any) -> Any:
+    return obj.vtl_call("path", [arg])
+
+
+def _json(obj: InputObject, arg: Any) -> Any:
+    return obj.vtl_call("json", [arg])
 
 
 # -- $util ---------------------------------------------------------------------------------------
@@ -298,6 +357,16 @@ class UtilObject(VtlObject):
 
     __slots__ = ()
 
+    @classmethod
+    def vtl_compile_call(cls, name: str, args: tuple[Any, ...]) -> Callable[..., Any] | None:
+        if len(args) != 1:
+            return None
+        if name == "escapeJavaScript":
+            return _escape_javascript
+        if name in _UTIL_METHODS:
+            return lambda obj, value: obj.vtl_call(name, [value])
+        return None
+
     def vtl_call(self, name: str, args: list[Any]) -> Any:
         if len(args) != 1:
             return MISSING
@@ -325,6 +394,15 @@ class UtilObject(VtlObject):
 
 
 UTIL = UtilObject()
+
+_UTIL_METHODS = frozenset({"parseJson", "urlEncode", "urlDecode", "base64Encode",
+                           "base64Decode"})
+
+
+def _escape_javascript(_obj: UtilObject, value: Any) -> str | None:
+    if value is None:
+        return None
+    return escape_javascript(value if type(value) is str else to_text(value))
 
 
 # -- $context ------------------------------------------------------------------------------------
@@ -492,6 +570,34 @@ class ContextObject(VtlObject):
             return _ContextBranch(self, ".".join(names))
         value = _plain(getter(self.ctx, self.fin))
         return walk(value, rest) if rest else value
+
+    @classmethod
+    def vtl_compile_get(cls, names: tuple[str, ...]) -> Callable[[Any], Any] | None:
+        """``$context.<names>`` through its getter directly (or the override maps),
+        answering what :meth:`vtl_get` and :meth:`vtl_get_path` do, custom keys
+        included; branches and unknown names take the generic path."""
+        first, rest = names[0], names[1:]
+        if first in ("requestOverride", "responseOverride"):
+            request = first == "requestOverride"
+
+            def override(obj: ContextObject) -> Any:
+                overrides = obj.overrides
+                value = overrides.request if request else overrides.response
+                return walk(value, rest) if rest else value
+            return override
+        getter, after = _path_plan(names)
+        if getter is None or getter is _BRANCH:
+            return None
+
+        def get(obj: ContextObject) -> Any:
+            found = obj._overrides
+            if found is not None and first in found.custom:
+                return walk(found.custom[first], rest)
+            value = getter(obj.ctx, obj.fin)
+            if value is not None and type(value) not in _PLAIN:
+                value = _plain(value)
+            return walk(value, after) if after else value
+        return get
 
     def vtl_set(self, name: Any, value: Any) -> None:
         if name in ("requestOverride", "responseOverride"):

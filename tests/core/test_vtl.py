@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twistgw.vtl import (
+    COMPUTED,
     DEFAULT_LIMITS,
     FOREACH_LIMIT,
     MAX_TEMPLATE_BYTES,
@@ -490,3 +491,174 @@ def test_walk_reads_each_property_in_turn() -> None:
     assert walk("text", ("empty",)) is False
     assert Obj().vtl_get_path(("a", "inner", "k")) == "a"
     assert render("$o.a.inner.k|$o.b.c", {"o": Obj()}) == "a|"
+
+
+# -- variables in Python locals, $foreach from the loop index, typed roots ------------------
+
+_LOCAL_PIECES = st.sampled_from([
+    "$x", "$i", "$j", "$s", "$m.a", "$i.b", "${i}", "$!j", "#set($x = ", "#set($i = ",
+    "#set($m.a = $i)", "#foreach($i in $l)", "#foreach($j in [1, 'two', 3.5])",
+    "#foreach($i in [1..3])", "#end", "#if(", "#else", ")", "(", "#break", "#stop",
+    '"$i"', '"#set($x = $i)"', '"#foreach($k in [1,2])$foreach.index#end"', "[$i..3]",
+    "-$i", "$velocityCount", "$foreach.hasNext", "$foreach.index", "$foreach.count",
+    "$foreach.first", "$foreach.last", "$foreach", "$foreach.hasNext()",
+    "#set($foreach = 1)", "$i == 'a'", "'two' != $j", "$x.get('k')", "$l.add($i)", "1",
+    ",", " ", "\n", "x", "]", "[",
+])
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces=st.lists(_LOCAL_PIECES, max_size=30), i=_VALUES)
+def test_variables_in_locals_match_the_interpreter(pieces: list[str], i: Any) -> None:
+    """Loop variables, ``#set`` targets and roots kept in Python locals, ``$foreach``
+    computed from the loop index: the same output as the interpreter's dict of
+    variables, whatever mix of strings, fallbacks and loops reads them."""
+    _compare_with_locals("".join(pieces), i)
+
+
+_COMMON_ATOMS = st.sampled_from([
+    "$x", "$i", "$j", "$k", "$s", "$m.a", "$i.b", "$!j", "$velocityCount",
+    "$foreach.hasNext", "$foreach.index", "$foreach.count", "$foreach.first",
+    "$foreach.last", "#set($x = $i)", "#set($i = 'set')", "#set($m.a = $j)", "#break",
+    ",", " ", "x",
+])
+#: rarer: each keeps $foreach or a variable out of the locals for the whole template
+_RARE_ATOMS = st.sampled_from([
+    "$foreach", "$foreach.hasNext()", "#set($foreach = 1)", "#set($x = [$i..2])",
+    "#set($x = -$j)", "$l.add($i)",
+])
+_LOCAL_ATOMS = st.one_of(*[_COMMON_ATOMS] * 8, _RARE_ATOMS)
+
+
+def _nest_plain(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Loops and conditions only: ``$foreach`` from the loop index, every variable a
+    local."""
+    loops = st.sampled_from(["#foreach($i in $l)", "#foreach($j in [1, 'two', 3.5])",
+                             "#foreach($x in [$i, $j])", "#foreach($k in $m)"])
+    conditions = st.sampled_from(["$foreach.hasNext", "$foreach.last", "!$foreach.first",
+                                  "$j == 'two'"])
+    return st.one_of(
+        st.tuples(loops, inner).map(lambda t: f"{t[0]}{t[1]}#end"),
+        st.lists(inner, max_size=4).map("".join),
+        st.tuples(conditions, inner, inner).map(lambda t: f"#if({t[0]}){t[1]}#else{t[2]}#end"))
+
+
+def _nest(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    loops = st.sampled_from(["#foreach($i in $l)", "#foreach($j in [1, 'two', 3.5])",
+                             "#foreach($i in [1..3])", "#foreach($k in $m)",
+                             "#foreach($x in [$i, $j])"])
+    conditions = st.sampled_from(["$i", "$foreach.hasNext", "$foreach.last", "$j == 'two'",
+                                  "!$foreach.first", "$x"])
+    loop = st.tuples(loops, inner).map(lambda t: f"{t[0]}{t[1]}#end")
+    sequence = st.lists(inner, max_size=4).map("".join)
+    return st.one_of(
+        loop, loop, sequence, sequence,
+        st.tuples(conditions, inner, inner).map(lambda t: f"#if({t[0]}){t[1]}#else{t[2]}#end"),
+        # an interpolated string: its own function over the variables dict
+        inner.map(lambda body: '#set($y = "' + body.replace('"', '""') + '")$y'),
+    )
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=st.recursive(_COMMON_ATOMS, _nest_plain, max_leaves=20)
+       | st.recursive(_LOCAL_ATOMS, _nest, max_leaves=25), i=_VALUES)
+def test_nested_loops_and_strings_match_the_interpreter(source: str, i: Any) -> None:
+    """The same over well-formed nests of loops, conditions and strings."""
+    _compare_with_locals(source, i)
+
+
+def _compare_with_locals(source: str, i: Any) -> None:
+    """The compiled and interpreted ``source`` agree, with ``$i`` and the loop names
+    set before the template starts."""
+    try:
+        compiled = Template(source)
+    except TemplateSyntaxError:
+        return
+    assert compiled.is_compiled
+
+    def fresh() -> dict[str, Any]:
+        return {**_fresh(), "i": i, "foreach": "outer", "velocityCount": 7}
+
+    assert _outcome(compiled, fresh()) == _outcome(Template(source, compiled=False), fresh())
+
+
+@pytest.mark.parametrize("source", [
+    # the loop variable and $foreach/$velocityCount are restored after the loop
+    "#set($i = 'before')#foreach($i in [1, 2])$i$velocityCount#end$i$velocityCount",
+    "#foreach($i in [1, 2])#foreach($j in ['a', 'b'])$foreach.index$foreach.hasNext"
+    "#end$foreach.index$foreach.last;#end$foreach",
+    # read and written by an interpolated string (the variables dict) and the template
+    '#set($x = 1)#set($y = "#set($x = 2)")$x#foreach($i in [1])"$i"#set($z = "$i")$z#end',
+    # a literal list is shared between renders: nothing may change it
+    "#foreach($i in [1, 2])#set($i = 5)$i#end",
+    # ranges and negation (the interpreter's nodes) see the locals' values
+    "#set($n = 2)#foreach($i in [1..$n])$i#end#set($m = -$n)$m",
+    # #break from the loop and from a string inside it
+    '#foreach($i in [1, 2, 3])$i#if($i == 2)#break#end#end'
+    '#foreach($i in [1, 2])"#break"$i#end|',
+])
+def test_variables_in_locals_forms_match_the_interpreter(source: str) -> None:
+    template = Template(source)
+    first = _outcome(template, {"foreach": "F", "velocityCount": "V"})
+    assert first == _outcome(Template(source, compiled=False),
+                             {"foreach": "F", "velocityCount": "V"})
+    assert first[0] == "ok"
+    assert _outcome(template, {"foreach": "F", "velocityCount": "V"}) == first
+
+
+class _Counted(VtlObject):
+    """A root whose compiled shortcuts count their calls."""
+
+    calls: list[str] = []
+
+    def vtl_get(self, name: str) -> Any:
+        return f"get:{name}"
+
+    def vtl_call(self, name: str, args: list[Any]) -> Any:
+        return f"call:{name}{args}" if name != "big" else "x" * 100
+
+    @classmethod
+    def vtl_compile_get(cls, names: tuple[str, ...]) -> Any:
+        if names[0] == "generic":
+            return None
+
+        def get(obj: _Counted) -> Any:
+            cls.calls.append("get")
+            return obj.vtl_get(names[0]) if len(names) == 1 else obj.vtl_get_path(names)
+        return get
+
+    @classmethod
+    def vtl_compile_call(cls, name: str, args: tuple[Any, ...]) -> Any:
+        def call(obj: _Counted, *values: Any) -> Any:
+            cls.calls.append(f"call{args}")
+            return obj.vtl_call(name, list(values))
+        return call
+
+
+def test_typed_roots_call_what_their_class_compiles() -> None:
+    source = "$o.a|$o.a.b|$o.generic|$o.m(1, $s)|$o.m('k').length()|$!o.m($nothing)"
+    template = Template(source, types={"o": _Counted})
+    _Counted.calls.clear()
+    out = template.render({"o": _Counted(), "s": "S"})
+    assert out == Template(source, compiled=False).render({"o": _Counted(), "s": "S"})
+    assert out == "get:a||get:generic|call:m[1, 'S']|11|call:m[None]"
+    assert _Counted.calls == ["get", "get", f"call{(1, COMPUTED)}", "call('k',)",
+                              f"call{(COMPUTED,)}"]
+
+
+def test_typed_roots_of_another_type_take_the_generic_path() -> None:
+    template = Template("$o.a|$o.m(1)", types={"o": _Counted})
+    _Counted.calls.clear()
+    assert template.render({"o": {"a": "map"}}) == "map|"
+    assert template.render({}) == "|"
+    assert _Counted.calls == []
+    # a root the template replaces is never trusted to keep its type
+    replaced = Template("#set($o = {'a': 1})$o.a", types={"o": _Counted})
+    assert replaced.render({"o": _Counted()}) == "1"
+    assert _Counted.calls == []
+
+
+def test_typed_method_results_keep_the_string_bound() -> None:
+    template = Template("#set($x = $o.big())done", types={"o": _Counted})
+    with pytest.raises(TemplateLimitError):
+        template.render({"o": _Counted()}, Limits(max_output=50))

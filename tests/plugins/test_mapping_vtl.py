@@ -22,6 +22,7 @@ from twistgw_mapping.namespaces import (
     escape_javascript,
     json_path,
     parse_json,
+    template_variables,
     url_encode,
 )
 
@@ -31,7 +32,17 @@ from twistgw.deployment import Route
 from twistgw.errors import ApiConfigurationError
 from twistgw.models import Context, Headers, IntegrationRequest, Response
 from twistgw.testing import make_context, make_inbound
-from twistgw.vtl import JavaList, JsonList, Template, TemplateRenderError, VtlObject, to_text, walk
+from twistgw.variables import Finish
+from twistgw.vtl import (
+    JavaList,
+    JsonList,
+    Template,
+    TemplateError,
+    TemplateRenderError,
+    VtlObject,
+    to_text,
+    walk,
+)
 
 if TYPE_CHECKING:
     from conftest import Builders, HarnessFactory, LogCapture
@@ -44,7 +55,7 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     for both."""
     if request.param == "interpreted":
         monkeypatch.setattr(twistgw_mapping, "Template",
-                            lambda source: Template(source, compiled=False))
+                            lambda source, **kwargs: Template(source, compiled=False))
     return str(request.param)
 
 
@@ -590,6 +601,67 @@ def test_random_templates_and_bodies_never_crash_the_plugin(
     assert request is not None and response is not None
     assert 100 <= response.status <= 599
     assert len(response.body) <= 10 * 1024 * 1024
+
+
+_TYPED_PIECES = st.sampled_from([
+    "$context.stage", "$context.requestId", "$context.httpMethod", "$context.identity",
+    "$context.identity.sourceIp", "$context.identity.sourceIp.length()", "$context.nope",
+    "$context.nope.x", "$context.authorizer.claims.sub", "$context.integration.status",
+    "#set($context.stage = 'custom')", "#set($context.identity = {'sourceIp': 'mine'})",
+    "$context.requestOverride", "$context.requestOverride.header", "$context.custom.k",
+    "#set($context.requestOverride.header.A = $s)", "$context.responseOverride.header",
+    "#set($context.responseOverride.status = 201)", "#set($context.custom = {'k': 1})",
+    "$input.params()", "$input.params('a')", "$input.params('A')", "$input.params('p')",
+    "$input.params($s)", "$input.params(1)", "$input.params('a', 'b')", "$input.body",
+    "$input.path('$')", "$input.path('$.a')", "$input.path('$.l[0]')", "$input.path($p)",
+    "$input.path('$..x')", "$input.path('no path!')", "$input.path('')", "$input.nope",
+    "$input.json('$.a')", "$input.json('$')", "$input.json($p)", "$input.json(null)",
+    "$input.body.length()", "$input.getBody()", "$input.getBody(1)", "$input.path(1)",
+    "$util.escapeJavaScript($s)", "$util.escapeJavaScript($input.path('$.a'))",
+    "$util.escapeJavaScript(null)", "$util.escapeJavaScript($input.path('$.l'))",
+    "$util.urlEncode($s)", "$util.base64Encode($s)", "$util.parseJson('[1]')",
+    "$util.nope($s)", "$util.urlDecode()", "#set($input = {'body': 'b'})",
+    "#set($util = $context)", "#foreach($x in $input.path('$.l'))$x,#end", " ", "|",
+])
+
+_BODIES = st.sampled_from([b'{"a": "it\'s \\\\ </b>", "l": [1, {"x": 2.5}], "x": null}',
+                           b"[1, 2]", b"{", b"", b'"\\u00e9"'])
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(_TYPED_PIECES, max_size=10), body=_BODIES,
+       s=st.sampled_from(["a", "A", "p", "$.a", "x y/é", ""]),
+       p=st.sampled_from(["$.a", "$", "$.l[*]", "bad path!", ""]))
+def test_compiled_aws_objects_answer_like_the_interpreter(
+        pieces: list[str], body: bytes, s: str, p: str) -> None:
+    """``$context``, ``$input`` and ``$util`` properties and methods that the compiled
+    templates call directly (``ROOT_TYPES``) answer what the tree interpreter's generic
+    calls do: output, errors and the overrides left in the stash."""
+    source = "".join(pieces)
+    try:
+        interpreted = Template(source, compiled=False)
+    except TemplateError:
+        return
+    compiled = Template(source, types=twistgw_mapping.ROOT_TYPES)
+    assert compiled.is_compiled
+
+    def outcome(template: Template) -> tuple[Any, ...]:
+        inbound = make_inbound("POST", "/prod/x?a=1&a=2&A=q", body=body,
+                               headers={"A": "header", "Content-Type": "application/json"},
+                               client_ip="10.0.0.1")
+        ctx = make_context(inbound, method="POST", path_params={"p": "path"})
+        variables = template_variables(ctx, body, Finish(integration_status=200))
+        variables.update(s=s, p=p)
+        try:
+            result: Any = ("ok", template.render(variables))
+        except TemplateError as e:
+            result = ("error", str(e))
+        overrides = ctx.stash[OVERRIDES] if OVERRIDES in ctx.stash else None
+        return result, overrides and (overrides.request, overrides.response,
+                                      overrides.custom)
+
+    assert outcome(compiled) == outcome(interpreted)
 
 
 def test_overriding_a_parameter_twice_in_one_template_is_a_500(
