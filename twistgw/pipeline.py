@@ -237,14 +237,13 @@ class Pipeline:
             else:
                 route = match.route
                 params = match.params
+        # Positional (in the field order tests/core/test_models.py pins): keyword
+        # arguments cost a quarter of constructing a Context.
         ctx = Context(
-            request=inbound, request_id=request_id, extended_request_id=extended,
-            received_at=inbound.received_at or time.time(), deployment_api=api, stage=stage,
-            route=route, method=method, path=target.event_path, request_path=inbound.raw_path,
-            path_params=params, domain_name=target.domain, base_path_matched=target.base_path,
-            trace_id=inbound.headers.get("x-amzn-trace-id"),
-        )
-        outcome = Outcome(deployment=deployment, access_log=(
+            inbound, request_id, extended, inbound.received_at or time.time(), api, stage,
+            route, method, target.event_path, inbound.raw_path, params, None, target.domain,
+            target.base_path, inbound.headers.get("x-amzn-trace-id"))
+        outcome = Outcome(deployment, (
             stage.access_log if stage is not None and stage.access_log is not None
             else deployment.access_log))
         plan: HookPlan = deployment.base_plan
@@ -298,8 +297,7 @@ class Pipeline:
         fin.phases.append(("integrate", integration_started, time.time()))
         fin.integration_latency_ms = int((time.monotonic() - started) * 1000)
         fin.integration_status = answer.status
-        response = Response(status=answer.status, headers=answer.headers, body=answer.body,
-                            upgrade=answer.upgrade)
+        response = Response(answer.status, answer.headers, answer.body, answer.upgrade)
         if plan.map_response:
             response = pipe_now(
                 plan.map_response,
@@ -356,7 +354,7 @@ class Pipeline:
         fin = outcome.finish
         fin.status = response.status
         fin.response_length = len(response.body)
-        return Exchange(ctx=ctx, response=response, outcome=outcome)
+        return Exchange(ctx, response, outcome)
 
     def _resolve(self, targets: ListenerTargets | None, inbound: InboundRequest) -> _Target:
         """Find API and stage (see :meth:`_resolve_uncached`), cached per listener, Host,
@@ -485,15 +483,8 @@ class Pipeline:
         uri = integ.uri
         if "${" in uri:
             uri = substitute_stage_variables(uri, ctx.stage_variables)
-        return IntegrationRequest(
-            method=method,
-            uri=uri,
-            headers=headers,
-            query=inbound.query,
-            path_params=ctx.path_params,
-            body=inbound.body,
-            timeout=route.timeout,
-        )
+        return IntegrationRequest(method, uri, headers, inbound.query, ctx.path_params,
+                                  inbound.body, route.timeout)
 
     def _integrate(self, plan: HookPlan, ctx: Context, request: IntegrationRequest,
                    outcome: Outcome, deadline: float, first: int = 0
@@ -613,8 +604,7 @@ class Pipeline:
             headers = given.items + ids
         else:
             headers = given.items + ids + _JSON_CONTENT_TYPE
-        return Response(status=response.status, headers=Headers(headers),
-                        body=response.body, upgrade=response.upgrade)
+        return Response(response.status, Headers(headers), response.body, response.upgrade)
 
 
 def raise_timeout() -> None:

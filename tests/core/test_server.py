@@ -44,15 +44,18 @@ class HeaderPlugin:
 
 
 def _exchange(tmp_path: Path, extra: tuple[tuple[str, str], ...],
-              request: bytes = b"GET /prod/x HTTP/1.1\r\nHost: localhost\r\n\r\n") -> bytes:
+              request: bytes = b"GET /prod/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+              spy: object = None) -> bytes:
     path = write_config(tmp_path, {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
         "apis": [{"id": "a1", "definition": "api.yaml", "stages": ["prod"]}],
         "plugins": {"enabled": ["mock", "mapping"]},
         "access_log": False,
     }, {"api.yaml": DEFINITION})
-    gateway = Gateway(load_config(path), reactor=Clock(),
-                      extra_plugins=[("headers", HeaderPlugin(extra))])
+    plugins: list[tuple[str, object]] = [("headers", HeaderPlugin(extra))]
+    if spy is not None:
+        plugins.append(("spy", spy))
+    gateway = Gateway(load_config(path), reactor=Clock(), extra_plugins=plugins)
     gateway.ready = True
     site: Any = gateway.sites["public"]
     transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
@@ -124,21 +127,31 @@ def test_client_header_spelling_reaches_the_pipeline(tmp_path: Path) -> None:
         def request_started(self, ctx: Any) -> None:
             seen.extend(ctx.request.headers.items)
 
-    path = write_config(tmp_path, {
-        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
-        "apis": [{"id": "a1", "definition": "api.yaml", "stages": ["prod"]}],
-        "plugins": {"enabled": ["mock", "mapping"]},
-        "access_log": False,
-    }, {"api.yaml": DEFINITION})
-    gateway = Gateway(load_config(path), reactor=Clock(), extra_plugins=[("spy", Spy())])
-    gateway.ready = True
-    site: Any = gateway.sites["public"]
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
-                                hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
-    proto = site.buildProtocol(transport.getPeer())
-    proto.makeConnection(transport)
-    proto.dataReceived(b"GET /prod/x HTTP/1.1\r\nHost: localhost\r\ntEsT-HEADeR: v\r\n\r\n")
+    _exchange(tmp_path, (), b"GET /prod/x HTTP/1.1\r\nHost: localhost\r\ntEsT-HEADeR: v\r\n\r\n",
+              Spy())
     assert ("tEsT-HEADeR", "v") in seen
+
+
+def test_every_inbound_field_comes_from_the_wire(tmp_path: Path) -> None:
+    """inbound_from_http's positional construction puts each value in its field."""
+    seen: list[Any] = []
+
+    class Spy:
+        @hookimpl
+        def request_started(self, ctx: Any) -> None:
+            seen.append(ctx.request)
+
+    _exchange(tmp_path, (), b"POST /prod/x?a=1;b=2 HTTP/1.0\r\nHost: h.test\r\n"
+              b"Content-Length: 3\r\n\r\nabc", Spy())
+    inbound = seen[0]
+    assert (inbound.method, inbound.raw_path, inbound.raw_query) == ("POST", "/prod/x",
+                                                                     "a=1;b=2")
+    assert inbound.query == (("a", "1"), ("b", "2"))
+    assert inbound.headers.get("host") == "h.test" and inbound.body == b"abc"
+    assert (inbound.client_ip, inbound.client_port) == ("127.0.0.1", 40000)
+    assert (inbound.listener, inbound.scheme, inbound.server_port) == ("public", "http", 8080)
+    assert inbound.http_version == "HTTP/1.0" and inbound.received_at > 0
+    assert inbound.tls is None
 
 
 def test_memoize_is_bounded() -> None:
