@@ -30,6 +30,7 @@ Design (docs/lambda.rst has the operator's view):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource as _resource
@@ -65,6 +66,9 @@ INIT_TIMEOUT = 10.0
 #: Queued invocations beyond this per function are refused (the function is throttled).
 MAX_QUEUE = 1000
 RUNTIME_PREFIX = b"/2018-06-01/runtime/"
+_NEXT_PATH = RUNTIME_PREFIX + b"invocation/next"
+_INVOCATION_PREFIX = RUNTIME_PREFIX + b"invocation/"
+_INIT_ERROR_PATH = RUNTIME_PREFIX + b"init/error"
 #: The headers of an invocation event (the answer to ``/next``).
 _INVOCATION_HEADERS = (b"Lambda-Runtime-Aws-Request-Id: %s\r\nLambda-Runtime-Deadline-Ms: %d\r\n"
                        b"Lambda-Runtime-Invoked-Function-Arn: %s\r\n"
@@ -173,24 +177,26 @@ def _route(worker: Worker, request: RuntimeRequest) -> None:
     """Dispatch one Runtime API request (``/2018-06-01/runtime/...``) of ``worker``."""
     path = request.path
     method = request.method
+    if path == _NEXT_PATH and method == b"GET":
+        worker.next_request(request)
+        return
     if not path.startswith(RUNTIME_PREFIX):
         request.respond_json(404, {"errorMessage": "Not found", "errorType": "InvalidRequest"})
         return
-    rest = path[len(RUNTIME_PREFIX):].decode("ascii", "replace")
-    if rest == "invocation/next" and method == b"GET":
-        worker.next_request(request)
-        return
     if request.too_large:
-        worker.too_large(request, rest)
+        worker.too_large(request, path[len(RUNTIME_PREFIX):].decode("ascii", "replace"))
         return
-    if rest == "init/error" and method == b"POST":
-        worker.init_error(request, request.body)
-        return
-    parts = rest.split("/")
-    if len(parts) == 3 and parts[0] == "invocation" and method == b"POST" and \
-            parts[2] in ("response", "error"):
-        worker.completed(request, parts[1], request.body, parts[2] == "error")
-        return
+    if method == b"POST":
+        if path.startswith(_INVOCATION_PREFIX):
+            # invocation/{id}/response or invocation/{id}/error (an id has no "/")
+            request_id, sep, kind = path[len(_INVOCATION_PREFIX):].partition(b"/")
+            if sep and (kind == b"response" or kind == b"error"):
+                worker.completed(request, request_id.decode("ascii", "replace"), request.body,
+                                 kind == b"error")
+                return
+        elif path == _INIT_ERROR_PATH:
+            worker.init_error(request, request.body)
+            return
     request.respond_json(404, {"errorMessage": "Not found", "errorType": "InvalidRequest"})
 
 
@@ -248,7 +254,6 @@ class Worker:
         self._window = 0.0
         self._lines = 0
         self._dropped = 0
-        self._nodelay: Any = None  # the transport TCP_NODELAY was set on
         #: The idle reaper and the function timeout are lazy timers: each is scheduled
         #: once and, when it fires early (the worker was busy, a later invocation is
         #: running), re-armed for what is left, instead of a callLater and a cancel per
@@ -262,7 +267,7 @@ class Worker:
 
     def spawn(self, command: list[str], env: dict[str, str]) -> None:
         reactor = self.pool.reactor
-        self.port = reactor.listenTCP(0, RuntimeApiFactory(lambda r: _route(self, r)),
+        self.port = reactor.listenTCP(0, RuntimeApiFactory(functools.partial(_route, self)),
                                       interface="127.0.0.1")
         env = dict(env)
         env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{self.port.getHost().port}"
@@ -298,17 +303,13 @@ class Worker:
         self.state = "idle"
         self.pending_next = request
         request.long_poll = True
-        self._idle_since = self.pool.reactor.seconds()
+        pool = self.pool
+        self._idle_since = pool.reactor.seconds()
         if self._reaper is None:
-            self._schedule_reap(self.pool.config.idle_timeout)
-        transport = request.transport
-        if transport is not None and transport is not self._nodelay:
-            # The event must leave now, not when Nagle's algorithm lets it.
-            if hasattr(transport, "setTcpNoDelay"):
-                transport.setTcpNoDelay(True)
-            self._nodelay = transport
-        request.on_lost = lambda: self._poll_lost(request)
-        self.pool.dispatch()
+            self._schedule_reap(pool.config.idle_timeout)
+        request.on_lost = self._poll_lost
+        if pool.queue or pool.events:
+            pool.dispatch()
 
     def _schedule_reap(self, delay: float) -> None:
         """Stop this worker after ``idle_timeout`` idle, if the pool has more than its
@@ -332,28 +333,30 @@ class Worker:
             self.state = "retiring"  # never handed another invoke
             self.kill("idle", "TERM")
 
-    def _poll_lost(self, request: RuntimeRequest) -> None:
-        if self.pending_next is request:
+    def _poll_lost(self) -> None:
+        """The held ``/next``'s connection closed (``on_lost`` of that request)."""
+        request = self.pending_next
+        if request is not None and not request.connected:
             self.pending_next = None
 
     def start(self, inv: Invocation) -> bool:
         """Answer the held ``/next`` with ``inv``; False if the poll is gone."""
         request = self.pending_next
-        if request is None or not request.connected:
-            self.pending_next = None
-            return False
         self.pending_next = None
+        if request is None or not request.connected:
+            return False
         self.state = "busy"
         self.current = inv
-        self.last_id = inv.id
+        self.last_id = inv_id = inv.id
         self.invocations += 1
+        timeout = inv.timeout
         request.respond(200, inv.payload, raw_headers=_INVOCATION_HEADERS % (
-            inv.id.encode(), int((time.time() + inv.timeout) * 1000),
+            inv_id.encode(), int((time.time() + timeout) * 1000),
             inv.function_arn.encode(), inv.trace_id.encode()))
-        self._deadline = self.pool.reactor.seconds() + inv.timeout
+        reactor = self.pool.reactor
+        self._deadline = reactor.seconds() + timeout
         if self._deadline_call is None:
-            self._deadline_call = self.pool.reactor.callLater(inv.timeout,
-                                                              self._function_timeout)
+            self._deadline_call = reactor.callLater(timeout, self._function_timeout)
         return True
 
     def completed(self, request: RuntimeRequest, request_id: str, body: bytes,
@@ -370,8 +373,13 @@ class Worker:
                                       error_type.decode("utf-8", "replace")
                                       if isinstance(error_type, bytes) else "Unhandled")
             self._finish_current(body, "Unhandled")
-        else:
-            self._finish_current(body, None)
+        else:  # _finish_current's work, inline: every invoke ends here
+            self.current = None
+            if self.state == "busy":
+                self.state = "idle" if self.pending_next is not None else "between"
+            d = current.deferred
+            if not d.called:
+                d.callback(InvokeResult(current.id, body))
         request.respond(202, b'{"status": "OK"}')
 
     def too_large(self, request: RuntimeRequest, rest: str) -> None:
@@ -607,6 +615,14 @@ class FunctionPool:
             inv.finish(throttled(inv.id))
             return inv.deferred
         inv.on_cancel = self._cancel
+        if not self.queue:
+            # Nothing waits before it: hand it straight to an idle worker (what
+            # dispatch would do, without queueing it first).
+            for worker in self.workers:
+                if worker.state == "idle" and worker.pending_next is not None:
+                    if worker.start(inv):
+                        return inv.deferred
+                    worker.state = "between"
         self.queue.append(inv)
         self.dispatch()
         return inv.deferred

@@ -92,8 +92,9 @@ class RuntimeRequest:
         if self.finished or channel is None:
             return
         self.finished = True
-        for pair in headers:
-            raw_headers += b"%s: %s\r\n" % pair
+        if headers:
+            for pair in headers:
+                raw_headers += b"%s: %s\r\n" % pair
         if not self._keep_alive:
             raw_headers += b"Connection: close\r\n"
         channel.answered(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
@@ -133,6 +134,11 @@ class RuntimeApiProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         self._writer = DirectWriter(self.transport)
+        # Every answer is small and awaited (an event, a 202): it must leave now, not
+        # when Nagle's algorithm lets it.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the client; sent once the input at hand is processed."""
@@ -166,7 +172,7 @@ class RuntimeApiProtocol(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self._buffer += data
+        self._buffer = self._buffer + data if self._buffer else data
         self._process()
 
     def _process(self) -> None:
@@ -189,37 +195,46 @@ class RuntimeApiProtocol(protocol.Protocol):
             # else a pipelined /next poll is held: earlier answers wait for its answer
 
     def _read_head(self) -> bool:
-        end = self._buffer.find(b"\r\n\r\n")
+        """Parse one request head; a ``Content-Length`` body already in the buffer (the
+        usual case: a worker writes head and body at once) is taken and the request
+        dispatched in the same call."""
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(self._buffer) > MAX_HEAD:
+            if len(buffer) > MAX_HEAD:
                 self._refuse(431, "request head too large")
             return False
         if end > MAX_HEAD:
             self._refuse(431, "request head too large")
             return False
-        head, self._buffer = self._buffer[:end], self._buffer[end + 4:]
-        lines = head.split(b"\r\n")
+        lines = buffer[:end].split(b"\r\n")
         parts = lines[0].split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             self._refuse(400, "malformed request line")
             return False
         method, path, version = parts
         headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
+        for i in range(1, len(lines)):
+            name, sep, value = lines[i].partition(b":")
             if not sep or not name or name != name.strip():
                 self._refuse(400, "malformed header")
                 return False
             headers[name.lower()] = value.strip()
-        connection = headers.get(b"connection", b"").lower()
-        keep_alive = (version == b"HTTP/1.1" and connection != b"close") or \
-            connection == b"keep-alive"
-        request = RuntimeRequest(self, method, path.split(b"?", 1)[0], headers, keep_alive)
+        connection = headers.get(b"connection")
+        if connection is None:
+            keep_alive = version == b"HTTP/1.1"
+        else:
+            connection = connection.lower()
+            keep_alive = (version == b"HTTP/1.1" and connection != b"close") or \
+                connection == b"keep-alive"
+        if b"?" in path:
+            path = path.split(b"?", 1)[0]
+        request = RuntimeRequest(self, method, path, headers, keep_alive)
         self._request = request
-        encoding = headers.get(b"transfer-encoding", b"").lower()
         length = headers.get(b"content-length")
+        encoding = headers.get(b"transfer-encoding")
         if encoding:
-            if encoding != b"chunked" or length is not None:
+            if encoding.lower() != b"chunked" or length is not None:
                 self._refuse(400, "unsupported transfer-encoding")
                 return False
             self._chunked, self._chunk_left = True, -1
@@ -227,10 +242,20 @@ class RuntimeApiProtocol(protocol.Protocol):
             if not length.isdigit():
                 self._refuse(400, "bad content-length")
                 return False
-            self._chunked, self._remaining = False, int(length)
+            size = int(length)
+            start = end + 4
+            if size <= MAX_BODY and len(buffer) - start >= size \
+                    and b"expect" not in headers:
+                request.body = buffer[start:start + size]
+                self._buffer = buffer[start + size:]
+                self.handle(request)
+                return True
+            self._chunked, self._remaining = False, size
         else:
-            self._dispatch()
+            self._buffer = buffer[end + 4:]
+            self.handle(request)
             return True
+        self._buffer = buffer[end + 4:]
         self._parts, self._size, self._reading_body = [], 0, True
         if headers.get(b"expect", b"").lower() == b"100-continue" and \
                 self.transport is not None:
@@ -312,19 +337,26 @@ class RuntimeApiProtocol(protocol.Protocol):
     def answered(self, data: bytes, keep_alive: bool) -> None:
         """Called by the current request's :meth:`RuntimeRequest.respond`."""
         self._request = None
-        self._out.append(data)
         if not keep_alive:
+            self._out.append(data)
             self._closing = True
             self._flush()
             assert self.transport is not None
             self.transport.loseConnection()
             return
         if self._processing:
+            self._out.append(data)
             return  # the loop reads on and flushes
         if self._buffer:
+            self._out.append(data)
             self._process()
-        else:
+        elif self._out:
+            self._out.append(data)
             self._flush()
+        else:
+            writer = self._writer
+            assert writer is not None
+            writer.write(data)
 
     def _refuse(self, status: int, problem: str) -> None:
         body = json.dumps({"errorMessage": problem, "errorType": "InvalidRequest"}).encode()
