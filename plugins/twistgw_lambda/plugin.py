@@ -454,13 +454,22 @@ def integrate(ctx: Context, request: IntegrationRequest) -> Any:
                    f"({MAX_PAYLOAD_BYTES} bytes).", 413)
         raise RequestTooLarge()
     trace = trace_header(ctx)
-    return _invoke(ctx, pool, payload, ref.arn, trace).addCallback(
-        _proxy_response, ctx, trace)
+    arn = ref.arn
+    try:  # pool.invoke directly (not maybeDeferred): one call fewer on every invoke
+        d = pool.invoke(payload, arn, trace)
+    except Exception:
+        d = defer.fail()
+    if not isinstance(d, defer.Deferred):
+        d = defer.succeed(d)
+    return d.addCallbacks(_proxy_response, _invoke_failed, callbackArgs=(ctx, trace),
+                          errbackArgs=(ctx, arn))
 
 
 def _proxy_response(result: InvokeResult, ctx: Context, trace: str) -> IntegrationResponse:
     """The proxy integration's response from the function's output (§2)."""
     if result.function_error is not None:
+        if result.function_error == "Throttled":
+            raise _throttled(ctx, result.request_id)
         _fail(ctx, f"Lambda execution failed with status 200 due to customer function "
                    f"error: {result.error_message}. Lambda request id: {result.request_id}",
               502)
@@ -475,9 +484,11 @@ def _proxy_response(result: InvokeResult, ctx: Context, trace: str) -> Integrati
             return parse_v2(result.payload, metadata)
         if is_http:
             return parse_v1(result.payload, decode_base64=True, metadata=metadata)
-        return parse_v1(result.payload, decode_base64=first_accept_is_binary(
-            ctx.request.headers.get("accept"), api.definition.binary_media_types),
-            trailer=(("X-Amzn-Trace-Id", trace),), metadata=metadata)
+        binary_types = api.definition.binary_media_types
+        return parse_v1(result.payload, decode_base64=bool(binary_types) and
+                        first_accept_is_binary(ctx.request.headers.get("accept"),
+                                               binary_types),
+                        trailer=(("X-Amzn-Trace-Id", trace),), metadata=metadata)
     except MalformedResponse as e:
         shown = result.payload.decode("utf-8", "replace")
         if len(shown) > 1024:

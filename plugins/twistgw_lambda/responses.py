@@ -75,6 +75,29 @@ def _decode(body: str) -> bytes:
         raise BadBase64(str(e)) from None
 
 
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads's C scanner
+
+
+def _loads(payload: bytes) -> Any:
+    """``json.loads(payload)``, or :class:`MalformedResponse` if it is not JSON.
+
+    A function's output is UTF-8 JSON text with nothing around it, so the C scanner is
+    called on it directly (``json.loads`` spends four Python calls on encoding detection
+    and framing first); anything it does not take whole (a BOM, another encoding,
+    surrounding whitespace, an error) goes through ``json.loads``, which decides."""
+    try:
+        text = payload.decode("utf-8")
+        doc, end = _scan(text, 0)
+        if end == len(text):
+            return doc
+    except (StopIteration, ValueError, RecursionError):
+        pass
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedResponse("the output is not JSON") from None
+
+
 def first_accept_is_binary(accept: str | None, binary_media_types: tuple[str, ...]) -> bool:
     """§2.1: only the *first* Accept type decides whether a base64 body is decoded."""
     if not accept:
@@ -94,48 +117,56 @@ def parse_v1(payload: bytes, *, decode_base64: bool, trailer: tuple[tuple[str, s
     :raises MalformedResponse: AWS would log "Malformed Lambda proxy response".
     :raises BadBase64: a body due for decoding is not base64 (AWS answers 500).
     """
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedResponse("the output is not JSON") from None
+    doc = _loads(payload)
     if type(doc) is not dict:
         raise MalformedResponse("the output is not a JSON object")
     if not V1_KEYS.issuperset(doc):
         raise MalformedResponse(f"unexpected keys {sorted(set(doc) - V1_KEYS)}")
-    status = doc.get("statusCode")
+    get = doc.get
+    status = get("statusCode")
     if type(status) is not int or not 100 <= status <= 599:
         status = _status(status)
-    headers = doc.get("headers")
-    multi = doc.get("multiValueHeaders")
-    if headers is not None and not isinstance(headers, dict):
+    headers = get("headers")
+    multi = get("multiValueHeaders")
+    if headers is not None and type(headers) is not dict:
         raise MalformedResponse("headers is not an object")
-    if multi is not None and not isinstance(multi, dict):
+    if multi is not None and type(multi) is not dict:
         raise MalformedResponse("multiValueHeaders is not an object")
+    # lower-cased name -> (first spelling, values); one loop per map, no generators:
+    # this runs on every REST Lambda response.
     merged: dict[str, tuple[str, list[str]]] = {}
-    for name, values in (multi or {}).items():
-        if not isinstance(values, list):
-            raise MalformedResponse(f"multiValueHeaders.{name} is not a list")
-        entry = merged.setdefault(name.lower(), (name, []))
-        entry[1].extend(_header_value(name, v) for v in values if v is not None)
-    for name, value in (headers or {}).items():
-        if value is None:
-            continue
-        text = _header_value(name, value)
-        entry = merged.setdefault(name.lower(), (name, []))
-        if text not in entry[1]:
-            entry[1].append(text)
-    body = doc.get("body")
-    if body is not None and not isinstance(body, str):
+    if multi:
+        for name, values in multi.items():
+            if type(values) is not list:
+                raise MalformedResponse(f"multiValueHeaders.{name} is not a list")
+            entry = merged.setdefault(name.lower(), (name, []))
+            entry[1].extend([_header_value(name, v) for v in values if v is not None])
+    if headers:
+        for name, value in headers.items():
+            if value is None:
+                continue
+            text = value if type(value) is str else _header_value(name, value)
+            lname = name.lower()
+            found = merged.get(lname)
+            if found is None:
+                merged[lname] = (name, [text])
+            elif text not in found[1]:
+                found[1].append(text)
+    body = get("body")
+    if body is not None and type(body) is not str:
         raise MalformedResponse("body is not a string")
-    is_b64 = doc.get("isBase64Encoded", False)
-    if is_b64 is not None and not isinstance(is_b64, bool):
+    is_b64 = get("isBase64Encoded", False)
+    if is_b64 is not None and type(is_b64) is not bool:
         raise MalformedResponse("isBase64Encoded is not a boolean")
-    raw = (body or "").encode("utf-8")
+    raw = body.encode("utf-8") if body else b""
     if is_b64 and decode_base64 and body:
         raw = _decode(body)
-    lines = tuple((name, values[0] if len(values) == 1 else ", ".join(values))
-                  for name, values in merged.values() if values)
-    return IntegrationResponse(status=status, headers=Headers(lines + trailer), body=raw,
+    lines: list[tuple[str, str]] = []
+    for name, values in merged.values():
+        if values:
+            lines.append((name, values[0] if len(values) == 1 else ", ".join(values)))
+    lines.extend(trailer)
+    return IntegrationResponse(status=status, headers=Headers(tuple(lines)), body=raw,
                                metadata=metadata)
 
 
@@ -147,10 +178,7 @@ def parse_v2(payload: bytes, metadata: Mapping[str, Any] | None = None
     :raises MalformedResponse: not JSON, or a structured response with bad fields.
     :raises BadBase64: ``isBase64Encoded`` with a body that is not base64.
     """
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedResponse("the output is not JSON") from None
+    doc = _loads(payload)
     if not isinstance(doc, dict) or "statusCode" not in doc:
         inferred = doc.encode("utf-8") if isinstance(doc, str) else payload.strip()
         return IntegrationResponse(status=200, headers=Headers(

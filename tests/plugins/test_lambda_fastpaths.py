@@ -1,0 +1,100 @@
+"""The Lambda hot path's shortcuts give exactly what the general code gives.
+
+* the shipped worker drops the answer to a result (a 202, every invoke) after parsing
+  only its framing, and falls back to the full parser for anything else;
+* the worker's event decoding and the gateway's output decoding call json's C scanner
+  directly and must agree with ``json.loads`` on every input, errors included.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twistgw_lambda import responses, worker
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) |
+    st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) |
+    st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=10)
+AROUND = st.sampled_from([b"", b" ", b"\n", b"\xef\xbb\xbf", b"\x00", b"x"])
+
+
+def _client(answers: bytes) -> tuple[worker._Client, socket.socket]:
+    """A worker client whose Runtime API is the other end of a socketpair that has
+    already sent ``answers``."""
+    ours, theirs = socket.socketpair()
+    client = worker._Client.__new__(worker._Client)
+    client.sock, client.host, client.buffer = ours, b"h", b""
+    client.next_request = b"GET /next HTTP/1.1\r\n\r\n"
+    theirs.sendall(answers)
+    return client, theirs
+
+
+EVENT = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+         b"Lambda-Runtime-Aws-Request-Id: r-2\r\nContent-Length: 9\r\n\r\n{\"e\": 2}\n")
+
+
+@pytest.mark.parametrize("first", [
+    b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 16\r\n\r\n{\"status\": \"OK\"}",
+    b"HTTP/1.1 202 Accepted\r\ncontent-length:  2 \r\n\r\n{}",
+    b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\nContent-Length: 2\r\n\r\n{}",
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+])
+def test_the_answer_to_a_result_is_dropped_whatever_its_framing(first: bytes) -> None:
+    client, server = _client(first + EVENT)
+    try:
+        status, headers, body = client.exchange(b"POST /r HTTP/1.1\r\n\r\n")
+        assert (status, headers[b"lambda-runtime-aws-request-id"], body) == (
+            200, b"r-2", b"{\"e\": 2}\n")
+        assert client.buffer == b""
+        sent = server.recv(4096)
+        assert sent == b"POST /r HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n"
+    finally:
+        client.sock.close()
+        server.close()
+
+
+def test_an_answer_split_across_reads_is_dropped_whole() -> None:
+    client, server = _client(b"HTTP/1.1 202 Accepted\r\nContent-Len")
+    try:
+        server.sendall(b"gth: 2\r\n\r\n{}" + EVENT)
+        assert client.exchange(b"x")[2] == b"{\"e\": 2}\n"
+    finally:
+        client.sock.close()
+        server.close()
+
+
+def _outcome(decode: Any, raw: bytes) -> tuple[str, str]:
+    try:
+        return "ok", repr(decode(raw))  # repr: NaN is not equal to itself
+    except responses.MalformedResponse:
+        return "error", ""
+    except ValueError:
+        return "error", ""
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=JSON, before=AROUND, after=AROUND)
+def test_decoding_agrees_with_json_loads(doc: Any, before: bytes, after: bytes) -> None:
+    raw = before + json.dumps(doc, ensure_ascii=False).encode("utf-8") + after
+    expected = _outcome(json.loads, raw)
+    assert _outcome(worker._loads, raw) == expected
+    assert _outcome(responses._loads, raw) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=12) | st.sampled_from([
+    "{}".encode("utf-16"), "[1]".encode("utf-32"), b'"\xed\xa0\x80"', b"1 2", b"{} "]))
+def test_decoding_agrees_with_json_loads_on_any_bytes(raw: bytes) -> None:
+    expected = _outcome(json.loads, raw)
+    assert _outcome(worker._loads, raw) == expected
+    assert _outcome(responses._loads, raw) == expected
