@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from json.encoder import encode_basestring_ascii
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from twistgw import Context, IntegrationRequest
@@ -139,7 +139,7 @@ def _body(ctx: Context, request: IntegrationRequest) -> tuple[str | None, bool]:
     """REST / 1.0 body: ``null`` when empty; base64 iff Content-Type is a binary type."""
     body = request.body
     api = ctx.api
-    binary = api is not None and matches_media_type(
+    binary = api is not None and bool(api.binary_media_types) and matches_media_type(
         _media_type(request.headers.get("content-type")), api.binary_media_types)
     if binary:
         return (base64.b64encode(body).decode("ascii") if body else None), True
@@ -267,6 +267,20 @@ def _v1_query(request: IntegrationRequest) -> tuple[dict[str, str], dict[str, li
 
 
 _enc = encode_basestring_ascii  # '"text"', escaped as json.dumps escapes it
+#: json.dumps's own C encoder, built once (markers None: our maps hold only strings,
+#: and lists of strings, so there is no cycle to detect); "".join of its output is
+#: exactly ``json.dumps(obj)`` for a dict.
+_c_encode = c_make_encoder(None, None, encode_basestring_ascii, None, ": ", ", ", False,
+                           False, True) if c_make_encoder is not None else None
+
+
+def _json_dict(mapping: dict[str, Any]) -> str:
+    """``json.dumps`` of a non-empty dict of strings (or lists of strings), or ``null``."""
+    if not mapping:
+        return "null"
+    if _c_encode is None:
+        return json.dumps(mapping)
+    return "".join(_c_encode(mapping, 0))
 
 
 def _json_map(mapping: Mapping[str, str]) -> str:
@@ -286,6 +300,50 @@ def _json_text(value: str | None) -> str:
     return "null" if value is None else _enc(value)
 
 
+class _RestFragments:
+    """The parts of a REST event's JSON text that are the same for every request of one
+    route, stage and method (pre-escaped once, see :func:`rest_payload`)."""
+
+    __slots__ = ("after_path", "before_domain", "edge", "identity", "keep", "resource",
+                 "tail")
+
+    def __init__(self, ctx: Context) -> None:
+        route, api, stage = ctx.route, ctx.deployment_api, ctx.stage
+        assert route is not None and api is not None and stage is not None
+        #: What the cache entry stands for: checked by identity on every hit.
+        self.keep = (route, api, stage, ctx.method)
+        self.edge = api.config.endpoint_type == "EDGE"
+        method = _enc(ctx.method)
+        resource = _enc(route.operation.path)
+        self.after_path = f', "httpMethod": {method}, "headers": '
+        self.before_domain = (
+            f', "stageVariables": {_json_map(ctx.stage_variables)}, '
+            f'"requestContext": {{"accountId": "{ACCOUNT_ID}", "apiId": {_enc(api.id)}, '
+            f'"deploymentId": {_enc(deployment_id(ctx))}, "domainName": ')
+        self.identity = f', "httpMethod": {method}, "identity": {_IDENTITY_HEAD}'
+        self.tail = (f', "resourceId": {_enc(route.resource_id)}, '
+                     f'"resourcePath": {resource}, "stage": {_enc(stage.name)}}}, "body": ')
+        self.resource = f'{{"resource": {resource}, "path": '
+
+#: id(route) -> its fragments; bounded (a reload builds new routes).
+_FRAGMENTS: dict[int, _RestFragments] = {}
+_MAX_FRAGMENTS = 1024
+
+
+def _rest_fragments(ctx: Context) -> _RestFragments:
+    route = ctx.route
+    cached = _FRAGMENTS.get(id(route))
+    if cached is not None:
+        keep = cached.keep
+        if keep[0] is route and keep[1] is ctx.deployment_api and keep[2] is ctx.stage \
+                and keep[3] == ctx.method:
+            return cached
+    if len(_FRAGMENTS) >= _MAX_FRAGMENTS:
+        _FRAGMENTS.clear()
+    cached = _FRAGMENTS[id(route)] = _RestFragments(ctx)
+    return cached
+
+
 def rest_payload(ctx: Context, request: IntegrationRequest) -> bytes:
     """The REST event (payload 1.0) as the JSON bytes sent to the function, exactly
     ``json.dumps(rest_event(ctx, request))``.
@@ -294,38 +352,37 @@ def rest_payload(ctx: Context, request: IntegrationRequest) -> bytes:
     principal, no client certificate) writes the text directly from the same field
     helpers :func:`rest_event` uses: the generic encoder re-escaped every key and walked
     two dozen constant values per request, about as much work as building the event.
-    The rest goes through :func:`rest_event` and ``json.dumps``.
+    What is the same for every request of a route (resource, method, API, stage,
+    stage variables) is escaped once per route; the header and query maps go through
+    ``json.dumps``'s C encoder in one call each.  The rest goes through
+    :func:`rest_event` and ``json.dumps``.
     """
-    route, api, stage = ctx.route, ctx.deployment_api, ctx.stage
-    if ctx.principal is not None or _client_cert(ctx) is not None or route is None or \
-            api is None or stage is None:
+    if ctx.principal is not None or ctx.route is None or ctx.deployment_api is None or \
+            ctx.stage is None or _client_cert(ctx) is not None:
         return json.dumps(rest_event(ctx, request)).encode("utf-8")
+    parts = _rest_fragments(ctx)
     headers, multi = _v1_headers(gateway_headers(ctx, request))
-    query, multi_query = _v1_query(request)
+    query, multi_query = _v1_query(request) if request.query else ({}, {})
     body, is_b64 = _body(ctx, request)
-    domain = ctx.domain_name or ctx.request.host
-    method = _enc(ctx.method)
-    resource = _enc(route.operation.path)
+    inbound = ctx.request
+    domain = ctx.domain_name or inbound.host
+    path_params = ctx.path_params
     text = (
-        f'{{"resource": {resource}, "path": {_enc(ctx.path)}, "httpMethod": {method}, '
-        f'"headers": {_json_map(headers)}, "multiValueHeaders": {_json_multi(multi)}, '
-        f'"queryStringParameters": {_json_map(query)}, '
-        f'"multiValueQueryStringParameters": {_json_multi(multi_query)}, '
-        f'"pathParameters": {_json_map(ctx.path_params)}, '
-        f'"stageVariables": {_json_map(ctx.stage_variables)}, '
-        f'"requestContext": {{"accountId": "{ACCOUNT_ID}", "apiId": {_enc(api.id)}, '
-        f'"deploymentId": {_enc(deployment_id(ctx))}, "domainName": {_enc(domain)}, '
+        f'{parts.resource}{_enc(ctx.path)}{parts.after_path}{_json_dict(headers)}, '
+        f'"multiValueHeaders": {_json_dict(multi)}, '
+        f'"queryStringParameters": {_json_dict(query)}, '
+        f'"multiValueQueryStringParameters": {_json_dict(multi_query)}, '
+        f'"pathParameters": {_json_map(path_params) if path_params else "null"}'
+        f'{parts.before_domain}{_enc(domain)}, '
         f'"domainPrefix": {_enc(domain.split(".", 1)[0])}, '
-        f'"extendedRequestId": {_enc(ctx.extended_request_id)}, "httpMethod": {method}, '
-        f'"identity": {_IDENTITY_HEAD}{_enc(source_ip(ctx))}, "user": null, '
-        f'"userAgent": {_json_text(ctx.request.headers.get("user-agent"))}, '
+        f'"extendedRequestId": {_enc(ctx.extended_request_id)}{parts.identity}'
+        f'{_enc(source_ip(ctx) if parts.edge else inbound.client_ip)}, "user": null, '
+        f'"userAgent": {_json_text(inbound.headers.get("user-agent"))}, '
         f'"userArn": null}}, "path": {_enc(ctx.request_path)}, "protocol": "HTTP/1.1", '
         f'"requestId": {_enc(ctx.request_id)}, '
         f'"requestTime": {_enc(request_time(ctx.received_at))}, '
-        f'"requestTimeEpoch": {int(ctx.received_at * 1000)}, '
-        f'"resourceId": {_enc(route.resource_id)}, "resourcePath": {resource}, '
-        f'"stage": {_enc(stage.name)}}}, "body": {_json_text(body)}, '
-        f'"isBase64Encoded": {"true" if is_b64 else "false"}}}')
+        f'"requestTimeEpoch": {int(ctx.received_at * 1000)}{parts.tail}'
+        f'{_json_text(body)}, "isBase64Encoded": {"true" if is_b64 else "false"}}}')
     return text.encode("ascii")
 
 

@@ -613,3 +613,47 @@ def test_rest_payload_is_byte_for_byte_json_dumps_of_the_event(
     finally:
         h._undo()  # type: ignore[attr-defined]
     assert len(checked) == 1
+
+
+def test_rest_payload_fragments_are_per_route_stage_and_method(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    """What ``rest_payload`` escapes once per route (resource, method, stage and its
+    variables) never leaks into another route, stage or method of an ANY route: every
+    combination, in turn and again, is byte-identical to ``json.dumps(rest_event(...))``."""
+    import twistgw_lambda.plugin as plugin_module
+    from twistgw_lambda.events import rest_event, rest_payload
+
+    seen: list[dict[str, Any]] = []
+
+    def checking(ctx: Any, request: Any) -> bytes:
+        fast = rest_payload(ctx, request)
+        assert fast == json.dumps(rest_event(ctx, request)).encode("utf-8")
+        seen.append(json.loads(fast))
+        return fast
+
+    monkeypatch.setattr(plugin_module, "rest_payload", checking)
+    h, _pool = make_gateway(
+        tmp_path, {"/a": {"x-amazon-apigateway-any-method": lambda_op()},
+                   "/b/{id}": {"get": lambda_op()}},
+        stages=[{"name": "prod", "variables": {"v": "1"}},
+                {"name": "beta", "variables": {"v": "2", "w": "x-y"}}])
+    try:
+        for _round in range(2):
+            for stage in ("prod", "beta"):
+                for method, path in (("GET", "/a"), ("DELETE", "/a"), ("GET", "/b/x")):
+                    run(h, make_inbound(method, f"/{stage}{path}"))
+    finally:
+        h._undo()  # type: ignore[attr-defined]
+    assert [(e["httpMethod"], e["resource"], e["requestContext"]["stage"],
+             e["stageVariables"]["v"]) for e in seen[:6]] == [
+        ("GET", "/a", "prod", "1"), ("DELETE", "/a", "prod", "1"),
+        ("GET", "/b/{id}", "prod", "1"), ("GET", "/a", "beta", "2"),
+        ("DELETE", "/a", "beta", "2"), ("GET", "/b/{id}", "beta", "2")]
+
+    def constant(event: dict[str, Any]) -> dict[str, Any]:
+        context = {k: v for k, v in event["requestContext"].items() if k not in (
+            "requestId", "extendedRequestId", "requestTime", "requestTimeEpoch")}
+        return {**event, "requestContext": context, "headers": None,
+                "multiValueHeaders": None}
+
+    assert [constant(e) for e in seen[6:]] == [constant(e) for e in seen[:6]]
