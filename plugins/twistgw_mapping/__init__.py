@@ -32,7 +32,7 @@ import json
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from twisted.logger import Logger
 
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
         Context,
         IntegrationResponse,
         Registry,
+        StashKey,
     )
     from twistgw.definition import Integration, IntegrationResponseConfig
     from twistgw.deployment import Route
@@ -89,6 +90,9 @@ _ILLEGAL_OVERRIDE_HEADERS = frozenset(h.lower() for h in (
     "Content-Length", "Transfer-Encoding", "X-Amzn-Trace-Id", "X-Amzn-Apigateway-Api-Id"))
 _ILLEGAL_AWS_OVERRIDE_HEADERS = _ILLEGAL_OVERRIDE_HEADERS | frozenset(h.lower() for h in (
     "Authorization", "Connection", "Expect", "Proxy-Authenticate", "TE"))
+
+#: :data:`OVERRIDES` typed for ``Stash.get(..., None)`` (one lookup on the request path).
+_OVERRIDES_OR_NONE = cast("StashKey[Overrides | None]", OVERRIDES)
 
 #: (``OVERRIDES``, from :mod:`.namespaces`) The request's
 #: ``$context.requestOverride``/``responseOverride``: the request template writes them,
@@ -189,34 +193,51 @@ def check_content_handling(route: Route) -> None:
 # last and rebuilt the response from the integration response.
 
 
-def _render(ctx: Context, source: str | None, body: bytes, phase: str,
+#: A template as the request path uses it: the literal body, the parsed template, or why
+#: it does not parse (only under ``strict: false``; the route check refuses it otherwise).
+Prepared = bytes | Template | TemplateError
+
+
+def _prepared(route: Route, source: str | None) -> Prepared:
+    """``source`` compiled (once per route, through :func:`_template`), or its error."""
+    try:
+        return _template(route, source)
+    except TemplateError as e:
+        return e
+
+
+def _render(ctx: Context, compiled: Prepared, body: bytes, phase: str,
             fin: Finish | None = None) -> bytes:
     """Render a request or response template; any failure is AWS's 500.
 
     ``phase`` ("request" or "response") only words the log line.  A template that does
-    not parse reaches this point only under ``strict: false`` (the route check refused
-    it otherwise) and answers 500 like one that fails to render.
+    not parse reaches this point only under ``strict: false`` and answers 500 like one
+    that fails to render.
     """
-    route = ctx.route
-    assert route is not None
+    if isinstance(compiled, bytes):
+        return compiled
+    if isinstance(compiled, TemplateError):
+        _failed(ctx, phase, compiled)
     try:
-        compiled = _template(route, source)
-        if isinstance(compiled, bytes):
-            return compiled
         text = compiled.render(template_variables(ctx, body, fin))
-    except TemplateLimitError as e:
-        log.error("({request_id}) Execution failed due to configuration error: the "
-                  "{phase} mapping template exceeded a limit: {problem}",
-                  request_id=ctx.request_id, phase=phase, problem=str(e))
-        raise ApiConfigurationError() from None
     except TemplateError as e:
-        log.error("({request_id}) Execution failed due to configuration error: Unable to "
-                  "transform {phase}: {problem}", request_id=ctx.request_id, phase=phase,
-                  problem=str(e))
-        raise ApiConfigurationError() from None
+        _failed(ctx, phase, e)
     # A lone surrogate (a JSON body may spell one as "\ud800") becomes '?', as Java's
     # UTF-8 encoder writes it.
     return text.encode("utf-8", "replace")
+
+
+def _failed(ctx: Context, phase: str, error: TemplateError) -> NoReturn:
+    """Log why the ``phase`` template failed; AWS's 500."""
+    if isinstance(error, TemplateLimitError):
+        log.error("({request_id}) Execution failed due to configuration error: the "
+                  "{phase} mapping template exceeded a limit: {problem}",
+                  request_id=ctx.request_id, phase=phase, problem=str(error))
+    else:
+        log.error("({request_id}) Execution failed due to configuration error: Unable to "
+                  "transform {phase}: {problem}", request_id=ctx.request_id, phase=phase,
+                  problem=str(error))
+    raise ApiConfigurationError() from None
 
 
 @hookimpl(tryfirst=True)
@@ -228,12 +249,11 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     content_type = ctx.request.headers.get("content-type")
     route = ctx.route
     assert route is not None
-    literal = memoize(route, ("mapping.literal_request", content_type),
-                      lambda: _literal_request(ctx, integration, content_type))
+    literal, source, compiled = memoize(
+        route, ("mapping.request", content_type),
+        lambda: _request_plan(ctx, route, integration, content_type))
     if literal is not None:
         return _with_body(request, literal)
-    source = memoize(route, ("mapping.request", content_type),
-                     lambda: _request_template(integration, content_type))
     if source is _UNSUPPORTED:
         raise UnsupportedMediaType()
     handling = integration.content_handling
@@ -250,14 +270,28 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     if source is _PASS:
         body = request.body
     else:
-        body = _render(ctx, source, request.body, "request")
+        body = _render(ctx, compiled, request.body, "request")
     if handling == binary.CONVERT_TO_BINARY:
         body = _decoded(ctx, body, "request")
-    if source is not _PASS and OVERRIDES in ctx.stash:
-        return _apply_request_overrides(ctx, integration, request, body, ctx.stash[OVERRIDES])
-    if source is _PASS and body is request.body:
+    if source is not _PASS:
+        overrides = ctx.stash.get(_OVERRIDES_OR_NONE, None)
+        if overrides is not None:
+            return _apply_request_overrides(ctx, integration, request, body, overrides)
+    elif body is request.body:
         return None
     return _with_body(request, body)
+
+
+def _request_plan(ctx: Context, route: Route, integration: Integration,
+                  content_type: str | None) -> tuple[bytes | None, Any, Prepared | None]:
+    """What a request with ``content_type`` needs, the same for the whole route: the
+    literal body (when that is all), the template source (or :data:`_PASS`,
+    :data:`_UNSUPPORTED`) and the compiled template."""
+    literal = _literal_request(ctx, integration, content_type)
+    source = _request_template(integration, content_type)
+    if literal is not None or source is _PASS or source is _UNSUPPORTED:
+        return literal, source, None
+    return None, source, _prepared(route, source)
 
 
 def _literal_request(ctx: Context, integration: Integration, content_type: str | None
@@ -335,31 +369,46 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
     ``extras["request_override"]`` (``{"header": {...}, "querystring": {...}, "path":
     {...}}`` of strings) for integrations that build their request from mappings only."""
     wanted = overrides.request
-    header = {to_text(k): to_text(v) for k, v in _as_map(wanted.get("header")).items()}
-    query = {to_text(k): to_text(v) for k, v in _as_map(wanted.get("querystring")).items()}
-    path = {to_text(k): to_text(v) for k, v in _as_map(wanted.get("path")).items()}
+    header = _strings(wanted.get("header"))
+    query = _strings(wanted.get("querystring"))
+    path = _strings(wanted.get("path"))
     if not (header or query or path):
         return _with_body(request, body)
-    illegal = _ILLEGAL_AWS_OVERRIDE_HEADERS if integration.type == "AWS" \
-        else _ILLEGAL_OVERRIDE_HEADERS
-    for name in header:
-        if name.lower() in illegal:
-            log.error("({request_id}) Execution failed due to configuration error: "
-                      "requestOverride may not set the header {name}",
-                      request_id=ctx.request_id, name=name)
-            raise ApiConfigurationError()
     headers = request.headers
-    for name, value in header.items():
-        headers = headers.with_set(name, value)
-    pairs = [(k, v) for k, v in request.query if k not in query]
-    pairs.extend(query.items())
-    params = dict(request.path_params)
-    params.update(path)
-    extras = dict(request.extras)
-    extras["request_override"] = {"header": header, "querystring": query, "path": path}
+    if header:
+        illegal = _ILLEGAL_AWS_OVERRIDE_HEADERS if integration.type == "AWS" \
+            else _ILLEGAL_OVERRIDE_HEADERS
+        # each name replaces every line of that name (Headers.with_set in turn, in one
+        # pass): the last spelling of a name wins, placed after the kept lines
+        replaced: dict[str, tuple[str, str]] = {}
+        for name, value in header.items():
+            lname = name.lower()
+            if lname in illegal:
+                log.error("({request_id}) Execution failed due to configuration error: "
+                          "requestOverride may not set the header {name}",
+                          request_id=ctx.request_id, name=name)
+                raise ApiConfigurationError()
+            replaced.pop(lname, None)
+            replaced[lname] = (name, value)
+        headers = Headers((*[line for line in headers.items
+                             if line[0].lower() not in replaced], *replaced.values()))
+    pairs = request.query
+    if query:
+        pairs = (*[(k, v) for k, v in pairs if k not in query], *query.items())
+    params = {**request.path_params, **path} if path else request.path_params
     return IntegrationRequest(
-        method=request.method, uri=request.uri, headers=headers, query=tuple(pairs),
-        path_params=params, body=body, timeout=request.timeout, extras=extras)
+        method=request.method, uri=request.uri, headers=headers, query=pairs,
+        path_params=params, body=body, timeout=request.timeout,
+        extras={**request.extras, "request_override": {
+            "header": header, "querystring": query, "path": path}})
+
+
+def _strings(value: Any) -> dict[str, str]:
+    """An override map as text (keys and values rendered as templates render them)."""
+    if not value or not isinstance(value, dict):
+        return {}
+    return {k if type(k) is str else to_text(k): v if type(v) is str else to_text(v)
+            for k, v in value.items()}
 
 
 def _as_map(value: Any) -> dict[Any, Any]:
@@ -415,7 +464,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     route = ctx.route
     assert route is not None
     accept = ctx.request.headers.get("accept")
-    if OVERRIDES not in ctx.stash:
+    if ctx.stash.get(_OVERRIDES_OR_NONE, None) is None:
         # A literal template with no header mappings answers the same on every request:
         # the method response is built once per route, selection and Accept.
         static = memoize(route, ("mapping.static", selection, accept),
@@ -438,8 +487,8 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
         if value is None:
             continue
         _add_header(headers, name, value)
-    template = memoize(route, ("mapping.template", id(chosen), accept),
-                       lambda: _pick_template(chosen.response_templates, accept))
+    template, compiled = memoize(route, ("mapping.template", id(chosen), accept),
+                                 lambda: _response_template(route, chosen, accept))
     body = integration_response.body
     action = binary.ResponseAction.KEEP
     payload_binary = False
@@ -460,13 +509,21 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
                       "response template cannot apply to a binary body",
                       request_id=ctx.request_id)
             raise ApiConfigurationError()
-        body = _render(ctx, template, body, "response", fin)
+        body = _render(ctx, compiled, body, "response", fin)
     if action is binary.ResponseAction.DECODE:
         body = _decoded(ctx, body, "response")
     status = int(chosen.status_code)
-    if OVERRIDES in ctx.stash:
-        status = _apply_response_overrides(ctx.stash[OVERRIDES], status, headers)
+    overrides = ctx.stash.get(_OVERRIDES_OR_NONE, None)
+    if overrides is not None:
+        status = _apply_response_overrides(overrides, status, headers)
     return Response(status=status, headers=Headers(tuple(headers)), body=body)
+
+
+def _response_template(route: Route, chosen: IntegrationResponseConfig, accept: str | None
+                       ) -> tuple[str | None, Prepared | None]:
+    """The response template for ``accept`` and its compiled form (once per route)."""
+    template = _pick_template(chosen.response_templates, accept)
+    return template, _prepared(route, template) if template else None
 
 
 def _static_response(ctx: Context, integration: Integration, selection: str,

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from twistgw_mapping.namespaces import (
     OVERRIDES,
     ContextObject,
+    Overrides,
     escape_javascript,
     json_path,
     parse_json,
@@ -748,3 +749,43 @@ def test_parse_json_is_json_loads(text: str) -> None:
     except TemplateRenderError as e:
         got = ("error", str(e).removeprefix("invalid JSON: "))
     assert got == expected
+
+
+_HEADER_NAMES = st.sampled_from(["A", "a", "B", "x-B", "X-b", "Host"])
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.tuples(_HEADER_NAMES, st.sampled_from(["1", "2"])), max_size=6),
+       header=st.dictionaries(_HEADER_NAMES, st.sampled_from(["v", 7, None]), max_size=4),
+       query=st.dictionaries(st.sampled_from(["q", "r"]), st.just("o"), max_size=2),
+       path=st.dictionaries(st.sampled_from(["p", "n"]), st.just("o"), max_size=2))
+def test_request_overrides_apply_like_setting_each_one_in_turn(
+        lines: list[tuple[str, str]], header: dict[str, Any], query: dict[str, str],
+        path: dict[str, str]) -> None:
+    """The integration request rebuilt in one pass equals setting each override header
+    with ``Headers.with_set`` in turn, replacing query pairs and path parameters."""
+    overrides = Overrides()
+    overrides.request["header"].update(header)
+    overrides.request["querystring"].update(query)
+    overrides.request["path"].update(path)
+    request = IntegrationRequest(method="POST", uri="http://x/", headers=Headers(tuple(lines)),
+                                 query=(("q", "1"), ("s", "2"), ("q", "3")),
+                                 path_params={"p": "1", "k": "2"}, extras={"e": 1})
+    integration = Integration(type="HTTP", uri="http://x/")
+    ctx = make_context(make_inbound("POST", "/prod/x"))
+    got = twistgw_mapping._apply_request_overrides(ctx, integration, request, b"body",
+                                                   overrides)
+    headers = request.headers
+    texts = {to_text(k): to_text(v) for k, v in header.items()}
+    for name, value in texts.items():
+        headers = headers.with_set(name, value)
+    assert got.headers.items == headers.items
+    assert got.query == (*[(k, v) for k, v in request.query if k not in query], *query.items())
+    assert dict(got.path_params) == {**request.path_params, **path}
+    assert got.body == b"body"
+    if header or query or path:
+        assert dict(got.extras) == {"e": 1, "request_override": {
+            "header": texts, "querystring": query, "path": path}}
+    else:
+        assert got.extras == request.extras
