@@ -113,7 +113,7 @@ class Outcome:
         return self.finish.error
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # dict-backed: cheaper to build (see twistgw.models)
 class Exchange:
     """The finished request: context, the response to write and the outcome."""
 
