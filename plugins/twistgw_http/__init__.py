@@ -45,7 +45,8 @@ from twistgw import (
 from twistgw.reload import ReloadStep
 from twistgw.tracing import trace_header
 
-from .client import BackendAnswer, BackendClient, HttpSettings, parse_settings
+from .client import BackendClient, HttpSettings, parse_settings
+from .fastclient import Target, checked_name, parse_target, request_head, request_names
 from .params import check_parameters, compile_parameters
 from .response_params import apply_response_parameters, check_response_parameters
 
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "map_request",
            "integrate", "map_response",
-           "TYPES", "integration_request", "build_url", "outbound_headers",
+           "TYPES", "integration_request", "build_url", "outbound_headers", "outbound_head",
            "proxy_response_headers", "trace_id"]
 
 log = Logger()
@@ -471,36 +472,100 @@ def proxy_response_headers(headers: Sequence[tuple[str, str]], length: int | Non
     return Headers(tuple(out))
 
 
+def outbound_head(ctx: Context, request: IntegrationRequest, settings: HttpSettings,
+                  proxy: bool, target: Target, path: str) -> bytes:
+    """The request head the backend gets, built in one pass: the same bytes as
+    ``request_head(method, path, host, outbound_headers(...), length)``, which is what
+    it falls back to when a value holds a CR or LF (tested to be equal).
+
+    One loop over the headers instead of three (filter, check, format) and one format
+    for the headers API Gateway adds: building the head showed in the proxy profile.
+    """
+    api = ctx.deployment_api
+    assert api is not None
+    method = request.method
+    own = _OWN_PROXY if proxy else _OWN
+    names = request_names
+    parts = [f"{method} {path} HTTP/1.1\r\nHost: {target.host_header}\r\n"]
+    for name, value in request.headers.items:
+        lname = names.get(name)
+        if lname is None:
+            lname = checked_name(name)
+        if lname not in own:
+            parts.append(f"{name}: {value}\r\n")
+    lines = len(parts) + 1  # the request line and Host, one per header
+    if proxy:
+        inbound = ctx.request
+        peer = inbound.client_ip
+        incoming = inbound.headers.get_all("x-forwarded-for") \
+            if settings.trusted_proxies else None
+        forwarded = ", ".join([*incoming, peer]) if incoming and settings.trusts(peer) \
+            else peer
+        parts.append(f"X-Forwarded-For: {forwarded}\r\nX-Forwarded-Proto: {inbound.scheme}"
+                     f"\r\nX-Forwarded-Port: {inbound.server_port}\r\n"
+                     f"X-Amzn-Apigateway-Api-Id: {api.id}\r\n"
+                     f"X-Amzn-Trace-Id: {trace_id(ctx)}\r\n")
+        lines += 5
+    else:
+        parts.append(f"X-Amzn-Apigateway-Api-Id: {api.id}\r\n"
+                     f"X-Amzn-Trace-Id: {trace_id(ctx)}\r\n")
+        lines += 2
+    body = request.body
+    if body or method in _BODY_ALWAYS:
+        parts.append(f"Content-Length: {len(body)}\r\n\r\n")
+        lines += 2
+    else:
+        parts.append("\r\n")
+        lines += 1
+    head = "".join(parts)
+    # Exactly one CR and one LF per line written: anything more came from a value, which
+    # request_head turns into spaces.
+    if head.count("\n") != lines or head.count("\r") != lines:
+        return request_head(method, path, target.host_header,
+                            outbound_headers(ctx, request, settings, proxy),
+                            len(body) if body or method in _BODY_ALWAYS else None)
+    try:
+        return head.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ApiConfigurationError() from None
+
+
+_BODY_ALWAYS = frozenset(("POST", "PUT", "PATCH"))
+
+
 def _call(ctx: Context, request: IntegrationRequest, proxy: bool
           ) -> Deferred[IntegrationResponse]:
     api = ctx.deployment_api
     assert api is not None
     client = _state.client_for(api.gateway)
     url = build_url(ctx, request, proxy)
-    headers = outbound_headers(ctx, request, client.settings, proxy)
     integration = ctx.integration
     insecure = integration is not None and \
         integration.tls_config.get("insecureSkipVerification") is True
     started = time.monotonic()
     head = request.method == "HEAD"
 
-    def respond(answer: BackendAnswer) -> IntegrationResponse:
-        latency = int((time.monotonic() - started) * 1000)
+    def respond(status: int, headers: Sequence[tuple[str, str]], body: bytes,
+                length: int | None) -> IntegrationResponse:
+        metadata = MappingProxyType({"latency_ms": int((time.monotonic() - started) * 1000)})
         if proxy:
             # A HEAD answer's Content-Length (of the body not sent) stays among the
             # headers, where the remapping already renames it.
-            length = answer.length if not head else None
-            return IntegrationResponse(status=answer.status,
-                                       headers=proxy_response_headers(answer.headers, length),
-                                       body=answer.body,
-                                       metadata=MappingProxyType({"latency_ms": latency}))
-        return IntegrationResponse(status=answer.status, headers=Headers(answer.headers),
-                                   body=answer.body,
-                                   metadata=MappingProxyType({"latency_ms": latency}))
-    d: Deferred[IntegrationResponse] = client.send(
-        request.method, url, headers, request.body, timeout=request.timeout,
-        insecure=insecure, shape=respond)
-    return d
+            return IntegrationResponse(status=status, headers=proxy_response_headers(
+                headers, None if head else length), body=body, metadata=metadata)
+        return IntegrationResponse(status=status, headers=Headers(headers), body=body,
+                                   metadata=metadata)
+    if not client.fast_client:
+        d: Deferred[IntegrationResponse] = client.send(
+            request.method, url, outbound_headers(ctx, request, client.settings, proxy),
+            request.body, timeout=request.timeout, insecure=insecure,
+            shape=lambda answer: respond(*answer))
+        return d
+    target, path = parse_target(url)
+    return client.send_head(target, request.method,
+                            outbound_head(ctx, request, client.settings, proxy, target, path),
+                            request.body, timeout=request.timeout, decode=True,
+                            insecure=insecure, respond=respond)
 
 
 @hookimpl

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
@@ -336,21 +336,31 @@ class _SkipChainVerification:
         return connection
 
 
+Respond = Callable[[int, Sequence[tuple[str, str]], bytes, "int | None"], _T]
+"""Makes what the caller wants of an answer from its ``(status, headers, body,
+length)``, the fields of :class:`BackendAnswer`."""
+
+
+def _as_answer(status: int, headers: Sequence[tuple[str, str]], body: bytes,
+               length: int | None) -> BackendAnswer:
+    return BackendAnswer(status, headers, body, length)
+
+
 class _FastCall:
     """The bookkeeping of one fast-client exchange, settled once by :meth:`finish`:
-    the backend's slot and breaker verdict, the answer decoded and shaped."""
+    the backend's slot and breaker verdict, the answer decoded and handed to
+    ``respond``."""
 
-    __slots__ = ("client", "decode", "guard", "shape", "started", "timeout")
+    __slots__ = ("client", "decode", "guard", "respond", "started", "timeout")
 
     def __init__(self, client: BackendClient, guard: HostGuard, started: float,
-                 timeout: float, decode: bool, shape: Callable[[BackendAnswer], Any] | None
-                 ) -> None:
+                 timeout: float, decode: bool, respond: Respond[Any]) -> None:
         self.client = client
         self.guard = guard
         self.started = started
         self.timeout = timeout
         self.decode = decode
-        self.shape = shape
+        self.respond = respond
 
     def finish(self, result: RawAnswer | BaseException) -> Any:
         """The answer (shaped), or raise the gateway error the failure maps to."""
@@ -366,17 +376,22 @@ class _FastCall:
                 error = _network_error(result)
             client._judge(guard, error, self.started, self.timeout)
             raise error
-        try:
-            answer = client._answer(*result, self.decode)
-        except IntegrationFailure as e:
-            client._judge(guard, e, self.started, self.timeout)
-            raise
+        status, pairs, body, length, encoded = result
+        headers: Sequence[tuple[str, str]] = pairs
+        if encoded and self.decode:
+            try:
+                status, headers, body, length = client._answer(status, pairs, body,
+                                                               length, True)
+            except IntegrationFailure as e:
+                client._judge(guard, e, self.started, self.timeout)
+                raise
         guard.succeeded()
-        shape = self.shape
-        return answer if shape is None else shape(answer)
+        return self.respond(status, headers, body, length)
 
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
+#: Methods whose request always carries a Content-Length, even for an empty body.
+_BODY_ALWAYS = frozenset(("POST", "PUT", "PATCH"))
 #: Backends tracked per client before idle ones are forgotten.
 _MAX_GUARDS = 10_000
 
@@ -389,6 +404,8 @@ class BackendClient:
     def __init__(self, reactor: Any, settings: HttpSettings) -> None:
         self.settings = settings
         self.reactor = reactor
+        #: ``client: fast`` (the usual case), looked up on every request.
+        self.fast_client = settings.client == "fast"
         self._fast: dict[bool, FastPool] = {}
         self._agents: dict[bool, tuple[Agent, HTTPConnectionPool]] = {}
         self.guards: dict[tuple[str, str, int | None], HostGuard] = {}
@@ -483,22 +500,36 @@ class BackendClient:
                 method, url, headers, body, timeout=timeout, decode=decode,
                 insecure=insecure)), shape)
         target, path = parse_target(url)
-        send_body = body or method in ("POST", "PUT", "PATCH")
+        send_body = body or method in _BODY_ALWAYS
         head = request_head(method, path, target.host_header, headers,
                             len(body) if send_body else None)
+        return self.send_head(target, method, head, body, timeout=timeout, decode=decode,
+                              insecure=insecure,
+                              respond=_as_answer if shape is None else
+                              lambda *answer: shape(BackendAnswer(*answer)))
+
+    def send_head(self, target: Target, method: str, head: bytes, body: bytes, *,
+                  timeout: float, decode: bool, insecure: bool, respond: Respond[_T]
+                  ) -> Deferred[_T]:
+        """:meth:`send` of a request whose head (:func:`.fastclient.request_head`) the
+        caller built, on the fast client; the Deferred fires with ``respond(status,
+        headers, body, length)``."""
         guard = self.guards.get(target.key) or self._guard(target.key)
         if guard.opened_at is not None and not guard.admit():  # (closed: admitted)
             raise unavailable()
         if guard.active >= guard.max_concurrent:
-            guard.abandoned()  # :meth:`request` admits again
-            return self._shaped(Deferred.fromCoroutine(self.request(
-                method, url, headers, body, timeout=timeout, decode=decode,
-                insecure=insecure)), shape)
+            guard.abandoned()  # :meth:`_fast_request` admits again
+            queued = Deferred.fromCoroutine(self._fast_request(
+                target, method, head, body, timeout=timeout, decode=decode,
+                insecure=insecure))
+            return queued.addCallback(lambda answer: respond(*answer))
         guard.acquire()  # a slot is free: taken at once
         self.in_flight += 1
-        call = _FastCall(self, guard, self.reactor.seconds(), timeout, decode, shape)
-        return self.fast(insecure).request(target, method.encode("ascii"),
-                                           head + body if body else head, call.finish)
+        call = _FastCall(self, guard, self.reactor.seconds(), timeout, decode, respond)
+        fast = self._fast.get(insecure) or self.fast(insecure)
+        d: Deferred[_T] = fast.request(target, method, head + body if body else head,
+                                       call.finish)
+        return d
 
     @staticmethod
     def _shaped(d: Deferred[BackendAnswer], shape: Callable[[BackendAnswer], _T] | None
@@ -541,12 +572,31 @@ class BackendClient:
         """
         if self.settings.client == "fast":
             target, path = parse_target(url)
-            guard = self._guard(target.key)
-        else:
-            guard = self.guard_for(url)
+            send_body = body or method in _BODY_ALWAYS
+            head = request_head(method, path, target.host_header, headers,
+                                len(body) if send_body else None)
+            return await self._fast_request(target, method, head, body, timeout=timeout,
+                                            decode=decode, insecure=insecure)
+        guard = self.guard_for(url)
+        started = await self._slot(guard)
+        return await self._guarded(guard, started, timeout, self._exchange(
+            method, url, headers, body, decode, insecure))
+
+    async def _fast_request(self, target: Target, method: str, head: bytes, body: bytes,
+                            *, timeout: float, decode: bool, insecure: bool
+                            ) -> BackendAnswer:
+        """:meth:`request` on the fast client, with the request head already built."""
+        guard = self._guard(target.key)
+        started = await self._slot(guard)
+        return await self._guarded(guard, started, timeout, self._fast_exchange(
+            method, target, head, body, decode, insecure))
+
+    async def _slot(self, guard: HostGuard) -> float:
+        """Pass the breaker and take a slot (waiting in the queue if need be); returns
+        when the exchange started, for :meth:`_judge`."""
         if not guard.admit():
             raise unavailable()
-        started = self.reactor.seconds()
+        started: float = self.reactor.seconds()
         try:
             wait = guard.acquire()
         except IntegrationFailure:
@@ -558,13 +608,15 @@ class BackendClient:
             except CancelledError:
                 guard.abandoned()
                 raise
+        return started
+
+    async def _guarded(self, guard: HostGuard, started: float, timeout: float,
+                       exchange: Coroutine[Any, Any, BackendAnswer]) -> BackendAnswer:
+        """Run ``exchange`` in the slot already taken: counted in flight, the slot given
+        back and the breaker told how it ended."""
         self.in_flight += 1
         try:
-            if self.settings.client == "fast":
-                answer = await self._fast_exchange(method, target, path, headers, body,
-                                                   decode, insecure)
-            else:
-                answer = await self._exchange(method, url, headers, body, decode, insecure)
+            answer = await exchange
         except BaseException as e:
             self._judge(guard, e, started, timeout)
             raise
@@ -574,15 +626,11 @@ class BackendClient:
         self._judge(guard, None, started, timeout)
         return answer
 
-    async def _fast_exchange(self, method: str, target: Target, path: str,
-                             headers: Sequence[tuple[str, str]], body: bytes, decode: bool,
-                             insecure: bool) -> BackendAnswer:
-        send_body = body or method in ("POST", "PUT", "PATCH")
-        head = request_head(method, path, target.host_header, headers,
-                            len(body) if send_body else None)
+    async def _fast_exchange(self, method: str, target: Target, head: bytes, body: bytes,
+                             decode: bool, insecure: bool) -> BackendAnswer:
         try:
-            status, pairs, data, length = await self.fast(insecure).request(
-                target, method.encode("ascii"), head + body if body else head)
+            status, pairs, data, length, _encoded = await self.fast(insecure).request(
+                target, method, head + body if body else head)
         except BodyTooLarge:
             raise IntegrationFailure(status=502) from None
         except CancelledError:

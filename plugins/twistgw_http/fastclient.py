@@ -53,10 +53,10 @@ from twistgw.netio import DirectWriter
 from twistgw.outbound import BodyTooLarge
 
 __all__ = ["FastPool", "RawAnswer", "BadResponse", "StaleConnection", "Target",
-           "parse_target", "IDEMPOTENT"]
+           "parse_target", "request_head", "checked_name", "request_names", "IDEMPOTENT"]
 
 #: Methods a stale pooled connection may be retried for (RFC 9110 §9.2.2).
-IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 #: The response head (status line and headers) may not be larger than this.
 MAX_HEAD_BYTES = 64 * 1024
 #: Nor have more header lines than this.
@@ -68,6 +68,9 @@ MAX_TRAILER_BYTES = 16 * 1024
 #: ``content-length`` stays in a HEAD answer, where it describes the body not sent.
 CONTROL_HEADERS = frozenset(("content-length", "connection", "keep-alive", "te", "trailers",
                              "transfer-encoding", "upgrade", "proxy-connection"))
+#: Names the header loop looks at more closely: the control headers and
+#: ``content-encoding`` (reported in :data:`RawAnswer`).
+_SPECIAL_HEADERS = CONTROL_HEADERS | {"content-encoding"}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -87,9 +90,11 @@ class StaleConnection(Exception):
     """A pooled connection closed before any byte of the response arrived."""
 
 
-RawAnswer = tuple[int, list[tuple[str, str]], bytes, int | None]
-"""``(status, headers, body, length)``: headers without connection-control ones,
-``length`` the backend's Content-Length (0 for bodiless answers, ``None`` if unknown)."""
+RawAnswer = tuple[int, list[tuple[str, str]], bytes, int | None, bool]
+"""``(status, headers, body, length, encoded)``: headers without connection-control ones,
+``length`` the backend's Content-Length (0 for bodiless answers, ``None`` if unknown),
+``encoded`` whether a ``Content-Encoding`` header is among them (so that the caller need
+not scan the headers for one on every answer)."""
 
 
 class Target:
@@ -159,7 +164,22 @@ def _parse_authority(prefix: str) -> Target:
     return Target(scheme, host, port or default, header)
 
 
-_names: set[str] = set()
+#: Request header names found valid (tokens) -> lower-cased: the same few names are
+#: sent over and over.
+request_names: dict[str, str] = {}
+
+
+def checked_name(name: str) -> str:
+    """``name`` lower-cased, remembered in :data:`request_names`; a name that is not a
+    token raises :class:`ApiConfigurationError` (as Twisted's Headers would refuse it)."""
+    if _TOKEN.fullmatch(name) is None:
+        raise ApiConfigurationError()
+    if len(request_names) >= _MAX_NAMES:
+        request_names.clear()
+    lname = request_names[name] = name.lower()
+    return lname
+
+
 #: Valid response header names seen -> lower-cased: backends repeat the same few names,
 #: and the checks and ``lower()`` per header showed in the proxy profile.
 _header_names: dict[str, str] = {}
@@ -173,14 +193,10 @@ def request_head(method: str, path: str, host_header: str,
     Headers would raise); CR and LF in values become spaces, as Twisted does, so a value
     can never start a new header.
     """
-    names = _names
+    names = request_names
     for name, _value in headers:
         if name not in names:
-            if _TOKEN.fullmatch(name) is None:
-                raise ApiConfigurationError()
-            if len(names) >= _MAX_NAMES:
-                names.clear()
-            names.add(name)
+            checked_name(name)
     fields = "".join([f"{k}: {v}\r\n" for k, v in headers])
     if body_length is None:
         head = f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\n{fields}\r\n"
@@ -225,6 +241,7 @@ class _Connection(Protocol):
         self.http11 = False
         self.close_after = False
         self.headers: list[tuple[str, str]] = []
+        self.encoded = False
         self.length: int | None = None
         self.remaining = 0
         self.chunks: list[bytes] = []
@@ -255,7 +272,7 @@ class _Connection(Protocol):
         """
         self.exchange = exchange
         # The fields of the previous answer are reset as the next one is parsed.
-        self.head_request = exchange.method == b"HEAD"
+        self.head_request = exchange.method == "HEAD"
         self.state = _HEAD
         self.received = False
         self.buf = b""
@@ -376,6 +393,7 @@ class _Connection(Protocol):
         chunked = False
         transfer_encoding = False
         close = m.group(1) == "0"
+        encoded = False
         known = _header_names
         for line in lines[1:]:
             name, sep, value = line.partition(":")
@@ -388,8 +406,11 @@ class _Connection(Protocol):
                     known.clear()
                 known[name] = lname
             value = value.strip(" \t")
-            if lname in CONTROL_HEADERS:
-                if lname == "content-length":
+            if lname in _SPECIAL_HEADERS:
+                if lname == "content-encoding":
+                    encoded = True
+                    headers.append((name, value))
+                elif lname == "content-length":
                     if self.head_request:
                         headers.append((name, value))
                     length = _one_length(length, value)
@@ -397,7 +418,10 @@ class _Connection(Protocol):
                     transfer_encoding = True
                     chunked = value.rsplit(",", 1)[-1].strip(" \t").lower() == "chunked"
                 elif lname == "connection":
-                    if "close" in (t.strip(" \t").lower() for t in value.split(",")):
+                    # The token scan only when the word is there at all (keep-alive is
+                    # the usual value).
+                    if "close" in value.lower() and "close" in [
+                            t.strip(" \t") for t in value.lower().split(",")]:
                         close = True
                 continue
             headers.append((name, value))
@@ -409,6 +433,7 @@ class _Connection(Protocol):
         self.http11 = m.group(1) == "1"
         self.close_after = close
         self.headers = headers
+        self.encoded = encoded
         self.length = None
         self.size = 0
         if self.head_request or status in (204, 304):
@@ -488,7 +513,7 @@ class _Connection(Protocol):
         assert exchange is not None
         self.exchange = None
         self.state = _IDLE
-        answer: RawAnswer = (self.status, self.headers, body, self.length)
+        answer: RawAnswer = (self.status, self.headers, body, self.length, self.encoded)
         if self.buf or self.close_after or not self.http11:
             self.dead = True
             transport: Any = self.transport
@@ -520,7 +545,7 @@ class _Connection(Protocol):
             except BodyTooLarge as e:
                 exchange.failed(e, self)
                 return
-            exchange.answered((self.status, self.headers, body, None))
+            exchange.answered((self.status, self.headers, body, None, self.encoded))
             return
         if self.reused and not self.received:
             exchange.failed(StaleConnection(), self)
@@ -583,7 +608,7 @@ class _Exchange:
         "retried",
     )
 
-    def __init__(self, pool: _HostPool, method: bytes, data: bytes, idempotent: bool,
+    def __init__(self, pool: _HostPool, method: str, data: bytes, idempotent: bool,
                  finish: Finish) -> None:
         self.pool = pool
         self.method = method
@@ -805,7 +830,7 @@ class FastPool:
         budget = max(3, self._in_flight() // 5)
         return self.connect_retries >= 1 and self.retrying < budget
 
-    def request(self, target: Target, method: bytes, data: bytes, finish: Finish = _raw
+    def request(self, target: Target, method: str, data: bytes, finish: Finish = _raw
                 ) -> Deferred[Any]:
         """Send ``data`` (head and body) to ``target``; fires with what ``finish`` makes of
         the :data:`RawAnswer` or of the failure (by default the answer, or that failure)."""
@@ -828,7 +853,9 @@ class FastPool:
         return sum(len(p.idle) for p in self.hosts.values())
 
     def schedule_sweep(self) -> None:
-        if self._sweep is None or not self._sweep.active():
+        # ``_sweep`` is set back to None when the sweep runs or is cancelled, so a set
+        # one is pending (no ``active()`` call on every answer).
+        if self._sweep is None:
             self._sweep = self.reactor.callLater(max(self.idle_timeout, 0.05), self._run_sweep)
 
     def _run_sweep(self) -> None:
