@@ -32,7 +32,7 @@ import json
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.logger import Logger
 
@@ -53,6 +53,7 @@ from twistgw.vtl import Template, TemplateError, TemplateLimitError, to_json, to
 from . import binary
 from .namespaces import (
     OVERRIDES,
+    OVERRIDES_OR_NONE,
     ContextObject,
     InputObject,
     Overrides,
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
         Context,
         IntegrationResponse,
         Registry,
-        StashKey,
     )
     from twistgw.definition import Integration, IntegrationResponseConfig
     from twistgw.deployment import Route
@@ -90,9 +90,6 @@ _ILLEGAL_OVERRIDE_HEADERS = frozenset(h.lower() for h in (
     "Content-Length", "Transfer-Encoding", "X-Amzn-Trace-Id", "X-Amzn-Apigateway-Api-Id"))
 _ILLEGAL_AWS_OVERRIDE_HEADERS = _ILLEGAL_OVERRIDE_HEADERS | frozenset(h.lower() for h in (
     "Authorization", "Connection", "Expect", "Proxy-Authenticate", "TE"))
-
-#: :data:`OVERRIDES` typed for ``Stash.get(..., None)`` (one lookup on the request path).
-_OVERRIDES_OR_NONE = cast("StashKey[Overrides | None]", OVERRIDES)
 
 #: (``OVERRIDES``, from :mod:`.namespaces`) The request's
 #: ``$context.requestOverride``/``responseOverride``: the request template writes them,
@@ -274,7 +271,7 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     if handling == binary.CONVERT_TO_BINARY:
         body = _decoded(ctx, body, "request")
     if source is not _PASS:
-        overrides = ctx.stash.get(_OVERRIDES_OR_NONE, None)
+        overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
         if overrides is not None:
             return _apply_request_overrides(ctx, integration, request, body, overrides)
     elif body is request.body:
@@ -368,7 +365,9 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
     the static mappings).  The rendered overrides also travel in
     ``extras["request_override"]`` (``{"header": {...}, "querystring": {...}, "path":
     {...}}`` of strings) for integrations that build their request from mappings only."""
-    wanted = overrides.request
+    wanted, _response = overrides.made()
+    if wanted is None:
+        return _with_body(request, body)
     header = _strings(wanted.get("header"))
     query = _strings(wanted.get("querystring"))
     path = _strings(wanted.get("path"))
@@ -464,7 +463,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     route = ctx.route
     assert route is not None
     accept = ctx.request.headers.get("accept")
-    if ctx.stash.get(_OVERRIDES_OR_NONE, None) is None:
+    if ctx.stash.get(OVERRIDES_OR_NONE, None) is None:
         # A literal template with no header mappings answers the same on every request:
         # the method response is built once per route, selection and Accept.
         static = memoize(route, ("mapping.static", selection, accept),
@@ -513,7 +512,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     if action is binary.ResponseAction.DECODE:
         body = _decoded(ctx, body, "response")
     status = int(chosen.status_code)
-    overrides = ctx.stash.get(_OVERRIDES_OR_NONE, None)
+    overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
     if overrides is not None:
         status = _apply_response_overrides(overrides, status, headers)
     return Response(status=status, headers=Headers(tuple(headers)), body=body)
@@ -560,7 +559,9 @@ def _apply_response_overrides(overrides: Overrides, status: int,
                               headers: list[tuple[str, str]]) -> int:
     """``$context.responseOverride``: its headers replace mapped ones of the same name;
     its status wins when it is an integer from 100 to 599 (else it is ignored)."""
-    wanted = overrides.response
+    _request, wanted = overrides.made()
+    if wanted is None:
+        return status
     for name, value in _as_map(wanted.get("header")).items():
         if value is None:
             continue

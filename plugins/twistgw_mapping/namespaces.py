@@ -19,7 +19,7 @@ import json
 import json.scanner
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote_plus, unquote_plus
 
 import attrs
@@ -41,8 +41,8 @@ from twistgw.vtl import (
 if TYPE_CHECKING:
     from twistgw import Context
 
-__all__ = ["OVERRIDES", "Overrides", "OverrideMap", "InputObject", "UtilObject",
-           "ContextObject", "UTIL", "parse_json", "json_path", "template_variables",
+__all__ = ["OVERRIDES", "OVERRIDES_OR_NONE", "Overrides", "OverrideMap", "InputObject",
+           "UtilObject", "ContextObject", "UTIL", "parse_json", "json_path", "template_variables",
            "escape_javascript", "url_encode"]
 
 
@@ -175,14 +175,22 @@ def _evaluate(document: Any, compiled: _Path) -> Any:
 
 
 def _params(ctx: Context) -> dict[str, dict[str, str]]:
-    headers: dict[str, str] = {}
-    spelled: dict[str, str] = {}
-    for key, value in ctx.request.headers.items:
-        lname = key.lower()
-        if lname in INGRESS_DROPPED_HEADERS:
-            continue
-        headers[spelled.setdefault(lname, key)] = value
-    return {"path": dict(ctx.path_params), "querystring": dict(ctx.request.query),
+    request = ctx.request
+    lines = request.headers
+    # (lower_names() is the index's keys view, typed only as an Iterable)
+    if len(lines.lower_names()) == len(lines.items):  # type: ignore[arg-type]
+        # no name twice (the HTTP layer's index says so): each line is its own entry
+        headers = {k: v for k, v in lines.items if k.lower() not in INGRESS_DROPPED_HEADERS}
+    else:
+        # the first spelling of a name with its last value
+        headers = {}
+        spelled: dict[str, str] = {}
+        for key, value in lines.items:
+            lname = key.lower()
+            if lname in INGRESS_DROPPED_HEADERS:
+                continue
+            headers[spelled.setdefault(lname, key)] = value
+    return {"path": dict(ctx.path_params), "querystring": dict(request.query),
             "header": headers}
 
 
@@ -439,19 +447,40 @@ class Overrides:
     :ivar custom: ``#set($context.custom = ...)``: kept for the response template too.
     """
 
-    __slots__ = ("assigned", "custom", "request", "response")
+    __slots__ = ("_request", "_response", "assigned", "custom")
 
     def __init__(self) -> None:
-        assigned: set[tuple[int, Any]] = set()
-        maps = (OverrideMap(), OverrideMap(), OverrideMap(), OverrideMap(), OverrideMap())
-        for one in maps:
-            one.assigned = assigned
-        self.assigned = assigned
-        self.request: dict[str, Any] = {
-            "header": maps[0], "querystring": maps[1], "path": maps[2]}
-        self.response: dict[str, Any] = maps[3]
-        dict.__setitem__(maps[3], "header", maps[4])
+        self.assigned: set[tuple[int, Any]] = set()
         self.custom: dict[str, Any] = {}
+        # each side's maps are made when a template first reads that side
+        self._request: dict[str, Any] | None = None
+        self._response: OverrideMap | None = None
+
+    def _map(self) -> OverrideMap:
+        made = OverrideMap()
+        made.assigned = self.assigned
+        return made
+
+    @property
+    def request(self) -> dict[str, Any]:
+        found = self._request
+        if found is None:
+            found = self._request = {"header": self._map(), "querystring": self._map(),
+                                     "path": self._map()}
+        return found
+
+    @property
+    def response(self) -> dict[str, Any]:
+        found = self._response
+        if found is None:
+            found = self._response = self._map()
+            dict.__setitem__(found, "header", self._map())
+        return found
+
+    def made(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The request and response sides, ``None`` for a side no template read (so it
+        holds nothing to apply)."""
+        return self._request, self._response
 
     def begin_template(self) -> None:
         """A new template starts: each override may be set once again."""
@@ -476,6 +505,8 @@ _PLAIN = frozenset({str, int, float, bool, dict, list})
 #: The request's overrides: created by the first template that touches them, read by
 #: the plugin after each render and by the response template.
 OVERRIDES: StashKey[Overrides] = StashKey("mapping.overrides")
+#: The same key typed for ``Stash.get(..., None)``: one call on the request path.
+OVERRIDES_OR_NONE = cast("StashKey[Overrides | None]", OVERRIDES)
 
 
 class _ContextBranch(VtlObject):
@@ -504,8 +535,7 @@ class ContextObject(VtlObject):
     def __init__(self, ctx: Context, fin: Finish | None = None) -> None:
         self.ctx = ctx
         self.fin = fin
-        stash = ctx.stash
-        self._overrides: Overrides | None = stash[OVERRIDES] if OVERRIDES in stash else None
+        self._overrides: Overrides | None = ctx.stash.get(OVERRIDES_OR_NONE, None)
         self._begun = False
 
     @property
@@ -591,12 +621,12 @@ class ContextObject(VtlObject):
 
         def get(obj: ContextObject) -> Any:
             found = obj._overrides
-            if found is not None and first in found.custom:
-                return walk(found.custom[first], rest)
-            value = getter(obj.ctx, obj.fin)
-            if value is not None and type(value) not in _PLAIN:
-                value = _plain(value)
-            return walk(value, after) if after else value
+            if found is None or first not in found.custom:
+                value = getter(obj.ctx, obj.fin)
+                if type(value) is not str and value is not None and type(value) not in _PLAIN:
+                    value = _plain(value)
+                return walk(value, after) if after else value
+            return walk(found.custom[first], rest)
         return get
 
     def vtl_set(self, name: Any, value: Any) -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from twistgw_mapping.namespaces import (
     OVERRIDES,
     ContextObject,
+    InputObject,
     Overrides,
     escape_javascript,
     json_path,
@@ -32,6 +33,7 @@ from twistgw.definition import Integration, IntegrationResponseConfig, Operation
 from twistgw.deployment import Route
 from twistgw.errors import ApiConfigurationError
 from twistgw.models import Context, Headers, IntegrationRequest, Response
+from twistgw.pipeline import INGRESS_DROPPED_HEADERS
 from twistgw.testing import make_context, make_inbound
 from twistgw.variables import Finish
 from twistgw.vtl import (
@@ -789,3 +791,21 @@ def test_request_overrides_apply_like_setting_each_one_in_turn(
             "header": texts, "querystring": query, "path": path}}
     else:
         assert got.extras == request.extras
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.tuples(st.sampled_from(["A", "a", "B", "Content-Length", "connection",
+                                                 "Host"]), st.sampled_from(["1", "2"])),
+                      max_size=6))
+def test_params_header_map_is_first_spelling_last_value(lines: list[tuple[str, str]]) -> None:
+    """``$input.params().header``: each name once, as first spelled, with its last value,
+    without the headers API Gateway drops on the way in (with or without repeats)."""
+    inbound = attrs.evolve(make_inbound("GET", "/prod/x"), headers=Headers(tuple(lines)))
+    got = InputObject(b"", make_context(inbound)).params()["header"]
+    expected: dict[str, str] = {}
+    first: dict[str, str] = {}
+    for name, value in lines:
+        if name.lower() not in INGRESS_DROPPED_HEADERS:
+            expected[first.setdefault(name.lower(), name)] = value
+    assert list(got.items()) == list(expected.items())
