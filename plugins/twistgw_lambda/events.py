@@ -15,16 +15,17 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, TypeVar
 
 from twistgw import Context, IntegrationRequest
 from twistgw.definition import matches_media_type
 from twistgw.tracing import trace_header  # the core's, shared with every integration
 from twistgw.variables import ACCOUNT_ID, request_time
 
-__all__ = ["event_for", "rest_event", "rest_payload", "http_v2_event", "http_v1_event",
+__all__ = ["event_for", "rest_event", "rest_payload", "http_v2_event", "http_v2_payload",
+           "http_v1_event",
            "gateway_headers", "matches_media_type", "trace_header", "event_trace_header",
            "deployment_id", "source_ip"]
 
@@ -267,6 +268,7 @@ def _v1_query(request: IntegrationRequest) -> tuple[dict[str, str], dict[str, li
 
 
 _enc = encode_basestring_ascii  # '"text"', escaped as json.dumps escapes it
+_F = TypeVar("_F")
 #: json.dumps's own C encoder, built once (markers None: our maps hold only strings,
 #: and lists of strings, so there is no cycle to detect); "".join of its output is
 #: exactly ``json.dumps(obj)`` for a dict.
@@ -325,23 +327,43 @@ class _RestFragments:
                      f'"resourcePath": {resource}, "stage": {_enc(stage.name)}}}, "body": ')
         self.resource = f'{{"resource": {resource}, "path": '
 
-#: id(route) -> its fragments; bounded (a reload builds new routes).
-_FRAGMENTS: dict[int, _RestFragments] = {}
+class _V2Fragments:
+    """The constant parts of one route's payload 2.0 JSON text (see :func:`http_v2_payload`)."""
+
+    __slots__ = ("context", "head", "keep", "route_tail", "variables")
+
+    def __init__(self, ctx: Context) -> None:
+        route, api, stage = ctx.route, ctx.deployment_api, ctx.stage
+        assert route is not None and api is not None and stage is not None
+        self.keep = (route, api, stage, ctx.method)
+        route_key = _enc(route.operation.route_key)
+        self.head = f'{{"version": "2.0", "routeKey": {route_key}, "rawPath": '
+        variables = ctx.stage_variables
+        self.variables = f', "stageVariables": {_json_map(variables)}' if variables else ""
+        self.context = (f', "requestContext": {{"accountId": "{ACCOUNT_ID}", '
+                        f'"apiId": {_enc(api.id)}, "domainName": ')
+        self.route_tail = f', "routeKey": {route_key}, "stage": {_enc(stage.name)}, "time": '
+
+
+#: (id(route), kind) -> its fragments; bounded (a reload builds new routes).
+_FRAGMENTS: dict[tuple[int, Any], Any] = {}
 _MAX_FRAGMENTS = 1024
 
 
-def _rest_fragments(ctx: Context) -> _RestFragments:
+def _fragments(ctx: Context, kind: Callable[[Context], _F]) -> _F:
+    """``kind(ctx)``, built once per route, stage and method (checked by identity)."""
     route = ctx.route
-    cached = _FRAGMENTS.get(id(route))
+    key = (id(route), kind)
+    cached = _FRAGMENTS.get(key)
     if cached is not None:
         keep = cached.keep
         if keep[0] is route and keep[1] is ctx.deployment_api and keep[2] is ctx.stage \
                 and keep[3] == ctx.method:
-            return cached
+            return cached  # type: ignore[no-any-return]
     if len(_FRAGMENTS) >= _MAX_FRAGMENTS:
         _FRAGMENTS.clear()
-    cached = _FRAGMENTS[id(route)] = _RestFragments(ctx)
-    return cached
+    made = _FRAGMENTS[key] = kind(ctx)
+    return made
 
 
 def rest_payload(ctx: Context, request: IntegrationRequest) -> bytes:
@@ -360,7 +382,7 @@ def rest_payload(ctx: Context, request: IntegrationRequest) -> bytes:
     if ctx.principal is not None or ctx.route is None or ctx.deployment_api is None or \
             ctx.stage is None or _client_cert(ctx) is not None:
         return json.dumps(rest_event(ctx, request)).encode("utf-8")
-    parts = _rest_fragments(ctx)
+    parts = _fragments(ctx, _RestFragments)
     headers, multi = _v1_headers(gateway_headers(ctx, request))
     query, multi_query = _v1_query(request) if request.query else ({}, {})
     body, is_b64 = _body(ctx, request)
@@ -410,18 +432,8 @@ def http_v2_event(ctx: Context, request: IntegrationRequest) -> dict[str, Any]:
     """The HTTP API event, payload format 2.0 (§1.2)."""
     route = ctx.route
     assert route is not None and ctx.stage is not None and ctx.deployment_api is not None
-    headers: dict[str, str] = {}
-    cookies: list[str] = []
-    for name, value in gateway_headers(ctx, request):
-        lname = name.lower()
-        if lname == "cookie":
-            cookies.extend(c.strip() for c in value.split(";") if c.strip())
-            continue
-        headers[lname] = f"{headers[lname]},{value}" if lname in headers else value
-    headers["content-length"] = str(len(request.body))
-    query: dict[str, str] = {}
-    for name, value in request.query:
-        query[name] = f"{query[name]},{value}" if name in query else value
+    headers, cookies = _v2_headers(ctx, request)
+    query = _v2_query(request)
     domain = ctx.domain_name or ctx.request.host
     request_context: dict[str, Any] = {
         "accountId": ACCOUNT_ID,
@@ -471,14 +483,85 @@ def http_v2_event(ctx: Context, request: IntegrationRequest) -> dict[str, Any]:
     if ctx.stage_variables:
         event["stageVariables"] = dict(ctx.stage_variables)
     event["requestContext"] = request_context
-    body = request.body
-    ctype = _media_type(request.headers.get("content-type"))
-    text = ctype.startswith("text/") or ctype in _TEXT_TYPES
-    if body:
-        event["body"] = body.decode("utf-8", "replace") if text \
-            else base64.b64encode(body).decode("ascii")
-    event["isBase64Encoded"] = bool(body) and not text
+    body, is_b64 = _v2_body(request)
+    if body is not None:
+        event["body"] = body
+    event["isBase64Encoded"] = is_b64
     return event
+
+
+def _v2_headers(ctx: Context, request: IntegrationRequest) -> tuple[dict[str, str], list[str]]:
+    """2.0 ``headers`` (lower-cased names, repeated values joined by commas, and
+    ``content-length``) and ``cookies``."""
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in gateway_headers(ctx, request):
+        lname = name.lower()
+        if lname == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        headers[lname] = f"{headers[lname]},{value}" if lname in headers else value
+    headers["content-length"] = str(len(request.body))
+    return headers, cookies
+
+
+def _v2_query(request: IntegrationRequest) -> dict[str, str]:
+    """2.0 ``queryStringParameters``: repeated values joined by commas."""
+    query: dict[str, str] = {}
+    for name, value in request.query:
+        query[name] = f"{query[name]},{value}" if name in query else value
+    return query
+
+
+def _v2_body(request: IntegrationRequest) -> tuple[str | None, bool]:
+    """2.0 ``body`` (absent when empty: ``None``) and ``isBase64Encoded``: text types
+    travel as text, everything else as base64."""
+    body = request.body
+    if not body:
+        return None, False
+    ctype = _media_type(request.headers.get("content-type"))
+    if ctype.startswith("text/") or ctype in _TEXT_TYPES:
+        return body.decode("utf-8", "replace"), False
+    return base64.b64encode(body).decode("ascii"), True
+
+
+def http_v2_payload(ctx: Context, request: IntegrationRequest) -> bytes:
+    """The payload 2.0 event as the JSON bytes sent to the function, exactly
+    ``json.dumps(http_v2_event(ctx, request))``, written directly as
+    :func:`rest_payload` writes REST's (no authorizer principal, no client certificate;
+    the rest goes through :func:`http_v2_event` and ``json.dumps``)."""
+    if ctx.principal is not None or ctx.route is None or ctx.deployment_api is None or \
+            ctx.stage is None or _client_cert(ctx) is not None:
+        return json.dumps(http_v2_event(ctx, request)).encode("utf-8")
+    parts = _fragments(ctx, _V2Fragments)
+    headers, cookies = _v2_headers(ctx, request)
+    query = _v2_query(request) if request.query else None
+    body, is_b64 = _v2_body(request)
+    inbound = ctx.request
+    domain = ctx.domain_name or inbound.host
+    path_params = ctx.path_params
+    request_path = _enc(ctx.request_path)
+    # the keys 2.0 omits when empty
+    optional = (f', "cookies": [{", ".join([_enc(c) for c in cookies])}]' if cookies
+                else "")
+    optional += f', "headers": {_json_dict(headers)}'
+    if query:
+        optional += f', "queryStringParameters": {_json_dict(query)}'
+    if path_params:
+        optional += f', "pathParameters": {_json_map(path_params)}'
+    tail = f', "body": {_enc(body)}' if body is not None else ""
+    text = (
+        f'{parts.head}{request_path}, "rawQueryString": {_enc(inbound.raw_query)}'
+        f'{optional}{parts.variables}{parts.context}{_enc(domain)}, '
+        f'"domainPrefix": {_enc(domain.split(".", 1)[0])}, "http": {{"method": '
+        f'{_enc(ctx.method)}, "path": {request_path}, "protocol": "HTTP/1.1", '
+        f'"sourceIp": {_enc(source_ip(ctx))}, '
+        f'"userAgent": {_enc(inbound.headers.get("user-agent") or "")}}}, '
+        f'"requestId": {_enc(ctx.request_id)}{parts.route_tail}'
+        f'{_enc(request_time(ctx.received_at))}, '
+        f'"timeEpoch": {int(ctx.received_at * 1000)}}}{tail}, '
+        f'"isBase64Encoded": {"true" if is_b64 else "false"}}}')
+    return text.encode("ascii")
 
 
 def event_for(ctx: Context, request: IntegrationRequest) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from twistgw.variables import ACCOUNT_ID
 
 from . import reload
 from .arn import FunctionRef, parse_function_uri
-from .events import event_for, rest_payload, trace_header
+from .events import event_for, http_v2_payload, rest_payload, trace_header
 from .functions import FunctionConfig, parse_functions
 from .invocation import check_invoke_parameters, invocation_type, mapped_headers
 from .remote import (
@@ -68,7 +68,7 @@ from .runtime import MAX_PAYLOAD_BYTES, FunctionPool, InvokeResult, LambdaRuntim
 if TYPE_CHECKING:
     from twistgw import Context, IntegrationRequest, Registry, Response
     from twistgw.config import GatewayConfig
-    from twistgw.deployment import Deployment, Route
+    from twistgw.deployment import ApiDeployment, Deployment, Route
     from twistgw.gateway import Gateway
 
 __all__ = ["register", "configure", "startup", "shutdown", "prepare_reload", "integrate",
@@ -285,11 +285,6 @@ def use_runtime(config: GatewayConfig, runtime: Any) -> Callable[[], None]:
     return lambda: _state.runtimes.pop(id(config), None) and None
 
 
-def _runtime_for(ctx: Context) -> Any:
-    api = ctx.deployment_api
-    return _runtime_of(api.gateway if api is not None else None)
-
-
 def _runtime_of(config: GatewayConfig | None) -> Any:
     if config is not None:
         entry = _state.runtimes.get(id(config))
@@ -415,12 +410,13 @@ def _invoke_failed(failure: Failure, ctx: Context, arn: str) -> Failure:
 def integrate(ctx: Context, request: IntegrationRequest) -> Any:
     """Invoke the function of an ``AWS_PROXY`` or Lambda ``AWS`` integration and map its
     output (§1, §2, §3.7); returns ``None`` (not ours) or a Deferred."""
-    integration = ctx.integration
+    route = ctx.route  # ctx.integration, without the property call (every request)
+    integration = route.operation.integration if route is not None else None
     if integration is None or integration.type not in TYPES:
         return None
     api = ctx.deployment_api
     assert api is not None
-    is_http = api.is_http
+    is_http = api.config.type == "HTTP"
     kind = "proxy" if integration.type == "AWS_PROXY" else "custom"
     if not is_http and integration.http_method and integration.http_method.upper() != "POST":
         _fail(ctx, f"Execution failed due to configuration error: the integration httpMethod "
@@ -431,7 +427,7 @@ def integrate(ctx: Context, request: IntegrationRequest) -> Any:
         _fail(ctx, "Execution failed due to configuration error: Invalid endpoint address",
               500)
         raise ApiConfigurationError()
-    runtime = _runtime_for(ctx)
+    runtime = _runtime_of(api.gateway)
     pool = runtime.pools.get(ref.name) if runtime is not None else None
     if pool is None:
         _fail(ctx, f"Lambda invocation failed with status: 404. Function not found: "
@@ -441,11 +437,15 @@ def integrate(ctx: Context, request: IntegrationRequest) -> Any:
         raise ApiConfigurationError()
     if integration.type == "AWS":
         return defer.Deferred.fromCoroutine(_integrate_custom(ctx, request, pool, ref.arn))
-    if api.is_http or integration.request_parameters:
+    output = "rest" if not is_http else "2.0" if \
+        (integration.payload_format_version or "1.0") == "2.0" else "1.0"
+    if integration.request_parameters or output == "1.0":
         event = event_for(ctx, request)
         if integration.request_parameters:
             _merge_mapped_headers(ctx, integration, event)
         payload = json.dumps(event).encode("utf-8")
+    elif output == "2.0":
+        payload = http_v2_payload(ctx, request)
     else:
         payload = rest_payload(ctx, request)
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -461,12 +461,14 @@ def integrate(ctx: Context, request: IntegrationRequest) -> Any:
         d = defer.fail()
     if not isinstance(d, defer.Deferred):
         d = defer.succeed(d)
-    return d.addCallbacks(_proxy_response, _invoke_failed, callbackArgs=(ctx, trace),
-                          errbackArgs=(ctx, arn))
+    return d.addCallbacks(_proxy_response, _invoke_failed,
+                          callbackArgs=(ctx, trace, output, api), errbackArgs=(ctx, arn))
 
 
-def _proxy_response(result: InvokeResult, ctx: Context, trace: str) -> IntegrationResponse:
-    """The proxy integration's response from the function's output (§2)."""
+def _proxy_response(result: InvokeResult, ctx: Context, trace: str, output: str,
+                    api: ApiDeployment) -> IntegrationResponse:
+    """The proxy integration's response from the function's output (§2): ``output`` is
+    ``"rest"``, or the HTTP API's payload format, ``"1.0"`` or ``"2.0"``."""
     if result.function_error is not None:
         if result.function_error == "Throttled":
             raise _throttled(ctx, result.request_id)
@@ -474,15 +476,11 @@ def _proxy_response(result: InvokeResult, ctx: Context, trace: str) -> Integrati
                    f"error: {result.error_message}. Lambda request id: {result.request_id}",
               502)
         raise IntegrationFailure(status=502)
-    api = ctx.deployment_api
-    integration = ctx.integration
-    assert api is not None and integration is not None
-    is_http = api.is_http
     metadata = MappingProxyType({"lambda_request_id": result.request_id})
     try:
-        if is_http and (integration.payload_format_version or "1.0") == "2.0":
+        if output == "2.0":
             return parse_v2(result.payload, metadata)
-        if is_http:
+        if output == "1.0":
             return parse_v1(result.payload, decode_base64=True, metadata=metadata)
         binary_types = api.definition.binary_media_types
         return parse_v1(result.payload, decode_base64=bool(binary_types) and
@@ -513,7 +511,10 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     the parsed proxy response (payload 1.0 or 2.0): ``integrate`` already turned the
     function's output into the integration response, so the mapping sees its status,
     headers and body whatever the format."""
-    integration = ctx.integration
+    route = ctx.route  # ctx.integration, without the property call (every request)
+    if route is None:
+        return None
+    integration = route.operation.integration
     if integration is None or not integration.response_parameters:
         return None
     return apply_response_parameters(ctx, integration, integration_response, response)

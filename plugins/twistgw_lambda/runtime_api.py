@@ -157,15 +157,12 @@ class RuntimeApiProtocol(protocol.Protocol):
         out = self._out
         if out:
             self._out = []
-            self._send(out[0] if len(out) == 1 else b"".join(out))
-
-    def _send(self, data: bytes) -> None:
-        """Send ``data`` now: an answer is one small write on loopback, which the socket
-        nearly always takes whole (what it does not, a multi-MB event, is queued by the
-        transport, and so is everything after it, in order)."""
-        writer = self._writer
-        assert writer is not None
-        writer.write(data)
+            # An answer is one small write on loopback, which the socket nearly always
+            # takes whole (what it does not, a multi-MB event, is queued by the
+            # transport, and so is everything after it, in order).
+            writer = self._writer
+            assert writer is not None
+            writer.write(out[0] if len(out) == 1 else b"".join(out))
 
     # -- input -------------------------------------------------------------------------
 

@@ -657,3 +657,46 @@ def test_rest_payload_fragments_are_per_route_stage_and_method(
                 "multiValueHeaders": None}
 
     assert [constant(e) for e in seen[6:]] == [constant(e) for e in seen[:6]]
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(headers=st.lists(st.tuples(NAMES, TEXT), max_size=6),
+       query=st.lists(st.tuples(st.sampled_from(["a", "b", "\u00fc"]), TEXT), max_size=4),
+       body=st.binary(max_size=16) | TEXT.map(str.encode),
+       ctype=st.sampled_from(["text/plain", "application/json", "image/png", ""]),
+       variables=st.booleans(), method=st.sampled_from(["GET", "POST"]))
+def test_http_v2_payload_is_byte_for_byte_json_dumps_of_the_event(
+        tmp_path_factory: Any, monkeypatch: Any, headers: list[tuple[str, str]],
+        query: list[tuple[str, str]], body: bytes, ctype: str, variables: bool,
+        method: str) -> None:
+    """The 2.0 event's hand-written JSON is exactly ``json.dumps(http_v2_event(...))``:
+    cookies, repeated headers and query names, text and binary bodies, path parameters
+    and stage variables present or omitted, an ANY route's methods."""
+    import twistgw_lambda.plugin as plugin_module
+    from twistgw_lambda.events import http_v2_event, http_v2_payload
+
+    checked: list[bytes] = []
+
+    def checking(ctx: Any, request: Any) -> bytes:
+        fast = http_v2_payload(ctx, request)
+        assert fast == json.dumps(http_v2_event(ctx, request)).encode("utf-8")
+        checked.append(fast)
+        return fast
+
+    monkeypatch.setattr(plugin_module, "http_v2_payload", checking)
+    stage: dict[str, Any] = {"name": "$default"}
+    if variables:
+        stage["variables"] = {"v": "1"}
+    h, _pool = make_gateway(tmp_path_factory.mktemp("p"), {
+        "/p/{id}": {"x-amazon-apigateway-any-method": lambda_op(fmt="2.0")},
+        "/q": {"get": lambda_op(fmt="2.0")}}, api_type="HTTP", stages=[stage])
+    try:
+        if ctype:
+            headers = [*headers, ("Content-Type", ctype)]
+        qs = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in query)
+        run(h, make_inbound(method, f"/p/x%20y?{qs}", headers=headers, body=body))
+        run(h, make_inbound("GET", "/q", headers=headers))
+    finally:
+        h._undo()  # type: ignore[attr-defined]
+    assert len(checked) == 2
