@@ -7,9 +7,12 @@ match, ``authorize``, ``map_request``, ``integrate`` (bounded by the integration
 response through ``handle_error``.  Every response gets the request-id headers AWS adds
 (§A.7).
 
-The pipeline is written as one coroutine and started with
-:func:`~twistgw.dispatch.run_maybe_sync`, so a route whose hooks all answer synchronously
-(a MOCK) completes inside the call without a Deferred or a reactor turn.
+The flow is plain calls while every hook answers synchronously, so a MOCK route completes
+inside the call without a coroutine, a Deferred or a reactor turn.  A pending result hands
+the rest over: a pending ``authorize`` or ``map_request`` to a coroutine (started with
+:func:`~twistgw.dispatch.run_maybe_sync`), a pending ``integrate`` (every proxied or Lambda
+request) to callbacks on the integration's own Deferred, bounded by
+:class:`~twistgw.deadlines.Deadlines` (one timer per timeout value, not one per call).
 """
 
 from __future__ import annotations
@@ -194,8 +197,7 @@ class Pipeline:
     def handle(self, deployment: Deployment, inbound: InboundRequest
                ) -> Exchange | Deferred[Exchange]:
         """Process one request; synchronous when every hook answered synchronously."""
-        return cast("Exchange | Deferred[Exchange]",
-                    run_maybe_sync(self._run(deployment, inbound)))
+        return self._run(deployment, inbound)
 
     def finished(self, exchange: Exchange) -> None:
         """Notify ``request_finished`` observers (call after writing the response)."""
@@ -208,8 +210,11 @@ class Pipeline:
 
     # -- the flow -------------------------------------------------------------------------
 
-    async def _run(self, deployment: Deployment, inbound: InboundRequest
-                   ) -> Exchange | Deferred[Exchange]:
+    def _run(self, deployment: Deployment, inbound: InboundRequest
+             ) -> Exchange | Deferred[Exchange]:
+        """The flow as plain calls while every hook answers synchronously (no coroutine
+        per request); the first pending result hands the rest to a coroutine
+        (``authorize``, ``map_request``) or to callbacks on the integration's Deferred."""
         targets = deployment.listeners.get(inbound.listener)
         target = self._resolve(targets, inbound)
         api = target.api
@@ -255,39 +260,69 @@ class Pipeline:
             assert route is not None
             plan = route.plan
             if plan.authorize or route.requires_auth:
-                auth_started = time.time()
-                try:
-                    ctx = await self._authorize(plan, ctx, outcome)
-                finally:  # a Deny is a phase that ran too
-                    outcome.finish.phases.append(("authorize", auth_started, time.time()))
-            request = self._integration_request(ctx, route)
-            if plan.map_request:
-                request = pipe_now(plan.map_request, {"ctx": ctx, "request": request},
-                                   "request", outcome.timings)
-                if type(request) is CoroutineType:
-                    request = await request
-            started = time.monotonic()
-            integration_started = time.time()
-            try:
-                answer = self._integrate(plan, ctx, request, outcome,
-                                         started + request.timeout)
-            except BaseException:
-                outcome.finish.phases.append(("integrate", integration_started, time.time()))
-                raise
-            if not isinstance(answer, IntegrationResponse):
-                # Pending (a proxied or Lambda call): the rest runs as callbacks on the
-                # integration's Deferred, not as a suspended coroutine.
-                return answer.addCallbacks(
-                    self._answered, self._unanswered,
-                    (ctx, outcome, plan, started, integration_started, is_http), EMPTY_MAPPING,
-                    (ctx, outcome, plan, integration_started, is_http))
-            response = self._integrated(answer, ctx, outcome, plan, started,
-                                        integration_started)
-            if type(response) is CoroutineType:
-                response = await response
+                return cast("Exchange | Deferred[Exchange]", run_maybe_sync(
+                    self._authorized(ctx, outcome, plan, route, is_http)))
+            return self._prepared(ctx, outcome, plan, route, is_http)
         except GatewayError as error:
-            response = await self._error(plan, ctx, error, outcome)
-        return self._exchange(response, ctx, outcome, is_http)
+            return self._recover(plan, ctx, error, outcome, is_http)
+
+    async def _authorized(self, ctx: Context, outcome: Outcome, plan: HookPlan, route: Route,
+                          is_http: bool) -> Exchange | Deferred[Exchange]:
+        """``authorize``, then the rest of the flow."""
+        auth_started = time.time()
+        try:
+            try:
+                ctx = await self._authorize(plan, ctx, outcome)
+            finally:  # a Deny is a phase that ran too
+                outcome.finish.phases.append(("authorize", auth_started, time.time()))
+            return self._prepared(ctx, outcome, plan, route, is_http)
+        except GatewayError as error:
+            return self._recover(plan, ctx, error, outcome, is_http)
+
+    def _prepared(self, ctx: Context, outcome: Outcome, plan: HookPlan, route: Route,
+                  is_http: bool) -> Exchange | Deferred[Exchange]:
+        """The integration request through ``map_request``, then the integration.  A
+        GatewayError raised here is the caller's to answer."""
+        request = self._integration_request(ctx, route)
+        if plan.map_request:
+            request = pipe_now(plan.map_request, {"ctx": ctx, "request": request},
+                               "request", outcome.timings)
+            if type(request) is CoroutineType:
+                return cast("Exchange | Deferred[Exchange]", run_maybe_sync(
+                    self._mapped_later(request, ctx, outcome, plan, is_http)))
+        return self._integration(ctx, outcome, plan, request, is_http)
+
+    async def _mapped_later(self, pending: Coroutine[Any, Any, IntegrationRequest],
+                            ctx: Context, outcome: Outcome, plan: HookPlan, is_http: bool
+                            ) -> Exchange | Deferred[Exchange]:
+        """A pending ``map_request``: await it, then the integration."""
+        try:
+            request = await pending
+            return self._integration(ctx, outcome, plan, request, is_http)
+        except GatewayError as error:
+            return self._recover(plan, ctx, error, outcome, is_http)
+
+    def _integration(self, ctx: Context, outcome: Outcome, plan: HookPlan,
+                     request: IntegrationRequest, is_http: bool
+                     ) -> Exchange | Deferred[Exchange]:
+        """Call ``integrate`` and make the response of its answer.  A GatewayError raised
+        here is the caller's to answer."""
+        started = time.monotonic()
+        integration_started = time.time()
+        try:
+            answer = self._integrate(plan, ctx, request, outcome, started + request.timeout)
+        except BaseException:
+            outcome.finish.phases.append(("integrate", integration_started, time.time()))
+            raise
+        if isinstance(answer, IntegrationResponse):
+            return self._answered(answer, ctx, outcome, plan, started, integration_started,
+                                  is_http)
+        # Pending (a proxied or Lambda call): the rest runs as callbacks on the
+        # integration's Deferred, not as a suspended coroutine.
+        return answer.addCallbacks(
+            self._answered, self._unanswered,
+            (ctx, outcome, plan, started, integration_started, is_http), EMPTY_MAPPING,
+            (ctx, outcome, plan, integration_started, is_http))
 
     def _integrated(self, answer: IntegrationResponse, ctx: Context, outcome: Outcome,
                     plan: HookPlan, started: float, integration_started: float) -> Any:
@@ -316,8 +351,8 @@ class Pipeline:
         except GatewayError as error:
             return self._recover(plan, ctx, error, outcome, is_http)
         if type(response) is CoroutineType:
-            return Deferred.fromCoroutine(
-                self._respond_later(response, plan, ctx, outcome, is_http))
+            return cast("Exchange | Deferred[Exchange]", run_maybe_sync(
+                self._respond_later(response, plan, ctx, outcome, is_http)))
         return self._exchange(response, ctx, outcome, is_http)
 
     def _unanswered(self, failure: Failure, ctx: Context, outcome: Outcome, plan: HookPlan,

@@ -1,0 +1,180 @@
+"""The pipeline's paths: plain calls while hooks answer synchronously, a coroutine from a
+pending ``authorize`` or ``map_request`` on, callbacks on a pending integration's Deferred.
+
+Every combination of "answers now" and "answers on a later reactor turn" for the four
+request-path hooks, and a GatewayError raised at each stage (now or later), must give the
+same response as the all-synchronous flow (the fast path), apart from the request ids;
+and a client that goes away cancels the integration whichever path the request took.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pytest
+from twisted.internet.defer import CancelledError, Deferred
+
+from twistgw import Allow, IntegrationResponse, Principal, Response, hookimpl
+from twistgw.errors import GatewayError
+from twistgw.models import Context, IntegrationRequest
+from twistgw.pipeline import Exchange
+
+if TYPE_CHECKING:
+    from conftest import Builders, HarnessFactory
+
+    from twistgw.testing import GatewayHarness
+
+HOOKS = ("authorize", "map_request", "integrate", "map_response")
+
+
+@attrs.define
+class Stages:
+    """One plugin implementing the four hooks; each answers now or ``later`` (a
+    Deferred fired 1 s later on the harness clock), and ``fail`` raises there."""
+
+    clock: Any
+    later: frozenset[str] = frozenset()
+    fail: str | None = None
+    hang: bool = False  # integrate never answers
+    cancelled: list[str] = attrs.Factory(list)
+
+    def _answer(self, hook: str, value: Any) -> Any:
+        if hook == self.fail:
+            error = GatewayError(f"refused in {hook}")
+            if hook not in self.later:
+                raise error
+            d: Deferred[Any] = Deferred(lambda _d: self.cancelled.append(hook))
+            self.clock.callLater(1, lambda: d.called or d.errback(error))
+            return d
+        if hook not in self.later:
+            return value
+        d = Deferred(lambda _d: self.cancelled.append(hook))
+        self.clock.callLater(1, lambda: d.called or d.callback(value))
+        return d
+
+    @hookimpl
+    def authorize(self, ctx: Context) -> Any:
+        return self._answer("authorize", Allow(Principal(id="caller")))
+
+    @hookimpl
+    def map_request(self, ctx: Context, request: IntegrationRequest) -> Any:
+        return self._answer("map_request", attrs.evolve(
+            request, headers=request.headers.with_added("X-Mapped", ctx.principal.id
+                                                         if ctx.principal else "-")))
+
+    @hookimpl
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> Any:
+        if self.hang:
+            return Deferred(lambda _d: self.cancelled.append("integrate"))
+        mapped = request.headers.get("X-Mapped") or ""
+        return self._answer("integrate", IntegrationResponse(
+            status=202, body=b"integrated for " + mapped.encode()))
+
+    @hookimpl
+    def map_response(self, ctx: Context, integration_response: IntegrationResponse,
+                     response: Response) -> Any:
+        return self._answer("map_response", attrs.evolve(
+            response, body=response.body + b"+mapped"))
+
+
+def _comparable(response: Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    ids = {"x-amzn-requestid", "x-amz-apigw-id"}
+    return (response.status,
+            [(k, v) for k, v in response.headers.items if k.lower() not in ids],
+            response.body)
+
+
+class _Delegate:
+    """The registered plugin; its :class:`Stages` is made once the harness's clock is."""
+
+    stages: Stages
+
+    @hookimpl
+    def authorize(self, ctx: Context) -> Any:
+        return self.stages.authorize(ctx)
+
+    @hookimpl
+    def map_request(self, ctx: Context, request: IntegrationRequest) -> Any:
+        return self.stages.map_request(ctx, request)
+
+    @hookimpl
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> Any:
+        return self.stages.integrate(ctx, request)
+
+    @hookimpl
+    def map_response(self, ctx: Context, integration_response: IntegrationResponse,
+                     response: Response) -> Any:
+        return self.stages.map_response(ctx, integration_response, response)
+
+
+def _harness(make_harness: HarnessFactory, b: Builders, **stages: Any
+             ) -> tuple[GatewayHarness, Stages]:
+    delegate = _Delegate()
+    doc = b.openapi({"/x": {"post": b.mock_op(200, timeoutInMillis=5000)}})
+    h = make_harness(doc, plugins=[("stages", delegate)])
+    delegate.stages = Stages(h.clock, **stages)
+    return h, delegate.stages
+
+
+def _run(make_harness: HarnessFactory, b: Builders, later: frozenset[str],
+         fail: str | None) -> tuple[Response, Exchange | Deferred[Exchange]]:
+    h, _stages = _harness(make_harness, b, later=later, fail=fail)
+    result = h.exchange("POST", "/prod/x", body=b"in")
+    box: list[Any] = []
+    if isinstance(result, Deferred):
+        result.addBoth(box.append)
+        for _ in range(10):
+            if box:
+                break
+            h.clock.advance(1)
+    else:
+        box.append(result)
+    assert isinstance(box[0], Exchange), box[0]
+    return box[0].response, result
+
+
+SUBSETS = [frozenset(c) for n in range(len(HOOKS) + 1)
+           for c in itertools.combinations(HOOKS, n)]
+
+
+@pytest.mark.parametrize("later", SUBSETS, ids=lambda s: "+".join(sorted(s)) or "all-sync")
+@pytest.mark.parametrize("fail", [None, *HOOKS])
+def test_every_path_gives_the_synchronous_flows_response(make_harness: HarnessFactory,
+                                                         b: Builders, later: frozenset[str],
+                                                         fail: str | None) -> None:
+    expected, direct = _run(make_harness, b, frozenset(), fail)
+    assert isinstance(direct, Exchange)  # all synchronous: no Deferred at all
+    response, result = _run(make_harness, b, later, fail)
+    ran = HOOKS[:HOOKS.index(fail) + 1] if fail else HOOKS  # none after a failure
+    assert isinstance(result, Deferred) == bool(later.intersection(ran))
+    assert _comparable(response) == _comparable(expected)
+    if fail is None:
+        # (the MOCK route's integration response mapping gives the 200)
+        assert response.status == 200 and response.body == b"integrated for caller+mapped"
+    else:
+        assert response.status == 500
+        assert response.body == f'{{"message":"refused in {fail}"}}'.encode()
+
+
+@pytest.mark.parametrize("later", [frozenset({"integrate"}),
+                                   frozenset({"authorize", "integrate"}),
+                                   frozenset({"map_request", "integrate"}),
+                                   frozenset({"authorize", "map_request", "integrate"})],
+                         ids=lambda s: "+".join(sorted(s)))
+def test_a_client_going_away_cancels_the_pending_integration(make_harness: HarnessFactory,
+                                                             b: Builders,
+                                                             later: frozenset[str]) -> None:
+    h, stages = _harness(make_harness, b, later=later, hang=True)
+    result = h.exchange("POST", "/prod/x")
+    assert isinstance(result, Deferred)
+    box: list[Any] = []
+    result.addBoth(box.append)
+    h.clock.advance(1)
+    h.clock.advance(1)  # authorize and map_request (if later) have answered
+    assert box == [] and stages.cancelled == []
+    result.cancel()
+    assert stages.cancelled == ["integrate"]
+    assert box[0].check(CancelledError)
+    assert len(h.gateway.pipeline.deadlines) == 0
