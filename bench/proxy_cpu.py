@@ -104,9 +104,9 @@ def client() -> Callable[[], bytes]:
     fast = http_client.fast(False)
     backend = _BackendTransport()
     # A request makes the host pool; then its one connection is ours, in memory.
-    from twistgw_http.fastclient import _Connection, _HostPool
+    from twistgw_http.fastclient import _Connection
 
-    pool = fast.hosts[target.key] = _HostPool(fast, target)
+    pool = fast.host(target)
     conn = _Connection(pool)
     conn.makeConnection(backend)  # type: ignore[arg-type]
     pool.release(conn)

@@ -54,7 +54,9 @@ from twistgw.outbound import BodyTooLarge, BoundedBody, BytesProducer
 
 from .fastclient import (
     BadResponse,
+    Exchange,
     FastPool,
+    HostPool,
     RawAnswer,
     StaleConnection,
     Target,
@@ -346,15 +348,17 @@ def _as_answer(status: int, headers: Sequence[tuple[str, str]], body: bytes,
     return BackendAnswer(status, headers, body, length)
 
 
-class _FastCall:
-    """The bookkeeping of one fast-client exchange, settled once by :meth:`finish`:
+class _FastCall(Exchange):
+    """One fast-client exchange with its bookkeeping, settled once by :meth:`finish`:
     the backend's slot and breaker verdict, the answer decoded and handed to
     ``respond``."""
 
     __slots__ = ("client", "decode", "guard", "respond", "started", "timeout")
 
-    def __init__(self, client: BackendClient, guard: HostGuard, started: float,
-                 timeout: float, decode: bool, respond: Respond[Any]) -> None:
+    def __init__(self, pool: HostPool, method: str, data: bytes, client: BackendClient,
+                 guard: HostGuard, started: float, timeout: float, decode: bool,
+                 respond: Respond[Any]) -> None:
+        super().__init__(pool, method, data)
         self.client = client
         self.guard = guard
         self.started = started
@@ -525,10 +529,11 @@ class BackendClient:
             return queued.addCallback(lambda answer: respond(*answer))
         guard.acquire()  # a slot is free: taken at once
         self.in_flight += 1
-        call = _FastCall(self, guard, self.reactor.seconds(), timeout, decode, respond)
         fast = self._fast.get(insecure) or self.fast(insecure)
-        d: Deferred[_T] = fast.request(target, method, head + body if body else head,
-                                       call.finish)
+        call = _FastCall(fast.host(target), method, head + body if body else head, self,
+                         guard, self.reactor.seconds(), timeout, decode, respond)
+        call.start()
+        d: Deferred[_T] = call.deferred
         return d
 
     @staticmethod

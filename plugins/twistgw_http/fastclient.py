@@ -52,8 +52,9 @@ from twistgw import ApiConfigurationError
 from twistgw.netio import DirectWriter
 from twistgw.outbound import BodyTooLarge
 
-__all__ = ["FastPool", "RawAnswer", "BadResponse", "StaleConnection", "Target",
-           "parse_target", "request_head", "checked_name", "request_names", "IDEMPOTENT"]
+__all__ = ["FastPool", "HostPool", "Exchange", "RawAnswer", "BadResponse", "StaleConnection",
+           "Target", "parse_target", "request_head", "checked_name", "request_names",
+           "IDEMPOTENT"]
 
 #: Methods a stale pooled connection may be retried for (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
@@ -225,11 +226,11 @@ _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _
 class _Connection(Protocol):
     """One backend connection: sends a request, parses the answer, goes back to the pool."""
 
-    def __init__(self, pool: _HostPool) -> None:
+    def __init__(self, pool: HostPool) -> None:
         self.pool = pool
         self.state = _IDLE
         self.buf = b""
-        self.exchange: _Exchange | None = None
+        self.exchange: Exchange | None = None
         self.reused = False
         self.received = False
         self.dead = False
@@ -260,7 +261,7 @@ class _Connection(Protocol):
 
     # -- sending -----------------------------------------------------------------------
 
-    def send(self, exchange: _Exchange, data: bytes) -> None:
+    def send(self, exchange: Exchange, data: bytes) -> None:
         """Write one request; the answer goes to ``exchange``.
 
         On a plain TCP connection with nothing queued, the request goes straight to the
@@ -385,14 +386,15 @@ class _Connection(Protocol):
         m = _STATUS.fullmatch(status_line)
         if m is None:
             raise BadResponse(f"bad status line {status_line[:80]!r}")
-        status = int(m.group(2))
+        version, code = m.groups()
+        status = int(code)
         if len(lines) > MAX_HEADERS + 1:
             raise BadResponse("too many response headers")
         headers: list[tuple[str, str]] = []
         length: str | None = None
         chunked = False
         transfer_encoding = False
-        close = m.group(1) == "0"
+        close = version == "0"
         encoded = False
         known = _header_names
         for line in lines[1:]:
@@ -430,7 +432,7 @@ class _Connection(Protocol):
                 raise BadResponse("unexpected 101 Switching Protocols")
             return True  # an interim answer: the real one follows
         self.status = status
-        self.http11 = m.group(1) == "1"
+        self.http11 = version == "1"
         self.close_after = close
         self.headers = headers
         self.encoded = encoded
@@ -520,7 +522,8 @@ class _Connection(Protocol):
             transport.loseConnection()
         else:
             self.pool.release(self)
-        self.chunks = []
+        if self.chunks:
+            self.chunks = []
         exchange.answered(answer)
 
     def _fail(self, reason: BaseException) -> None:
@@ -569,7 +572,7 @@ def _one_length(known: str | None, value: str) -> str:
 
 
 class _ConnectionFactory(Factory):
-    def __init__(self, pool: _HostPool) -> None:
+    def __init__(self, pool: HostPool) -> None:
         self.pool = pool
 
     def buildProtocol(self, addr: Any) -> _Connection:
@@ -591,8 +594,13 @@ Finish = Callable[[RawAnswer | BaseException], Any]
 fires with (or raises why it fails); called exactly once per exchange."""
 
 
-class _Exchange:
-    """One request's way through the pool: the caller's Deferred and what it is using."""
+class Exchange:
+    """One request's way through the pool: the caller's Deferred and what it is using.
+
+    :meth:`finish` turns the outcome into what the Deferred fires with; callers with
+    bookkeeping of their own (slots, breaker) subclass it rather than wrap it, which
+    saves an object and a call per request.
+    """
 
     __slots__ = (
         "cancelled",
@@ -601,20 +609,19 @@ class _Exchange:
         "connecting",
         "data",
         "deferred",
-        "finish",
         "idempotent",
         "method",
         "pool",
         "retried",
+        "settled",
     )
 
-    def __init__(self, pool: _HostPool, method: str, data: bytes, idempotent: bool,
-                 finish: Finish) -> None:
+    def __init__(self, pool: HostPool, method: str, data: bytes) -> None:
         self.pool = pool
         self.method = method
         self.data = data
-        self.idempotent = idempotent
-        self.finish: Finish | None = finish
+        self.idempotent = method in IDEMPOTENT
+        self.settled = False
         self.deferred: Deferred[Any] = Deferred(self._cancel)
         self.conn: _Connection | None = None
         self.connecting: Deferred[Any] | None = None
@@ -670,14 +677,19 @@ class _Exchange:
             return
         self._settle(failure.value or inet_error.ConnectError())
 
+    def finish(self, result: RawAnswer | BaseException) -> Any:
+        """What the Deferred fires with (or raise why it fails); called exactly once per
+        exchange.  Here: the answer as it is, or the failure raised."""
+        return _raw(result)
+
     def _settle(self, result: RawAnswer | BaseException) -> None:
         """Fire the caller's Deferred with what ``finish`` makes of ``result``: one call
         instead of a chain of callbacks (each link showed in the proxy profile)."""
-        finish, self.finish = self.finish, None
-        if finish is None:
+        if self.settled:
             return
+        self.settled = True
         try:
-            value = finish(result)
+            value = self.finish(result)
         except BaseException:
             self.deferred.errback(Failure())
             return
@@ -704,12 +716,12 @@ class _Exchange:
 
     def _cancel(self, _d: Deferred[Any]) -> None:
         self.cancelled = True
-        finish, self.finish = self.finish, None
-        if finish is not None:
+        if not self.settled:
+            self.settled = True
             # ``finish`` still learns how it ended; the Deferred fails with Twisted's own
             # CancelledError right after this canceller.
             try:
-                finish(CancelledError())
+                self.finish(CancelledError())
             except BaseException:
                 pass
         conn, self.conn = self.conn, None
@@ -720,10 +732,23 @@ class _Exchange:
             connecting.cancel()
 
 
+class _CallbackExchange(Exchange):
+    """An exchange whose outcome goes through a given function (:meth:`FastPool.request`)."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, pool: HostPool, method: str, data: bytes, callback: Finish) -> None:
+        super().__init__(pool, method, data)
+        self.callback = callback
+
+    def finish(self, result: RawAnswer | BaseException) -> Any:
+        return self.callback(result)
+
+
 # -- pools -----------------------------------------------------------------------------
 
 
-class _HostPool:
+class HostPool:
     """Idle connections to one ``(scheme, host, port)`` and how to make a new one."""
 
     def __init__(self, client: FastPool, target: Target) -> None:
@@ -776,7 +801,8 @@ class _HostPool:
             return
         conn.idle_since = client.reactor.seconds()
         self.idle.append(conn)
-        client.schedule_sweep()
+        if client._sweep is None:
+            client.schedule_sweep()
 
     def forget(self, conn: _Connection) -> None:
         try:
@@ -818,7 +844,7 @@ class FastPool:
         self.connect_retries = connect_retries
         self.tls_creator = tls_creator
         self._in_flight = in_flight
-        self.hosts: dict[tuple[str, str, int], _HostPool] = {}
+        self.hosts: dict[tuple[str, str, int], HostPool] = {}
         self.closed = False
         self.retries = 0
         self.retrying = 0
@@ -834,14 +860,20 @@ class FastPool:
                 ) -> Deferred[Any]:
         """Send ``data`` (head and body) to ``target``; fires with what ``finish`` makes of
         the :data:`RawAnswer` or of the failure (by default the answer, or that failure)."""
+        pool = self.host(target)
+        exchange = Exchange(pool, method, data) if finish is _raw else \
+            _CallbackExchange(pool, method, data, finish)
+        exchange.start()
+        return exchange.deferred
+
+    def host(self, target: Target) -> HostPool:
+        """The pool of ``target`` (made when first needed)."""
         pool = self.hosts.get(target.key)
         if pool is None:
             if len(self.hosts) >= _MAX_TARGETS:
                 self._forget_idle_hosts()
-            pool = self.hosts[target.key] = _HostPool(self, target)
-        exchange = _Exchange(pool, method, data, method in IDEMPOTENT, finish)
-        exchange.start()
-        return exchange.deferred
+            pool = self.hosts[target.key] = HostPool(self, target)
+        return pool
 
     def _forget_idle_hosts(self) -> None:
         for key, pool in list(self.hosts.items()):
