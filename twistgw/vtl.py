@@ -1890,6 +1890,9 @@ class _Compiler:
         self.types = types
         #: names met where only the variables dict can hold them
         self.needs_v: set[str] = set()
+        #: the generated code may change the variables dict (else a render may hand it
+        #: the caller's own)
+        self.writes_v = False
         #: variable name -> its Python local, in the template's own function
         self.local: dict[str, str] = {}
         #: typed root -> (the local holding "its type is the declared one", that type)
@@ -1917,6 +1920,7 @@ class _Compiler:
         """A tree node the generated code hands to the interpreter: it reads and writes
         the variables dict, so every name in it must live there."""
         self.needs_v.update(names_in(obj))
+        self.writes_v = True  # an interpolated string in it may #set
         return self.const(obj)
 
     def root(self, name: str) -> str:
@@ -1931,6 +1935,7 @@ class _Compiler:
         if self.in_main and name in self.local:
             return f"{self.local[name]} = {value}"
         self.needs_v.add(name)
+        self.writes_v = True
         return f"V[{name!r}] = {value}"
 
     def main(self, nodes: Sequence[_Node]) -> str:
@@ -1962,6 +1967,7 @@ class _Compiler:
                  " MAX = rc.limits.max_output; DL = rc.deadline",
                  " LIMIT = rc.limits.foreach_limit", *prologue]
         if string:
+            self.writes_v = True  # its own loops and #set use the variables dict
             saved = self.in_main, self.loops
             self.in_main, self.loops = False, []
             try:
@@ -1983,7 +1989,8 @@ class _Compiler:
     def to_str(self, v: str) -> str:
         """The statement making the non-``str`` value in ``v`` its text."""
         return (f"if type({v}) is not str: {v} = '' if {v} is None else "
-                f"str({v}) if type({v}) is int else _TX({v}, rc)")
+                f"str({v}) if type({v}) is int else repr({v}) if type({v}) is float and "
+                f"(1e-3 <= {v} < 1e7 or -1e7 < {v} <= -1e-3) else _TX({v}, rc)")
 
     def run(self, nodes: Sequence[_Node], lines: list[str], pad: str) -> None:
         """Text and pure references (``$a.b``: no calls, so no effects and no errors but
@@ -2121,6 +2128,7 @@ class _Compiler:
                 local_restore.append((saved, self.local[name]))
             else:
                 self.needs_v.add(name)
+                self.writes_v = True
                 lines.append(f"{pad} {saved} = V.get({name!r}, _NO)")
                 restore.append((saved, name))
 
@@ -2313,9 +2321,10 @@ class _Compiler:
 
 
 def _compile_tree(nodes: Sequence[_Node], types: Mapping[str, type[VtlObject]] | None = None
-                  ) -> Callable[[_Render, dict[str, Any]], None] | None:
+                  ) -> tuple[Callable[[_Render, dict[str, Any]], None] | None, bool]:
     """The template as a Python function, or ``None`` when Python cannot compile it
-    (nesting beyond its static-block limit): the interpreter then renders it.
+    (nesting beyond its static-block limit): the interpreter then renders it; and
+    whether the function may change the variables dict it is given.
 
     No template text reaches the generated source as code: names, method names and
     string keys go in through ``repr`` of identifiers, every other value (static text
@@ -2336,9 +2345,9 @@ def _compile_tree(nodes: Sequence[_Node], types: Mapping[str, type[VtlObject]] |
         namespace.update((f"_k{i}", value) for i, value in enumerate(compiler.consts))
         exec(compile(source, "<vtl template>", "exec"), namespace)
     except (SyntaxError, RecursionError, MemoryError, ValueError):
-        return None
+        return None, True
     function: Callable[[_Render, dict[str, Any]], None] = namespace[main]
-    return function
+    return function, compiler.writes_v
 
 
 # -- the public API ----------------------------------------------------------------------------
@@ -2356,7 +2365,7 @@ class Template:
         :data:`MAX_TEMPLATE_BYTES`.
     """
 
-    __slots__ = ("_function", "nodes", "source")
+    __slots__ = ("_copy", "_function", "nodes", "source")
 
     def __init__(self, source: str, *, max_bytes: int = MAX_TEMPLATE_BYTES,
                  compiled: bool = True,
@@ -2371,7 +2380,8 @@ class Template:
         except RecursionError:
             raise TemplateSyntaxError("template nests too deeply", source,
                                       parser.pos) from None
-        self._function = _compile_tree(self.nodes, types) if compiled else None
+        self._function, self._copy = _compile_tree(self.nodes, types) if compiled \
+            else (None, True)
 
     @property
     def is_compiled(self) -> bool:
@@ -2384,11 +2394,13 @@ class Template:
         :raises TemplateLimitError: a bound of ``limits`` was broken.
         :raises TemplateRenderError: anything else went wrong.
         """
-        rc = _Render(dict(variables), limits)
+        # a copy for #set to change, unless the compiled form changes none
+        rc = _Render(dict(variables) if self._copy else variables, limits)
         try:
             try:
-                if self._function is not None:
-                    self._function(rc, rc.vars)
+                function = self._function
+                if function is not None:
+                    function(rc, rc.vars)
                 else:
                     _render_all(self.nodes, rc)
             except (_Stop, _Break):

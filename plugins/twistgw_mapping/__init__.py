@@ -246,7 +246,7 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     content_type = ctx.request.headers.get("content-type")
     route = ctx.route
     assert route is not None
-    literal, source, compiled = memoize(
+    literal, source, compiled, binary_types = memoize(
         route, ("mapping.request", content_type),
         lambda: _request_plan(ctx, route, integration, content_type))
     if literal is not None:
@@ -254,8 +254,6 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     if source is _UNSUPPORTED:
         raise UnsupportedMediaType()
     handling = integration.content_handling
-    api = ctx.api
-    binary_types = api.binary_media_types if api is not None else ()
     if binary_types or handling:
         is_binary = binary.matches_media_type(binary.first_type(content_type), binary_types)
         if binary.request_is_passed_as_binary(is_binary, handling):
@@ -280,15 +278,18 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
 
 
 def _request_plan(ctx: Context, route: Route, integration: Integration,
-                  content_type: str | None) -> tuple[bytes | None, Any, Prepared | None]:
+                  content_type: str | None
+                  ) -> tuple[bytes | None, Any, Prepared | None, tuple[str, ...]]:
     """What a request with ``content_type`` needs, the same for the whole route: the
     literal body (when that is all), the template source (or :data:`_PASS`,
-    :data:`_UNSUPPORTED`) and the compiled template."""
+    :data:`_UNSUPPORTED`), the compiled template and the API's binary media types."""
+    api = ctx.api
+    binary_types = api.binary_media_types if api is not None else ()
     literal = _literal_request(ctx, integration, content_type)
     source = _request_template(integration, content_type)
     if literal is not None or source is _PASS or source is _UNSUPPORTED:
-        return literal, source, None
-    return None, source, _prepared(route, source)
+        return literal, source, None, binary_types
+    return None, source, _prepared(route, source), binary_types
 
 
 def _literal_request(ctx: Context, integration: Integration, content_type: str | None
@@ -463,15 +464,13 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     route = ctx.route
     assert route is not None
     accept = ctx.request.headers.get("accept")
-    if ctx.stash.get(OVERRIDES_OR_NONE, None) is None:
-        # A literal template with no header mappings answers the same on every request:
-        # the method response is built once per route, selection and Accept.
-        static = memoize(route, ("mapping.static", selection, accept),
-                         lambda: _static_response(ctx, integration, selection, accept))
-        if static is not None:
-            return static  # type: ignore[no-any-return]
-    chosen = memoize(route, ("mapping.select", selection),
-                     lambda: select_integration_response(integration.responses, selection))
+    static, chosen, template, compiled, status, binary_types = memoize(
+        route, ("mapping.response", selection, accept),
+        lambda: _response_plan(ctx, route, integration, selection, accept))
+    if static is not None and ctx.stash.get(OVERRIDES_OR_NONE, None) is None:
+        # A literal template with no header mappings answers the same on every request
+        # (unless a template set overrides): built once per route, selection and Accept.
+        return static  # type: ignore[no-any-return]
     if chosen is None:
         log.error("({request_id}) Execution failed due to configuration error: No match for "
                   "output mapping and no default output mapping configured. Endpoint "
@@ -479,20 +478,18 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
                   status=integration_response.status)
         raise ApiConfigurationError()
     headers: list[tuple[str, str]] = []
-    fin = Finish(integration_status=integration_response.status)
+    fin = Finish(integration_status=integration_response.status) \
+        if template or chosen.response_parameters else None
     for key, source in chosen.response_parameters.items():
         name = key[len("method.response.header."):]
+        assert fin is not None
         value = _response_source(source, ctx, integration_response, fin)
         if value is None:
             continue
         _add_header(headers, name, value)
-    template, compiled = memoize(route, ("mapping.template", id(chosen), accept),
-                                 lambda: _response_template(route, chosen, accept))
     body = integration_response.body
     action = binary.ResponseAction.KEEP
     payload_binary = False
-    api = ctx.api
-    binary_types = api.binary_media_types if api is not None else ()
     if binary_types or chosen.content_handling:
         payload_binary = binary.matches_media_type(
             binary.first_type(integration_response.headers.get("content-type")), binary_types)
@@ -511,18 +508,30 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
         body = _render(ctx, compiled, body, "response", fin)
     if action is binary.ResponseAction.DECODE:
         body = _decoded(ctx, body, "response")
-    status = int(chosen.status_code)
     overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
     if overrides is not None:
         status = _apply_response_overrides(overrides, status, headers)
     return Response(status=status, headers=Headers(tuple(headers)), body=body)
 
 
-def _response_template(route: Route, chosen: IntegrationResponseConfig, accept: str | None
-                       ) -> tuple[str | None, Prepared | None]:
-    """The response template for ``accept`` and its compiled form (once per route)."""
+def _response_plan(ctx: Context, route: Route, integration: Integration, selection: str,
+                   accept: str | None) -> tuple[Response | None,
+                                                IntegrationResponseConfig | None,
+                                                str | None, Prepared | None, int,
+                                                tuple[str, ...]]:
+    """What answering ``selection`` for ``accept`` needs, the same for the whole route:
+    the static method response (:func:`_static_response`), the selected integration
+    response, its template and compiled form, its status and the API's binary media
+    types."""
+    api = ctx.api
+    binary_types = api.binary_media_types if api is not None else ()
+    chosen = select_integration_response(integration.responses, selection)
+    if chosen is None:
+        return None, None, None, None, 0, binary_types
     template = _pick_template(chosen.response_templates, accept)
-    return template, _prepared(route, template) if template else None
+    compiled = _prepared(route, template) if template else None
+    return (_static_response(ctx, integration, selection, accept), chosen, template,
+            compiled, int(chosen.status_code), binary_types)
 
 
 def _static_response(ctx: Context, integration: Integration, selection: str,

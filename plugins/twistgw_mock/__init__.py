@@ -28,9 +28,23 @@ log = Logger()
 _RELAXED = re.compile(r"""^\s*\{\s*["']?statusCode["']?\s*:\s*(\d{3})\s*[,}]""")
 
 
-@lru_cache(maxsize=1024)
 def parse_status_code(body: bytes) -> int | None:
-    """The ``statusCode`` a MOCK request template produced, or ``None`` if there is none."""
+    """The ``statusCode`` a MOCK request template produced, or ``None`` if there is none.
+
+    Short bodies (literal templates, a status and little else) are remembered; a longer
+    one is usually rendered with request data (a request id) and would only churn the
+    cache, hashing its whole body first.
+    """
+    if len(body) <= _CACHED_BODY:
+        return _cached_status_code(body)
+    return _status_code(body)
+
+
+#: The longest body :func:`parse_status_code` remembers.
+_CACHED_BODY = 256
+
+
+def _status_code(body: bytes) -> int | None:
     text = body.decode("utf-8", "replace")
     m = _RELAXED.match(text)
     if m is not None and text.count("statusCode") == 1 and "\\u" not in text:
@@ -53,6 +67,9 @@ def parse_status_code(body: bytes) -> int | None:
         if isinstance(value, int) and 100 <= value <= 599:
             return value
     return None
+
+
+_cached_status_code = lru_cache(maxsize=1024)(_status_code)
 
 
 @hookimpl

@@ -662,3 +662,25 @@ def test_typed_method_results_keep_the_string_bound() -> None:
     template = Template("#set($x = $o.big())done", types={"o": _Counted})
     with pytest.raises(TemplateLimitError):
         template.render({"o": _Counted()}, Limits(max_output=50))
+
+
+@pytest.mark.parametrize("source", [
+    "#set($x = 2)#set($y = 3)$x$y",
+    '#set($y = "#set($x = 5)")$x',
+    "#foreach($x in [1, 2])$x#end#set($z = [1..$x])",
+    "#foreach($x in [1, 2])#set($s = \"$x\")#end",
+])
+def test_rendering_never_changes_the_callers_variables(source: str) -> None:
+    variables = {"x": 1, "s": "s"}
+    for compiled in (True, False):
+        Template(source, compiled=compiled).render(variables)
+        assert variables == {"x": 1, "s": "s"}
+
+
+def test_floats_render_like_java_in_runs_and_alone() -> None:
+    values = [16.49, 0.001, 9999999.0, 1e7, 1e-4, -0.5, -1e7, 0.0, -0.0, 1e300,
+              float("nan"), float("inf"), 2.5e-3, 123456.789]
+    source = "#foreach($v in $l)$v|$v.toString()|#end"
+    expected = "".join(f"{java_double(v)}|{java_double(v)}|" for v in values)
+    for compiled in (True, False):
+        assert Template(source, compiled=compiled).render({"l": JsonList(values)}) == expected
