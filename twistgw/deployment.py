@@ -381,14 +381,17 @@ class _Builder:
 
     def plan_for(self, route: Route) -> HookPlan:
         filters = self.registry.route_filters
-        if not filters:
+        hook_filters = self.registry.hook_route_filters
+        if not filters and not hook_filters:
             return self.base_plan
         excluded = {name for name, predicate in filters.items() if not predicate(route)}
-        if not excluded:
+        dropped = {key for key, predicate in hook_filters.items() if not predicate(route)}
+        if not excluded and not dropped:
             return self.base_plan
 
         def keep(impls: tuple[Impl, ...]) -> tuple[Impl, ...]:
-            return tuple(i for i in impls if i.plugin not in excluded)
+            return tuple(i for i in impls if i.plugin not in excluded
+                         and (i.plugin, i.hook) not in dropped)
 
         return HookPlan(**{f.name: keep(getattr(self.base_plan, f.name))
                            for f in attrs.fields(HookPlan)})

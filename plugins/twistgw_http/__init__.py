@@ -126,6 +126,10 @@ def _is_ours(route: Route) -> bool:
     return route.integration is not None and route.integration.type in TYPES
 
 
+def _has_response_parameters(route: Route) -> bool:
+    return route.integration is not None and bool(route.integration.response_parameters)
+
+
 def _check_route(route: Route) -> None:
     """Load-time refusal of what this plugin (or AWS) cannot serve on an HTTP route."""
     integration = route.integration
@@ -154,6 +158,8 @@ def register(registry: Registry) -> None:
     registry.add_integration_type("HTTP_PROXY")
     registry.add_feature("request_parameters")
     registry.add_route_filter(_is_ours)
+    # map_response only applies responseParameters: off every other route's plan.
+    registry.add_route_filter(_has_response_parameters, hooks=["map_response"])
     registry.add_route_check(_check_route)
 
 

@@ -138,6 +138,33 @@ def test_register_route_filter_keeps_a_plugin_off_other_routes(
     assert plans["/pets/{id}"].authorize == ()
 
 
+def test_register_route_filter_of_named_hooks_leaves_the_others(
+        make_harness: HarnessFactory, b: Builders) -> None:
+    calls: list[tuple[str, str]] = []
+
+    class ResponsesOnPets:
+        @hookimpl
+        def register(self, registry: Registry) -> None:
+            registry.add_route_filter(lambda route: route.operation.path == "/pets",
+                                      hooks=["map_response"])
+
+        @hookimpl
+        def authorize(self, ctx: Context) -> None:
+            assert ctx.route is not None
+            calls.append(("authorize", ctx.route.operation.path))
+
+        @hookimpl
+        def map_response(self, ctx: Context, response: Response) -> None:
+            assert ctx.route is not None
+            calls.append(("map_response", ctx.route.operation.path))
+
+    h = make_harness(petstore(b), plugins=[("pets_only", ResponsesOnPets())])
+    h.request("GET", "/prod/pets")
+    h.request("GET", "/prod/pets/1")
+    assert calls == [("authorize", "/pets"), ("map_response", "/pets"),
+                     ("authorize", "/pets/{id}")]
+
+
 def test_wrapper_impls_on_the_request_path_are_refused(tmp_path: Path, b: Builders) -> None:
     class Wrapper:
         @hookimpl(wrapper=True)
