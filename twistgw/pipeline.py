@@ -32,12 +32,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .accesslog import AccessLog
-from .deadlines import Deadlines
+from .deadlines import Deadlines, Lane
 from .dispatch import call_impl, notify, pipe_now, plugin_failure, run_maybe_sync
 from .errors import (
     ApiConfigurationError,
     GatewayError,
     HttpApiNotFound,
+    IntegrationTimeout,
     MissingAuthenticationToken,
     PluginError,
     ResourceNotFound,
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
         Route,
         StageDeployment,
     )
-    from .dispatch import HookPlan
+    from .dispatch import HookPlan, Impl
 
 __all__ = ["Pipeline", "Outcome", "Exchange", "INGRESS_DROPPED_HEADERS",
            "substitute_stage_variables"]
@@ -319,10 +320,7 @@ class Pipeline:
                                   is_http)
         # Pending (a proxied or Lambda call): the rest runs as callbacks on the
         # integration's Deferred, not as a suspended coroutine.
-        return answer.addCallbacks(
-            self._answered, self._unanswered,
-            (ctx, outcome, plan, started, integration_started, is_http), EMPTY_MAPPING,
-            (ctx, outcome, plan, integration_started, is_http))
+        return answer.attach(started, integration_started, is_http)
 
     def _integrated(self, answer: IntegrationResponse, ctx: Context, outcome: Outcome,
                     plan: HookPlan, started: float, integration_started: float) -> Any:
@@ -354,17 +352,6 @@ class Pipeline:
             return cast("Exchange | Deferred[Exchange]", run_maybe_sync(
                 self._respond_later(response, plan, ctx, outcome, is_http)))
         return self._exchange(response, ctx, outcome, is_http)
-
-    def _unanswered(self, failure: Failure, ctx: Context, outcome: Outcome, plan: HookPlan,
-                    integration_started: float, is_http: bool
-                    ) -> Failure | Exchange | Deferred[Exchange]:
-        """A pending integration failed: a GatewayError becomes its gateway response;
-        anything else (a cancellation) goes on to the caller."""
-        outcome.finish.phases.append(("integrate", integration_started, time.time()))
-        error = failure.value
-        if isinstance(error, GatewayError):
-            return self._recover(plan, ctx, error, outcome, is_http)
-        return failure
 
     async def _respond_later(self, response: Coroutine[Any, Any, Response], plan: HookPlan,
                              ctx: Context, outcome: Outcome, is_http: bool) -> Exchange:
@@ -523,11 +510,10 @@ class Pipeline:
 
     def _integrate(self, plan: HookPlan, ctx: Context, request: IntegrationRequest,
                    outcome: Outcome, deadline: float, first: int = 0
-                   ) -> IntegrationResponse | Deferred[IntegrationResponse]:
+                   ) -> IntegrationResponse | _Pending:
         """The first ``integrate`` answer, from impl ``first`` on: returned directly while
-        results are plain values (a coroutine per request was measurable), else a
-        Deferred of the pending one (bounded by ``deadline``, monotonic) and those after
-        it."""
+        results are plain values (a coroutine per request was measurable), else the
+        pending one (bounded by ``deadline``, monotonic, once attached)."""
         kwargs = {"ctx": ctx, "request": request}
         timings = outcome.timings
         impls = plan.integrate
@@ -549,8 +535,7 @@ class Pipeline:
                 timings.append(("integrate", impl.plugin, perf_counter() - start))
                 return result
             if isinstance(result, Deferred) or hasattr(result, "__await__"):
-                return self._integrate_pending(plan, ctx, request, outcome, deadline, i,
-                                               result, start)
+                return _Pending(self, plan, ctx, request, outcome, deadline, i, start, result)
             timings.append(("integrate", impl.plugin, perf_counter() - start))
             log.error("plugin {plugin} returned {value!r} from integrate; expected an "
                       "IntegrationResponse", plugin=impl.plugin, value=result)
@@ -560,52 +545,6 @@ class Pipeline:
                   type=integ.type if integ else "?",
                   route=ctx.route.operation.route_key if ctx.route else "?")
         raise ApiConfigurationError()
-
-    def _integrate_pending(self, plan: HookPlan, ctx: Context,
-                           request: IntegrationRequest, outcome: Outcome,
-                           deadline: float, i: int, pending: Any, start: float
-                           ) -> IntegrationResponse | Deferred[IntegrationResponse]:
-        """Impl ``i``'s ``pending`` result, within the integration timeout (a Deferred
-        chain, not a coroutine: this runs on every proxied or Lambda request); if it
-        abstains, ask the impls after it."""
-        d: Deferred[Any] = pending if isinstance(pending, Deferred) \
-            else Deferred.fromCoroutine(pending)
-        lane = None if d.called and not d.paused else \
-            self.deadlines.watch(d, request.timeout, max(deadline - time.monotonic(), 0.001))
-        impl = plan.integrate[i]
-
-        def answered(result: Any) -> IntegrationResponse | Deferred[IntegrationResponse]:
-            if lane is not None:
-                lane.done(d)
-            outcome.timings.append(("integrate", impl.plugin, perf_counter() - start))
-            if isinstance(result, IntegrationResponse):
-                return result
-            if result is None:
-                return self._integrate(plan, ctx, request, outcome, deadline, i + 1)
-            log.error("plugin {plugin} returned {value!r} from integrate; expected an "
-                      "IntegrationResponse", plugin=impl.plugin, value=result)
-            raise PluginError(impl.plugin, "integrate")
-
-        def failed(failure: Failure) -> Failure:
-            timed_out = lane is not None and not lane.done(d)
-            outcome.timings.append(("integrate", impl.plugin, perf_counter() - start))
-            if failure.check(TimeoutError) or (timed_out and failure.check(CancelledError)):
-                raise_timeout()
-            if failure.check(GatewayError, CancelledError):
-                return failure
-            error = failure.value
-            assert error is not None
-            raise plugin_failure(impl, error) from error
-
-        d.addCallbacks(answered, failed)
-        if d.called and not d.paused:  # answered already: no Deferred for the caller
-            box: list[Any] = []
-            d.addBoth(box.append)
-            if isinstance(box[0], Failure):
-                box[0].raiseException()
-            answer: IntegrationResponse = box[0]
-            return answer
-        return d
 
     async def _error(self, plan: HookPlan, ctx: Context, error: GatewayError,
                      outcome: Outcome) -> Response:
@@ -642,8 +581,102 @@ class Pipeline:
         return Response(response.status, Headers(headers), response.body, response.upgrade)
 
 
-def raise_timeout() -> None:
-    """Raise the AWS integration timeout (504 ``Endpoint request timed out``)."""
-    from .errors import IntegrationTimeout
+class _Pending:
+    """An ``integrate`` impl's pending answer and what the flow needs when it comes.
 
-    raise IntegrationTimeout()
+    One object per proxied or Lambda request, whose two methods are the only callbacks
+    the core adds to the integration's Deferred (closures, a second callback pair and a
+    coroutine before): :meth:`answered` and :meth:`failed` settle the impl (timings,
+    its deadline lane, the impls after an abstaining one) and go on with the flow.
+    """
+
+    __slots__ = ("ctx", "d", "deadline", "index", "integration_started", "is_http",
+                 "lane", "outcome", "pipeline", "plan", "request", "start", "started")
+
+    def __init__(self, pipeline: Pipeline, plan: HookPlan, ctx: Context,
+                 request: IntegrationRequest, outcome: Outcome, deadline: float, index: int,
+                 start: float, pending: Any) -> None:
+        self.pipeline = pipeline
+        self.plan = plan
+        self.ctx = ctx
+        self.request = request
+        self.outcome = outcome
+        self.deadline = deadline
+        self.index = index
+        self.start = start
+        self.d: Deferred[Any] = pending if isinstance(pending, Deferred) \
+            else Deferred.fromCoroutine(pending)
+        self.lane: Lane | None = None
+        self.started = 0.0
+        self.integration_started = 0.0
+        self.is_http = False
+
+    def attach(self, started: float, integration_started: float, is_http: bool
+               ) -> Exchange | Deferred[Exchange]:
+        """Watch the deadline and add the callbacks; the exchange itself if the answer
+        was already there."""
+        self.started = started
+        self.integration_started = integration_started
+        self.is_http = is_http
+        d = self.d
+        if not d.called or d.paused:
+            self.lane = self.pipeline.deadlines.watch(
+                d, self.request.timeout, max(self.deadline - time.monotonic(), 0.001))
+        d.addCallbacks(self.answered, self.failed)
+        if d.called and not d.paused:  # answered already: no Deferred for the caller
+            box: list[Any] = []
+            d.addBoth(box.append)
+            if isinstance(box[0], Failure):
+                box[0].raiseException()
+            exchange: Exchange = box[0]
+            return exchange
+        return d
+
+    def _settled(self) -> tuple[Impl, bool]:
+        """The impl; whether its call was still in its lane (False: timed out)."""
+        lane = self.lane
+        in_time = lane is None or lane.done(self.d)
+        impl = self.plan.integrate[self.index]
+        self.outcome.timings.append(("integrate", impl.plugin, perf_counter() - self.start))
+        return impl, in_time
+
+    def answered(self, result: Any) -> Exchange | Deferred[Exchange]:
+        """The impl answered: the response of its answer, or ask the impls after it."""
+        impl, _in_time = self._settled()
+        pipeline = self.pipeline
+        if isinstance(result, IntegrationResponse):
+            return pipeline._answered(result, self.ctx, self.outcome, self.plan, self.started,
+                                      self.integration_started, self.is_http)
+        try:
+            if result is not None:
+                log.error("plugin {plugin} returned {value!r} from integrate; expected an "
+                          "IntegrationResponse", plugin=impl.plugin, value=result)
+                raise PluginError(impl.plugin, "integrate")
+            rest = pipeline._integrate(self.plan, self.ctx, self.request, self.outcome,
+                                       self.deadline, self.index + 1)
+        except GatewayError as error:
+            return self._fail(error)
+        if isinstance(rest, IntegrationResponse):
+            return pipeline._answered(rest, self.ctx, self.outcome, self.plan, self.started,
+                                      self.integration_started, self.is_http)
+        return rest.attach(self.started, self.integration_started, self.is_http)
+
+    def failed(self, failure: Failure) -> Failure | Exchange | Deferred[Exchange]:
+        """The impl failed, timed out (504) or was cancelled (passed on)."""
+        impl, in_time = self._settled()
+        error = failure.value
+        if isinstance(error, TimeoutError) or (not in_time and isinstance(error,
+                                                                          CancelledError)):
+            return self._fail(IntegrationTimeout())
+        if isinstance(error, CancelledError):
+            self.outcome.finish.phases.append(("integrate", self.integration_started,
+                                               time.time()))
+            return failure
+        if not isinstance(error, GatewayError):
+            assert error is not None
+            error = plugin_failure(impl, error)
+        return self._fail(error)
+
+    def _fail(self, error: GatewayError) -> Exchange | Deferred[Exchange]:
+        self.outcome.finish.phases.append(("integrate", self.integration_started, time.time()))
+        return self.pipeline._recover(self.plan, self.ctx, error, self.outcome, self.is_http)

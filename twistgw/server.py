@@ -26,6 +26,7 @@ from .routing import parse_query
 
 if TYPE_CHECKING:
     from .gateway import Gateway
+    from .reload import Serving
 
 __all__ = ["GatewayHandler", "inbound_from_http"]
 
@@ -33,6 +34,7 @@ __all__ = ["GatewayHandler", "inbound_from_http"]
 _HOP_BY_HOP = frozenset((b"Content-Length", b"Transfer-Encoding", b"Connection"))
 
 log = Logger()
+_NO_KEYWORDS: dict[str, Any] = {}
 
 
 def inbound_from_http(request: HttpRequest, listener: str, scheme: str = "http"
@@ -159,12 +161,24 @@ class GatewayHandler:
             return
         if isinstance(result, Deferred):
             request.on_lost = result.cancel
-            result.addCallbacks(lambda ex: self._write(request, ex),
-                                lambda f: self._failed(request, f))
-            result.addBoth(serving.leave)
+            # One callback pair (each leaves the deployment): a callback less to run.
+            result.addCallbacks(self._answered, self._unanswered, (request, serving),
+                                _NO_KEYWORDS, (request, serving))
             return
         try:
             self._write(request, result)
+        finally:
+            serving.leave()
+
+    def _answered(self, exchange: Exchange, request: HttpRequest, serving: Serving) -> None:
+        try:
+            self._write(request, exchange)
+        finally:
+            serving.leave()
+
+    def _unanswered(self, failure: Failure, request: HttpRequest, serving: Serving) -> None:
+        try:
+            self._failed(request, failure)
         finally:
             serving.leave()
 

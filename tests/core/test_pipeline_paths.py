@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as TimeoutError_
 
 from twistgw import Allow, IntegrationResponse, Principal, Response, hookimpl
 from twistgw.errors import GatewayError
@@ -177,4 +178,67 @@ def test_a_client_going_away_cancels_the_pending_integration(make_harness: Harne
     result.cancel()
     assert stages.cancelled == ["integrate"]
     assert box[0].check(CancelledError)
+    assert len(h.gateway.pipeline.deadlines) == 0
+
+
+class _Later:
+    """An ``integrate`` impl whose Deferred fires 1 s later with ``outcome`` (an
+    exception is raised there)."""
+
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.clock: Any = None
+
+    @hookimpl
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        outcome = self.outcome
+
+        def fire() -> None:
+            if isinstance(outcome, BaseException):
+                d.errback(outcome)
+            else:
+                d.callback(outcome)
+
+        self.clock.callLater(1, fire)
+        return d
+
+
+class _Now:
+    @hookimpl
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> IntegrationResponse:
+        return IntegrationResponse(status=201, body=b"next answered")
+
+
+@pytest.mark.parametrize(("outcome", "then", "status", "body"), [
+    ("nonsense", None, 500, b'{"message": "Internal server error"}'),
+    (ValueError("bug"), None, 500, b'{"message": "Internal server error"}'),
+    (TimeoutError_(), None, 504, b'{"message": "Endpoint request timed out"}'),
+    (None, "now", 200, b"next answered"),
+    (None, "later", 200, b"later answered"),
+], ids=["nonsense", "raises", "timeout-error", "abstains-then-now", "abstains-then-later"])
+def test_a_pending_integrate_settles_like_a_synchronous_one(
+        make_harness: HarnessFactory, b: Builders, outcome: Any, then: str | None,
+        status: int, body: bytes) -> None:
+    first = _Later(outcome)
+    plugins: list[tuple[str, Any]] = [("first", first)]
+    second = _Later(IntegrationResponse(status=201, body=b"later answered"))
+    if then == "now":
+        plugins.append(("second", _Now()))
+    elif then == "later":
+        plugins.append(("second", second))
+    doc = b.openapi({"/x": {"post": b.mock_op(200, timeoutInMillis=5000)}})
+    h = make_harness(doc, plugins=plugins)
+    first.clock = second.clock = h.clock
+    result = h.exchange("POST", "/prod/x")
+    assert isinstance(result, Deferred)
+    box: list[Any] = []
+    result.addBoth(box.append)
+    h.clock.advance(1)
+    h.clock.advance(1)
+    exchange = box[0]
+    assert (exchange.response.status, exchange.response.body) == (status, body)
+    timed = [plugin for hook, plugin, _ in exchange.outcome.timings if hook == "integrate"]
+    assert timed == (["first", "second"] if then else ["first"])
+    assert [phase for phase, *_ in exchange.outcome.finish.phases] == ["integrate"]
     assert len(h.gateway.pipeline.deadlines) == 0
