@@ -302,7 +302,10 @@ class _Connection(Protocol):
         self.received = True
         self.buf = self.buf + data if self.buf else data
         try:
-            self._parse()
+            # The usual answer is one read with the whole head and body: parse the head
+            # here, and go through the state loop only for what is left after it.
+            if self.state != _HEAD or (self._parse_head() and self.exchange is not None):
+                self._parse()
         except BodyTooLarge as e:
             self._fail(e)
         except BadResponse as e:
