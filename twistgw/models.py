@@ -58,11 +58,7 @@ def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
-def _to_pairs(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    return value if isinstance(value, tuple) else tuple(value)
-
-
-@attrs.frozen(eq=True, slots=False)  # see the module docstring
+@attrs.frozen(eq=True, slots=False, init=False)  # see the module docstring
 class Headers:
     """An immutable, case-insensitive multi-map of header names to ``str`` values.
 
@@ -71,11 +67,18 @@ class Headers:
     single-value views (aws-apigw-spec.md §11 q7); ``get_all`` returns every value.
     """
 
-    items: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_to_pairs)
+    items: tuple[tuple[str, str], ...] = ()
     #: Lower-cased name -> values, built on first lookup (headers are read several times
     #: per request; a scan with ``lower()`` per item each time was measurable).
     _index: dict[str, list[str]] | None = attrs.field(default=None, init=False, eq=False,
                                                         repr=False)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        # Written out: attrs' converter was one more Python call per Headers, and a
+        # proxied request builds four.
+        d = self.__dict__
+        d["items"] = items if isinstance(items, tuple) else tuple(items)
+        d["_index"] = None
 
     def _lookup(self) -> dict[str, list[str]]:
         index = self._index

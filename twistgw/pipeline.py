@@ -216,8 +216,14 @@ class Pipeline:
         """The flow as plain calls while every hook answers synchronously (no coroutine
         per request); the first pending result hands the rest to a coroutine
         (``authorize``, ``map_request``) or to callbacks on the integration's Deferred."""
+        # The lower-cased header index, read directly (Headers.get's last-value rule):
+        # five lookups per request, a method call and a lower() each otherwise.
+        headers = inbound.headers
+        index = headers._index
+        if index is None:
+            index = headers._lookup()
         targets = deployment.listeners.get(inbound.listener)
-        target = self._resolve(targets, inbound)
+        target = self._resolve(targets, inbound, index)
         api = target.api
         is_http = target.is_http
         extended, new_uuid = _new_ids()
@@ -225,12 +231,12 @@ class Pipeline:
         if is_http:
             request_id = extended
         else:
-            headers = inbound.headers
-            supplied = headers.get("x-amzn-requestid")
+            found = index.get("x-amzn-requestid")
+            supplied = found[-1] if found else None
             request_id = supplied if supplied and _UUID_RE.match(supplied) else new_uuid
-            override = headers.get("x-http-method-override")
-            if override:
-                method = override.upper()
+            found = index.get("x-http-method-override")
+            if found and found[-1]:
+                method = found[-1].upper()
         stage = target.stage_deployment
         error = target.error
         route: Route | None = None
@@ -248,7 +254,7 @@ class Pipeline:
         ctx = Context(
             inbound, request_id, extended, inbound.received_at or time.time(), api, stage,
             route, method, target.event_path, inbound.raw_path, params, None, target.domain,
-            target.base_path, inbound.headers.get("x-amzn-trace-id"))
+            target.base_path, trace[-1] if (trace := index.get("x-amzn-trace-id")) else None)
         outcome = Outcome(deployment, (
             stage.access_log if stage is not None and stage.access_log is not None
             else deployment.access_log))
@@ -378,15 +384,18 @@ class Pipeline:
         fin.response_length = len(response.body)
         return Exchange(ctx, response, outcome)
 
-    def _resolve(self, targets: ListenerTargets | None, inbound: InboundRequest) -> _Target:
+    def _resolve(self, targets: ListenerTargets | None, inbound: InboundRequest,
+                 index: Mapping[str, list[str]]) -> _Target:
         """Find API and stage (see :meth:`_resolve_uncached`), cached per listener, Host,
-        ``x-apigw-api-id`` and path: the same few are resolved over and over."""
+        ``x-apigw-api-id`` and path: the same few are resolved over and over.  ``index``
+        is the request's lower-cased header index."""
         if targets is None:
             return _Target(error=ResourceNotFound("Not Found"))
         raw_path = inbound.raw_path or "/"
-        headers = inbound.headers
-        host = headers.get("host") or ""
-        api_id = headers.get("x-apigw-api-id")
+        values = index.get("host")
+        host = (values[-1] if values else "") or ""
+        values = index.get("x-apigw-api-id")
+        api_id = values[-1] if values else None
         key = (host, api_id, raw_path)
         cache = targets.resolved
         found: _Target | None = cache.get(key)
