@@ -9,8 +9,12 @@ The classes built on every request (``Headers``, ``InboundRequest``, ``Context``
 ``IntegrationRequest``, ``IntegrationResponse``, ``Response``) keep their attributes in a
 ``__dict__`` rather than slots: a frozen slotted attrs class sets each field through
 ``object.__setattr__``, a dict-backed one stores into the dict, which made a MOCK request
-~2 % cheaper.  The core constructs some of them with positional arguments (cheaper than
-keywords; ``tests/core/test_models.py`` pins the order): add new fields at the end.
+~2 % cheaper.  ``Headers``, ``Context``, ``IntegrationRequest`` and ``IntegrationResponse``
+have their ``__init__`` written out, so that a converter (a Python call) runs only for a
+value that needs converting; ``tests/core/test_models.py`` checks each against the
+``__init__`` attrs would generate.  The core constructs some of them with positional
+arguments (cheaper than keywords; the same tests pin the order): add new fields at the
+end, and to the written-out ``__init__``.
 """
 
 from __future__ import annotations
@@ -218,7 +222,7 @@ class InboundRequest:
         return self.headers.get("host") or ""
 
 
-@attrs.frozen(slots=False)  # see the module docstring
+@attrs.frozen(slots=False, init=False)  # see the module docstring
 class IntegrationRequest:
     """What the gateway sends to the integration (the AWS "integration request").
 
@@ -237,8 +241,26 @@ class IntegrationRequest:
     timeout: float = 29.0
     extras: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
 
+    def __init__(self, method: str, uri: str, headers: Headers | None = None,
+                 query: tuple[tuple[str, str], ...] = (),
+                 path_params: Mapping[str, str] | None = EMPTY_MAPPING, body: bytes = b"",
+                 timeout: float = 29.0, extras: Mapping[str, Any] | None = EMPTY_MAPPING
+                 ) -> None:
+        # Written out (see the module docstring): the converters are only called for a
+        # mapping that is not already frozen.
+        d = self.__dict__
+        d["method"] = method
+        d["uri"] = uri
+        d["headers"] = Headers() if headers is None else headers
+        d["query"] = query
+        d["path_params"] = path_params if type(path_params) is MappingProxyType \
+            else freeze_mapping(path_params)
+        d["body"] = body
+        d["timeout"] = timeout
+        d["extras"] = extras if type(extras) is MappingProxyType else freeze_mapping(extras)
 
-@attrs.frozen(slots=False)  # see the module docstring
+
+@attrs.frozen(slots=False, init=False)  # see the module docstring
 class IntegrationResponse:
     """What the integration answered (the AWS "endpoint response").
 
@@ -252,6 +274,18 @@ class IntegrationResponse:
     metadata: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=freeze_mapping)
     #: Switch protocols instead of answering: see :attr:`Response.upgrade`.
     upgrade: Callable[[Handover], None] | None = attrs.field(default=None, eq=False)
+
+    def __init__(self, status: int = 200, headers: Headers | None = None, body: bytes = b"",
+                 metadata: Mapping[str, Any] | None = EMPTY_MAPPING,
+                 upgrade: Callable[[Handover], None] | None = None) -> None:
+        # Written out (see the module docstring).
+        d = self.__dict__
+        d["status"] = status
+        d["headers"] = Headers() if headers is None else headers
+        d["body"] = body
+        d["metadata"] = metadata if type(metadata) is MappingProxyType \
+            else freeze_mapping(metadata)
+        d["upgrade"] = upgrade
 
 
 @attrs.frozen(slots=False)  # see the module docstring
@@ -359,7 +393,7 @@ class Stash:
         return len(self._data)
 
 
-@attrs.frozen(slots=False)  # see the module docstring
+@attrs.frozen(slots=False, init=False)  # see the module docstring
 class Context:
     """Everything known about one request, handed to every request-path hook.
 
@@ -385,6 +419,34 @@ class Context:
     base_path_matched: str | None = None
     trace_id: str | None = None
     stash: Stash = attrs.field(factory=Stash, eq=False)
+
+    def __init__(self, request: InboundRequest, request_id: str, extended_request_id: str,
+                 received_at: float, deployment_api: ApiDeployment | None = None,
+                 stage: StageDeployment | None = None, route: Route | None = None,
+                 method: str = "", path: str = "", request_path: str = "",
+                 path_params: Mapping[str, str] | None = EMPTY_MAPPING,
+                 principal: Principal | None = None, domain_name: str = "",
+                 base_path_matched: str | None = None, trace_id: str | None = None,
+                 stash: Stash | None = None) -> None:
+        # Written out (see the module docstring).
+        d = self.__dict__
+        d["request"] = request
+        d["request_id"] = request_id
+        d["extended_request_id"] = extended_request_id
+        d["received_at"] = received_at
+        d["deployment_api"] = deployment_api
+        d["stage"] = stage
+        d["route"] = route
+        d["method"] = method
+        d["path"] = path
+        d["request_path"] = request_path
+        d["path_params"] = path_params if type(path_params) is MappingProxyType \
+            else freeze_mapping(path_params)
+        d["principal"] = principal
+        d["domain_name"] = domain_name
+        d["base_path_matched"] = base_path_matched
+        d["trace_id"] = trace_id
+        d["stash"] = Stash() if stash is None else stash
 
     @property
     def api(self) -> ApiDefinition | None:

@@ -9,13 +9,25 @@ fields at the end.  These tests fail first if that rule is broken.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twistgw import IntegrationResponse, hookimpl
-from twistgw.models import Context, InboundRequest, IntegrationRequest, Response
+from twistgw.models import (
+    EMPTY_MAPPING,
+    Context,
+    Headers,
+    InboundRequest,
+    IntegrationRequest,
+    Principal,
+    Response,
+    Stash,
+)
 from twistgw.pipeline import Exchange, Outcome
 
 if TYPE_CHECKING:
@@ -79,3 +91,81 @@ def test_the_pipelines_context_has_each_value_in_its_field(make_harness: Harness
     assert request.uri == "http://backend.invalid/{id}"
     assert request.query == (("q", "1"),) and dict(request.path_params) == {"id": "7"}
     assert request.headers.get("x-amzn-trace-id") == "Root=1-abc"
+
+
+# -- the written-out __init__s against the ones attrs would generate ------------------------
+
+_INBOUND = InboundRequest(method="GET", raw_path="/")
+#: For each class with a written-out __init__: sample values per field (the first
+#: arguments are required), plain dicts included so the converters have work to do.
+_SAMPLES: dict[type, dict[str, list[Any]]] = {
+    Headers: {"items": [(), (("A", "1"),), [("B", "2"), ("b", "3")]]},
+    Context: {
+        "request": [_INBOUND], "request_id": ["r1"], "extended_request_id": ["e1"],
+        "received_at": [1.5], "deployment_api": [None, "api"], "stage": [None, "stage"],
+        "route": [None, "route"], "method": ["", "GET"], "path": ["", "/a"],
+        "request_path": ["", "/prod/a"],
+        "path_params": [EMPTY_MAPPING, {"id": "7"}, MappingProxyType({"x": "y"}), {}, None],
+        "principal": [None, Principal(id="p")], "domain_name": ["", "d"],
+        "base_path_matched": [None, "(none)"], "trace_id": [None, "Root=1"],
+        "stash": [Stash()]},
+    IntegrationRequest: {
+        "method": ["POST"], "uri": ["http://x/"], "headers": [Headers((("A", "1"),))],
+        "query": [(), (("q", "1"),)], "path_params": [{}, {"a": "b"}, EMPTY_MAPPING],
+        "body": [b"", b"x"], "timeout": [29.0, 1.5],
+        "extras": [EMPTY_MAPPING, {"event": {"k": 1}}, MappingProxyType({"z": 1}), None]},
+    IntegrationResponse: {
+        "status": [200, 502], "headers": [Headers((("C", "d"),))], "body": [b"", b"y"],
+        "metadata": [EMPTY_MAPPING, {"latency_ms": 3}, {}, None], "upgrade": [None, print]},
+}
+
+
+def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    return value if isinstance(value, tuple) else tuple(value)
+
+
+#: Converters the written-out __init__s apply that the fields no longer declare.
+_CONVERTERS = {(Headers, "items"): _pairs}
+
+
+def _reference(cls: type) -> type:
+    """The class attrs would build from the same fields (generated __init__)."""
+    fields = {f.name: attrs.field(default=f.default, init=f.init, eq=f.eq, alias=f.alias,
+                                  converter=_CONVERTERS.get((cls, f.name), f.converter))
+              for f in attrs.fields(cls)}
+    return attrs.make_class(f"Reference{cls.__name__}", fields, frozen=True, slots=False)
+
+
+def _state(obj: Any) -> list[tuple[str, Any]]:
+    """Every field's value (a Stash by its type: a factory makes a fresh one)."""
+    return [(f.name, type(v) if isinstance(v := getattr(obj, f.name), Stash) else v)
+            for f in attrs.fields(type(obj))]
+
+
+@pytest.mark.parametrize("cls", list(_SAMPLES), ids=lambda c: c.__name__)
+def test_written_out_init_matches_the_generated_one(cls: type) -> None:
+    reference = _reference(cls)
+    samples = _SAMPLES[cls]
+    names = [f.alias for f in attrs.fields(cls) if f.init]
+    required = [f.alias for f in attrs.fields(cls)
+                if f.init and f.default is attrs.NOTHING]
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        given_names = [n for n in names if n in required or data.draw(st.booleans())]
+        kwargs = {n: data.draw(st.sampled_from(samples[n])) for n in given_names}
+        mine = cls(**kwargs)
+        theirs = reference(**kwargs)
+        assert _state(mine) == _state(theirs)
+        for f in attrs.fields(cls):
+            if f.converter is not None:  # converted mappings are read-only
+                assert isinstance(getattr(mine, f.name), MappingProxyType)
+        # Positionally too, when every argument up to the last given one is given.
+        positional = [kwargs[n] for n in names[:len(kwargs)]] \
+            if given_names == names[:len(kwargs)] else None
+        if positional is not None:
+            assert _state(cls(*positional)) == _state(mine)
+        assert attrs.evolve(mine) == mine
+
+    check()
