@@ -1747,6 +1747,7 @@ _HELPERS: dict[str, Any] = {
     "_JL": JavaList, "_IT": _iterable, "_FS": _ForeachState, "_NO": MISSING,
     "_SP": set_property,
     "_BR": _Break, "_ST": _Stop, "_LATE": _h_late, "_MONO": time.monotonic,
+    "_J": "".join,
 }
 
 
@@ -1995,7 +1996,9 @@ class _Compiler:
     def run(self, nodes: Sequence[_Node], lines: list[str], pad: str) -> None:
         """Text and pure references (``$a.b``: no calls, so no effects and no errors but
         limit ones) appended at once: ``out += (text, v1, text, v2, ...)``, one size
-        check.  At most :data:`_RUN` values, so at most that many wait for the check."""
+        check; with several values, joined first (one ``len`` for the run instead of one
+        per value).  At most :data:`_RUN` values, so at most that many wait for the
+        check."""
         parts: list[str] = []
         sizes: list[str] = []
         static = 0
@@ -2010,8 +2013,13 @@ class _Compiler:
                 lines.append(f"{pad}{self.to_str(v)}")
                 parts.append(v)
                 sizes.append(f"len({v})")
-        lines.append(f"{pad}out += ({', '.join(parts)},)")
-        lines.append(f"{pad}size += {' + '.join([str(static), *sizes])}")
+        if len(sizes) > 1:
+            s = self.new("s")
+            lines.append(f"{pad}{s} = _J(({', '.join(parts)},)); out.append({s})")
+            lines.append(f"{pad}size += len({s})")
+        else:
+            lines.append(f"{pad}out += ({', '.join(parts)},)")
+            lines.append(f"{pad}size += {' + '.join([str(static), *sizes])}")
         lines.append(f"{pad}if size > MAX: rc.over()")
 
     def condition(self, condition: _Expr) -> str | None:

@@ -369,9 +369,10 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
     wanted, _response = overrides.made()
     if wanted is None:
         return _with_body(request, body)
-    header = _strings(wanted.get("header"))
-    query = _strings(wanted.get("querystring"))
-    path = _strings(wanted.get("path"))
+    header, query, path = wanted.get("header"), wanted.get("querystring"), wanted.get("path")
+    header = _strings(header) if header else {}
+    query = _strings(query) if query else {}
+    path = _strings(path) if path else {}
     if not (header or query or path):
         return _with_body(request, body)
     headers = request.headers
@@ -405,7 +406,7 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
 
 def _strings(value: Any) -> dict[str, str]:
     """An override map as text (keys and values rendered as templates render them)."""
-    if not value or not isinstance(value, dict):
+    if not isinstance(value, dict):
         return {}
     return {k if type(k) is str else to_text(k): v if type(v) is str else to_text(v)
             for k, v in value.items()}
@@ -511,7 +512,12 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
     if overrides is not None:
         status = _apply_response_overrides(overrides, status, headers)
-    return Response(status=status, headers=Headers(tuple(headers)), body=body)
+    return Response(status=status, headers=Headers(tuple(headers)) if headers else _NO_HEADERS,
+                    body=body)
+
+
+#: The headers of a method response that maps none (immutable, so shared).
+_NO_HEADERS = Headers(())
 
 
 def _response_plan(ctx: Context, route: Route, integration: Integration, selection: str,

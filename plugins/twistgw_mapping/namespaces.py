@@ -456,25 +456,23 @@ class Overrides:
         self._request: dict[str, Any] | None = None
         self._response: OverrideMap | None = None
 
-    def _map(self) -> OverrideMap:
-        made = OverrideMap()
-        made.assigned = self.assigned
-        return made
-
     @property
     def request(self) -> dict[str, Any]:
         found = self._request
         if found is None:
-            found = self._request = {"header": self._map(), "querystring": self._map(),
-                                     "path": self._map()}
+            header, query, path = OverrideMap(), OverrideMap(), OverrideMap()
+            header.assigned = query.assigned = path.assigned = self.assigned
+            found = self._request = {"header": header, "querystring": query, "path": path}
         return found
 
     @property
     def response(self) -> dict[str, Any]:
         found = self._response
         if found is None:
-            found = self._response = self._map()
-            dict.__setitem__(found, "header", self._map())
+            found, header = OverrideMap(), OverrideMap()
+            found.assigned = header.assigned = self.assigned
+            dict.__setitem__(found, "header", header)
+            self._response = found
         return found
 
     def made(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

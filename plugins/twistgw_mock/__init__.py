@@ -26,6 +26,11 @@ __all__ = ["register", "integrate", "parse_status_code"]
 log = Logger()
 
 _RELAXED = re.compile(r"""^\s*\{\s*["']?statusCode["']?\s*:\s*(\d{3})\s*[,}]""")
+#: The same over the bytes, ASCII blanks and digits only: where it matches, ``_RELAXED``
+#: matches the decoded text the same way (ASCII bytes decode to themselves).
+_RELAXED_ASCII = re.compile(
+    rb"""^[ \t\n\r\f\v]*\{[ \t\n\r\f\v]*["']?statusCode["']?[ \t\n\r\f\v]*:"""
+    rb"""[ \t\n\r\f\v]*([0-9]{3})[ \t\n\r\f\v]*[,}]""")
 
 
 def parse_status_code(body: bytes) -> int | None:
@@ -45,15 +50,17 @@ _CACHED_BODY = 256
 
 
 def _status_code(body: bytes) -> int | None:
-    text = body.decode("utf-8", "replace")
-    m = _RELAXED.match(text)
-    if m is not None and text.count("statusCode") == 1 and "\\u" not in text:
+    fast = _RELAXED_ASCII.match(body)
+    if fast is not None and body.count(b"statusCode") == 1 and b"\\u" not in body:
         # The leading key is the only statusCode (no duplicate, not even one spelled
-        # with \u escapes), so a JSON parse would find this same value: skip building
-        # the document (and, for templates that are not strict JSON, the exception).
-        status = int(m.group(1))
+        # with \u escapes), so a JSON parse would find this same value: skip decoding
+        # the body and building the document (and, for templates that are not strict
+        # JSON, the exception).
+        status = int(fast.group(1))
         if 100 <= status <= 599:
             return status
+    text = body.decode("utf-8", "replace")
+    m = _RELAXED.match(text)
     try:
         doc = json.loads(text)
     except ValueError:

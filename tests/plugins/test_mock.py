@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import twistgw_mock
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twistgw_mock import parse_status_code
 
 from twistgw import ApiConfigurationError
@@ -182,3 +184,33 @@ def test_parse_status_code_agrees_with_a_json_parse_first(body: bytes) -> None:
     padded = body.replace(b"{", b'{"pad": "' + b"x" * 300 + b'", ', 1)
     assert len(padded) > 300
     assert parse_status_code(padded) == _reference_status_code(padded)
+
+
+_BODY_PIECES = st.sampled_from([
+    b" ", b"\n", b"\x1c", "\u00a0".encode(), "\ufeff".encode(), b"{", b"}", b",", b":",
+    b'"statusCode"', b"statusCode", b"'statusCode'", b'"status\\u0043ode"', b"200", b"404",
+    b"600", b"20", "\u0662\u0660\u0660".encode(), b'"x"', b"\xff", b"\\'", b"null",
+    b'"statusCode": 201', b"[", b"]",
+])
+
+
+_BLANK = st.sampled_from([b"", b" ", b"\n", b"\x1c", "\u00a0".encode(), "\ufeff".encode()])
+_PAIR = st.tuples(
+    st.sampled_from([b'"statusCode"', b"statusCode", b"'statusCode'", b'"status\\u0043ode"',
+                     b'"x"']), _BLANK,
+    st.sampled_from([b"200", b"404", b"600", b"20", "\u0662\u0660\u0660".encode(), b'"x"',
+                     b"null", b"\xff", b"true", b"[1]"]),
+).map(lambda t: t[0] + b":" + t[1] + t[2])
+_OBJECTS = st.tuples(_BLANK, st.lists(_PAIR, max_size=3), _BLANK,
+                     st.sampled_from([b"}", b"", b"} x", b",}"])
+                     ).map(lambda t: t[0] + b"{" + t[2] + b", ".join(t[1]) + t[3])
+
+
+@settings(max_examples=500, deadline=None)
+@given(body=_OBJECTS | st.lists(_BODY_PIECES, max_size=12).map(b"".join), pad=st.booleans())
+def test_parse_status_code_agrees_with_the_reference_on_any_body(body: bytes,
+                                                                pad: bool) -> None:
+    """The bytes shortcut, the text path and the cache answer what a JSON parse first
+    (then the relaxed form) does, for bodies short and long, valid UTF-8 or not."""
+    body += b" " * 300 if pad else b""
+    assert parse_status_code(body) == _reference_status_code(body)
