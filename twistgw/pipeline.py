@@ -583,7 +583,16 @@ class Pipeline:
         else:
             ids = (("x-amzn-RequestId", ctx.request_id),
                    ("x-amz-apigw-id", ctx.extended_request_id))
-        if "content-type" in given:
+        index = given._index
+        if index is not None:
+            typed = "content-type" in index
+        else:  # a scan that lowers only 12-character names beats building the index
+            typed = False
+            for name, _value in given.items:
+                if len(name) == 12 and name.lower() == "content-type":
+                    typed = True
+                    break
+        if typed:
             headers = given.items + ids
         else:
             headers = given.items + ids + _JSON_CONTENT_TYPE

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as TimeoutError_
 
@@ -242,3 +244,32 @@ def test_a_pending_integrate_settles_like_a_synchronous_one(
     assert timed == (["first", "second"] if then else ["first"])
     assert [phase for phase, *_ in exchange.outcome.finish.phases] == ["integrate"]
     assert len(h.gateway.pipeline.deadlines) == 0
+
+
+_NAMES = ["Content-Type", "content-type", "CONTENT-TYPE", "Content-type", "X-Request-Id",
+          "Content-Typo", "Content-Length", "X-Custom", "content-type "]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from(["a", "text/plain"])),
+                max_size=6),
+       st.booleans(), st.booleans())
+def test_finalize_adds_json_content_type_exactly_when_none_is_given(
+        items: list[tuple[str, str]], indexed: bool, is_http: bool) -> None:
+    """The finalize scan (no index built) decides as the Headers lookup does."""
+    from twisted.internet.task import Clock
+
+    from twistgw.models import Headers, InboundRequest
+    from twistgw.pipeline import Pipeline
+
+    given_headers = Headers(tuple(items))
+    if indexed:
+        given_headers.get("x")  # builds the index: the other branch
+    ctx = Context(InboundRequest(method="GET", raw_path="/"), "rid", "ext", 1.0)
+    final = Pipeline(Clock())._finalize(ctx, Response(headers=given_headers), is_http)
+    ids = [("apigw-requestid", "rid")] if is_http else [("x-amzn-RequestId", "rid"),
+                                                         ("x-amz-apigw-id", "ext")]
+    expected = list(items) + ids
+    if "content-type" not in Headers(tuple(items)):
+        expected.append(("Content-Type", "application/json"))
+    assert list(final.headers.items) == expected
