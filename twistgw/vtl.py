@@ -2119,7 +2119,8 @@ class _Compiler:
             # a literal list of literals: the same tuple every time
             source = self.const(tuple(e.value for e in iterable.items))  # type: ignore[attr-defined]
         else:
-            source = f"_IT({self.expr(iterable)})"
+            t = self.new("t")
+            source = f"(list({t}) if type({t} := {self.expr(iterable)}) is list else _IT({t}))"
         lines.append(f"{pad}{items} = {source}")
         lines.append(f"{pad}if {items} is not None:")
         lines.append(f"{pad} if len({items}) > LIMIT: {items} = {items}[:LIMIT]")

@@ -352,6 +352,8 @@ def escape_javascript(text: str) -> str:
     """``StringEscapeUtils.escapeJavaScript`` (commons-lang 2): quotes, backslash and
     ``/`` escaped, control and non-ASCII characters as upper-case ``\\uXXXX`` (UTF-16)."""
     escaped = text.translate(_JS_TABLE)
+    if escaped.isascii() and escaped.isprintable():
+        return escaped  # nothing outside \x20-\x7e: nothing for the regex to replace
     return _JS_OTHER.sub(_js_unicode, escaped)
 
 
@@ -410,7 +412,10 @@ _UTIL_METHODS = frozenset({"parseJson", "urlEncode", "urlDecode", "base64Encode"
 def _escape_javascript(_obj: UtilObject, value: Any) -> str | None:
     if value is None:
         return None
-    return escape_javascript(value if type(value) is str else to_text(value))
+    escaped = (value if type(value) is str else to_text(value)).translate(_JS_TABLE)
+    if escaped.isascii() and escaped.isprintable():
+        return escaped  # as escape_javascript, without a second call
+    return _JS_OTHER.sub(_js_unicode, escaped)
 
 
 # -- $context ------------------------------------------------------------------------------------

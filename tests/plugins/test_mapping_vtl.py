@@ -251,6 +251,19 @@ def test_escape_javascript_table() -> None:
         == "\\b\\t\\f\\r\\u0001\\u007F\\u20AC\\uD83D\\uDE00"
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=30) | st.text(st.characters(max_codepoint=0x80), max_size=30))
+def test_escape_javascript_skips_the_regex_only_when_it_would_change_nothing(
+        text: str) -> None:
+    from twistgw_mapping import namespaces
+
+    expected = namespaces._JS_OTHER.sub(namespaces._js_unicode,
+                                        text.translate(namespaces._JS_TABLE))
+    assert escape_javascript(text) == expected
+    assert namespaces._escape_javascript(namespaces.UTIL, text) == expected
+
+
 def test_url_encode_like_java() -> None:
     assert url_encode("a b*c.d-e_f~g/h") == "a+b*c.d-e_f%7Eg%2Fh"
 
