@@ -407,6 +407,8 @@ def build_url(ctx: Context, request: IntegrationRequest, proxy: bool) -> str:
     """
     uri = request.uri
     pairs = request.query
+    if not pairs and not (proxy and ctx.request.raw_query):
+        return uri  # nothing to append (the usual proxied GET)
     parts: list[str] = []
     if proxy:
         inbound = ctx.request.query

@@ -434,17 +434,27 @@ class _Connection(Protocol):
             if status == 101:
                 raise BadResponse("unexpected 101 Switching Protocols")
             return True  # an interim answer: the real one follows
+        http11 = version == "1"
+        if self.head_request or status in (204, 304):
+            self._complete((status, headers, b"", 0, encoded), close or not http11)
+            return True
+        if not transfer_encoding and length is not None:
+            n = int(length)
+            if n > self.pool.max_body:
+                raise BodyTooLarge()
+            rest = self.buf
+            if len(rest) == n:  # the usual case: the whole body came with the head
+                self.buf = b""
+                self._complete((status, headers, rest, n, encoded), close or not http11)
+                return True
+        # The body comes in later reads: keep what the answer is made of.
         self.status = status
-        self.http11 = version == "1"
+        self.http11 = http11
         self.close_after = close
         self.headers = headers
         self.encoded = encoded
         self.length = None
         self.size = 0
-        if self.head_request or status in (204, 304):
-            self.length = 0
-            self._finish(b"")
-            return True
         if transfer_encoding:
             # A length next to a transfer coding is ignored (RFC 9112 §6.3) and the
             # connection not reused: that is how request smuggling starts.
@@ -455,16 +465,7 @@ class _Connection(Protocol):
                 self.state = _UNTIL_CLOSE
             return True
         if length is not None:
-            n = int(length)
-            if n > self.pool.max_body:
-                raise BodyTooLarge()
-            self.length = n
-            rest = self.buf
-            if len(rest) == n:  # the usual case: the whole body came with the head
-                self.buf = b""
-                self._finish(rest)
-                return True
-            self.remaining = n
+            self.length = self.remaining = int(length)
             self.state = _LENGTH
             return True
         self.close_after = True
@@ -513,13 +514,18 @@ class _Connection(Protocol):
                 return True
 
     def _finish(self, body: bytes) -> None:
-        """The answer is complete: hand it over, then pool or close the connection."""
+        """The answer read over several reads is complete (see :meth:`_complete`)."""
+        self._complete((self.status, self.headers, body, self.length, self.encoded),
+                       self.close_after or not self.http11)
+
+    def _complete(self, answer: RawAnswer, close: bool) -> None:
+        """Hand ``answer`` over, after pooling the connection or closing it (``close``:
+        the answer said so, or was HTTP/1.0)."""
         exchange = self.exchange
         assert exchange is not None
         self.exchange = None
         self.state = _IDLE
-        answer: RawAnswer = (self.status, self.headers, body, self.length, self.encoded)
-        if self.buf or self.close_after or not self.http11:
+        if self.buf or close:
             self.dead = True
             transport: Any = self.transport
             transport.loseConnection()
