@@ -63,11 +63,6 @@ class Lane:
             self.stop()  # a lane of its own: its timer has nothing left to do
         return True
 
-    def _add(self, d: Deferred[Any], deadline: float) -> None:
-        self._entries[d] = deadline
-        if self._timer is None:
-            self._arm(deadline)
-
     def _arm(self, deadline: float) -> None:
         self._timer = self._clock.callLater(max(deadline - self._clock.seconds(), 0.0),
                                             self._expire)
@@ -126,7 +121,9 @@ class Deadlines:
             lane = self._lanes[timeout] = Lane(self, clock, timeout)
         elif lane._entries and deadline < next(reversed(lane._entries.values())):
             lane = Lane(None, clock, timeout)  # out of order: a timer of its own
-        lane._add(d, deadline)
+        lane._entries[d] = deadline  # Lane._add inlined: once per proxied/Lambda request
+        if lane._timer is None:
+            lane._arm(deadline)
         return lane
 
     def _drop(self, lane: Lane) -> None:

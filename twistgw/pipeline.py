@@ -128,7 +128,8 @@ class Exchange:
 
 class _Random:
     """Random bytes read from ``os.urandom`` a block at a time: one system call per
-    request was a measurable part of a MOCK request."""
+    request was a measurable part of a MOCK request.  :func:`_new_ids` takes the next 27
+    unused bytes (inline: a method call per request was measurable too)."""
 
     __slots__ = ("buffer", "offset")
 
@@ -137,15 +138,6 @@ class _Random:
     def __init__(self) -> None:
         self.buffer = b""
         self.offset = self.BLOCK
-
-    def take27(self) -> bytes:
-        """The next 27 unused random bytes."""
-        offset = self.offset
-        if offset >= self.BLOCK:
-            self.buffer = os.urandom(self.BLOCK)
-            offset = 0
-        self.offset = offset + 27
-        return self.buffer[offset:offset + 27]
 
 
 _random = _Random()
@@ -157,7 +149,13 @@ def _new_ids() -> tuple[str, str]:
     """A new extended request id (16 base64 characters) and a random (version 4) UUID
     string, from 27 fresh random bytes (cheaper than two draws, and than
     ``uuid.uuid4()``)."""
-    rand = _random.take27()
+    random = _random
+    offset = random.offset
+    if offset >= _Random.BLOCK:
+        random.buffer = os.urandom(_Random.BLOCK)
+        offset = 0
+    random.offset = offset + 27
+    rand = random.buffer[offset:offset + 27]
     h = rand[:16].hex()
     uuid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[(rand[8] >> 4) & 3]}{h[17:20]}-{h[20:]}"
     return _b2a_base64(rand[16:], newline=False).decode("ascii"), uuid
@@ -508,7 +506,10 @@ class Pipeline:
         method = integ.http_method if integ.http_method and integ.http_method != "ANY" \
             else ctx.method
         headers = inbound.headers
-        if not INGRESS_DROPPED_HEADERS.isdisjoint(headers.lower_names()):
+        index = headers._index  # built by _run already: no lower_names() call
+        if index is None:
+            index = headers._lookup()
+        if not INGRESS_DROPPED_HEADERS.isdisjoint(index):
             headers = Headers(tuple((k, v) for k, v in headers.items
                                     if k.lower() not in INGRESS_DROPPED_HEADERS))
         uri = integ.uri
