@@ -468,7 +468,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     static, chosen, template, compiled, status, binary_types = memoize(
         route, ("mapping.response", selection, accept),
         lambda: _response_plan(ctx, route, integration, selection, accept))
-    if static is not None and ctx.stash.get(OVERRIDES_OR_NONE, None) is None:
+    if static is not None and OVERRIDES not in ctx.stash:
         # A literal template with no header mappings answers the same on every request
         # (unless a template set overrides): built once per route, selection and Accept.
         return static  # type: ignore[no-any-return]

@@ -93,7 +93,9 @@ def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationResponse 
     integration = ctx.integration
     if integration is None or integration.type != "MOCK":
         return None
-    status = parse_status_code(request.body)
+    body = request.body
+    # parse_status_code's two paths, without its own call
+    status = _cached_status_code(body) if len(body) <= _CACHED_BODY else _status_code(body)
     if status is None:
         log.error("({request_id}) Execution failed due to configuration error: Unable to "
                   "parse statusCode. It should be an integer that is defined in the request "
