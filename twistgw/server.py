@@ -102,26 +102,42 @@ def _wire_value(value: str) -> bytes:
         return value.encode("utf-8")
 
 
+#: Response header name -> the start of its line (``b"Name: "``); ``b""`` for a name never
+#: written (not a token, or framing the transport owns); :data:`_DATE_PREFIX` for Date.
+_prefixes: dict[str, bytes] = {}
+_DATE_PREFIX = b"Date: "
+
+
+def _prefix_of(name: str) -> bytes:
+    """The line start for ``name`` (cached, bounded like :func:`_wire_name`)."""
+    key = _wire_name(name)
+    prefix = (b"" if key is None or key in _HOP_BY_HOP
+              else _DATE_PREFIX if key == b"Date" else key + b": ")
+    if len(_prefixes) < 4096:
+        _prefixes[name] = prefix
+    return prefix
+
+
 def header_lines(items: tuple[tuple[str, str], ...]) -> tuple[bytes, bool]:
     """The response's header section (without the framing headers) and whether it
     carries its own ``Date``.  Repeated names are written as repeated lines."""
     lines: list[bytes] = []
     has_date = False
-    names = _encoded_names
+    prefixes = _prefixes
     for name, value in items:
-        key = names.get(name, b"")
-        if key == b"":
-            key = _wire_name(name)
-        if key is None or key in _HOP_BY_HOP:
+        prefix = prefixes.get(name)
+        if prefix is None:
+            prefix = _prefix_of(name)
+        if not prefix:
             continue
-        if key == b"Date":
+        if prefix is _DATE_PREFIX:
             if has_date:
                 continue  # one Date only: the first wins
             has_date = True
         if value.isascii() and value.isprintable():
-            lines.append(key + b": " + value.encode("ascii") + b"\r\n")
+            lines.append(prefix + value.encode("ascii") + b"\r\n")
         else:
-            lines.append(key + b": " + _wire_value(value) + b"\r\n")
+            lines.append(prefix + _wire_value(value) + b"\r\n")
     return b"".join(lines), has_date
 
 

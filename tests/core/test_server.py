@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -176,3 +178,47 @@ def test_memoize_is_bounded() -> None:
     assert calls == before  # a memoized key is not recomputed
     assert memoize(route, ("k", MEMO_LIMIT * 3 - 1), lambda: compute(1)) == 2
     assert calls == before + 1  # past the limit: computed, not stored
+
+
+def _reference_lines(items: tuple[tuple[str, str], ...]) -> tuple[bytes, bool]:
+    """header_lines' rules spelled out plainly: token names only (canonical spelling for
+    a few), framing headers dropped, the first Date kept, CR/LF/NUL in values become
+    spaces, latin-1 where it fits and UTF-8 otherwise."""
+    import re
+
+    canonical = {"content-length": "Content-Length", "transfer-encoding": "Transfer-Encoding",
+                 "connection": "Connection", "date": "Date", "set-cookie": "Set-Cookie",
+                 "last-modified": "Last-Modified", "etag": "ETag"}
+    out = b""
+    has_date = False
+    for name, value in items:
+        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name) and \
+                name.lower() not in canonical:
+            continue
+        spelled = canonical.get(name.lower(), name)
+        if spelled in ("Content-Length", "Transfer-Encoding", "Connection"):
+            continue
+        if spelled == "Date":
+            if has_date:
+                continue
+            has_date = True
+        clean = value.replace("\r", " ").replace("\n", " ").replace("\x00", " ")
+        try:
+            encoded = clean.encode("latin-1")
+        except UnicodeEncodeError:
+            encoded = clean.encode("utf-8")
+        out += spelled.encode("ascii") + b": " + encoded + b"\r\n"
+    return out, has_date
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["Content-Type", "date", "Date", "DATE", "x-amzn-RequestId", "ETag",
+                     "etag", "Content-Length", "connection", "Transfer-Encoding", "bad name",
+                     "bad:name", "Set-Cookie", "X-Custom"]),
+    st.one_of(st.sampled_from(["v", "a b", "é", "x\r\ny", "\x00", "€", "tab\there", ""]),
+              st.text(max_size=8))), max_size=8))
+def test_header_lines_write_what_the_plain_rules_say(items: list[tuple[str, str]]) -> None:
+    from twistgw.server import header_lines
+
+    assert header_lines(tuple(items)) == _reference_lines(tuple(items))
