@@ -27,6 +27,7 @@ from twistgw.models import (
     Principal,
     Response,
     Stash,
+    StashKey,
 )
 from twistgw.pipeline import Exchange, Outcome
 
@@ -169,3 +170,18 @@ def test_written_out_init_matches_the_generated_one(cls: type) -> None:
         assert attrs.evolve(mine) == mine
 
     check()
+
+
+def test_stash_get_gives_stored_values_and_the_default_only_on_a_miss() -> None:
+    """A stored falsy value (``None``, ``0``) is a hit, not a miss; keys of different
+    plugins never collide even when they share a name."""
+    first: StashKey[int | None] = StashKey("n")
+    second: StashKey[int | None] = StashKey("n")
+    stash = Stash()
+    assert stash.get(first, 7) == 7
+    stash[first] = None
+    assert stash.get(first, 7) is None
+    assert first in stash and second not in stash
+    assert stash.get(second, 5) == 5
+    stash[second] = 0
+    assert stash.get(second, 5) == 0 and stash[first] is None
