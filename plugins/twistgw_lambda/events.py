@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
+from itertools import chain
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, TypeVar
 
@@ -383,29 +384,87 @@ def rest_payload(ctx: Context, request: IntegrationRequest) -> bytes:
             ctx.stage is None or _client_cert(ctx) is not None:
         return json.dumps(rest_event(ctx, request)).encode("utf-8")
     parts = _fragments(ctx, _RestFragments)
-    headers, multi = _v1_headers(gateway_headers(ctx, request))
+    inbound = ctx.request
+    items = request.headers.items
+    names = request.headers.lower_names()  # a dict's keys: sized
+    if not parts.edge and len(items) <= _MAX_TEMPLATE_HEADERS and \
+            len(names) == len(items) and _ADDED.isdisjoint(names):  # type: ignore[arg-type]
+        # No repeated names and nothing API Gateway adds itself: the header lines are
+        # the request's, in order, then the four added ones (gateway_headers' result).
+        header_text, multi_text, strings = _header_texts(ctx, inbound, items)
+    else:
+        headers, multi = _v1_headers(gateway_headers(ctx, request))
+        header_text, multi_text, strings = _json_dict(headers), _json_dict(multi), []
     query, multi_query = _v1_query(request) if request.query else ({}, {})
     body, is_b64 = _body(ctx, request)
-    inbound = ctx.request
     domain = ctx.domain_name or inbound.host
     path_params = ctx.path_params
+    user_agent = inbound.headers.get("user-agent")
+    # Every other per-request string, escaped together with the headers' (one call).
+    first = len(strings)
+    strings += (ctx.path, domain, domain.split(".", 1)[0], ctx.extended_request_id,
+                source_ip(ctx) if parts.edge else inbound.client_ip, user_agent or "",
+                ctx.request_path, ctx.request_id, request_time(ctx.received_at))
+    escaped = _escaped(strings)
+    if first:
+        header_text %= tuple(escaped[:first])
+        multi_text %= tuple(escaped[:first])
+    (path, domain_text, prefix, extended, ip, agent, request_path, request_id,
+     time_text) = escaped[first:]
+    agent_text = "null" if user_agent is None else '"' + agent + '"'
     text = (
-        f'{parts.resource}{_enc(ctx.path)}{parts.after_path}{_json_dict(headers)}, '
-        f'"multiValueHeaders": {_json_dict(multi)}, '
+        f'{parts.resource}"{path}"{parts.after_path}{header_text}, '
+        f'"multiValueHeaders": {multi_text}, '
         f'"queryStringParameters": {_json_dict(query)}, '
         f'"multiValueQueryStringParameters": {_json_dict(multi_query)}, '
         f'"pathParameters": {_json_map(path_params) if path_params else "null"}'
-        f'{parts.before_domain}{_enc(domain)}, '
-        f'"domainPrefix": {_enc(domain.split(".", 1)[0])}, '
-        f'"extendedRequestId": {_enc(ctx.extended_request_id)}{parts.identity}'
-        f'{_enc(source_ip(ctx) if parts.edge else inbound.client_ip)}, "user": null, '
-        f'"userAgent": {_json_text(inbound.headers.get("user-agent"))}, '
-        f'"userArn": null}}, "path": {_enc(ctx.request_path)}, "protocol": "HTTP/1.1", '
-        f'"requestId": {_enc(ctx.request_id)}, '
-        f'"requestTime": {_enc(request_time(ctx.received_at))}, '
+        f'{parts.before_domain}"{domain_text}", "domainPrefix": "{prefix}", '
+        f'"extendedRequestId": "{extended}"{parts.identity}"{ip}", "user": null, '
+        f'"userAgent": {agent_text}, '
+        f'"userArn": null}}, "path": "{request_path}", "protocol": "HTTP/1.1", '
+        f'"requestId": "{request_id}", "requestTime": "{time_text}", '
         f'"requestTimeEpoch": {int(ctx.received_at * 1000)}{parts.tail}'
         f'{_json_text(body)}, "isBase64Encoded": {"true" if is_b64 else "false"}}}')
     return text.encode("ascii")
+
+
+#: Requests with more header lines than this take the general path (a template each).
+_MAX_TEMPLATE_HEADERS = 64
+_ADDED_SINGLE = ('"X-Amzn-Trace-Id": "%s", "X-Forwarded-For": "%s", '
+                 '"X-Forwarded-Port": "%s", "X-Forwarded-Proto": "%s"}')
+_ADDED_MULTI = ('"X-Amzn-Trace-Id": ["%s"], "X-Forwarded-For": ["%s"], '
+                '"X-Forwarded-Port": ["%s"], "X-Forwarded-Proto": ["%s"]}')
+#: Number of request header lines -> the ``headers`` and ``multiValueHeaders`` JSON
+#: with a ``%s`` for each escaped name and value.
+_HEADER_TEMPLATES: dict[int, tuple[str, str]] = {}
+
+
+def _header_texts(ctx: Context, inbound: Any, items: tuple[tuple[str, str], ...]
+                  ) -> tuple[str, str, list[str]]:
+    """``gateway_headers``' lines as ``headers`` and ``multiValueHeaders`` templates and
+    the strings their ``%s`` take, when the request repeats no name and sends none of
+    the four API Gateway sets (no ``X-Forwarded-*``, no ``X-Amzn-Trace-Id``)."""
+    templates = _HEADER_TEMPLATES.get(len(items))
+    if templates is None:
+        lead = '{' + '"%s": "%s", ' * len(items)
+        templates = _HEADER_TEMPLATES[len(items)] = (
+            lead + _ADDED_SINGLE, '{' + '"%s": ["%s"], ' * len(items) + _ADDED_MULTI)
+    strings = list(chain.from_iterable(items))
+    strings += (event_trace_header(ctx), inbound.client_ip,
+                str(inbound.server_port or (443 if inbound.scheme == "https" else 80)),
+                inbound.scheme)
+    return templates[0], templates[1], strings
+
+
+def _escaped(strings: list[str]) -> list[str]:
+    """Each string as ``json.dumps`` escapes it (without the quotes), from one escaping
+    call over all of them joined by NUL: escaping is per character, so the output splits
+    at the NULs' escapes, ``\\u0000``.  A string holding a NUL, or the text
+    ``\\u0000`` itself, would add a split; then they are escaped one by one."""
+    parts = _enc("\x00".join(strings))[1:-1].split("\\u0000")
+    if len(parts) == len(strings):
+        return parts
+    return [_enc(s)[1:-1] for s in strings]
 
 
 def _client_cert(ctx: Context) -> dict[str, Any] | None:

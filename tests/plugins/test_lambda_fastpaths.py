@@ -98,3 +98,20 @@ def test_decoding_agrees_with_json_loads_on_any_bytes(raw: bytes) -> None:
     expected = _outcome(json.loads, raw)
     assert _outcome(worker._loads, raw) == expected
     assert _outcome(responses._loads, raw) == expected
+
+
+TRICKY = st.lists(st.text(st.sampled_from(["\\", "u", "0", "\x00", "a", "\"", "\u00e9",
+                                           "\n", "\x7f", "\U0001f600"]), max_size=8),
+                  max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(strings=TRICKY)
+def test_escaping_strings_together_equals_escaping_each(strings: list[str]) -> None:
+    """The REST event escapes its per-request strings in one call and splits the result;
+    NULs and the text ``\\u0000`` inside a string must not move a split."""
+    from json.encoder import encode_basestring_ascii
+
+    from twistgw_lambda.events import _escaped
+
+    assert _escaped(list(strings)) == [encode_basestring_ascii(s)[1:-1] for s in strings]
