@@ -2002,6 +2002,7 @@ class _Compiler:
         parts: list[str] = []
         sizes: list[str] = []
         static = 0
+        reads: list[str] = []
         for node in nodes:
             if isinstance(node, _Text):
                 parts.append(self.const(node.text))
@@ -2009,10 +2010,11 @@ class _Compiler:
             else:
                 assert isinstance(node, _Output)
                 v = self.new("v")
-                lines.append(f"{pad}{v} = {self.expr(node.ref)}")
-                lines.append(f"{pad}{self.to_str(v)}")
+                reads.append(f"{pad}{v} = {self.expr(node.ref)}")
+                reads.append(f"{pad}{self.to_str(v)}")
                 parts.append(v)
                 sizes.append(f"len({v})")
+        lines.extend(self.dict_tests_once(reads, pad))
         if len(sizes) > 1:
             s = self.new("s")
             lines.append(f"{pad}{s} = _J(({', '.join(parts)},)); out.append({s})")
@@ -2021,6 +2023,26 @@ class _Compiler:
             lines.append(f"{pad}out += ({', '.join(parts)},)")
             lines.append(f"{pad}size += {' + '.join([str(static), *sizes])}")
         lines.append(f"{pad}if size > MAX: rc.over()")
+
+    def dict_tests_once(self, reads: list[str], pad: str) -> list[str]:
+        """``reads`` with each local that they test for being a map two or more times
+        tested once, before them (``$item.a ... $item.b`` in one run; not typed roots,
+        whose test runs only when their type is not the declared one): nothing in a run
+        rebinds a local (pure references only; helpers cannot reach this frame's
+        locals), so the answer holds for the whole run."""
+        if not self.in_main:
+            return reads
+        code = "\n".join(reads)
+        first: list[str] = []
+        for name, local in self.local.items():
+            if name in self.guards:
+                continue  # tested only when the declared type fails: rarely
+            test = f"type({local}) is dict"
+            if code.count(test) >= 2:
+                flag = self.new("D")
+                first.append(f"{pad}{flag} = {test}")
+                code = code.replace(test, flag)
+        return [*first, code] if first else reads
 
     def condition(self, condition: _Expr) -> str | None:
         """``condition`` as code that is a Python ``bool``, when it is one already."""

@@ -606,6 +606,31 @@ def test_variables_in_locals_forms_match_the_interpreter(source: str) -> None:
     assert _outcome(template, {"foreach": "F", "velocityCount": "V"}) == first
 
 
+_MAP_KEYS = st.sampled_from(["a", "b", "size", "class", "empty"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(items=st.lists(_VALUES | st.dictionaries(_MAP_KEYS, _VALUES, max_size=3), max_size=4),
+       names=st.lists(_MAP_KEYS, min_size=2, max_size=4), root=_VALUES)
+def test_repeated_map_tests_in_a_run_match_the_interpreter(
+        items: list[Any], names: list[str], root: Any) -> None:
+    """A run reading several properties of one variable (tested for being a map once,
+    before the run) renders as the interpreter does, whatever the variable holds: maps,
+    lists, strings, numbers, null; in a loop (the variable changes per item) and at
+    the top level, after a #set."""
+    reads = ",".join(f"$it.{n}" for n in names)
+    tops = ",".join(f"$r.{n}" for n in names)
+    source = (f"#foreach($it in $items)[{reads}]#if($foreach.hasNext);#end#end"
+              f"|{tops}|#set($r = $items)[{tops}]$it")
+    compiled = Template(source)
+    assert compiled.is_compiled
+
+    def fresh() -> dict[str, Any]:
+        return {"items": JsonList(items), "r": root, "it": "before"}
+
+    assert _outcome(compiled, fresh()) == _outcome(Template(source, compiled=False), fresh())
+
+
 class _Counted(VtlObject):
     """A root whose compiled shortcuts count their calls."""
 
