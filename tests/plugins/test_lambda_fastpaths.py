@@ -115,3 +115,38 @@ def test_escaping_strings_together_equals_escaping_each(strings: list[str]) -> N
     from twistgw_lambda.events import _escaped
 
     assert _escaped(list(strings)) == [encode_basestring_ascii(s)[1:-1] for s in strings]
+
+
+HEADER_VALUE = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(status=st.integers(100, 599),
+       headers=st.dictionaries(st.sampled_from(["A", "a", "Content-Type", "X-B"]),
+                               HEADER_VALUE | st.booleans(), max_size=3),
+       multi=st.dictionaries(st.sampled_from(["A", "x-b", "Set-Cookie"]),
+                             st.lists(HEADER_VALUE, max_size=2), max_size=2),
+       body=st.none() | st.text(max_size=6), trailer=st.sampled_from([(), (("T", "v"),)]))
+def test_responses_built_by_position_equal_those_built_by_keyword(
+        status: int, headers: dict[str, Any], multi: dict[str, list[str]],
+        body: str | None, trailer: tuple[tuple[str, str], ...]) -> None:
+    """parse_v1 and parse_v2 build their IntegrationResponse positionally (cheaper):
+    every field must land where the keyword call puts it."""
+    from twistgw import Headers, IntegrationResponse
+    metadata = {"lambda_request_id": "r-1"}
+    out = json.dumps({"statusCode": status, "headers": headers, "multiValueHeaders": multi,
+                      "body": body}).encode()
+    got = responses.parse_v1(out, decode_base64=False, trailer=trailer, metadata=metadata)
+    want = IntegrationResponse(status=status, headers=Headers(got.headers.items),
+                               body=(body or "").encode(), metadata=metadata)
+    assert (got.status, got.headers, got.body, dict(got.metadata), got.upgrade) == \
+        (want.status, want.headers, want.body, dict(want.metadata), want.upgrade)
+    assert got == want and type(got.status) is int and type(got.body) is bytes
+    assert got.headers.items[len(got.headers.items) - len(trailer):] == trailer
+    out2 = json.dumps({"statusCode": status, "headers": {
+        k: v for k, v in headers.items() if isinstance(v, str)}, "body": body}).encode()
+    got2 = responses.parse_v2(out2, metadata)
+    want2 = IntegrationResponse(status=status, headers=Headers(got2.headers.items),
+                                body=(body or "").encode(), metadata=metadata)
+    assert got2 == want2 and type(got2.status) is int and type(got2.body) is bytes
+
