@@ -334,13 +334,15 @@ class Pipeline:
         fin.phases.append(("integrate", integration_started, time.time()))
         fin.integration_latency_ms = int((time.monotonic() - started) * 1000)
         fin.integration_status = answer.status
+        if not plan.map_response:
+            # Nothing to map: the answer itself has the fields ``_finalize`` reads (status,
+            # headers, body, upgrade), so no Response is built just to be copied there.
+            return answer
         response = Response(answer.status, answer.headers, answer.body, answer.upgrade)
-        if plan.map_response:
-            response = pipe_now(
-                plan.map_response,
-                {"ctx": ctx, "integration_response": answer, "response": response},
-                "response", outcome.timings)
-        return response
+        return pipe_now(
+            plan.map_response,
+            {"ctx": ctx, "integration_response": answer, "response": response},
+            "response", outcome.timings)
 
     def _answered(self, answer: IntegrationResponse, ctx: Context, outcome: Outcome,
                   plan: HookPlan, started: float, integration_started: float, is_http: bool
@@ -373,8 +375,8 @@ class Pipeline:
             return response.addCallback(self._exchange, ctx, outcome, is_http)
         return self._exchange(response, ctx, outcome, is_http)
 
-    def _exchange(self, response: Response, ctx: Context, outcome: Outcome, is_http: bool
-                  ) -> Exchange:
+    def _exchange(self, response: Response | IntegrationResponse, ctx: Context,
+                  outcome: Outcome, is_http: bool) -> Exchange:
         """The finished exchange: request-id headers added, the outcome completed."""
         response = self._finalize(ctx, response, is_http)
         fin = outcome.finish
@@ -577,7 +579,11 @@ class Pipeline:
 
         return builtin(ctx, error)
 
-    def _finalize(self, ctx: Context, response: Response, is_http: bool) -> Response:
+    def _finalize(self, ctx: Context, response: Response | IntegrationResponse,
+                  is_http: bool) -> Response:
+        """The response written: ``response``'s fields (an integration's answer when no
+        ``map_response`` impl ran) with the request-id headers and a default
+        Content-Type."""
         given = response.headers
         if is_http:
             ids: tuple[tuple[str, str], ...] = (("apigw-requestid", ctx.request_id),)

@@ -273,3 +273,49 @@ def test_finalize_adds_json_content_type_exactly_when_none_is_given(
     if "content-type" not in Headers(tuple(items)):
         expected.append(("Content-Type", "application/json"))
     assert list(final.headers.items) == expected
+
+
+_HEADER_NAMES = ["Content-Type", "content-type", "X-Custom", "Set-Cookie", "Content-Length"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=200, max_value=599),
+       st.lists(st.tuples(st.sampled_from(_HEADER_NAMES),
+                          st.text(st.characters(min_codepoint=32, max_codepoint=126),
+                                  max_size=8)), max_size=5),
+       st.binary(max_size=16), st.booleans())
+def test_an_answer_without_map_response_impls_is_written_as_one_mapped_unchanged(
+        status: int, items: list[tuple[str, str]], body: bytes, is_http: bool) -> None:
+    """With no ``map_response`` impl the integration's answer goes straight to the final
+    response (no intermediate Response): the same response and outcome as when an impl
+    ran and left the response as it was."""
+    from twisted.internet.task import Clock
+
+    from twistgw.dispatch import HookPlan, Impl
+    from twistgw.models import Headers, InboundRequest
+    from twistgw.pipeline import Outcome, Pipeline
+
+    seen: list[Response] = []
+
+    def unchanged(response: Response) -> None:
+        seen.append(response)
+
+    def run(plan: HookPlan) -> Exchange:
+        ctx = Context(InboundRequest(method="GET", raw_path="/"), "rid", "ext", 1.0)
+        answer = IntegrationResponse(status=status, headers=Headers(tuple(items)), body=body)
+        outcome = Outcome(deployment=None, access_log=None)  # type: ignore[arg-type]
+        exchange = Pipeline(Clock())._answered(answer, ctx, outcome, plan, 0.0, 0.0, is_http)
+        assert isinstance(exchange, Exchange)
+        return exchange
+
+    direct = run(HookPlan())
+    mapped = run(HookPlan(map_response=(
+        Impl("noop", "map_response", unchanged, ("response",)),)))
+    assert len(seen) == 1  # the general path did build and pass a Response
+    assert type(direct.response) is Response
+    assert (direct.response.status, direct.response.headers.items, direct.response.body) \
+        == (mapped.response.status, mapped.response.headers.items, mapped.response.body)
+    assert direct.response.upgrade is mapped.response.upgrade is None
+    for fin in (direct.outcome.finish, mapped.outcome.finish):
+        assert (fin.status, fin.integration_status, fin.response_length) \
+            == (status, status, len(body))
