@@ -106,6 +106,40 @@ def first_accept_is_binary(accept: str | None, binary_media_types: tuple[str, ..
     return matches_media_type(first, binary_media_types)
 
 
+
+def _merged_lines(headers: dict[str, Any] | None, multi: dict[str, Any] | None
+                  ) -> list[tuple[str, str]]:
+    """The response header lines of payload-1.0 output: ``multiValueHeaders`` and
+    ``headers`` merged by case-insensitive name, a value repeated across the two sent
+    once, several values joined by ", " (:func:`parse_v1` skips this when there are no
+    multiValueHeaders and no name repeats)."""
+    # lower-cased name -> (first spelling, values); one loop per map, no generators:
+    # this runs on every REST Lambda response.
+    merged: dict[str, tuple[str, list[str]]] = {}
+    if multi:
+        for name, values in multi.items():
+            if type(values) is not list:
+                raise MalformedResponse(f"multiValueHeaders.{name} is not a list")
+            entry = merged.setdefault(name.lower(), (name, []))
+            entry[1].extend([_header_value(name, v) for v in values if v is not None])
+    if headers:
+        for name, value in headers.items():
+            if value is None:
+                continue
+            text = value if type(value) is str else _header_value(name, value)
+            lname = name.lower()
+            found = merged.get(lname)
+            if found is None:
+                merged[lname] = (name, [text])
+            elif text not in found[1]:
+                found[1].append(text)
+    lines: list[tuple[str, str]] = []
+    for name, values in merged.values():
+        if values:
+            lines.append((name, values[0] if len(values) == 1 else ", ".join(values)))
+    return lines
+
+
 def parse_v1(payload: bytes, *, decode_base64: bool, trailer: tuple[tuple[str, str], ...] = (),
              metadata: Mapping[str, Any] | None = None) -> IntegrationResponse:
     """Validate and map payload-1.0 output (§2.1, §2.2).
@@ -132,26 +166,19 @@ def parse_v1(payload: bytes, *, decode_base64: bool, trailer: tuple[tuple[str, s
         raise MalformedResponse("headers is not an object")
     if multi is not None and type(multi) is not dict:
         raise MalformedResponse("multiValueHeaders is not an object")
-    # lower-cased name -> (first spelling, values); one loop per map, no generators:
-    # this runs on every REST Lambda response.
-    merged: dict[str, tuple[str, list[str]]] = {}
-    if multi:
-        for name, values in multi.items():
-            if type(values) is not list:
-                raise MalformedResponse(f"multiValueHeaders.{name} is not a list")
-            entry = merged.setdefault(name.lower(), (name, []))
-            entry[1].extend([_header_value(name, v) for v in values if v is not None])
-    if headers:
-        for name, value in headers.items():
-            if value is None:
-                continue
-            text = value if type(value) is str else _header_value(name, value)
-            lname = name.lower()
-            found = merged.get(lname)
-            if found is None:
-                merged[lname] = (name, [text])
-            elif text not in found[1]:
-                found[1].append(text)
+    if not multi:
+        # Most functions send only ``headers``, names distinct: the lines are those
+        # pairs as they are (what the merge gives them), and the merge is skipped.
+        lines: list[tuple[str, str]] = []
+        if headers:
+            for name, value in headers.items():
+                if value is not None:
+                    lines.append((name, value if type(value) is str
+                                  else _header_value(name, value)))
+            if len(lines) > 1 and len({name.lower() for name, _ in lines}) != len(lines):
+                lines = _merged_lines(headers, multi)
+    else:
+        lines = _merged_lines(headers, multi)
     body = get("body")
     if body is not None and type(body) is not str:
         raise MalformedResponse("body is not a string")
@@ -161,10 +188,6 @@ def parse_v1(payload: bytes, *, decode_base64: bool, trailer: tuple[tuple[str, s
     raw = body.encode("utf-8") if body else b""
     if is_b64 and decode_base64 and body:
         raw = _decode(body)
-    lines: list[tuple[str, str]] = []
-    for name, values in merged.values():
-        if values:
-            lines.append((name, values[0] if len(values) == 1 else ", ".join(values)))
     lines.extend(trailer)
     # Positional: the keyword call cost 60 % more, on every REST Lambda response.
     return IntegrationResponse(status, Headers(tuple(lines)), raw, metadata)

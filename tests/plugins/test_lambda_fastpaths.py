@@ -150,3 +150,26 @@ def test_responses_built_by_position_equal_those_built_by_keyword(
                                 body=(body or "").encode(), metadata=metadata)
     assert got2 == want2 and type(got2.status) is int and type(got2.body) is bytes
 
+
+@settings(max_examples=300, deadline=None)
+@given(headers=st.none() | st.dictionaries(
+           st.sampled_from(["A", "a", "Content-Type", "content-type", "X-B", "x-b"]),
+           st.none() | HEADER_VALUE | st.booleans() | st.integers(0, 2), max_size=4),
+       multi=st.none() | st.just({}) | st.dictionaries(
+           st.sampled_from(["A", "x-b"]), st.lists(HEADER_VALUE, max_size=2), max_size=2))
+def test_v1_header_lines_without_multi_value_headers_equal_the_merge(
+        headers: dict[str, Any] | None, multi: dict[str, list[str]] | None) -> None:
+    """Without multiValueHeaders, parse_v1 takes ``headers``' pairs as they are unless a
+    name repeats in another case: the lines (or the error) must be the merge's."""
+    out = json.dumps({"statusCode": 200, "headers": headers,
+                      "multiValueHeaders": multi}).encode()
+    try:
+        want: Any = responses._merged_lines(headers, multi)
+    except responses.MalformedResponse as e:
+        want = e.reason
+    try:
+        got: Any = list(responses.parse_v1(out, decode_base64=False).headers.items)
+    except responses.MalformedResponse as e:
+        got = e.reason
+    assert got == want
+
