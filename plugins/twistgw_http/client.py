@@ -370,8 +370,8 @@ class _FastCall(Exchange):
         """The answer (shaped), or raise the gateway error the failure maps to."""
         client, guard = self.client, self.guard
         client.in_flight -= 1
-        guard.release()
         if isinstance(result, BaseException):
+            guard.release()
             if isinstance(result, CancelledError):
                 error: BaseException = result
             elif isinstance(result, BodyTooLarge):
@@ -383,13 +383,16 @@ class _FastCall(Exchange):
         status, pairs, body, length, encoded = result
         headers: Sequence[tuple[str, str]] = pairs
         if encoded and self.decode:
+            guard.release()
             try:
                 status, headers, body, length = client._answer(status, pairs, body,
                                                                length, True)
             except IntegrationFailure as e:
                 client._judge(guard, e, self.started, self.timeout)
                 raise
-        guard.succeeded()
+            guard.succeeded()
+        else:  # the usual answer: slot back and breaker closed in one call
+            guard.answered()
         return self.respond(status, headers, body, length)
 
 
@@ -527,7 +530,7 @@ class BackendClient:
                 target, method, head, body, timeout=timeout, decode=decode,
                 insecure=insecure))
             return queued.addCallback(lambda answer: respond(*answer))
-        guard.acquire()  # a slot is free: taken at once
+        guard.active += 1  # a slot is free: taken at once (``guard.acquire()`` inline)
         self.in_flight += 1
         fast = self._fast.get(insecure) or self.fast(insecure)
         call = _FastCall(fast.host(target), method, head + body if body else head, self,

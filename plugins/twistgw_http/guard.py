@@ -80,6 +80,17 @@ class HostGuard:
         self.opened_at = None
         self.probing = False
 
+    def answered(self) -> None:
+        """An exchange ended with an answer: :meth:`release` then :meth:`succeeded`, in
+        one call (the proxied request's path counts calls)."""
+        if self.waiting:
+            self.release()
+        else:
+            self.active -= 1
+        self.consecutive_failures = 0
+        self.opened_at = None
+        self.probing = False
+
     def failed(self) -> None:
         """The backend could not be reached or timed out."""
         self.consecutive_failures += 1

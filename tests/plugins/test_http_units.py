@@ -13,6 +13,8 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -282,6 +284,40 @@ def guard(clock: Clock, **kw: Any) -> HostGuard:
                               "open_seconds": 30.0}
     params.update(kw)
     return HostGuard(clock, **params)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=4), st.lists(st.booleans(), max_size=3),
+       st.integers(min_value=0, max_value=6), st.one_of(st.none(), st.floats(0, 100)),
+       st.booleans())
+def test_answered_is_release_then_succeeded(active: int, waiters: list[bool], failures: int,
+                                            opened_at: float | None, probing: bool) -> None:
+    """``HostGuard.answered`` (the fast client's usual answer) leaves the guard, and its
+    queue, exactly as ``release()`` then ``succeeded()`` did."""
+    def state(g: HostGuard, queued: list[Deferred[None]]) -> tuple[Any, ...]:
+        return (g.active, len(g.waiting), g.consecutive_failures, g.opened_at, g.probing,
+                [d.called for d in queued])
+
+    ends = []
+    for combined in (True, False):
+        g = guard(Clock(), max_concurrent=active, max_pending=4)
+        g.active = active
+        queued: list[Deferred[None]] = []
+        for cancelled in waiters:
+            d = g.acquire()
+            assert d is not None
+            if cancelled:  # a waiter that gave up (its Deferred fired) is skipped
+                d.callback(None)
+            queued.append(d)
+        g.consecutive_failures, g.opened_at, g.probing = failures, opened_at, probing
+        if combined:
+            g.answered()
+        else:
+            g.release()
+            g.succeeded()
+        ends.append(state(g, queued))
+    assert ends[0] == ends[1]
+    assert ends[0][2:5] == (0, None, False)
 
 
 def test_slots_queue_and_immediate_503_when_full() -> None:
