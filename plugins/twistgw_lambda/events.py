@@ -401,16 +401,19 @@ def rest_payload(ctx: Context, request: IntegrationRequest) -> bytes:
     path_params = ctx.path_params
     user_agent = inbound.headers.get("user-agent")
     # Every other per-request string, escaped together with the headers' (one call).
+    # Not the request time: request_time() writes digits, an English month and "/: +",
+    # which JSON keeps as they are (a new string per request saved).
     first = len(strings)
     strings += (ctx.path, domain, domain.split(".", 1)[0], ctx.extended_request_id,
                 source_ip(ctx) if parts.edge else inbound.client_ip, user_agent or "",
-                ctx.request_path, ctx.request_id, request_time(ctx.received_at))
+                ctx.request_path, ctx.request_id)
     escaped = _escaped(strings)
     if first:
         header_text %= tuple(escaped[:first])
         multi_text %= tuple(escaped[:first])
-    (path, domain_text, prefix, extended, ip, agent, request_path, request_id,
-     time_text) = escaped[first:]
+    (path, domain_text, prefix, extended, ip, agent, request_path,
+     request_id) = escaped[first:]
+    time_text = request_time(ctx.received_at)
     agent_text = "null" if user_agent is None else '"' + agent + '"'
     text = (
         f'{parts.resource}"{path}"{parts.after_path}{header_text}, '

@@ -173,3 +173,12 @@ def test_v1_header_lines_without_multi_value_headers_equal_the_merge(
         got = e.reason
     assert got == want
 
+
+@settings(max_examples=300, deadline=None)
+@given(epoch=st.floats(0, 253402300799) | st.integers(0, 253402300799))
+def test_request_time_needs_no_json_escaping(epoch: float) -> None:
+    """rest_payload writes requestTime without escaping it: every time text, any date,
+    must be what json.dumps writes between its quotes."""
+    from twistgw.variables import request_time
+    text = request_time(epoch)
+    assert json.dumps(text) == f'"{text}"'
