@@ -271,6 +271,9 @@ class Gateway(MultiService):
             if timer.active():
                 timer.cancel()
         self.deployment.close()
+        # Every request is answered or cut by now; the integration-timeout lanes' timers
+        # (up to a timeout ahead) would only outlive the service.
+        self.pipeline.deadlines.stop()
         await defer.maybeDeferred(MultiService.stopService, self)
 
     def _call_all(self, hook: str) -> Any:

@@ -159,3 +159,34 @@ def test_a_hanging_shutdown_hook_cannot_hold_the_stop(tmp_path: Path,
     assert box == [None] and not gateway.running
     assert any("shutdown hooks did not finish within 7s; stopping anyway" in t
                for t in log_events.texts())
+
+
+def test_stopping_leaves_no_integration_timeout_timer_behind(tmp_path: Path) -> None:
+    """A lane's timer stays armed after its last call answers (it re-arms or drops when it
+    fires); the stop cancels it rather than let it outlive the service by up to 29 s."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from twistgw.deadlines import Lane
+
+    held = Held()
+    path = write_config(tmp_path, {
+        "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
+        "apis": [{"id": "a1", "definition": "api.yaml", "stages": ["prod"]}],
+        "plugins": {"enabled": ["mock", "mapping"]},
+        "access_log": False, "shutdown_grace": 1,
+    }, {"api.yaml": DEFINITION})
+    reactor = MemoryReactorClock()
+    gateway = Gateway(load_config(path), reactor=reactor, extra_plugins=[("held", held)])
+    gateway.startService()
+    gateway.ready = True
+    _busy, busy = _connect(gateway, b"GET /prod/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    held.pending[0].callback(IntegrationResponse(status=200, body=b"{}"))
+    assert busy.value().startswith(b"HTTP/1.1 200 ")
+    lane_timers = [c for c in reactor.getDelayedCalls()
+                   if isinstance(getattr(c.func, "__self__", None), Lane)]
+    assert len(lane_timers) == 1 and lane_timers[0].active()  # armed, nothing left in it
+    box: list[Any] = []
+    gateway.stopService().addBoth(box.append)
+    reactor.advance(1.1)  # the answered keep-alive connection is cut after the grace
+    assert box == [None]
+    assert not lane_timers[0].active()
