@@ -74,6 +74,15 @@ class RuntimeApiGone(Exception):
 
 
 _NEXT = "GET %s/invocation/next HTTP/1.1\r\nHost: %s\r\n\r\n"
+#: The gateway's answer to a result, always these bytes (dropped unparsed when seen).
+_ACCEPTED = (b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+             b"Content-Length: 16\r\n\r\n{\"status\": \"OK\"}")
+#: How the gateway starts every event it hands out, and the names of the four headers
+#: that follow ``Content-Length`` in its order (read by position, see :meth:`event`).
+_EVENT_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+_ID, _DEADLINE, _ARN, _TRACE = (b"Lambda-Runtime-Aws-Request-Id:", b"Lambda-Runtime-Deadline-Ms:",
+                                b"Lambda-Runtime-Invoked-Function-Arn:",
+                                b"Lambda-Runtime-Trace-Id:")
 
 
 class _Client:
@@ -115,7 +124,35 @@ class _Client:
         a result's own response (202, or 4xx for a refused one) is read and dropped."""
         self.sock.sendall(data + self.next_request)
         if data:
-            self.skip_response()
+            if not self.buffer:
+                self._fill()
+            if self.buffer.startswith(_ACCEPTED):
+                self.buffer = self.buffer[len(_ACCEPTED):]
+            else:
+                self.skip_response()
+        return self.event()
+
+    def event(self) -> tuple[int, dict[bytes, bytes], bytes]:
+        """:meth:`response` for the answer to a poll: the head the gateway writes (its
+        six headers in its order, nothing else) is read by position; any other head, or
+        one not complete yet, goes to :meth:`response`, which gives the same result."""
+        buffer = self.buffer
+        if buffer.startswith(_EVENT_HEAD):
+            end = buffer.find(b"\r\n\r\n")
+            lines = buffer[len(_EVENT_HEAD):end].split(b"\r\n") if end > 0 else ()
+            if len(lines) == 5:
+                length, request_id, deadline, arn, trace = lines
+                if length.isdigit() and request_id.startswith(_ID) and \
+                        deadline.startswith(_DEADLINE) and arn.startswith(_ARN) and \
+                        trace.startswith(_TRACE):
+                    self.buffer = buffer[end + 4:]
+                    return 200, {
+                        b"content-type": b"application/json", b"content-length": length,
+                        b"lambda-runtime-aws-request-id": request_id[len(_ID):].strip(),
+                        b"lambda-runtime-deadline-ms": deadline[len(_DEADLINE):].strip(),
+                        b"lambda-runtime-invoked-function-arn": arn[len(_ARN):].strip(),
+                        b"lambda-runtime-trace-id": trace[len(_TRACE):].strip(),
+                    }, self._take(int(length))
         return self.response()
 
     def skip_response(self) -> None:

@@ -182,3 +182,40 @@ def test_request_time_needs_no_json_escaping(epoch: float) -> None:
     from twistgw.variables import request_time
     text = request_time(epoch)
     assert json.dumps(text) == f'"{text}"'
+
+
+_FIELD = st.binary(max_size=12).filter(lambda b: b"\r\n" not in b and not b.endswith(b"\r"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.lists(_FIELD, min_size=4, max_size=4),
+       length=st.one_of(st.integers(0, 20).map(lambda n: b"%d" % n), _FIELD),
+       names=st.just([b"Lambda-Runtime-Aws-Request-Id", b"Lambda-Runtime-Deadline-Ms",
+                      b"Lambda-Runtime-Invoked-Function-Arn", b"Lambda-Runtime-Trace-Id"])
+       | st.lists(st.sampled_from([
+           b"Lambda-Runtime-Aws-Request-Id", b"Lambda-Runtime-Deadline-Ms",
+           b"Lambda-Runtime-Invoked-Function-Arn", b"Lambda-Runtime-Trace-Id",
+           b"lambda-runtime-trace-id", b"Lambda-Runtime-Trace-Id ", b"X-Other"]),
+           min_size=4, max_size=5),
+       status=st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 200 Fine", b"HTTP/1.0 200 OK"]),
+       body=st.binary(max_size=24))
+def test_an_event_read_by_position_equals_the_parsed_response(
+        fields: list[bytes], length: bytes, names: list[bytes], status: bytes,
+        body: bytes) -> None:
+    """The worker's positional read of the gateway's event head (``_Client.event``) gives
+    what the general parser gives, for heads in the gateway's layout and around it."""
+    lines = [status, b"Content-Type: application/json", b"Content-Length: " + length]
+    lines += [name + b": " + value for name, value in zip(names, [*fields, b"x"], strict=False)]
+    answer = b"\r\n".join(lines) + b"\r\n\r\n" + body + b"GET"  # + the next answer's start
+    outcomes = []
+    for read in (worker._Client.event, worker._Client.response):
+        client, server = _client(answer)
+        server.close()  # the body may run to the close
+        try:
+            client._fill()  # as exchange() does before reading (event() reads the buffer)
+            outcomes.append((read(client), client.buffer))
+        except (worker.RuntimeApiGone, ValueError) as e:
+            outcomes.append((type(e), b""))
+        finally:
+            client.sock.close()
+    assert outcomes[0] == outcomes[1]
