@@ -85,6 +85,10 @@ _ID, _DEADLINE, _ARN, _TRACE = (b"Lambda-Runtime-Aws-Request-Id:", b"Lambda-Runt
                                 b"Lambda-Runtime-Trace-Id:")
 
 
+#: Bytes asked of one ``recv`` (a larger body is asked for whole, see ``_take``).
+_READ_SIZE = 65536
+
+
 class _Client:
     """One keep-alive connection to the Runtime API, spoken over a raw socket.
 
@@ -173,7 +177,9 @@ class _Client:
         self.response()
 
     def _fill(self) -> None:
-        data = self.sock.recv(262144)
+        # Below malloc's mmap threshold (128 KiB): recv allocates its whole size first,
+        # and 256 KiB cost an mmap, an mremap, a munmap and a page fault per invoke.
+        data = self.sock.recv(_READ_SIZE)
         if not data:
             raise RuntimeApiGone("the Runtime API closed the connection")
         self.buffer += data
@@ -207,7 +213,7 @@ class _Client:
         body = [self.buffer]  # no framing: the body runs to the close
         self.buffer = b""
         while True:
-            data = self.sock.recv(262144)
+            data = self.sock.recv(_READ_SIZE)
             if not data:
                 return status, headers, b"".join(body)
             body.append(data)
@@ -216,7 +222,7 @@ class _Client:
         if len(self.buffer) < size:
             parts, have = [self.buffer], len(self.buffer)
             while have < size:
-                data = self.sock.recv(max(size - have, 65536))
+                data = self.sock.recv(max(size - have, _READ_SIZE))
                 if not data:
                     raise RuntimeApiGone("the Runtime API closed the connection mid-body")
                 parts.append(data)
