@@ -37,7 +37,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -45,7 +45,8 @@ import attrs
 __all__ = ["Template", "TemplateError", "walk", "TemplateSyntaxError", "TemplateRenderError",
            "TemplateLimitError", "Limits", "JsonList", "JavaList", "VtlObject", "to_text",
            "to_json",
-           "java_double", "MAX_TEMPLATE_BYTES", "FOREACH_LIMIT", "MISSING", "COMPUTED"]
+           "java_double", "MAX_TEMPLATE_BYTES", "FOREACH_LIMIT", "MISSING", "COMPUTED",
+           "foldable_roots"]
 
 #: AWS's limit on the size of one mapping template (aws-apigw-spec.md §11).
 MAX_TEMPLATE_BYTES = 300 * 1024
@@ -1856,15 +1857,21 @@ class _Names:
 def names_in(obj: object) -> set[str]:
     """Every variable name read or written anywhere inside ``obj``."""
     found: set[str] = set()
-    stack = [obj]
-    while stack:
-        item = stack.pop()
+    for item in _walk((obj,)):
         if isinstance(item, _Ref):
             found.add(item.name)
         elif isinstance(item, _Foreach):
             found.add(item.var)
-        stack.extend(_children(item))
     return found
+
+
+def _walk(roots: Iterable[object]) -> Iterator[object]:
+    """Every node and expression in ``roots`` and inside them."""
+    stack = list(roots)
+    while stack:
+        item = stack.pop()
+        yield item
+        stack.extend(_children(item))
 
 
 class _Compiler:
@@ -2381,6 +2388,212 @@ def _compile_tree(nodes: Sequence[_Node], types: Mapping[str, type[VtlObject]] |
     return function, compiler.writes_v
 
 
+# -- partial evaluation ------------------------------------------------------------------------
+#
+# A caller that knows some values are the same on every render of a template for a while (a
+# route's stage name and resource path, its stage variables) gets a specialised copy with
+# them folded in: references to them become literals, adjacent text merges, ``#if`` on a
+# constant keeps only its branch, and a ``#foreach`` over a literal list whose body then
+# depends on nothing but the loop becomes the text it renders.  The result is an ordinary
+# tree, compiled as any other, so every bound is enforced by the same code.
+
+#: The most items and the most characters an unrolled ``#foreach`` may have (beyond that
+#: the loop is kept: its text would only make the compiled template larger).
+_UNROLL_ITEMS = 64
+_UNROLL_CHARS = 16 * 1024
+
+#: Operators folded when both sides are literals (pure; no bound can break).
+_FOLD_OPS = frozenset({"==", "!=", "<", ">", "<=", ">=", "&&", "||"})
+
+#: Literal values that render as constant text.
+_CONSTANT_TEXT = (str, int, bool)
+
+
+def foldable_roots(nodes: Sequence[_Node], constants: Mapping[str, Mapping[
+        tuple[str, ...], Any]], writable: Mapping[str, frozenset[str]]) -> set[str]:
+    """The roots of ``constants`` whose values a template cannot change: never assigned
+    or a loop variable, never referenced bare or through a call or index (which could
+    hand the object to code that changes it), and never the target of ``#set`` except
+    through a first property in ``writable[root]`` (``$context.requestOverride...``)."""
+    ok = set(constants)
+    for obj in _walk(nodes):
+        if isinstance(obj, _Ref) and obj.name in ok:
+            steps = obj.steps
+            if not steps or steps[0][0] != _PROP or (
+                    steps[0][1] not in writable.get(obj.name, ())
+                    and any(kind != _PROP for kind, _n, _a in steps)):
+                ok.discard(obj.name)
+        elif isinstance(obj, _Set):
+            target = obj.target
+            if target.name in ok and not (
+                    target.steps and target.steps[0][0] == _PROP
+                    and target.steps[0][1] in writable.get(target.name, ())):
+                ok.discard(target.name)
+        elif isinstance(obj, _Foreach):
+            ok.discard(obj.var)
+    return ok
+
+
+class _Folder:
+    """Folds a tree against constant values (see :meth:`Template.specialised`)."""
+
+    def __init__(self, constants: Mapping[str, Mapping[tuple[str, ...], Any]]) -> None:
+        self.constants = constants
+        #: the unrolled loops around the code being folded: (variable, item, index, total)
+        self.loops: list[tuple[str, Any, int, int]] = []
+        #: the most items of an unrolled loop (the render's ``foreach_limit`` must allow it)
+        self.unrolled = 0
+
+    def constant(self, e: _Ref) -> Any:
+        """The value of ``e`` when it is known, else :data:`MISSING`."""
+        steps = e.steps
+        for var, item, index, total in reversed(self.loops):
+            if e.name == "foreach" and len(steps) == 1 and steps[0][0] == _PROP:
+                name = steps[0][1]
+                if name not in _FOREACH_STATIC:
+                    return MISSING
+                return {"hasNext": index + 1 < total, "index": index, "count": index + 1,
+                        "first": index == 0, "last": index + 1 >= total}[name]
+            if e.name == "velocityCount" and not steps:
+                return index + 1
+            if e.name == var:
+                return item if not steps else MISSING
+            if e.name in ("foreach", "velocityCount"):
+                return MISSING
+        known = self.constants.get(e.name)
+        if known is None or not steps or any(kind != _PROP for kind, _n, _a in steps):
+            return MISSING
+        return known.get(tuple(name for _k, name, _a in steps), MISSING)
+
+    def expr(self, e: _Expr) -> _Expr:
+        if isinstance(e, _Ref):
+            value = self.constant(e)
+            if value is not MISSING:
+                return _Literal(value)
+            if any(kind != _PROP for kind, _n, _a in e.steps):
+                steps = [(kind, name, [self.expr(a) for a in arg] if kind == _CALL
+                          else self.expr(arg) if kind == _INDEX else arg)
+                         for kind, name, arg in e.steps]
+                return _Ref(e.name, steps, e.source)
+            return e
+        if isinstance(e, _Interpolated):
+            nodes = self.block(e.nodes)
+            if all(isinstance(n, _Text) for n in nodes):
+                return _Literal("".join(n.text for n in nodes))  # type: ignore[attr-defined]
+            return _Interpolated(nodes)
+        if isinstance(e, _ListExpr):
+            return _ListExpr([self.expr(i) for i in e.items])
+        if isinstance(e, _MapExpr):
+            return _MapExpr([(self.expr(k), self.expr(v)) for k, v in e.items])
+        if isinstance(e, _Not):
+            operand = self.expr(e.operand)
+            if isinstance(operand, _Literal):
+                return _Literal(not _truthy(operand.value))
+            return _Not(operand)
+        if isinstance(e, _Negate):
+            return _Negate(self.expr(e.operand))
+        if isinstance(e, _RangeExpr):
+            return _RangeExpr(self.expr(e.start), self.expr(e.end))
+        if isinstance(e, _Binary):
+            left, right = self.expr(e.left), self.expr(e.right)
+            if e.op in _FOLD_OPS and isinstance(left, _Literal) \
+                    and isinstance(right, _Literal) \
+                    and isinstance(left.value, _IMMUTABLE) \
+                    and isinstance(right.value, _IMMUTABLE):
+                try:
+                    return _Literal(_Binary(e.op, left, right).eval(
+                        _Render({}, DEFAULT_LIMITS)))
+                except TemplateError:
+                    pass  # the render raises it
+            return _Binary(e.op, left, right)
+        return e
+
+    def block(self, nodes: Sequence[_Node]) -> list[_Node]:
+        """``nodes`` folded, adjacent text merged."""
+        out: list[_Node] = []
+        for node in nodes:
+            self.node(node, out)
+        merged: list[_Node] = []
+        for node in out:
+            if isinstance(node, _Text) and merged and isinstance(merged[-1], _Text):
+                merged[-1] = _Text(merged[-1].text + node.text)
+            elif not (isinstance(node, _Text) and not node.text):
+                merged.append(node)
+        return merged
+
+    def node(self, node: _Node, out: list[_Node]) -> None:
+        if isinstance(node, _Output):
+            value = self.constant(node.ref)
+            if value is None:
+                return  # a null renders as nothing
+            if isinstance(value, _CONSTANT_TEXT):
+                out.append(_Text(to_text(value)))
+                return
+            ref = self.expr(node.ref)
+            if isinstance(ref, _Ref):
+                out.append(_Output(ref))
+            else:  # a literal the text form of which is not plain
+                out.append(_Output(node.ref))
+        elif isinstance(node, _Set):
+            target = node.target
+            target = _Ref(target.name, self.expr(_Ref("", target.steps, "")).steps  # type: ignore[attr-defined]
+                          if target.steps else [], target.source)
+            out.append(_Set(target, self.expr(node.value)))
+        elif isinstance(node, _If):
+            branches: list[tuple[_Expr, list[_Node]]] = []
+            for condition, body in node.branches:
+                folded = self.expr(condition)
+                if isinstance(folded, _Literal):
+                    if not _truthy(folded.value):
+                        continue  # never taken
+                    if not branches:  # always taken, and nothing before it
+                        out.extend(self.block(body))
+                        return
+                    out.append(_If(branches, self.block(body)))
+                    return
+                branches.append((folded, self.block(body)))
+            otherwise = self.block(node.otherwise) if node.otherwise is not None else None
+            if not branches:
+                out.extend(otherwise or ())
+            else:
+                out.append(_If(branches, otherwise))
+        elif isinstance(node, _Foreach):
+            unrolled = self.unroll(node)
+            if unrolled is not None:
+                out.append(unrolled)
+            else:
+                out.append(_Foreach(node.var, self.expr(node.iterable), self.block(node.body)))
+        else:
+            out.append(node)
+
+    def unroll(self, node: _Foreach) -> _Text | None:
+        """A loop over a literal list whose body folds to text for every item: that text
+        (``None`` when it is not one)."""
+        iterable = self.expr(node.iterable)
+        if not (isinstance(iterable, _ListExpr) and len(iterable.items) <= _UNROLL_ITEMS
+                and all(isinstance(i, _Literal) and isinstance(i.value, _CONSTANT_TEXT)
+                        for i in iterable.items)):
+            return None
+        values = [i.value for i in iterable.items]  # type: ignore[attr-defined]
+        parts: list[str] = []
+        chars = 0
+        for index, value in enumerate(values):
+            self.loops.append((node.var, value, index, len(values)))
+            try:
+                body = self.block(node.body)
+            finally:
+                self.loops.pop()
+            if not all(isinstance(n, _Text) for n in body):
+                return None
+            text = "".join(n.text for n in body)  # type: ignore[attr-defined]
+            chars += len(text)
+            if chars > _UNROLL_CHARS:
+                return None
+            parts.append(text)
+        self.unrolled = max(self.unrolled, len(values))
+        return _Text("".join(parts))
+
+
 # -- the public API ----------------------------------------------------------------------------
 
 
@@ -2396,7 +2609,7 @@ class Template:
         :data:`MAX_TEMPLATE_BYTES`.
     """
 
-    __slots__ = ("_copy", "_function", "nodes", "source")
+    __slots__ = ("_copy", "_function", "_general", "_types", "_unrolled", "nodes", "source")
 
     def __init__(self, source: str, *, max_bytes: int = MAX_TEMPLATE_BYTES,
                  compiled: bool = True,
@@ -2411,8 +2624,38 @@ class Template:
         except RecursionError:
             raise TemplateSyntaxError("template nests too deeply", source,
                                       parser.pos) from None
+        self._types = types
         self._function, self._copy = _compile_tree(self.nodes, types) if compiled \
             else (None, True)
+        self._general: Template | None = None
+        self._unrolled = 0
+
+    def specialised(self, constants: Mapping[str, Mapping[tuple[str, ...], Any]],
+                    writable: Mapping[str, frozenset[str]] | None = None) -> Template:
+        """This template with values known in advance folded in (partial evaluation).
+
+        ``constants`` maps a root name to ``{(property, ...): value}``: ``$root.a.b``
+        renders ``value`` on every render of the copy.  A root is folded only when the
+        template cannot change what it reads (:func:`foldable_roots`; ``writable`` names
+        the first properties through which ``#set`` may write without touching them).
+        Only immutable values are folded.  The copy renders exactly what this template
+        renders with variables holding those values; a render whose ``foreach_limit`` is
+        below a loop the copy unrolled is rendered by this template instead.
+        """
+        known = {root: {names: value for names, value in values.items()
+                        if isinstance(value, _IMMUTABLE)}
+                 for root, values in constants.items()}
+        roots = foldable_roots(self.nodes, known, writable or {})
+        folder = _Folder({root: known[root] for root in roots})
+        copy = Template.__new__(Template)
+        copy.source = self.source
+        copy.nodes = folder.block(self.nodes)
+        copy._types = self._types
+        copy._function, copy._copy = _compile_tree(copy.nodes, self._types) \
+            if self._function is not None else (None, True)
+        copy._general = self
+        copy._unrolled = folder.unrolled
+        return copy
 
     @property
     def is_compiled(self) -> bool:
@@ -2425,6 +2668,8 @@ class Template:
         :raises TemplateLimitError: a bound of ``limits`` was broken.
         :raises TemplateRenderError: anything else went wrong.
         """
+        if self._unrolled > limits.foreach_limit and self._general is not None:
+            return self._general.render(variables, limits)
         # a copy for #set to change, unless the compiled form changes none
         rc = _Render(dict(variables) if self._copy else variables, limits)
         try:

@@ -45,7 +45,7 @@ from twistgw import (
     UnsupportedMediaType,
     hookimpl,
 )
-from twistgw.deployment import has_vtl, memoize
+from twistgw.deployment import MEMO_LIMIT, has_vtl, memoize
 from twistgw.gateway_responses import resolve_parameter
 from twistgw.variables import Finish
 from twistgw.vtl import Template, TemplateError, TemplateLimitError, to_json, to_text
@@ -58,6 +58,7 @@ from .namespaces import (
     InputObject,
     Overrides,
     UtilObject,
+    context_value,
     json_path,
     parse_json,
     template_variables,
@@ -203,18 +204,76 @@ def _prepared(route: Route, source: str | None) -> Prepared:
         return e
 
 
+#: Specialised templates kept per route and template (:func:`_specialised`): stage
+#: name and method -> (stage, API, the template with their constants folded in).
+Specs = dict[tuple[str, str], tuple[Any, Any, Template]]
+
+#: The most specialised copies kept per route and template (stages x methods).
+MAX_SPECS = 32
+
+#: ``$context`` names that are the same for every request of one route, stage and
+#: method (partial evaluation, :func:`_specialised`); every other name (request id,
+#: identity, path, time, domain, authorizer, error) varies per request.
+ROUTE_CONSTANTS = ("accountId", "apiId", "apiType", "endpointType", "httpMethod",
+                   "protocol", "resourceId", "resourcePath", "routeKey", "stage")
+
+#: Methods a route's requests are specialised for (anything else, which only an ``ANY``
+#: route with ``X-HTTP-Method-Override`` sees, renders the general template).
+_SPEC_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+#: What ``#set`` may write under ``$context`` without changing a variable.
+_WRITABLE = {"context": frozenset({"requestOverride", "responseOverride"})}
+
+
+def _specialised(ctx: Context, compiled: Template, specs: Specs) -> Template:
+    """``compiled`` with this route's, stage's and method's constants folded in.
+
+    Built once per stage and method and kept in ``specs`` (at most :data:`MAX_SPECS`);
+    the stage's variables are folded too, so a reload (new stages, new routes) builds
+    new copies.  A request whose earlier template set a custom ``$context`` key (which
+    would shadow a constant) renders the general template.
+    """
+    stage, method = ctx.stage, ctx.method
+    if stage is None or method not in _SPEC_METHODS:
+        return compiled
+    overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
+    if overrides is not None and overrides.custom:
+        return compiled
+    found = specs.get((stage.name, method))
+    if found is not None and found[0] is stage and found[1] is ctx.deployment_api:
+        return found[2]
+    if len(specs) >= MAX_SPECS:
+        return compiled
+    constants: dict[str, dict[tuple[str, ...], Any]] = {
+        "context": {(name,): context_value(ctx, name) for name in ROUTE_CONSTANTS},
+        "stageVariables": {(name,): value for name, value in stage.variables.items()}}
+    spec = compiled.specialised(constants, _WRITABLE)
+    specs[(stage.name, method)] = (stage, ctx.deployment_api, spec)
+    return spec
+
+
+def _new_specs(route: Route) -> Specs | None:
+    """An empty cache of specialised templates for a plan the route's memo will keep;
+    ``None`` (no specialising) when the memo is full and the plan is computed for one
+    request only, where building a copy would cost more than rendering."""
+    return {} if len(route.memo) < MEMO_LIMIT else None
+
+
 def _render(ctx: Context, compiled: Prepared, body: bytes, phase: str,
-            fin: Finish | None = None) -> bytes:
+            fin: Finish | None = None, specs: Specs | None = None) -> bytes:
     """Render a request or response template; any failure is AWS's 500.
 
     ``phase`` ("request" or "response") only words the log line.  A template that does
     not parse reaches this point only under ``strict: false`` and answers 500 like one
-    that fails to render.
+    that fails to render.  With ``specs`` (the plan's cache), the template specialised
+    for the request's route, stage and method renders (:func:`_specialised`).
     """
     if isinstance(compiled, bytes):
         return compiled
     if isinstance(compiled, TemplateError):
         _failed(ctx, phase, compiled)
+    if specs is not None:
+        compiled = _specialised(ctx, compiled, specs)
     try:
         text = compiled.render(template_variables(ctx, body, fin))
     except TemplateError as e:
@@ -246,7 +305,7 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     content_type = ctx.request.headers.get("content-type")
     route = ctx.route
     assert route is not None
-    literal, source, compiled, binary_types = memoize(
+    literal, source, compiled, binary_types, specs = memoize(
         route, ("mapping.request", content_type),
         lambda: _request_plan(ctx, route, integration, content_type))
     if literal is not None:
@@ -265,7 +324,7 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     if source is _PASS:
         body = request.body
     else:
-        body = _render(ctx, compiled, request.body, "request")
+        body = _render(ctx, compiled, request.body, "request", None, specs)
     if handling == binary.CONVERT_TO_BINARY:
         body = _decoded(ctx, body, "request")
     if source is not _PASS:
@@ -279,17 +338,19 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
 
 def _request_plan(ctx: Context, route: Route, integration: Integration,
                   content_type: str | None
-                  ) -> tuple[bytes | None, Any, Prepared | None, tuple[str, ...]]:
+                  ) -> tuple[bytes | None, Any, Prepared | None, tuple[str, ...],
+                             Specs | None]:
     """What a request with ``content_type`` needs, the same for the whole route: the
     literal body (when that is all), the template source (or :data:`_PASS`,
-    :data:`_UNSUPPORTED`), the compiled template and the API's binary media types."""
+    :data:`_UNSUPPORTED`), the compiled template, the API's binary media types and the
+    cache of its specialised copies."""
     api = ctx.api
     binary_types = api.binary_media_types if api is not None else ()
     literal = _literal_request(ctx, integration, content_type)
     source = _request_template(integration, content_type)
     if literal is not None or source is _PASS or source is _UNSUPPORTED:
-        return literal, source, None, binary_types
-    return None, source, _prepared(route, source), binary_types
+        return literal, source, None, binary_types, None
+    return None, source, _prepared(route, source), binary_types, _new_specs(route)
 
 
 def _literal_request(ctx: Context, integration: Integration, content_type: str | None
@@ -465,7 +526,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     route = ctx.route
     assert route is not None
     accept = ctx.request.headers.get("accept")
-    static, chosen, template, compiled, status, binary_types = memoize(
+    static, chosen, template, compiled, status, binary_types, specs = memoize(
         route, ("mapping.response", selection, accept),
         lambda: _response_plan(ctx, route, integration, selection, accept))
     if static is not None and OVERRIDES not in ctx.stash:
@@ -506,7 +567,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
                       "response template cannot apply to a binary body",
                       request_id=ctx.request_id)
             raise ApiConfigurationError()
-        body = _render(ctx, compiled, body, "response", fin)
+        body = _render(ctx, compiled, body, "response", fin, specs)
     if action is binary.ResponseAction.DECODE:
         body = _decoded(ctx, body, "response")
     overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
@@ -524,20 +585,21 @@ def _response_plan(ctx: Context, route: Route, integration: Integration, selecti
                    accept: str | None) -> tuple[Response | None,
                                                 IntegrationResponseConfig | None,
                                                 str | None, Prepared | None, int,
-                                                tuple[str, ...]]:
+                                                tuple[str, ...], Specs | None]:
     """What answering ``selection`` for ``accept`` needs, the same for the whole route:
     the static method response (:func:`_static_response`), the selected integration
-    response, its template and compiled form, its status and the API's binary media
-    types."""
+    response, its template and compiled form, its status, the API's binary media
+    types and the cache of the template's specialised copies."""
     api = ctx.api
     binary_types = api.binary_media_types if api is not None else ()
     chosen = select_integration_response(integration.responses, selection)
     if chosen is None:
-        return None, None, None, None, 0, binary_types
+        return None, None, None, None, 0, binary_types, None
     template = _pick_template(chosen.response_templates, accept)
     compiled = _prepared(route, template) if template else None
     return (_static_response(ctx, integration, selection, accept), chosen, template,
-            compiled, int(chosen.status_code), binary_types)
+            compiled, int(chosen.status_code), binary_types,
+            _new_specs(route) if compiled is not None else None)
 
 
 def _static_response(ctx: Context, integration: Integration, selection: str,

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from twistgw import Context
 
 __all__ = ["OVERRIDES", "OVERRIDES_OR_NONE", "Overrides", "OverrideMap", "InputObject",
-           "UtilObject", "ContextObject", "UTIL", "parse_json", "json_path", "template_variables",
+           "UtilObject", "ContextObject", "UTIL", "parse_json", "context_value", "json_path",
+           "template_variables",
            "escape_javascript", "url_encode"]
 
 
@@ -674,6 +675,12 @@ def _path_plan(names: tuple[str, ...]) -> tuple[Any, tuple[str, ...]]:
 #: path.
 _FIXED = {name: getter for name, getter in _GETTER_CACHE.items()
           if getter is not None and getter is not _BRANCH}
+
+
+def context_value(ctx: Context, name: str) -> Any:
+    """``$context.<name>`` (a fixed name) from its getter, as a template reads it when no
+    custom key shadows it."""
+    return _plain(_FIXED[name](ctx, None))
 
 
 def template_variables(ctx: Context, body: bytes, fin: Finish | None = None

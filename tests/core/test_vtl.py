@@ -23,6 +23,7 @@ from twistgw.vtl import (
     TemplateRenderError,
     TemplateSyntaxError,
     VtlObject,
+    foldable_roots,
     java_double,
     render,
     to_json,
@@ -709,3 +710,112 @@ def test_floats_render_like_java_in_runs_and_alone() -> None:
     expected = "".join(f"{java_double(v)}|{java_double(v)}|" for v in values)
     for compiled in (True, False):
         assert Template(source, compiled=compiled).render({"l": JsonList(values)}) == expected
+
+
+# -- partial evaluation: a specialised copy renders what the template renders ----------------
+
+_CONSTANT_ROOTS = {"c": {("a",): "A", ("b",): 2, ("t",): True, ("n",): None,
+                         ("f",): 1.5, ("d", "x"): "deep"},
+                   "sv": {("x",): "X", ("y",): "y'\"$"}}
+
+_SPEC_ATOMS = st.sampled_from([
+    "$c.a", "$c.b", "$c.t", "$c.n", "$c.f", "$!c.n", "$c.d.x", "$c.d", "$c.other", "$c.a.length()",
+    "$sv.x", "$sv.y", "$sv.z", "$i", "$j", "$x", "$foreach.hasNext", "$foreach.index",
+    "$foreach.count", "$foreach.first", "$foreach.last", "$foreach", "$velocityCount",
+    '"$c.a-$sv.x"', '#set($y = "$c.a$i")$y', "#set($x = $c.b)", "#set($c.a = 'set')",
+    "#set($c.r.k = 1)", "#set($sv.x = 'w')", "$sv.put('x', 'p')", "#set($k = $c)$k.a",
+    "#set($c = {'a': 'new'})", "#break", "#stop", ",", " ", "\n", "x",
+])
+
+
+def _spec_nest(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    loops = st.sampled_from([
+        "#foreach($i in ['p', 'q', 'r'])", "#foreach($j in [1, 'two', true])",
+        "#foreach($i in [$c.a, $sv.x])", "#foreach($i in [])", "#foreach($j in [1.5, 2])",
+        "#foreach($i in $l)", "#foreach($c in ['shadow'])", "#foreach($i in [null, 'n'])",
+        "#foreach($i in [1..3])"])
+    conditions = st.sampled_from([
+        "$c.t", "$c.n", "$c.a == 'A'", "$c.b > 1", "!$c.t", "$sv.x != 'X'", "$i",
+        "$foreach.hasNext", "$foreach.last", "$j == 'two'", "$c.a == $sv.x",
+        "$c.t && $i", "$c.b < 'z'"])
+    return st.one_of(
+        st.tuples(loops, inner).map(lambda t: f"{t[0]}{t[1]}#end"),
+        st.lists(inner, max_size=4).map("".join),
+        st.tuples(conditions, inner, inner).map(
+            lambda t: f"#if({t[0]}){t[1]}#else{t[2]}#end"),
+        st.tuples(conditions, conditions, inner, inner).map(
+            lambda t: f"#if({t[0]}){t[2]}#elseif({t[1]}){t[3]}#end"),
+    )
+
+
+#: atoms that fold to text inside a loop over a literal list (the loops that unroll)
+_CONSTANT_ATOMS = st.sampled_from([
+    "$i", "$j", "$c.a", "$c.b", "$c.t", "$c.n", "$sv.y", "$foreach.hasNext",
+    "$foreach.index", "$foreach.count", "$foreach.first", "$foreach.last",
+    "$velocityCount", "#if($foreach.hasNext),#end", "#if($foreach.last)L#else-#end",
+    "#if($i == 'q')Q#end", '"$i$c.a"', ",", " ", "\n", "x",
+])
+
+
+def _spec_variables(i: Any) -> dict[str, Any]:
+    return {"c": {"a": "A", "b": 2, "t": True, "n": None, "f": 1.5, "r": {},
+                  "d": {"x": "deep"}},
+            "sv": {"x": "X", "y": "y'\"$"}, "i": i, "l": JsonList(["l1", 2]),
+            "foreach": "outer", "velocityCount": 7}
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=st.recursive(_SPEC_ATOMS, _spec_nest, max_leaves=20)
+       | st.recursive(_CONSTANT_ATOMS, _spec_nest, max_leaves=12), i=_VALUES,
+       limit=st.sampled_from([1000, 2, 0]))
+def test_specialised_templates_render_what_the_template_renders(
+        source: str, i: Any, limit: int) -> None:
+    """Constants folded in (references, ``#if`` on them, loops over literal lists
+    unrolled, text merged) change nothing the template renders -- output, errors,
+    bounds -- compiled or interpreted, also where the template writes to a constant's
+    root (then that root is not folded) or a loop's limit is below an unrolled loop."""
+    try:
+        general = Template(source)
+    except TemplateSyntaxError:
+        return
+    limits = Limits(max_output=20_000, max_seconds=2.0, max_range=1000, foreach_limit=limit)
+
+    def outcome(template: Template) -> tuple[str, str]:
+        try:
+            return "ok", template.render(_spec_variables(i), limits)
+        except TemplateLimitError as e:
+            return "limit", type(e).__name__
+        except TemplateError as e:
+            return "error", str(e)
+
+    writable = {"c": frozenset({"r"})}
+    expected = outcome(Template(source, compiled=False))
+    assert outcome(general) == expected
+    specialised = general.specialised(_CONSTANT_ROOTS, writable)
+    assert specialised.is_compiled
+    assert outcome(specialised) == expected
+    interpreted = Template(source, compiled=False).specialised(_CONSTANT_ROOTS, writable)
+    assert not interpreted.is_compiled
+    assert outcome(interpreted) == expected
+
+
+def test_specialising_folds_constants_loops_and_conditions() -> None:
+    """What the folding is for: the response template of bench/mapping.py keeps only its
+    per-request holes."""
+    source = ('{"s": "$c.a", "id": "$id",\n#if($c.a == "A")  "k": 1,\n#else  "k": 2,\n#end'
+              '#foreach($r in ["x", "y"])  {"r": "$r"}#if($foreach.hasNext),#end\n#end}')
+    folded = Template(source).specialised({"c": {("a",): "A"}})
+    assert [type(n).__name__ for n in folded.nodes] == ["_Text", "_Output", "_Text"]
+    assert folded.render({"id": 7, "c": {"a": "A"}}) == \
+        Template(source).render({"id": 7, "c": {"a": "A"}})
+
+
+@pytest.mark.parametrize("source", [
+    "#set($c.a = 'mine')$c.a", "#set($k = $c)#set($k.a = 'mine')$c.a",
+    "$c.put('a', 'mine')$c.a", "#foreach($c in [{'a': 'loop'}])$c.a#end",
+    "#set($c = {'a': 'new'})$c.a", '#set($s = "#set($c.a = 1)")$c.a', "$c['a']",
+])
+def test_a_root_the_template_may_change_is_not_folded(source: str) -> None:
+    assert foldable_roots(Template(source).nodes, {"c": {("a",): "A"}}, {}) == set()
+    folded = Template(source).specialised({"c": {("a",): "A"}})
+    assert folded.render({"c": {"a": "A"}}) == Template(source).render({"c": {"a": "A"}})

@@ -8,13 +8,15 @@ MOCK integrations.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
 import twistgw_mapping
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twistgw_mapping.namespaces import (
     OVERRIDES,
@@ -30,7 +32,7 @@ from twistgw_mapping.namespaces import (
 
 from twistgw import ConfigError, IntegrationResponse, Registry, hookimpl
 from twistgw.definition import Integration, IntegrationResponseConfig, Operation
-from twistgw.deployment import Route
+from twistgw.deployment import Route, StageDeployment
 from twistgw.errors import ApiConfigurationError
 from twistgw.models import Context, Headers, IntegrationRequest, Response
 from twistgw.pipeline import INGRESS_DROPPED_HEADERS
@@ -822,3 +824,127 @@ def test_params_header_map_is_first_spelling_last_value(lines: list[tuple[str, s
         if name.lower() not in INGRESS_DROPPED_HEADERS:
             expected[first.setdefault(name.lower(), name)] = value
     assert list(got.items()) == list(expected.items())
+
+
+# -- templates specialised per route, stage and method (partial evaluation) ------------------
+
+_SPEC_PIECES = st.sampled_from([
+    "$context.stage", "$context.httpMethod", "$context.resourcePath", "$context.resourceId",
+    "$context.apiId", "$context.accountId", "$context.protocol", "$context.routeKey",
+    "$context.requestId", "$context.identity.sourceIp", "$context.path",
+    "$stageVariables.v", "$stageVariables.w", "$stageVariables.none",
+    "#set($context.stage = 'custom')", "#set($context.custom = 'c')$context.custom",
+    "#set($context.requestOverride.header.X-S = $context.stage)",
+    "#set($context.responseOverride.header.X-M = \"$context.httpMethod\")",
+    "#set($context.responseOverride.status = 201)", "#set($stageVariables.v = 'set')",
+    "$stageVariables.put('w', 'put')", "#set($c = $context)",
+    "#if($input.path('$.a') == 'b')#set($context.stage = 'custom')#end",
+    "#if($context.stage == 'prod')P#else-#end", "#if($stageVariables.v)V#end",
+    "#foreach($r in ['a', 'b'])$r$context.stage#if($foreach.hasNext),#end#end",
+    "#foreach($r in [$context.httpMethod, $stageVariables.w])[$r]#end",
+    '"$context.resourcePath/$stageVariables.v"', "$input.params('q')", "$input.path('$.a')",
+    "{\"statusCode\": 200}", " ", "\n",
+])
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(request_pieces=st.lists(_SPEC_PIECES, max_size=8),
+       response_pieces=st.lists(_SPEC_PIECES, max_size=8),
+       stage=st.sampled_from(["prod", "dev"]),
+       variables=st.dictionaries(st.sampled_from(["v", "w"]),
+                                 st.sampled_from(["x", "", "a'b\"$c", "prod"]), max_size=2),
+       method=st.sampled_from(["POST", "GET", "PURGE"]),
+       bodies=st.lists(st.sampled_from([b'{"a": "b"}', b'{"a": "c"}', b"{", b""]),
+                       min_size=3, max_size=3))
+@example(request_pieces=["#if($input.path('$.a') == 'b')#set($context.stage = 'custom')#end"],
+         response_pieces=["$context.stage"], stage="prod", variables={}, method="POST",
+         bodies=[b'{"a": "c"}', b'{"a": "b"}', b'{"a": "c"}'])
+def test_specialised_templates_answer_like_the_general_ones(
+        request_pieces: list[str], response_pieces: list[str], stage: str,
+        variables: dict[str, str], method: str, bodies: list[bytes]) -> None:
+    """The copy of a route's templates with its stage's, route's and method's constants
+    folded in answers exactly what the general template answers (and the interpreter,
+    under the ``engine`` fixture): request body and overrides, method response, errors;
+    also when the request template set a custom ``$context`` key that shadows a constant
+    in the response template (on some requests only), and for the cached copy on later
+    requests."""
+    request_source, response_source = "".join(request_pieces), "".join(response_pieces)
+    try:
+        Template(request_source, compiled=False)
+        Template(response_source, compiled=False)
+    except TemplateError:
+        return
+    integration = Integration(type="HTTP", uri="http://x/", request_templates={
+        "application/json": request_source}, responses=(IntegrationResponseConfig(
+            selection_pattern=None, status_code="200",
+            response_templates={"application/json": response_source}),))
+    stage_deployment = StageDeployment(name=stage, variables=variables)
+
+    def answers(specialise: bool) -> list[Any]:
+        route = Route(api_id="a", operation=Operation(path="/x/{p}", method="ANY",
+                                                      integration=integration),
+                      resource_id="r1", timeout=29.0)
+        found: list[Any] = []
+        for n, body in enumerate(bodies):  # later requests render the cached copy
+            ctx = make_context(make_inbound(method, f"/{stage}/x/1?q={n}", body=body,
+                                            headers={"Content-Type": "application/json"}),
+                               route=route, method=method, stage=stage_deployment,
+                               path_params={"p": "1"}, request_id=f"id-{n}")
+            try:
+                with _specialising(specialise):
+                    request = twistgw_mapping.map_request(
+                        ctx, IntegrationRequest(method="POST", uri="http://x/", body=body))
+                    response = twistgw_mapping.map_response(
+                        ctx, IntegrationResponse(status=200, body=body), Response())
+            except ApiConfigurationError:
+                found.append("500")
+                continue
+            assert request is not None and response is not None
+            found.append((request.body, request.headers.items, dict(request.extras),
+                          response.status, response.headers.items, response.body))
+        return found
+
+    assert answers(True) == answers(False)
+
+
+@contextlib.contextmanager
+def _specialising(enabled: bool) -> Iterator[None]:
+    """With ``enabled`` false, the plugin renders its general templates only."""
+    original = twistgw_mapping._specialised
+    if not enabled:
+        twistgw_mapping._specialised = lambda ctx, compiled, specs: compiled  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        twistgw_mapping._specialised = original  # type: ignore[assignment]
+
+
+def test_bench_templates_are_specialised_once_per_stage_and_method(engine: str) -> None:
+    """The response template of bench/mapping.py renders from a copy with the stage,
+    method and resource path folded in and its link loop unrolled; the copy is built
+    once and kept, a second stage gets its own."""
+    source = ('{"stage": "$context.stage", "id": "$context.requestId",\n'
+              '#foreach($rel in ["self", "items"])"$rel"#if($foreach.hasNext),#end#end}')
+    integration = Integration(type="MOCK", request_templates={
+        "application/json": '{"statusCode": 200}'}, responses=(IntegrationResponseConfig(
+            selection_pattern=None, status_code="200",
+            response_templates={"application/json": source}),))
+    route = Route(api_id="a", operation=Operation(path="/x", method="POST",
+                                                  integration=integration),
+                  resource_id="r", timeout=29.0)
+    bodies = []
+    for stage in ("prod", "prod", "dev"):
+        ctx = make_context(make_inbound("POST", f"/{stage}/x"), route=route, method="POST",
+                           stage=StageDeployment(name=stage), request_id="rid")
+        response = twistgw_mapping.map_response(ctx, IntegrationResponse(status=200),
+                                                Response())
+        assert response is not None
+        bodies.append(response.body)
+    assert bodies[0] == b'{"stage": "prod", "id": "rid",\n"self","items"}'
+    assert bodies[2] == b'{"stage": "dev", "id": "rid",\n"self","items"}'
+    plans = [v for k, v in route.memo.items() if k[0] == "mapping.response"]
+    specs = plans[0][-1]
+    assert sorted(specs) == [("dev", "POST"), ("prod", "POST")]
+    folded = specs[("prod", "POST")][2]
+    assert [type(n).__name__ for n in folded.nodes] == ["_Text", "_Output", "_Text"]
