@@ -39,7 +39,7 @@ _SLACK = 1e-6
 class Lane:
     """The calls in flight with one timeout, in deadline order, and their one timer."""
 
-    __slots__ = ("_clock", "_entries", "_owner", "_timer", "timeout")
+    __slots__ = ("_clock", "_entries", "_owner", "_timer", "last", "timeout")
 
     def __init__(self, owner: Deadlines | None, clock: IReactorTime, timeout: float) -> None:
         self._owner = owner
@@ -48,6 +48,9 @@ class Lane:
         #: Deferred -> its deadline (``clock.seconds()``), in deadline order.
         self._entries: dict[Deferred[Any], float] = {}
         self._timer: IDelayedCall | None = None
+        #: Never below the deadline of the last entry (the latest one added; entries
+        #: that leave do not lower it), so a deadline at or after it keeps the order.
+        self.last = 0.0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -114,14 +117,17 @@ class Deadlines:
         ``timeout`` names the lane: calls with the same timeout share one timer.
         Returns the lane, whose :meth:`Lane.done` the caller must call when ``d`` fires.
         """
+        return self.watch_until(d, timeout, self._clock.seconds() + remaining)
+
+    def watch_until(self, d: Deferred[Any], timeout: float, deadline: float) -> Lane:
+        """:meth:`watch` with the deadline given in the clock's ``seconds()``."""
         clock = self._clock
-        deadline = clock.seconds() + remaining
         lane = self._lanes.get(timeout)
         if lane is None:
             lane = self._lanes[timeout] = Lane(self, clock, timeout)
-        elif lane._entries and deadline < next(reversed(lane._entries.values())):
+        elif lane._entries and deadline < lane.last:
             lane = Lane(None, clock, timeout)  # out of order: a timer of its own
-        lane._entries[d] = deadline  # Lane._add inlined: once per proxied/Lambda request
+        lane._entries[d] = lane.last = deadline
         if lane._timer is None:
             lane._arm(deadline)
         return lane

@@ -29,14 +29,26 @@ from twisted.python.failure import Failure
 
 from .errors import GatewayError, PluginError
 
-__all__ = ["Impl", "HookPlan", "impls_in_call_order", "call_first", "call_pipe", "pipe_now",
-           "call_each", "notify", "run_maybe_sync", "resolve", "call_impl",
+__all__ = ["Impl", "HookPlan", "Later", "impls_in_call_order", "call_first", "call_pipe",
+           "pipe_now", "call_each", "notify", "run_maybe_sync", "resolve", "call_impl",
            "plugin_failure"]
 
 log = Logger()
 T = TypeVar("T")
 #: Results the dispatcher must await (plain ``isinstance``: no Python-level call).
 _AWAITABLE = (Deferred, CoroutineType)
+
+
+class Later:
+    """A result that comes later without being a Deferred (the pipeline's
+    :class:`~twistgw.pipeline.Pending`): a coroutine :func:`run_maybe_sync` had to
+    suspend hands it on as :meth:`as_deferred`."""
+
+    __slots__ = ()
+
+    def as_deferred(self) -> Deferred[Any]:
+        """A Deferred of the result; cancelling it cancels what it waits on."""
+        raise NotImplementedError
 
 
 @attrs.frozen
@@ -285,6 +297,8 @@ class _Resume:
         waiting.addBoth(self._step)
 
     def _fire(self, result: object) -> None:
+        if isinstance(result, Later):
+            result = result.as_deferred()
         if isinstance(result, Deferred):  # the coroutine's result: chained, cancellable
             self.waiting = result
             result.addBoth(self._fired)

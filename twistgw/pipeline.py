@@ -21,10 +21,10 @@ import os
 import re
 import time
 from binascii import b2a_base64 as _b2a_base64
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from time import perf_counter
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, cast
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 
 from .accesslog import AccessLog
 from .deadlines import Deadlines, Lane
-from .dispatch import call_impl, notify, pipe_now, plugin_failure, run_maybe_sync
+from .dispatch import Later, call_impl, notify, pipe_now, plugin_failure, run_maybe_sync
 from .errors import (
     ApiConfigurationError,
     GatewayError,
@@ -70,7 +70,11 @@ if TYPE_CHECKING:
     )
     from .dispatch import HookPlan, Impl
 
-__all__ = ["Pipeline", "Outcome", "Exchange", "INGRESS_DROPPED_HEADERS",
+    #: What the flow returns: the exchange, a Deferred of it, or a request waiting on its
+    #: integration.
+    _Flow: TypeAlias = "Exchange | Deferred[Exchange] | Pending"
+
+__all__ = ["Pipeline", "Pending", "Outcome", "Exchange", "INGRESS_DROPPED_HEADERS",
            "substitute_stage_variables"]
 
 log = Logger()
@@ -196,6 +200,16 @@ class Pipeline:
     def handle(self, deployment: Deployment, inbound: InboundRequest
                ) -> Exchange | Deferred[Exchange]:
         """Process one request; synchronous when every hook answered synchronously."""
+        result = self._run(deployment, inbound)
+        if type(result) is Pending:
+            return result.as_deferred()
+        return result  # type: ignore[return-value]
+
+    def serve(self, deployment: Deployment, inbound: InboundRequest) -> _Flow:
+        """:meth:`handle` for the gateway's own server: a request waiting on its
+        integration comes back as its :class:`Pending`, whose one continuation
+        (:meth:`Pending.then`) the server sets, instead of as a Deferred chained to the
+        integration's (a second callback pair, every proxied or Lambda request)."""
         return self._run(deployment, inbound)
 
     def finished(self, exchange: Exchange) -> None:
@@ -209,8 +223,7 @@ class Pipeline:
 
     # -- the flow -------------------------------------------------------------------------
 
-    def _run(self, deployment: Deployment, inbound: InboundRequest
-             ) -> Exchange | Deferred[Exchange]:
+    def _run(self, deployment: Deployment, inbound: InboundRequest) -> _Flow:
         """The flow as plain calls while every hook answers synchronously (no coroutine
         per request); the first pending result hands the rest to a coroutine
         (``authorize``, ``map_request``) or to callbacks on the integration's Deferred."""
@@ -265,15 +278,16 @@ class Pipeline:
             assert route is not None
             plan = route.plan
             if plan.authorize or route.requires_auth:
-                return cast("Exchange | Deferred[Exchange]", run_maybe_sync(
+                return cast("_Flow", run_maybe_sync(
                     self._authorized(ctx, outcome, plan, route, is_http)))
             return self._prepared(ctx, outcome, plan, route, is_http)
         except GatewayError as error:
             return self._recover(plan, ctx, error, outcome, is_http)
 
     async def _authorized(self, ctx: Context, outcome: Outcome, plan: HookPlan, route: Route,
-                          is_http: bool) -> Exchange | Deferred[Exchange]:
-        """``authorize``, then the rest of the flow."""
+                          is_http: bool) -> _Flow:
+        """``authorize``, then the rest of the flow (a :class:`Pending` result becomes
+        a Deferred if this coroutine was suspended: see :class:`~twistgw.dispatch.Later`)."""
         auth_started = time.time()
         try:
             try:
@@ -285,7 +299,7 @@ class Pipeline:
             return self._recover(plan, ctx, error, outcome, is_http)
 
     def _prepared(self, ctx: Context, outcome: Outcome, plan: HookPlan, route: Route,
-                  is_http: bool) -> Exchange | Deferred[Exchange]:
+                  is_http: bool) -> _Flow:
         """The integration request through ``map_request``, then the integration.  A
         GatewayError raised here is the caller's to answer."""
         request = self._integration_request(ctx, route)
@@ -293,13 +307,13 @@ class Pipeline:
             request = pipe_now(plan.map_request, {"ctx": ctx, "request": request},
                                "request", outcome.timings)
             if type(request) is CoroutineType:
-                return cast("Exchange | Deferred[Exchange]", run_maybe_sync(
+                return cast("_Flow", run_maybe_sync(
                     self._mapped_later(request, ctx, outcome, plan, is_http)))
         return self._integration(ctx, outcome, plan, request, is_http)
 
     async def _mapped_later(self, pending: Coroutine[Any, Any, IntegrationRequest],
                             ctx: Context, outcome: Outcome, plan: HookPlan, is_http: bool
-                            ) -> Exchange | Deferred[Exchange]:
+                            ) -> _Flow:
         """A pending ``map_request``: await it, then the integration."""
         try:
             request = await pending
@@ -308,23 +322,25 @@ class Pipeline:
             return self._recover(plan, ctx, error, outcome, is_http)
 
     def _integration(self, ctx: Context, outcome: Outcome, plan: HookPlan,
-                     request: IntegrationRequest, is_http: bool
-                     ) -> Exchange | Deferred[Exchange]:
+                     request: IntegrationRequest, is_http: bool) -> _Flow:
         """Call ``integrate`` and make the response of its answer.  A GatewayError raised
         here is the caller's to answer."""
         started = time.monotonic()
         integration_started = time.time()
         try:
-            answer = self._integrate(plan, ctx, request, outcome, started + request.timeout)
+            answer = self._integrate(plan, ctx, request, outcome, started,
+                                     integration_started, is_http)
         except BaseException:
             outcome.finish.phases.append(("integrate", integration_started, time.time()))
             raise
         if isinstance(answer, IntegrationResponse):
             return self._answered(answer, ctx, outcome, plan, started, integration_started,
                                   is_http)
-        # Pending (a proxied or Lambda call): the rest runs as callbacks on the
+        # Pending (a proxied or Lambda call): the rest runs from one callback pair on the
         # integration's Deferred, not as a suspended coroutine.
-        return answer.attach(started, integration_started, is_http)
+        if answer.early is None:
+            return answer
+        return answer.taken()
 
     def _integrated(self, answer: IntegrationResponse, ctx: Context, outcome: Outcome,
                     plan: HookPlan, started: float, integration_started: float) -> Any:
@@ -521,11 +537,13 @@ class Pipeline:
                                   inbound.body, route.timeout)
 
     def _integrate(self, plan: HookPlan, ctx: Context, request: IntegrationRequest,
-                   outcome: Outcome, deadline: float, first: int = 0
-                   ) -> IntegrationResponse | _Pending:
+                   outcome: Outcome, started: float, integration_started: float,
+                   is_http: bool, first: int = 0, deadline: float | None = None
+                   ) -> IntegrationResponse | Pending:
         """The first ``integrate`` answer, from impl ``first`` on: returned directly while
         results are plain values (a coroutine per request was measurable), else the
-        pending one (bounded by ``deadline``, monotonic, once attached)."""
+        pending one, bounded by ``deadline`` (the reactor clock's seconds; for the first
+        call, ``started + request.timeout`` on the monotonic clock)."""
         kwargs = {"ctx": ctx, "request": request}
         timings = outcome.timings
         impls = plan.integrate
@@ -547,7 +565,8 @@ class Pipeline:
                 timings.append(("integrate", impl.plugin, perf_counter() - start))
                 return result
             if isinstance(result, Deferred) or hasattr(result, "__await__"):
-                return _Pending(self, plan, ctx, request, outcome, deadline, i, start, result)
+                return Pending(self, plan, ctx, request, outcome, started,
+                               integration_started, is_http, i, start, result, deadline)
             timings.append(("integrate", impl.plugin, perf_counter() - start))
             log.error("plugin {plugin} returned {value!r} from integrate; expected an "
                       "IntegrationResponse", plugin=impl.plugin, value=result)
@@ -606,102 +625,193 @@ class Pipeline:
         return Response(response.status, Headers(headers), response.body, response.upgrade)
 
 
-class _Pending:
-    """An ``integrate`` impl's pending answer and what the flow needs when it comes.
+class Pending(Later):
+    """A request waiting for its ``integrate`` impl's answer (every proxied or Lambda
+    request), and what the flow needs when the answer comes.
 
-    One object per proxied or Lambda request, whose two methods are the only callbacks
-    the core adds to the integration's Deferred (closures, a second callback pair and a
-    coroutine before): :meth:`answered` and :meth:`failed` settle the impl (timings,
-    its deadline lane, the impls after an abstaining one) and go on with the flow.
+    The core adds one callback pair to the integration's Deferred (:meth:`answered`,
+    :meth:`failed`): they settle the impl (timings, its deadline lane, the impls after an
+    abstaining one), run the same synchronous tail as a synchronous answer and hand the
+    finished :class:`Exchange` (or the Failure) to the one continuation set by
+    :meth:`then`.  No Deferred is chained to the integration's for that: the gateway's
+    server sets the continuation itself (:meth:`Pipeline.serve`), other callers get a
+    Deferred from :meth:`as_deferred` (:meth:`Pipeline.handle`).
     """
 
-    __slots__ = ("ctx", "d", "deadline", "index", "integration_started", "is_http",
-                 "lane", "outcome", "pipeline", "plan", "request", "start", "started")
+    __slots__ = ("args", "callback", "ctx", "d", "deadline", "early", "errback", "index",
+                 "integration_started", "is_http", "lane", "outcome", "pipeline", "plan",
+                 "request", "start", "started")
 
     def __init__(self, pipeline: Pipeline, plan: HookPlan, ctx: Context,
-                 request: IntegrationRequest, outcome: Outcome, deadline: float, index: int,
-                 start: float, pending: Any) -> None:
+                 request: IntegrationRequest, outcome: Outcome, started: float,
+                 integration_started: float, is_http: bool, index: int, start: float,
+                 pending: Any, deadline: float | None) -> None:
+        """Watch the deadline and add the callback pair; an answer already there lands
+        in :attr:`early` (see :meth:`taken`)."""
         self.pipeline = pipeline
         self.plan = plan
         self.ctx = ctx
         self.request = request
         self.outcome = outcome
-        self.deadline = deadline
-        self.index = index
-        self.start = start
-        self.d: Deferred[Any] = pending if isinstance(pending, Deferred) \
-            else Deferred.fromCoroutine(pending)
-        self.lane: Lane | None = None
-        self.started = 0.0
-        self.integration_started = 0.0
-        self.is_http = False
-
-    def attach(self, started: float, integration_started: float, is_http: bool
-               ) -> Exchange | Deferred[Exchange]:
-        """Watch the deadline and add the callbacks; the exchange itself if the answer
-        was already there."""
         self.started = started
         self.integration_started = integration_started
         self.is_http = is_http
-        d = self.d
-        if not d.called or d.paused:
-            self.lane = self.pipeline.deadlines.watch(
-                d, self.request.timeout, max(self.deadline - time.monotonic(), 0.001))
+        self.index = index
+        self.start = start
+        self.callback: Callable[..., object] | None = None
+        #: What came before :meth:`then` was called (an answer already there).
+        self.early: Any = None
+        #: The Deferred :meth:`cancel` cancels: the integration's, later the one the
+        #: rest of the flow waits on (a pending ``map_response`` or error handler).
+        d: Deferred[Any] = pending if isinstance(pending, Deferred) \
+            else Deferred.fromCoroutine(pending)
+        self.d = d
+        if d.called and not d.paused:
+            self.lane: Lane | None = None
+        else:
+            timeout = request.timeout
+            deadlines = pipeline.deadlines
+            if deadline is None:  # the first call: the integration's start + timeout
+                remaining = started + timeout - time.monotonic()
+                deadline = deadlines._clock.seconds() + (
+                    remaining if remaining > 0.001 else 0.001)
+            lane = deadlines._lanes.get(timeout)
+            # Deadlines.watch_until inlined for the usual case, once per proxied or Lambda
+            # request: the lane is there, its timer armed, and this deadline is not
+            # before any in the lane (``last`` is never below the last entry's).
+            if lane is not None and lane._timer is not None and (
+                    not lane._entries or deadline >= lane.last):
+                lane._entries[d] = lane.last = deadline
+            else:
+                lane = deadlines.watch_until(d, timeout, deadline)
+            self.lane = lane
+        #: The call's deadline (the reactor clock's seconds), which a later impl's call
+        #: keeps (None: not watched, the answer was already there).
+        self.deadline = deadline
         d.addCallbacks(self.answered, self.failed)
-        if d.called and not d.paused:  # answered already: no Deferred for the caller
-            box: list[Any] = []
-            d.addBoth(box.append)
-            if isinstance(box[0], Failure):
-                box[0].raiseException()
-            exchange: Exchange = box[0]
-            return exchange
+
+    def taken(self) -> Exchange | Deferred[Exchange] | Pending:
+        """The flow of an answer that was already there when the call returned."""
+        early = self.early
+        if isinstance(early, Failure):
+            early.raiseException()
+        return cast("Exchange | Deferred[Exchange] | Pending", early)
+
+    def then(self, callback: Callable[..., object], errback: Callable[..., object],
+             *args: Any) -> None:
+        """Set the continuation: ``callback(exchange, *args)`` once the exchange is
+        finished, or ``errback(failure, *args)`` (a cancellation, a bug).  Called once,
+        right after the flow returned this object."""
+        self.callback = callback
+        self.errback = errback
+        self.args = args
+        early = self.early
+        if early is not None:
+            self.early = None
+            self._deliver(early)
+
+    def cancel(self) -> None:
+        """The client went away: cancel what the request waits on."""
+        self.d.cancel()
+
+    def as_deferred(self) -> Deferred[Exchange]:
+        """A Deferred of the exchange; cancelling it cancels the request."""
+        d: Deferred[Exchange] = Deferred(self._cancelled)
+        self.then(d.callback, d.errback)
         return d
 
-    def _settled(self) -> tuple[Impl, bool]:
-        """The impl; whether its call was still in its lane (False: timed out)."""
-        lane = self.lane
-        in_time = lane is None or lane.done(self.d)
-        impl = self.plan.integrate[self.index]
-        self.outcome.timings.append(("integrate", impl.plugin, perf_counter() - self.start))
-        return impl, in_time
+    def _cancelled(self, _d: Deferred[Exchange]) -> None:
+        self.d.cancel()
 
-    def answered(self, result: Any) -> Exchange | Deferred[Exchange]:
+    def answered(self, result: Any) -> None:
         """The impl answered: the response of its answer, or ask the impls after it."""
-        impl, _in_time = self._settled()
-        pipeline = self.pipeline
-        if isinstance(result, IntegrationResponse):
-            return pipeline._answered(result, self.ctx, self.outcome, self.plan, self.started,
-                                      self.integration_started, self.is_http)
+        lane = self.lane
+        if lane is not None:  # Lane.done inlined (a call less per request)
+            entries = lane._entries
+            entries.pop(self.d, None)
+            if not entries and lane._owner is None:
+                lane.stop()  # a lane of its own: its timer has nothing left to do
+        plan = self.plan
+        impl = plan.integrate[self.index]
+        outcome = self.outcome
+        outcome.timings.append(("integrate", impl.plugin, perf_counter() - self.start))
+        try:
+            if isinstance(result, IntegrationResponse):
+                flow: Any = self.pipeline._answered(
+                    result, self.ctx, outcome, plan, self.started, self.integration_started,
+                    self.is_http)
+            else:
+                flow = self._next(result, impl)
+        except BaseException:
+            flow = Failure()
+        callback = self.callback
+        if type(flow) is Exchange and callback is not None:
+            callback(flow, *self.args)  # _deliver's usual case, inline
+        else:
+            self._deliver(flow)
+
+    def _next(self, result: Any, impl: Impl) -> Any:
+        """The impl answered nonsense (a 500) or abstained (ask the impls after it)."""
         try:
             if result is not None:
                 log.error("plugin {plugin} returned {value!r} from integrate; expected an "
                           "IntegrationResponse", plugin=impl.plugin, value=result)
                 raise PluginError(impl.plugin, "integrate")
-            rest = pipeline._integrate(self.plan, self.ctx, self.request, self.outcome,
-                                       self.deadline, self.index + 1)
+            rest = self.pipeline._integrate(
+                self.plan, self.ctx, self.request, self.outcome, self.started,
+                self.integration_started, self.is_http, self.index + 1, self.deadline)
         except GatewayError as error:
             return self._fail(error)
         if isinstance(rest, IntegrationResponse):
-            return pipeline._answered(rest, self.ctx, self.outcome, self.plan, self.started,
-                                      self.integration_started, self.is_http)
-        return rest.attach(self.started, self.integration_started, self.is_http)
+            return self.pipeline._answered(rest, self.ctx, self.outcome, self.plan,
+                                           self.started, self.integration_started,
+                                           self.is_http)
+        if rest.early is None:
+            return rest
+        return rest.taken()
 
-    def failed(self, failure: Failure) -> Failure | Exchange | Deferred[Exchange]:
+    def failed(self, failure: Failure) -> None:
         """The impl failed, timed out (504) or was cancelled (passed on)."""
-        impl, in_time = self._settled()
+        lane = self.lane
+        in_time = lane is None or lane.done(self.d)
+        impl = self.plan.integrate[self.index]
+        self.outcome.timings.append(("integrate", impl.plugin, perf_counter() - self.start))
         error = failure.value
-        if isinstance(error, TimeoutError) or (not in_time and isinstance(error,
-                                                                          CancelledError)):
-            return self._fail(IntegrationTimeout())
-        if isinstance(error, CancelledError):
-            self.outcome.finish.phases.append(("integrate", self.integration_started,
-                                               time.time()))
-            return failure
-        if not isinstance(error, GatewayError):
-            assert error is not None
-            error = plugin_failure(impl, error)
-        return self._fail(error)
+        try:
+            if isinstance(error, TimeoutError) or (not in_time and isinstance(
+                    error, CancelledError)):
+                flow: Any = self._fail(IntegrationTimeout())
+            elif isinstance(error, CancelledError):
+                self.outcome.finish.phases.append(("integrate", self.integration_started,
+                                                   time.time()))
+                flow = failure
+            else:
+                if not isinstance(error, GatewayError):
+                    assert error is not None
+                    error = plugin_failure(impl, error)
+                flow = self._fail(error)
+        except BaseException:
+            flow = Failure()
+        self._deliver(flow)
 
     def _fail(self, error: GatewayError) -> Exchange | Deferred[Exchange]:
         self.outcome.finish.phases.append(("integrate", self.integration_started, time.time()))
         return self.pipeline._recover(self.plan, self.ctx, error, self.outcome, self.is_http)
+
+    def _deliver(self, flow: Any) -> None:
+        """Hand the finished exchange (or failure) to the continuation; a flow that
+        still waits (a pending ``map_response`` or error handler, a later impl's call)
+        gets the continuation as its callbacks, and :meth:`cancel` reaches it."""
+        callback = self.callback
+        if callback is None:
+            self.early = flow  # attach or then picks it up
+            return
+        if type(flow) is Exchange:
+            callback(flow, *self.args)
+        elif isinstance(flow, Failure):
+            self.errback(flow, *self.args)
+        else:
+            if isinstance(flow, Pending):
+                flow = flow.as_deferred()
+            self.d = flow
+            flow.addCallbacks(callback, self.errback, self.args, None, self.args)

@@ -15,13 +15,13 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .http import Handover, HttpRequest
 from .models import Headers, InboundRequest
-from .pipeline import Exchange
+from .pipeline import Exchange, Pending
 from .routing import parse_query
 
 if TYPE_CHECKING:
@@ -169,17 +169,22 @@ class GatewayHandler:
         inbound = inbound_from_http(request, self.listener, self.scheme)
         serving.enter()
         try:
-            result = gateway.pipeline.handle(serving.deployment, inbound)
+            result = gateway.pipeline.serve(serving.deployment, inbound)
         except Exception:
             log.failure("unhandled error in the request pipeline")
             request.respond(500, *_INTERNAL)
             serving.leave()
             return
-        if isinstance(result, Deferred):
+        if not isinstance(result, Exchange):
             request.on_lost = result.cancel
-            # One callback pair (each leaves the deployment): a callback less to run.
-            result.addCallbacks(self._answered, self._unanswered, (request, serving),
-                                _NO_KEYWORDS, (request, serving))
+            if isinstance(result, Pending):
+                # Waiting on the integration (a proxied or Lambda request): the pipeline
+                # calls back once the exchange is made, no Deferred chained to the call's.
+                result.then(self._answered, self._unanswered, request, serving)
+            else:
+                # One callback pair (each leaves the deployment): a callback less to run.
+                result.addCallbacks(self._answered, self._unanswered, (request, serving),
+                                    _NO_KEYWORDS, (request, serving))
             return
         try:
             self._write(request, result)

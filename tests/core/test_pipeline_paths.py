@@ -14,15 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.defer import TimeoutError as TimeoutError_
 
 from twistgw import Allow, IntegrationResponse, Principal, Response, hookimpl
 from twistgw.errors import GatewayError
 from twistgw.models import Context, IntegrationRequest
-from twistgw.pipeline import Exchange
+from twistgw.pipeline import Exchange, Pending
+from twistgw.testing import make_inbound
 
 if TYPE_CHECKING:
     from conftest import Builders, HarnessFactory
@@ -121,13 +122,34 @@ def _harness(make_harness: HarnessFactory, b: Builders, **stages: Any
     return h, delegate.stages
 
 
-def _run(make_harness: HarnessFactory, b: Builders, later: frozenset[str],
-         fail: str | None) -> tuple[Response, Exchange | Deferred[Exchange]]:
-    h, _stages = _harness(make_harness, b, later=later, fail=fail)
-    result = h.exchange("POST", "/prod/x", body=b"in")
-    box: list[Any] = []
-    if isinstance(result, Deferred):
+def _start(h: GatewayHarness, via: str, method: str, path: str, **kw: Any) -> Any:
+    """Run one request through ``Pipeline.handle`` (what tests and embedders call) or
+    ``Pipeline.serve`` (the gateway's server: a pending integration comes back as a
+    ``Pending`` whose continuation is set with ``then``)."""
+    if via == "handle":
+        return h.exchange(method, path, **kw)
+    inbound = make_inbound(method, path, listener=h.default_listener, **kw)
+    return h.gateway.pipeline.serve(h.gateway.deployment, inbound)
+
+
+def _collect(result: Any, box: list[Any]) -> None:
+    """Put the exchange (or failure) of ``result`` into ``box`` when it comes."""
+    if isinstance(result, Pending):
+        result.then(box.append, box.append)
+    elif isinstance(result, Deferred):
         result.addBoth(box.append)
+    else:
+        box.append(result)
+
+
+def _run(make_harness: HarnessFactory, b: Builders, later: frozenset[str],
+         fail: str | None, via: str = "handle"
+         ) -> tuple[Response, Exchange | Deferred[Exchange] | Pending]:
+    h, _stages = _harness(make_harness, b, later=later, fail=fail)
+    result = _start(h, via, "POST", "/prod/x", body=b"in")
+    box: list[Any] = []
+    if not isinstance(result, Exchange):
+        _collect(result, box)
         for _ in range(10):
             if box:
                 break
@@ -142,16 +164,22 @@ SUBSETS = [frozenset(c) for n in range(len(HOOKS) + 1)
            for c in itertools.combinations(HOOKS, n)]
 
 
+@pytest.mark.parametrize("via", ["handle", "serve"])
 @pytest.mark.parametrize("later", SUBSETS, ids=lambda s: "+".join(sorted(s)) or "all-sync")
 @pytest.mark.parametrize("fail", [None, *HOOKS])
 def test_every_path_gives_the_synchronous_flows_response(make_harness: HarnessFactory,
                                                          b: Builders, later: frozenset[str],
-                                                         fail: str | None) -> None:
+                                                         fail: str | None, via: str) -> None:
     expected, direct = _run(make_harness, b, frozenset(), fail)
     assert isinstance(direct, Exchange)  # all synchronous: no Deferred at all
-    response, result = _run(make_harness, b, later, fail)
+    response, result = _run(make_harness, b, later, fail, via)
     ran = HOOKS[:HOOKS.index(fail) + 1] if fail else HOOKS  # none after a failure
-    assert isinstance(result, Deferred) == bool(later.intersection(ran))
+    assert (not isinstance(result, Exchange)) == bool(later.intersection(ran))
+    if via == "handle":
+        assert isinstance(result, (Exchange, Deferred))
+    elif later.intersection(ran) == {"integrate"}:
+        # only the integration waited: the server gets the Pending, no Deferred
+        assert isinstance(result, Pending)
     assert _comparable(response) == _comparable(expected)
     if fail is None:
         # (the MOCK route's integration response mapping gives the 200)
@@ -166,14 +194,16 @@ def test_every_path_gives_the_synchronous_flows_response(make_harness: HarnessFa
                                    frozenset({"map_request", "integrate"}),
                                    frozenset({"authorize", "map_request", "integrate"})],
                          ids=lambda s: "+".join(sorted(s)))
+@pytest.mark.parametrize("via", ["handle", "serve"])
 def test_a_client_going_away_cancels_the_pending_integration(make_harness: HarnessFactory,
                                                              b: Builders,
-                                                             later: frozenset[str]) -> None:
+                                                             later: frozenset[str],
+                                                             via: str) -> None:
     h, stages = _harness(make_harness, b, later=later, hang=True)
-    result = h.exchange("POST", "/prod/x")
-    assert isinstance(result, Deferred)
+    result = _start(h, via, "POST", "/prod/x")
+    assert isinstance(result, (Deferred, Pending))
     box: list[Any] = []
-    result.addBoth(box.append)
+    _collect(result, box)
     h.clock.advance(1)
     h.clock.advance(1)  # authorize and map_request (if later) have answered
     assert box == [] and stages.cancelled == []
@@ -219,9 +249,10 @@ class _Now:
     (None, "now", 200, b"next answered"),
     (None, "later", 200, b"later answered"),
 ], ids=["nonsense", "raises", "timeout-error", "abstains-then-now", "abstains-then-later"])
+@pytest.mark.parametrize("via", ["handle", "serve"])
 def test_a_pending_integrate_settles_like_a_synchronous_one(
         make_harness: HarnessFactory, b: Builders, outcome: Any, then: str | None,
-        status: int, body: bytes) -> None:
+        status: int, body: bytes, via: str) -> None:
     first = _Later(outcome)
     plugins: list[tuple[str, Any]] = [("first", first)]
     second = _Later(IntegrationResponse(status=201, body=b"later answered"))
@@ -232,10 +263,10 @@ def test_a_pending_integrate_settles_like_a_synchronous_one(
     doc = b.openapi({"/x": {"post": b.mock_op(200, timeoutInMillis=5000)}})
     h = make_harness(doc, plugins=plugins)
     first.clock = second.clock = h.clock
-    result = h.exchange("POST", "/prod/x")
-    assert isinstance(result, Deferred)
+    result = _start(h, via, "POST", "/prod/x")
+    assert isinstance(result, Deferred if via == "handle" else Pending)
     box: list[Any] = []
-    result.addBoth(box.append)
+    _collect(result, box)
     h.clock.advance(1)
     h.clock.advance(1)
     exchange = box[0]
@@ -319,3 +350,125 @@ def test_an_answer_without_map_response_impls_is_written_as_one_mapped_unchanged
     for fin in (direct.outcome.finish, mapped.outcome.finish):
         assert (fin.status, fin.integration_status, fin.response_length) \
             == (status, status, len(body))
+
+
+class _Fired:
+    """An ``integrate`` impl whose Deferred has its result before the call returns."""
+
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+
+    @hookimpl
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> Deferred[Any]:
+        if isinstance(self.outcome, BaseException):
+            return fail(self.outcome)
+        return succeed(self.outcome)
+
+
+@pytest.mark.parametrize("via", ["handle", "serve"])
+@pytest.mark.parametrize("outcome", [
+    IntegrationResponse(status=201, body=b"fired"), GatewayError("refused"),
+    ValueError("bug"), "nonsense"],
+    ids=["answer", "gateway-error", "raises", "nonsense"])
+def test_an_integration_answered_before_returning_gives_the_exchange_at_once(
+        make_harness: HarnessFactory, b: Builders, outcome: Any, via: str) -> None:
+    """An already-fired Deferred from ``integrate`` takes no Pending and no Deferred:
+    the exchange comes back at once, as the plain value or exception would give it."""
+    doc = b.openapi({"/x": {"post": b.mock_op(200, timeoutInMillis=5000)}})
+
+    class _Plain:
+        @hookimpl
+        def integrate(self, ctx: Context, request: IntegrationRequest) -> Any:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+    expected = _start(make_harness(doc, plugins=[("plain", _Plain())]), "handle", "POST",
+                      "/prod/x")
+    h = make_harness(doc, plugins=[("fired", _Fired(outcome))])
+    result = _start(h, via, "POST", "/prod/x")
+    assert isinstance(expected, Exchange) and isinstance(result, Exchange)
+    assert _comparable(result.response) == _comparable(expected.response)
+    assert len(h.gateway.pipeline.deadlines) == 0
+
+
+class _Scripted:
+    """Two ``integrate`` impls driven by a script keyed by the request's ``x-n`` header:
+    the first abstains after ``used`` s (none when 0), the second answers after
+    ``answer`` s from the request's start (never when None)."""
+
+    def __init__(self) -> None:
+        self.clock: Any = None
+        self.script: dict[str, tuple[int, int | None]] = {}
+
+    def _later(self, delay: float, value: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.clock.callLater(delay, lambda: d.called or d.callback(value))
+        return d
+
+    @hookimpl(tryfirst=True)
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> Any:
+        used, _answer = self.script[ctx.request.headers.get("x-n") or ""]
+        return self._later(used, None) if used else None
+
+
+class _ScriptedSecond:
+    def __init__(self, first: _Scripted) -> None:
+        self.first = first
+
+    @hookimpl
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> Any:
+        first = self.first
+        used, answer = first.script[ctx.request.headers.get("x-n") or ""]
+        if answer is None:
+            return Deferred()
+        return first._later(answer - used,
+                            IntegrationResponse(status=201, body=b"answered"))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["a", "b"]),
+                          st.integers(0, 3), st.none() | st.integers(1, 5)),
+                min_size=1, max_size=10))
+def test_pending_integrations_end_each_at_its_own_deadline(
+        make_harness: HarnessFactory, b: Builders,
+        plan: list[tuple[int, str, int, int | None]]) -> None:
+    """Requests started over time on routes of 2 s and 3 s, some whose first impl
+    abstains after part of the time (the second call's deadline is out of its lane's
+    order), some answered: through ``serve`` (the inline lane registration) each ends
+    with its answer before its deadline, else with the 504 exactly at the deadline."""
+    first = _Scripted()
+    doc = b.openapi({"/a": {"get": b.mock_op(200, timeoutInMillis=2000)},
+                     "/b": {"get": b.mock_op(200, timeoutInMillis=3000)}})
+    h = make_harness(doc, plugins=[("first", first), ("second", _ScriptedSecond(first))])
+    first.clock = clock = h.clock
+    timeouts = {"a": 2, "b": 3}
+    expected: list[tuple[int, float]] = []
+    starts = []
+    t = 0
+    for n, (gap, route, used, answer) in enumerate(plan):
+        t += gap
+        starts.append(t)
+        answer = max(answer, used + 1) if answer is not None else None
+        first.script[str(n)] = (used, answer)
+        deadline = t + timeouts[route]
+        if used >= timeouts[route]:
+            expected.append((504, deadline))  # the first call itself timed out
+        elif answer is not None and answer < timeouts[route]:
+            expected.append((200, t + answer))  # (the MOCK route's response mapping)
+        else:
+            expected.append((504, deadline))
+    ended: list[list[tuple[int, float]]] = [[] for _ in plan]
+    for now in range(t + 10):
+        if now:
+            clock.advance(1)
+        for n, start in enumerate(starts):
+            if start == now:
+                result = _start(h, "serve", "GET", f"/prod/{plan[n][1]}",
+                                headers=[("x-n", str(n))])
+                assert isinstance(result, Pending)
+                result.then(lambda exchange, at: at.append(
+                    (exchange.response.status, clock.seconds())), print, ended[n])
+    assert [at[0] if at else None for at in ended] == expected
+    assert len(h.gateway.pipeline.deadlines) == 0
