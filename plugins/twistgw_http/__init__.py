@@ -464,9 +464,29 @@ def _response_name(name: str) -> str:
     return out
 
 
+#: ``(backend headers, length)`` -> :func:`proxy_response_headers` of them: the fast
+#: client hands a head it has seen before over as the same tuple (fastclient._heads), and
+#: a ``Headers`` is immutable, so every answer with that head shares one.  Emptied when full.
+_remapped: dict[tuple[tuple[tuple[str, str], ...], int | None], Headers] = {}
+_MAX_REMAPPED = 256
+
+
 def proxy_response_headers(headers: Sequence[tuple[str, str]], length: int | None
                            ) -> Headers:
     """The backend's headers as an HTTP_PROXY client sees them (§3.7 remapping)."""
+    if type(headers) is tuple:
+        key = (headers, length)
+        found = _remapped.get(key)
+        if found is None:
+            found = _remap(headers, length)
+            if len(_remapped) >= _MAX_REMAPPED:
+                _remapped.clear()
+            _remapped[key] = found
+        return found
+    return _remap(headers, length)
+
+
+def _remap(headers: Sequence[tuple[str, str]], length: int | None) -> Headers:
     names = _response_names
     out: list[tuple[str, str]] = []
     for name, value in headers:

@@ -91,7 +91,7 @@ class StaleConnection(Exception):
     """A pooled connection closed before any byte of the response arrived."""
 
 
-RawAnswer = tuple[int, list[tuple[str, str]], bytes, int | None, bool]
+RawAnswer = tuple[int, tuple[tuple[str, str], ...], bytes, int | None, bool]
 """``(status, headers, body, length, encoded)``: headers without connection-control ones,
 ``length`` the backend's Content-Length (0 for bodiless answers, ``None`` if unknown),
 ``encoded`` whether a ``Content-Encoding`` header is among them (so that the caller need
@@ -241,7 +241,7 @@ class _Connection(Protocol):
         self.status = 0
         self.http11 = False
         self.close_after = False
-        self.headers: list[tuple[str, str]] = []
+        self.headers: tuple[tuple[str, str], ...] = ()
         self.encoded = False
         self.length: int | None = None
         self.remaining = 0
@@ -369,83 +369,45 @@ class _Connection(Protocol):
     def _parse_head(self) -> bool:
         buf = self.buf
         end = buf.find(b"\r\n\r\n")
-        skip = 4
-        if end < 0:
-            end = buf.find(b"\n\n")
-            skip = 2
+        if 0 <= end <= _CACHED_HEAD_BYTES and not self.head_request:
+            # A backend sends the same head over and over (the Date changes once a
+            # second): a head seen before is not parsed again (_heads).
+            raw = buf[:end]
+            fields = _heads.get(raw)
+            if fields is None:
+                fields = _head_fields(raw.decode("latin-1"), True, False)
+                if len(_heads) >= _MAX_HEADS:
+                    _heads.clear()
+                _heads[raw] = fields
+            self.buf = buf[end + 4:]
+        else:
+            skip = 4
             if end < 0:
-                if len(buf) > MAX_HEAD_BYTES:
-                    raise BadResponse("response head too large")
-                return False
-        if end > MAX_HEAD_BYTES:
-            raise BadResponse("response head too large")
-        head = buf[:end].decode("latin-1")
-        self.buf = buf[end + skip:]
-        # CRLF lines (the norm) split as they are; bare-LF ones lose any stray CR below.
-        lines = head.split("\r\n")
-        if skip != 4 or head.count("\n") != len(lines) - 1:
-            lines = [line.rstrip("\r") for line in head.split("\n")]
-        status_line = lines[0]
-        m = _STATUS.fullmatch(status_line)
-        if m is None:
-            raise BadResponse(f"bad status line {status_line[:80]!r}")
-        version, code = m.groups()
-        status = int(code)
-        if len(lines) > MAX_HEADERS + 1:
-            raise BadResponse("too many response headers")
-        headers: list[tuple[str, str]] = []
-        length: str | None = None
-        chunked = False
-        transfer_encoding = False
-        close = version == "0"
-        encoded = False
-        known = _header_names
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            lname = known.get(name)
-            if lname is None or not sep:
-                if not sep or not name or name[0] in " \t" or name[-1] in " \t":
-                    raise BadResponse(f"bad header line {line[:80]!r}")
-                lname = name.lower()
-                if len(known) >= _MAX_NAMES:
-                    known.clear()
-                known[name] = lname
-            value = value.strip(" \t")
-            if lname in _SPECIAL_HEADERS:
-                if lname == "content-encoding":
-                    encoded = True
-                    headers.append((name, value))
-                elif lname == "content-length":
-                    if self.head_request:
-                        headers.append((name, value))
-                    length = _one_length(length, value)
-                elif lname == "transfer-encoding":
-                    transfer_encoding = True
-                    chunked = value.rsplit(",", 1)[-1].strip(" \t").lower() == "chunked"
-                elif lname == "connection":
-                    # The token scan only when the word is there at all (keep-alive is
-                    # the usual value).
-                    if "close" in value.lower() and "close" in [
-                            t.strip(" \t") for t in value.lower().split(",")]:
-                        close = True
-                continue
-            headers.append((name, value))
+                end = buf.find(b"\n\n")
+                skip = 2
+                if end < 0:
+                    if len(buf) > MAX_HEAD_BYTES:
+                        raise BadResponse("response head too large")
+                    return False
+            if end > MAX_HEAD_BYTES:
+                raise BadResponse("response head too large")
+            fields = _head_fields(buf[:end].decode("latin-1"), skip == 4, self.head_request)
+            self.buf = buf[end + skip:]
+        status, http11, headers, length, encoded, close, transfer_encoding, chunked = fields
         if 100 <= status < 200:
             if status == 101:
                 raise BadResponse("unexpected 101 Switching Protocols")
             return True  # an interim answer: the real one follows
-        http11 = version == "1"
         if self.head_request or status in (204, 304):
             self._complete((status, headers, b"", 0, encoded), close or not http11)
             return True
         if not transfer_encoding and length is not None:
-            n = int(length)
-            if n > self.pool.max_body:
+            if length > self.pool.max_body:
                 raise BodyTooLarge()
             rest = self.buf
-            if len(rest) == n:  # the usual case: the whole body came with the head
+            if len(rest) == length:  # the usual case: the whole body came with the head
                 self.buf = b""
-                self._complete((status, headers, rest, n, encoded), close or not http11)
+                self._complete((status, headers, rest, length, encoded), close or not http11)
                 return True
         # The body comes in later reads: keep what the answer is made of.
         self.status = status
@@ -465,7 +427,7 @@ class _Connection(Protocol):
                 self.state = _UNTIL_CLOSE
             return True
         if length is not None:
-            self.length = self.remaining = int(length)
+            self.length = self.remaining = length
             self.state = _LENGTH
             return True
         self.close_after = True
@@ -578,6 +540,77 @@ def _one_length(known: str | None, value: str) -> str:
     if _DIGITS.fullmatch(only) is None:
         raise BadResponse(f"bad Content-Length {only[:20]!r}")
     return only
+
+
+_HeadFields = tuple[int, bool, tuple[tuple[str, str], ...], "int | None", bool, bool, bool,
+                    bool]
+"""What a response head says: ``(status, http11, headers, length, encoded, close,
+transfer_encoding, chunked)`` (headers without the connection-control ones; ``length``
+the Content-Length; ``close``: ``Connection: close`` or HTTP/1.0)."""
+
+#: Response heads (CRLF-terminated, not of a HEAD request, at most this long) already
+#: parsed -> what :func:`_head_fields` made of them.  A backend repeats its head, with a
+#: new Date once a second; the table is emptied when full.
+_heads: dict[bytes, _HeadFields] = {}
+_CACHED_HEAD_BYTES = 2048
+_MAX_HEADS = 256
+
+
+def _head_fields(head: str, crlf: bool, head_request: bool) -> _HeadFields:
+    """Parse a response head (status line and header lines, without the blank line that
+    ends it; ``crlf``: it ended with CRLF CRLF).  Depends on nothing else, so that its
+    result can be kept for the next identical head.  Raises :class:`BadResponse`."""
+    # CRLF lines (the norm) split as they are; bare-LF ones lose any stray CR below.
+    lines = head.split("\r\n")
+    if not crlf or head.count("\n") != len(lines) - 1:
+        lines = [line.rstrip("\r") for line in head.split("\n")]
+    status_line = lines[0]
+    m = _STATUS.fullmatch(status_line)
+    if m is None:
+        raise BadResponse(f"bad status line {status_line[:80]!r}")
+    version, code = m.groups()
+    if len(lines) > MAX_HEADERS + 1:
+        raise BadResponse("too many response headers")
+    headers: list[tuple[str, str]] = []
+    length: str | None = None
+    chunked = False
+    transfer_encoding = False
+    close = version == "0"
+    encoded = False
+    known = _header_names
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        lname = known.get(name)
+        if lname is None or not sep:
+            if not sep or not name or name[0] in " \t" or name[-1] in " \t":
+                raise BadResponse(f"bad header line {line[:80]!r}")
+            lname = name.lower()
+            if len(known) >= _MAX_NAMES:
+                known.clear()
+            known[name] = lname
+        value = value.strip(" \t")
+        if lname in _SPECIAL_HEADERS:
+            if lname == "content-encoding":
+                encoded = True
+                headers.append((name, value))
+            elif lname == "content-length":
+                if head_request:
+                    headers.append((name, value))
+                length = _one_length(length, value)
+            elif lname == "transfer-encoding":
+                transfer_encoding = True
+                chunked = value.rsplit(",", 1)[-1].strip(" \t").lower() == "chunked"
+            elif lname == "connection":
+                # The token scan only when the word is there at all (keep-alive is the
+                # usual value).
+                if "close" in value.lower() and "close" in [
+                        t.strip(" \t") for t in value.lower().split(",")]:
+                    close = True
+            continue
+        headers.append((name, value))
+    return (int(code), version == "1", tuple(headers),
+            None if length is None else int(length), encoded, close, transfer_encoding,
+            chunked)
 
 
 class _ConnectionFactory(Factory):

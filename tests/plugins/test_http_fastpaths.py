@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twistgw_http import outbound_head, outbound_headers
 from twistgw_http.client import HttpSettings, parse_settings
@@ -180,3 +180,104 @@ def test_connection_close_and_content_encoding_are_found_as_a_token_scan_would(
 def test_bodiless_answers_report_their_encoding_too(head: bytes, encoded: bool) -> None:
     answer, _reused = _parse(head)
     assert answer[4] is encoded
+
+
+# -- the response head table --------------------------------------------------------------
+
+STATUS_LINES = st.sampled_from([
+    "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found", "HTTP/1.0 200 OK", "HTTP/1.1 204 No Content",
+    "HTTP/1.1 304 Not Modified", "HTTP/1.1 100 Continue", "HTTP/1.1 101 Switching",
+    "HTTP/1.1 200", "HTTP/2 200 OK", "HTTP/1.1 2000 OK", "garbage"])
+_GOOD_NAMES = st.sampled_from(["Content-Length", "content-length", "Transfer-Encoding",
+                               "Connection", "Content-Encoding", "Server", "Date", "X-A"])
+_GOOD_VALUES = st.sampled_from(["2", " 2", "3", "2, 2", "chunked", "gzip, chunked", "close",
+                                "keep-alive", "nginx"])
+# Invalid names and values (and values invalid for some names) a fifth of the time.
+ANSWER_HEADERS = st.lists(st.tuples(
+    st.one_of(_GOOD_NAMES, _GOOD_NAMES, _GOOD_NAMES, _GOOD_NAMES,
+              st.sampled_from([" X-B", "X-C ", ""])),
+    st.one_of(_GOOD_VALUES, _GOOD_VALUES, _GOOD_VALUES, _GOOD_VALUES,
+              st.sampled_from(["x", "a:b", "", "\r"]))), max_size=4)
+
+
+def _feed(data: bytes, method: str) -> tuple[Any, ...]:
+    """Everything a connection does with ``data`` as the answer to a ``method`` request:
+    what the exchange got (errors by type and text), pooled or closed, parser state."""
+    pool = _Pool()
+    conn = _Connection(pool)  # type: ignore[arg-type]
+    transport = _Transport()
+    conn.transport = transport  # type: ignore[assignment]
+    exchange = _Exchange()
+    exchange.method = method  # type: ignore[misc]
+    conn.exchange = exchange  # type: ignore[assignment]
+    conn.head_request = method == "HEAD"
+    conn.state = 0  # _HEAD
+    conn.dataReceived(data)
+    answers = [(type(a).__name__, str(a)) if isinstance(a, BaseException) else a
+               for a in exchange.answers]
+    return (answers, bool(pool.released), transport.closed, conn.state, conn.buf,
+            conn.status, conn.headers, conn.length, conn.remaining, conn.close_after)
+
+
+@settings(max_examples=400, deadline=None)
+@example(status="HTTP/1.1 200 OK", headers=[("Content-Length", "2")], eol="\r\n", body=b"ok",
+         method="HEAD")
+@example(status="HTTP/1.1 200 OK", headers=[("Content-Length", "4")], eol="\r\n", body=b"ok",
+         method="GET")
+@example(status="HTTP/1.1 100 Continue", headers=[], eol="\r\n", body=b"HTTP", method="GET")
+@given(status=STATUS_LINES, headers=ANSWER_HEADERS, eol=st.sampled_from(["\r\n", "\n"]),
+       body=st.binary(max_size=4), method=st.sampled_from(["GET", "HEAD", "POST"]))
+def test_a_head_parsed_before_gives_what_parsing_it_gives(
+        status: str, headers: list[tuple[str, str]], eol: str, body: bytes, method: str
+        ) -> None:
+    from twistgw_http import fastclient
+
+    head = status + eol + "".join(f"{k}:{v}{eol}" for k, v in headers) + eol
+    data = head.encode("latin-1") + body
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fastclient, "_CACHED_HEAD_BYTES", -1)  # the table off: always parsed
+        expected = _feed(data, method)
+    fastclient._heads.clear()
+    assert _feed(data, method) == expected  # parsed, and kept if it could be
+    assert _feed(data, method) == expected  # from the table when kept
+
+
+def test_the_head_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twistgw_http import fastclient
+
+    monkeypatch.setattr(fastclient, "_MAX_HEADS", 4)
+    fastclient._heads.clear()
+    for i in range(10):
+        _feed(b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 0\r\n\r\n" % i, "GET")
+        assert len(fastclient._heads) <= 4
+    big = b"HTTP/1.1 200 OK\r\nX: " + b"y" * 3000 + b"\r\nContent-Length: 0\r\n\r\n"
+    assert _feed(big, "GET")[0][0][0] == 200
+    assert all(len(raw) <= fastclient._CACHED_HEAD_BYTES for raw in fastclient._heads)
+
+
+@settings(max_examples=200, deadline=None)
+@given(headers=st.lists(st.tuples(st.sampled_from(["Date", "Server", "Via", "x-amzn-RequestId",
+                                                  "Content-Type", "X-A", "Connection",
+                                                  "Keep-Alive", "transfer-encoding"]),
+                                 st.sampled_from(["a", "b", ""])), max_size=5),
+       length=st.none() | st.integers(0, 99))
+def test_remapped_headers_kept_for_a_head_seen_before_are_what_remapping_gives(
+        headers: list[tuple[str, str]], length: int | None) -> None:
+    from twistgw_http import _remap, _remapped, proxy_response_headers
+
+    expected = _remap(list(headers), length)
+    _remapped.clear()
+    assert proxy_response_headers(tuple(headers), length) == expected  # remapped, kept
+    assert proxy_response_headers(tuple(headers), length) == expected  # kept
+    assert proxy_response_headers(list(headers), length) == expected  # a list: not kept
+    assert len(_remapped) == 1
+
+
+def test_the_remapped_headers_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import twistgw_http
+
+    monkeypatch.setattr(twistgw_http, "_MAX_REMAPPED", 3)
+    twistgw_http._remapped.clear()
+    for i in range(10):
+        twistgw_http.proxy_response_headers((("X-N", str(i)),), i)
+        assert len(twistgw_http._remapped) <= 3
