@@ -305,10 +305,13 @@ def _json_text(value: str | None) -> str:
 
 class _RestFragments:
     """The parts of a REST event's JSON text that are the same for every request of one
-    route, stage and method (pre-escaped once, see :func:`rest_payload`)."""
+    route, stage and method (pre-escaped once, see :func:`rest_payload`), and the
+    templates made of them: the whole event text with a ``%s`` hole for each per-request
+    value, one per number of request header lines (and one, key ``-1``, whose headers
+    and multiValueHeaders holes take whole JSON maps)."""
 
     __slots__ = ("after_path", "before_domain", "edge", "identity", "keep", "resource",
-                 "tail")
+                 "tail", "templates")
 
     def __init__(self, ctx: Context) -> None:
         route, api, stage = ctx.route, ctx.deployment_api, ctx.stage
@@ -327,6 +330,32 @@ class _RestFragments:
         self.tail = (f', "resourceId": {_enc(route.resource_id)}, '
                      f'"resourcePath": {resource}, "stage": {_enc(stage.name)}}}, "body": ')
         self.resource = f'{{"resource": {resource}, "path": '
+        self.templates: dict[int, str] = {}
+
+    def template(self, count: int) -> str:
+        """The event text with holes for ``count`` request header lines (-1: for two
+        whole maps), made once per count (at most ``_MAX_TEMPLATE_HEADERS + 2``)."""
+        found = self.templates.get(count)
+        if found is not None:
+            return found
+        if count < 0:
+            headers, multi = "%s", "%s"
+        else:
+            headers = "{" + '"%s": "%s", ' * count + _ADDED_SINGLE
+            multi = "{" + '"%s": ["%s"], ' * count + _ADDED_MULTI
+        def c(text: str) -> str:
+            # A constant part's "%" is no hole (none is expected: the config's checks
+            # keep "%" out of paths, stage names and stage variables).
+            return text.replace("%", "%%")
+        made = self.templates[count] = (
+            f'{c(self.resource)}"%s"{c(self.after_path)}{headers}, '
+            f'"multiValueHeaders": {multi}, "queryStringParameters": %s, '
+            f'"multiValueQueryStringParameters": %s, "pathParameters": %s'
+            f'{c(self.before_domain)}"%s", "domainPrefix": "%s", "extendedRequestId": "%s"'
+            f'{c(self.identity)}"%s", "user": null, "userAgent": %s, "userArn": null}}, '
+            f'"path": "%s", "protocol": "HTTP/1.1", "requestId": "%s", "requestTime": '
+            f'"%s", "requestTimeEpoch": %d{c(self.tail)}%s, "isBase64Encoded": %s}}')
+        return made
 
 class _V2Fragments:
     """The constant parts of one route's payload 2.0 JSON text (see :func:`http_v2_payload`)."""
@@ -376,8 +405,10 @@ def rest_payload(ctx: Context, request: IntegrationRequest) -> bytes:
     helpers :func:`rest_event` uses: the generic encoder re-escaped every key and walked
     two dozen constant values per request, about as much work as building the event.
     What is the same for every request of a route (resource, method, API, stage,
-    stage variables) is escaped once per route; the header and query maps go through
-    ``json.dumps``'s C encoder in one call each.  The rest goes through
+    stage variables) is escaped once per route, into one template per number of header
+    lines with a hole for each per-request string, so a request does one ``%`` format;
+    those strings are escaped in one call, or not at all when they are printable ASCII
+    without ``"`` or ``\\`` (their own escape).  The rest goes through
     :func:`rest_event` and ``json.dumps``.
     """
     if ctx.principal is not None or ctx.route is None or ctx.deployment_api is None or \
@@ -387,48 +418,51 @@ def rest_payload(ctx: Context, request: IntegrationRequest) -> bytes:
     inbound = ctx.request
     items = request.headers.items
     names = request.headers.lower_names()  # a dict's keys: sized
+    domain = ctx.domain_name or inbound.host
+    user_agent = inbound.headers.get("user-agent")
+    # Every per-request string, to be escaped together (see below).  Not the request
+    # time: request_time() writes digits, an English month and "/: +", which JSON keeps.
+    strings = [ctx.path, domain, domain.split(".", 1)[0], ctx.extended_request_id,
+               source_ip(ctx) if parts.edge else inbound.client_ip, user_agent or "",
+               ctx.request_path, ctx.request_id]
     if not parts.edge and len(items) <= _MAX_TEMPLATE_HEADERS and \
             len(names) == len(items) and _ADDED.isdisjoint(names):  # type: ignore[arg-type]
         # No repeated names and nothing API Gateway adds itself: the header lines are
-        # the request's, in order, then the four added ones (gateway_headers' result).
-        header_text, multi_text, strings = _header_texts(ctx, inbound, items)
+        # the request's, in order, then the four added ones (gateway_headers' result),
+        # each name and value a hole of the template (twice: headers, multiValueHeaders).
+        template = parts.template(len(items))
+        strings.extend(chain.from_iterable(items))
+        strings += (event_trace_header(ctx), inbound.client_ip,
+                    str(inbound.server_port or (443 if inbound.scheme == "https" else 80)),
+                    inbound.scheme)
+        header_maps = None
     else:
+        template = parts.template(-1)
         headers, multi = _v1_headers(gateway_headers(ctx, request))
-        header_text, multi_text, strings = _json_dict(headers), _json_dict(multi), []
-    query, multi_query = _v1_query(request) if request.query else ({}, {})
-    body, is_b64 = _body(ctx, request)
-    domain = ctx.domain_name or inbound.host
-    path_params = ctx.path_params
-    user_agent = inbound.headers.get("user-agent")
-    # Every other per-request string, escaped together with the headers' (one call).
-    # Not the request time: request_time() writes digits, an English month and "/: +",
-    # which JSON keeps as they are (a new string per request saved).
-    first = len(strings)
-    strings += (ctx.path, domain, domain.split(".", 1)[0], ctx.extended_request_id,
-                source_ip(ctx) if parts.edge else inbound.client_ip, user_agent or "",
-                ctx.request_path, ctx.request_id)
-    escaped = _escaped(strings)
-    if first:
-        header_text %= tuple(escaped[:first])
-        multi_text %= tuple(escaped[:first])
+        header_maps = (_json_dict(headers), _json_dict(multi))
+    # Strings that are printable ASCII without '"' or '\\' are their own JSON escape (the
+    # usual case); else all are escaped in one call.
+    joined = "".join(strings)
+    if not (joined.isascii() and joined.isprintable() and '"' not in joined and
+            "\\" not in joined):
+        strings = _escaped(strings)
     (path, domain_text, prefix, extended, ip, agent, request_path,
-     request_id) = escaped[first:]
-    time_text = request_time(ctx.received_at)
-    agent_text = "null" if user_agent is None else '"' + agent + '"'
-    text = (
-        f'{parts.resource}"{path}"{parts.after_path}{header_text}, '
-        f'"multiValueHeaders": {multi_text}, '
-        f'"queryStringParameters": {_json_dict(query)}, '
-        f'"multiValueQueryStringParameters": {_json_dict(multi_query)}, '
-        f'"pathParameters": {_json_map(path_params) if path_params else "null"}'
-        f'{parts.before_domain}"{domain_text}", "domainPrefix": "{prefix}", '
-        f'"extendedRequestId": "{extended}"{parts.identity}"{ip}", "user": null, '
-        f'"userAgent": {agent_text}, '
-        f'"userArn": null}}, "path": "{request_path}", "protocol": "HTTP/1.1", '
-        f'"requestId": "{request_id}", "requestTime": "{time_text}", '
-        f'"requestTimeEpoch": {int(ctx.received_at * 1000)}{parts.tail}'
-        f'{_json_text(body)}, "isBase64Encoded": {"true" if is_b64 else "false"}}}')
-    return text.encode("ascii")
+     request_id) = strings[:8]
+    header_values = (*strings[8:], *strings[8:]) if header_maps is None else header_maps
+    if request.query:
+        query, multi_query = _v1_query(request)
+        query_text, multi_query_text = _json_dict(query), _json_dict(multi_query)
+    else:
+        query_text = multi_query_text = "null"
+    path_params = ctx.path_params
+    body, is_b64 = _body(ctx, request)
+    return (template % (
+        path, *header_values, query_text, multi_query_text,
+        _json_map(path_params) if path_params else "null", domain_text, prefix,
+        extended, ip, "null" if user_agent is None else '"' + agent + '"',
+        request_path, request_id, request_time(ctx.received_at),
+        int(ctx.received_at * 1000), _json_text(body), "true" if is_b64 else "false",
+    )).encode("ascii")
 
 
 #: Requests with more header lines than this take the general path (a template each).
@@ -437,26 +471,6 @@ _ADDED_SINGLE = ('"X-Amzn-Trace-Id": "%s", "X-Forwarded-For": "%s", '
                  '"X-Forwarded-Port": "%s", "X-Forwarded-Proto": "%s"}')
 _ADDED_MULTI = ('"X-Amzn-Trace-Id": ["%s"], "X-Forwarded-For": ["%s"], '
                 '"X-Forwarded-Port": ["%s"], "X-Forwarded-Proto": ["%s"]}')
-#: Number of request header lines -> the ``headers`` and ``multiValueHeaders`` JSON
-#: with a ``%s`` for each escaped name and value.
-_HEADER_TEMPLATES: dict[int, tuple[str, str]] = {}
-
-
-def _header_texts(ctx: Context, inbound: Any, items: tuple[tuple[str, str], ...]
-                  ) -> tuple[str, str, list[str]]:
-    """``gateway_headers``' lines as ``headers`` and ``multiValueHeaders`` templates and
-    the strings their ``%s`` take, when the request repeats no name and sends none of
-    the four API Gateway sets (no ``X-Forwarded-*``, no ``X-Amzn-Trace-Id``)."""
-    templates = _HEADER_TEMPLATES.get(len(items))
-    if templates is None:
-        lead = '{' + '"%s": "%s", ' * len(items)
-        templates = _HEADER_TEMPLATES[len(items)] = (
-            lead + _ADDED_SINGLE, '{' + '"%s": ["%s"], ' * len(items) + _ADDED_MULTI)
-    strings = list(chain.from_iterable(items))
-    strings += (event_trace_header(ctx), inbound.client_ip,
-                str(inbound.server_port or (443 if inbound.scheme == "https" else 80)),
-                inbound.scheme)
-    return templates[0], templates[1], strings
 
 
 def _escaped(strings: list[str]) -> list[str]:

@@ -577,9 +577,11 @@ NAMES = st.sampled_from(["Accept", "accept", "X-Custom", "x-custom", "User-Agent
 CF_ID = re.compile(rb'"X-Amz-Cf-Id": \[?"[^"]*"')
 
 
-@settings(max_examples=30, deadline=None,
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(headers=st.lists(st.tuples(NAMES, TEXT), max_size=6),
+@given(headers=st.lists(st.tuples(NAMES, TEXT | st.text(st.characters(min_codepoint=32,
+                                                                       max_codepoint=127))),
+                        max_size=6),
        query=st.lists(st.tuples(st.sampled_from(["a", "b", "\u00fc"]), TEXT), max_size=4),
        body=st.binary(max_size=16) | TEXT.map(str.encode),
        edge=st.booleans(), ctype=st.sampled_from(["text/plain", "image/png", ""]))
@@ -659,9 +661,11 @@ def test_rest_payload_fragments_are_per_route_stage_and_method(
     assert [constant(e) for e in seen[6:]] == [constant(e) for e in seen[:6]]
 
 
-@settings(max_examples=30, deadline=None,
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(headers=st.lists(st.tuples(NAMES, TEXT), max_size=6),
+@given(headers=st.lists(st.tuples(NAMES, TEXT | st.text(st.characters(min_codepoint=32,
+                                                                       max_codepoint=127))),
+                        max_size=6),
        query=st.lists(st.tuples(st.sampled_from(["a", "b", "\u00fc"]), TEXT), max_size=4),
        body=st.binary(max_size=16) | TEXT.map(str.encode),
        ctype=st.sampled_from(["text/plain", "application/json", "image/png", ""]),
