@@ -33,6 +33,32 @@ def test_generated_trace_is_stable_and_is_the_xray_trace_id() -> None:
     assert lookup(ctx, "xrayTraceId") == trace_root(ctx) == header[5:40]
 
 
+def test_generated_traces_differ_across_blocks_of_random_bytes() -> None:
+    """Root and Parent come from a block of ``os.urandom`` bytes read once per 256 traces;
+    no two requests share them, across block boundaries too."""
+    headers = [trace_header(make_context()) for _ in range(3 * 256 + 7)]
+    roots = {parse_trace_header(h)["Root"][-24:] for h in headers}
+    parents = {parse_trace_header(h)["Parent"] for h in headers}
+    assert len(roots) == len(parents) == len(headers)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_traces() -> None:
+    import os
+
+    trace_header(make_context())  # a block is read and partly used
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, trace_header(make_context()).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    parent = trace_header(make_context())
+    assert parse_trace_header(child)["Parent"] != parse_trace_header(parent)["Parent"]
+
+
 def test_client_root_and_extra_fields_are_kept() -> None:
     ctx = make_context(trace_id=f"Root={ROOT};Lineage=a:1")
     fields = parse_trace_header(trace_header(ctx))
