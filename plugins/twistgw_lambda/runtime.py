@@ -752,11 +752,17 @@ class FunctionPool:
                 worker.state = "between"
         if self.closing or not (self.queue or self.events):
             return  # nothing waits: no worker to start
+        alive = 0
+        for w in self.workers:
+            if w.state != "dead":
+                alive += 1
+        concurrency = self.concurrency
+        if alive >= concurrency:
+            return  # every worker there may be is there (invokes queue at full load)
         starting = sum(1 for w in self.workers if w.state == "starting")
-        alive = sum(1 for w in self.workers if w.state != "dead")
-        want = len(self.queue) + min(len(self.events), self.concurrency - self.running()) \
+        want = len(self.queue) + min(len(self.events), concurrency - self.running()) \
             - starting
-        while want > 0 and alive < self.concurrency:
+        while want > 0 and alive < concurrency:
             self.spawn()
             alive += 1
             want -= 1
