@@ -281,3 +281,17 @@ def test_the_remapped_headers_table_is_bounded(monkeypatch: pytest.MonkeyPatch) 
     for i in range(10):
         twistgw_http.proxy_response_headers((("X-N", str(i)),), i)
         assert len(twistgw_http._remapped) <= 3
+
+
+def test_the_plugins_positional_constructions_match_the_models_fields() -> None:
+    """integration_request and the answer's ``respond`` build IntegrationRequest and
+    IntegrationResponse by position (cheaper per request than keywords): the fields must
+    be in the order passed."""
+    import attrs
+
+    from twistgw import IntegrationResponse
+
+    assert [f.name for f in attrs.fields(IntegrationRequest) if f.init][:8] == [
+        "method", "uri", "headers", "query", "path_params", "body", "timeout", "extras"]
+    assert [f.name for f in attrs.fields(IntegrationResponse) if f.init][:4] == [
+        "status", "headers", "body", "metadata"]
