@@ -40,6 +40,10 @@ class Options(usage.Options):
             raise usage.UsageError("--workers must be 1 or more")
         try:
             config = load_config(path)
+            # The gateway's reactor (a leaner event dispatch) unless twistd -r chose one.
+            from .reactor import install_if_unchosen
+
+            install_if_unchosen()
             from .gateway import Gateway
             from .workers import check_workers, worker_plugins
 
