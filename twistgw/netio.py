@@ -25,7 +25,8 @@ as before.  Bytes someone writes through the transport itself while ours wait fo
 of the turn (an error response, a protocol taking the connection over) go after ours.
 Bytes of a connection aborted or lost before the end of the turn are dropped, as Twisted
 drops its buffer then.  Transports that are not Twisted socket connections (TLS, protocol
-wrappers, test transports) always use ``transport.write``.
+wrappers, test transports) always use ``transport.write``; on a reactor whose loop is not
+Twisted's own (the asyncio reactor) the bytes go to the socket at once, as before.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from twisted.internet import tcp
+from twisted.internet.base import ReactorBase
+from twisted.internet.task import Clock
 
 __all__ = ["DirectWriter"]
 
@@ -59,9 +62,20 @@ class _Turn:
 _turns: WeakKeyDictionary[Any, _Turn] = WeakKeyDictionary()
 
 
-def _turn_of(reactor: Any) -> _Turn:
+def _turn_of(reactor: Any) -> _Turn | None:
+    """The turn of ``reactor``, or None when its loop may not run a ``callLater(0)``
+    before it handles the next events: a transport closed by ``loseConnection`` right
+    after our write would then close before the end of the turn sends the bytes."""
     turn = _turns.get(reactor)
     if turn is None:
+        kind = type(reactor)
+        # Twisted's own loop (posixbase: epoll, poll, select, kqueue) runs the due
+        # timers, then polls; a task.Clock (tests) runs them when it is advanced.
+        # Others (the asyncio reactor runs the events a poll found first) send at once.
+        if not (isinstance(reactor, Clock) or (
+                getattr(kind, "mainLoop", None) is ReactorBase.mainLoop
+                and getattr(kind, "callLater", None) is ReactorBase.callLater)):
+            return None
         turn = _turns[reactor] = _Turn(reactor)
     return turn
 
@@ -96,7 +110,9 @@ class DirectWriter:
                 and not transport._aborting):
             self._pending = data
             turn = self._turn
-            assert turn is not None
+            if turn is None:
+                self.flush()  # a loop that cannot end a turn for us: at once
+                return
             turn.writers.append(self)
             if not turn.scheduled:
                 turn.scheduled = True

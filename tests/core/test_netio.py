@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 
 from twistgw.netio import DirectWriter
 
@@ -187,3 +187,41 @@ def test_other_transports_always_use_their_write() -> None:
     writer.write(b"a")
     writer.write(b"b")
     assert transport.value() == b"ab"
+
+
+def test_a_reactor_whose_loop_cannot_end_a_turn_for_us_gets_the_bytes_at_once() -> None:
+    """The asyncio reactor (and any loop that is not Twisted's own) may handle the
+    events of its next poll before a ``callLater(0)``: a ``loseConnection`` right after
+    the write would close first, so such reactors are written to at once."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    try:
+        conn = tcp.Connection(ours, Protocol(), MemoryReactor())  # no Twisted loop
+        conn.connected = True
+        DirectWriter(conn).write(b"now")
+        assert read_all(peer) == b"now"
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_which_reactors_end_the_turn() -> None:
+    import asyncio
+
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+    from twisted.internet.epollreactor import EPollReactor
+    from twisted.internet.pollreactor import PollReactor
+
+    from twistgw.netio import _turn_of
+
+    loop = asyncio.new_event_loop()
+    reactors = [EPollReactor(), PollReactor(), AsyncioSelectorReactor(loop)]
+    try:
+        assert [_turn_of(r) is not None for r in reactors] == [True, True, False]
+        assert _turn_of(MemoryReactorClock()) is not None
+    finally:
+        for r in reactors:
+            r.waker.connectionLost(None)
+        reactors[0]._poller.close()
+        loop.close()
