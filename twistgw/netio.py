@@ -37,8 +37,11 @@ from weakref import WeakKeyDictionary
 from twisted.internet import tcp
 from twisted.internet.base import ReactorBase
 from twisted.internet.task import Clock
+from twisted.logger import Logger
 
 __all__ = ["DirectWriter"]
+
+_log = Logger()
 
 
 class _Turn:
@@ -56,7 +59,10 @@ class _Turn:
         self.scheduled = False
         writers, self.writers = self.writers, []
         for writer in writers:
-            writer.flush()
+            try:
+                writer.flush()
+            except Exception:  # one broken transport must not keep the others' bytes
+                _log.failure("Sending a connection's bytes at the end of the turn")
 
 
 _turns: WeakKeyDictionary[Any, _Turn] = WeakKeyDictionary()

@@ -225,3 +225,27 @@ def test_which_reactors_end_the_turn() -> None:
             r.waker.connectionLost(None)
         reactors[0]._poller.close()
         loop.close()
+
+
+def test_a_transport_that_fails_at_the_end_of_the_turn_does_not_keep_the_others_bytes(
+        pair: Pair) -> None:
+    conn, peer, reactor = pair
+    broken = tcp.Connection(socket.socket(), Protocol(), reactor)
+    broken.connected = True
+    later: list[bytes] = []
+
+    def write(data: bytes) -> None:
+        if not later:
+            later.append(b"")
+            raise RuntimeError("broken transport")
+        later.append(data)
+
+    first = DirectWriter(broken)
+    first.write(b"lost")
+    broken.socket.close()  # send() now fails with EBADF ...
+    broken.write = write  # type: ignore[method-assign]  # ... and so does write, once
+    DirectWriter(conn).write(b"still sent")
+    reactor.advance(0)
+    assert read_all(peer) == b"still sent"
+    first.write(b"again")  # nothing left pending: the transport has it
+    assert later == [b"", b"again"]
