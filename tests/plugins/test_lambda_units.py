@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from typing import Any
@@ -98,6 +99,23 @@ def test_v1_trailer_lines_follow_the_functions_and_metadata_is_kept() -> None:
     assert response.status == 201
     assert response.headers.items == (("X-A", "1"), ("X-Amzn-Trace-Id", "Root=1"))
     assert dict(response.metadata) == {"lambda_request_id": "r"}
+
+
+def test_a_forked_process_hands_out_other_invocation_ids() -> None:
+    """Ids come from a block of random bytes; a fork (``twistd apigw --workers``) must
+    not leave parent and child with the same block."""
+    new_request_id()  # the parent's block is started
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    theirs = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    ours = {new_request_id() for _ in range(300)}
+    assert uuid.UUID(theirs).version == 4 and theirs not in ours
 
 
 def test_invocation_ids_are_random_version_4_uuids() -> None:
