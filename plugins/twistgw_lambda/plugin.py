@@ -334,13 +334,15 @@ async def invoke(config: GatewayConfig, function_name: str, payload: bytes, *,
 
 
 @functools.lru_cache(maxsize=4096)
-def _function_ref(uri: str) -> FunctionRef | None:
-    """The function a (stage-variable-substituted) URI invokes, with the account filled in;
-    parsed once per distinct URI, as every request of a route sends the same one."""
+def _function_ref(uri: str) -> tuple[FunctionRef, str] | None:
+    """The function a (stage-variable-substituted) URI invokes, with the account filled
+    in, and its ARN; made once per distinct URI, as every request of a route sends the
+    same one."""
     ref = parse_function_uri(uri)
     if ref is None:
         return None
-    return attrs.evolve(ref, account=ref.account or ACCOUNT_ID)
+    ref = attrs.evolve(ref, account=ref.account or ACCOUNT_ID)
+    return ref, ref.arn
 
 
 def _fail(ctx: Context, message: str, status: int) -> None:
@@ -422,21 +424,22 @@ def integrate(ctx: Context, request: IntegrationRequest) -> Any:
         _fail(ctx, f"Execution failed due to configuration error: the integration httpMethod "
                    f"of a Lambda {kind} integration must be POST", 500)
         raise ApiConfigurationError()
-    ref = _function_ref(request.uri)
-    if ref is None:
+    target = _function_ref(request.uri)
+    if target is None:
         _fail(ctx, "Execution failed due to configuration error: Invalid endpoint address",
               500)
         raise ApiConfigurationError()
+    ref, arn = target
     runtime = _runtime_of(api.gateway)
     pool = runtime.pools.get(ref.name) if runtime is not None else None
     if pool is None:
         _fail(ctx, f"Lambda invocation failed with status: 404. Function not found: "
-                   f"{ref.arn}", 500)
+                   f"{arn}", 500)
         _fail(ctx, "Execution failed due to configuration error: Invalid permissions on "
                    "Lambda function", 500)
         raise ApiConfigurationError()
     if integration.type == "AWS":
-        return defer.Deferred.fromCoroutine(_integrate_custom(ctx, request, pool, ref.arn))
+        return defer.Deferred.fromCoroutine(_integrate_custom(ctx, request, pool, arn))
     output = "rest" if not is_http else "2.0" if \
         (integration.payload_format_version or "1.0") == "2.0" else "1.0"
     if integration.request_parameters or output == "1.0":
@@ -454,7 +457,6 @@ def integrate(ctx: Context, request: IntegrationRequest) -> Any:
                    f"({MAX_PAYLOAD_BYTES} bytes).", 413)
         raise RequestTooLarge()
     trace = trace_header(ctx)
-    arn = ref.arn
     try:  # pool.invoke directly (not maybeDeferred): one call fewer on every invoke
         d = pool.invoke(payload, arn, trace)
     except Exception:
