@@ -219,3 +219,32 @@ def test_an_event_read_by_position_equals_the_parsed_response(
         finally:
             client.sock.close()
     assert outcomes[0] == outcomes[1]
+
+
+class _Odd:
+    """Not JSON serializable."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=JSON | st.builds(lambda d: {"a": [d, _Odd()]}, JSON) | st.floats()
+       | st.builds(lambda d: (d, 1), JSON)
+       | st.dictionaries(st.integers() | st.floats() | st.booleans() | st.none()
+                         | st.tuples(st.integers()), JSON, max_size=3))
+def test_the_workers_encoder_equals_json_dumps(doc: Any) -> None:
+    """The worker encodes results with json.dumps' C encoder called directly: the same
+    text, and the same error, for anything a handler returns."""
+    outcomes = []
+    for encode in (worker._dumps, json.dumps):
+        try:
+            outcomes.append(encode(doc))
+        except (TypeError, ValueError) as e:
+            outcomes.append(f"{type(e).__name__}: {e}")
+    assert outcomes[0] == outcomes[1]
+
+
+def test_the_workers_encoder_detects_cycles_as_json_dumps_does() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    with pytest.raises(ValueError, match="Circular reference detected"):
+        worker._dumps(cycle)
+    assert worker._dumps({"after": "a failed one"}) == '{"after": "a failed one"}'
