@@ -354,10 +354,23 @@ class Worker:
         d = current.deferred
         if not d.called:
             d.callback(InvokeResult(current.id, data[end + 4:stop]))
-        if not channel._closing:
-            request = RuntimeRequest(channel, b"GET", _NEXT_PATH, {b"host": self._host}, True)
-            channel.hold(request, _ACCEPTED)
+        if channel._closing:
+            return True
+        request = RuntimeRequest(channel, b"GET", _NEXT_PATH, {b"host": self._host}, True)
+        channel.hold(request, _ACCEPTED)
+        if self.state != "between" or self.pending_next is not None or self._reaper is None:
             self.next_request(request)
+            return True
+        # next_request(), its branch for a worker that just answered (the callback may
+        # have changed the state: then the call above did it all)
+        self.state = "idle"
+        self.pending_next = request
+        request.long_poll = True
+        pool = self.pool
+        self._idle_since = pool.reactor.seconds()
+        request.on_lost = self._poll_lost
+        if pool.queue or pool.events:
+            pool.dispatch()
         return True
 
     def next_request(self, request: RuntimeRequest) -> None:

@@ -371,12 +371,16 @@ class RuntimeApiProtocol(protocol.Protocol):
         if self._processing:
             self._out.append(data)
             return  # the loop reads on and flushes
+        out = self._out
         if self._buffer:
-            self._out.append(data)
+            out.append(data)
             self._process()
-        elif self._out:
-            self._out.append(data)
-            self._flush()
+        elif out:  # _flush(), inline: the 202 held for the event that answers a poll
+            out.append(data)
+            self._out = []
+            writer = self._writer
+            assert writer is not None
+            writer.write(b"".join(out))
         else:
             writer = self._writer
             assert writer is not None

@@ -53,7 +53,10 @@ class Setup:
         w = self.worker
         # the deadline header differs between two runs by the clock
         out = re.sub(rb"Deadline-Ms: \d+", b"", self.transport.value())
-        return (out, self.transport.disconnecting, w.state, w.pending_next is not None,
+        poll = w.pending_next
+        held = None if poll is None else (poll.long_poll, poll.on_lost == w._poll_lost,
+                                          poll.connected, w._idle_since)
+        return (out, self.transport.disconnecting, w.state, held,
                 w.current.id if w.current is not None else None,
                 [(r.request_id, r.payload, r.function_error) for r in self.results
                  if isinstance(r, rt.InvokeResult)], len(self.results))
