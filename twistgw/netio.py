@@ -47,16 +47,18 @@ _log = Logger()
 class _Turn:
     """The writers of one reactor with bytes waiting for the end of the current turn."""
 
-    __slots__ = ("reactor", "scheduled", "writers")
+    __slots__ = ("call", "reactor", "writers")
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self.writers: list[DirectWriter] = []
-        self.scheduled = False
+        #: The pending ``callLater(0)``; a new one is made if someone cancelled it (a
+        #: test janitor cancelling every pending call).
+        self.call: Any = None
 
     def flush(self) -> None:
         """Send every waiting writer's bytes (the ``callLater(0)`` at the end of a turn)."""
-        self.scheduled = False
+        self.call = None
         writers, self.writers = self.writers, []
         for writer in writers:
             try:
@@ -108,6 +110,9 @@ class DirectWriter:
         pending = self._pending
         if pending is not None:
             self._pending = pending + data
+            turn = self._turn
+            if turn is not None and (turn.call is None or turn.call.cancelled):
+                turn.call = turn.reactor.callLater(0, turn.flush)
             return
         transport = self._transport
         # ``_aborting``: abortConnection() drops every later write, but the transport
@@ -120,9 +125,9 @@ class DirectWriter:
                 self.flush()  # a loop that cannot end a turn for us: at once
                 return
             turn.writers.append(self)
-            if not turn.scheduled:
-                turn.scheduled = True
-                turn.reactor.callLater(0, turn.flush)
+            call = turn.call
+            if call is None or call.cancelled:
+                turn.call = turn.reactor.callLater(0, turn.flush)
             return
         transport.write(data)  # after a close began, the transport decides as always
 

@@ -249,3 +249,29 @@ def test_a_transport_that_fails_at_the_end_of_the_turn_does_not_keep_the_others_
     assert read_all(peer) == b"still sent"
     first.write(b"again")  # nothing left pending: the transport has it
     assert later == [b"", b"again"]
+
+
+def test_a_cancelled_end_of_turn_call_is_made_again(pair: Pair) -> None:
+    conn, peer, reactor = pair
+    writer = DirectWriter(conn)
+    writer.write(b"first ")
+    for call in reactor.getDelayedCalls():
+        call.cancel()  # what a test janitor does with pending calls
+    writer.write(b"second ")  # still this turn's bytes: appended, the turn made again
+    reactor.advance(0)
+    assert read_all(peer) == b"first second "
+    writer.write(b"third")
+    for call in reactor.getDelayedCalls():
+        call.cancel()
+    other, other_peer = socket.socketpair()
+    try:
+        other.setblocking(False)
+        other_peer.setblocking(False)
+        second = tcp.Connection(other, Protocol(), reactor)
+        second.connected = True
+        DirectWriter(second).write(b"other")  # another connection's write, same turn
+        reactor.advance(0)
+        assert (read_all(peer), read_all(other_peer)) == (b"third", b"other")
+    finally:
+        other.close()
+        other_peer.close()
