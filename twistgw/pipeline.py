@@ -629,9 +629,9 @@ class Pending(Later):
     """A request waiting for its ``integrate`` impl's answer (every proxied or Lambda
     request), and what the flow needs when the answer comes.
 
-    The core adds one callback pair to the integration's Deferred (:meth:`answered`,
-    :meth:`failed`): they settle the impl (timings, its deadline lane, the impls after an
-    abstaining one), run the same synchronous tail as a synchronous answer and hand the
+    The core adds one callback to the integration's Deferred (:meth:`settled`, for
+    both outcomes): it settles the impl (timings, its deadline lane, the impls after an
+    abstaining one), runs the same synchronous tail as a synchronous answer and hands the
     finished :class:`Exchange` (or the Failure) to the one continuation set by
     :meth:`then`.  No Deferred is chained to the integration's for that: the gateway's
     server sets the continuation itself (:meth:`Pipeline.serve`), other callers get a
@@ -688,7 +688,9 @@ class Pending(Later):
         #: The call's deadline (the reactor clock's seconds), which a later impl's call
         #: keeps (None: not watched, the answer was already there).
         self.deadline = deadline
-        d.addCallbacks(self.answered, self.failed)
+        # One callable for both outcomes: addBoth only appends, addCallbacks (four None
+        # checks, keyword defaults) cost ~7k instructions more per request.
+        d.addBoth(self.settled)
 
     def taken(self) -> Exchange | Deferred[Exchange] | Pending:
         """The flow of an answer that was already there when the call returned."""
@@ -723,8 +725,12 @@ class Pending(Later):
     def _cancelled(self, _d: Deferred[Exchange]) -> None:
         self.d.cancel()
 
-    def answered(self, result: Any) -> None:
-        """The impl answered: the response of its answer, or ask the impls after it."""
+    def settled(self, result: Any) -> None:
+        """The impl's Deferred fired: :meth:`failed` for a Failure, else the response
+        of its answer, or ask the impls after it."""
+        if isinstance(result, Failure):
+            self.failed(result)
+            return
         lane = self.lane
         if lane is not None:  # Lane.done inlined (a call less per request)
             entries = lane._entries
