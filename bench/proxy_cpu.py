@@ -20,6 +20,11 @@ Measures, as ``bench/mock_cpu.py``:
   each under ``wrk -c50`` (core 1) for ``DURATION`` s, ``ROUNDS`` times; prints each
   server's user and system CPU per request (``/proc/<pid>/stat``), which depend much less
   on the box's load than req/s do;
+* ``--counts [TREE ...]``: the same live setup, but per request the kernel events that
+  cost the server system time, counted by ``perf stat`` on its pid during ``wrk -c50``
+  for ``DURATION`` s (needs ``perf`` and tracepoint access): system calls by name, peer
+  wake-ups (``sched:sched_waking``) and inter-processor interrupts (``ipi:ipi_send_cpu``).
+  These do not depend on the box's load the way CPU time does (bench/RESULTS.md, proxy3);
 * ``--requests K``: only send K requests (after 200 warm-up ones), for an instruction
   count other processes on the box cannot disturb::
 
@@ -147,10 +152,35 @@ def _cpu(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def live(trees: list[str]) -> None:
-    """CPU per request of bare twisted.web and of each tree's proxying gateway, live."""
-    import statistics
+#: Tracepoints ``--counts`` reads: everything, then the calls a request makes by name.
+_COUNTED = ["raw_syscalls:sys_enter", "sched:sched_waking", "ipi:ipi_send_cpu"] + [
+    f"syscalls:sys_enter_{name}" for name in (
+        "sendto", "recvfrom", "epoll_wait", "epoll_ctl", "getrandom", "getsockname",
+        "write", "read", "accept4", "connect", "close")]
 
+
+def counts(server: Any) -> None:
+    """Print ``server``'s kernel events per request under wrk (``--counts``)."""
+    import subprocess
+
+    bench.wrk(server.url, max(bench.WARMUP, 1))
+    perf = subprocess.Popen(["perf", "stat", "-x,", "-e", ",".join(_COUNTED), "-p",
+                             str(server.proc.pid), "--", "sleep", str(bench.DURATION + 1)],
+                            stderr=subprocess.PIPE, text=True)
+    r = bench.wrk(server.url, bench.DURATION)
+    _out, err = perf.communicate()
+    found = []
+    for line in err.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].isdigit():
+            name = fields[2].rsplit(":", 1)[-1].removeprefix("sys_enter_")
+            found.append(f"{name} {int(fields[0]) / r.requests:.3f}")
+    print(f"{server.name:22s} per request ({r.requests} requests): " + ", ".join(found))
+
+
+def servers_for(trees: list[str]) -> tuple[Any, list[Any]]:
+    """The nginx backend, bare twisted.web and a proxying gateway of each source tree
+    (each gateway's ``PYTHONPATH`` kept on it: see :func:`start`)."""
     backend_port = bench.free_port()
     backend = bench.nginx_backend(backend_port)
     config = bench.proxy_gateway_config(backend_port)
@@ -159,12 +189,31 @@ def live(trees: list[str]) -> None:
                             bench.PROXY_PATH, bench.MOCK_BODY)]
     for i, tree in enumerate(trees):
         root = Path(tree).resolve()
-        os.environ["PYTHONPATH"] = f"{root}:{root / 'plugins'}"
-        servers.append(bench.proxy_gateway(config, f"proxy-gateway-{i}"))
+        server = bench.proxy_gateway(config, f"proxy-gateway-{i}")
+        server.pythonpath = f"{root}:{root / 'plugins'}"
+        servers.append(server)
+    return backend, servers
+
+
+def start(server: Any) -> None:
+    """Start ``server`` with its tree's ``PYTHONPATH``: the child inherits the environment
+    when it starts, so setting it while the servers were made (as ``--live`` once did)
+    ran every gateway from the last tree given."""
+    path = getattr(server, "pythonpath", None)
+    if path is not None:
+        os.environ["PYTHONPATH"] = path
+    server.start()
+
+
+def live(trees: list[str]) -> None:
+    """CPU per request of bare twisted.web and of each tree's proxying gateway, live."""
+    import statistics
+
+    backend, servers = servers_for(trees)
     try:
         backend.start()
         for server in servers:
-            server.start()
+            start(server)
         per: dict[str, list[tuple[float, ...]]] = {s.name: [] for s in servers}
         for _ in range(bench.ROUNDS):
             for server in servers:
@@ -200,6 +249,17 @@ def main(argv: list[str]) -> int:
     bench.OUT.mkdir(exist_ok=True)
     if argv[:1] == ["--live"]:
         live(argv[1:] or [str(BENCH.parent)])
+        return 0
+    if argv[:1] == ["--counts"]:
+        trees = argv[1:] or [str(BENCH.parent)]
+        backend, servers = servers_for(trees)
+        try:
+            backend.start()
+            for server in servers:
+                start(server)
+                counts(server)
+        finally:
+            bench.stop_all()
         return 0
     with bench.quiet_twisted_log():
         send = client()
