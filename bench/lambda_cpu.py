@@ -17,6 +17,15 @@ invoke is in flight and nothing but the gateway and its workers does work.
           python bench/lambda_cpu.py --requests $k; done
       # gateway instructions per invoke = (Collected at 1300 - Collected at 300) / 1000
 
+* ``--marked K``: the same K invokes between two calls of ``os.getpgrp()``, so that
+  callgrind dumps its counts at each (``--dump-before=os_getpgrp``) and the second dump
+  holds exactly those invokes, without the start-up whose variation (workers starting
+  slower under load) makes the difference of two runs noisy (±30 M)::
+
+      valgrind --tool=callgrind --dump-before=os_getpgrp --callgrind-out-file=/tmp/cg \\
+          python bench/lambda_cpu.py --marked 1000
+      # gateway instructions per invoke = the summary line of /tmp/cg.2 / 1000
+
 The worker side under callgrind: ``WORKER_CALLGRIND=1`` runs each worker as
 ``valgrind --tool=callgrind python -m twistgw_lambda.worker`` and prints where the
 outputs went (the difference of two runs again gives instructions per invoke);
@@ -185,6 +194,11 @@ async def amain(argv: list[str]) -> int:
     await driver.run(300)
     if argv[:1] == ["--requests"]:
         await driver.run(int(argv[1]))
+        return 0
+    if argv[:1] == ["--marked"]:  # os.getpgrp() marks the start and end (module doc)
+        os.getpgrp()
+        await driver.run(int(argv[1]))
+        os.getpgrp()
         return 0
     n, repeats = int(os.environ.get("N", 3000)), int(os.environ.get("R", 5))
     if argv[:1] == ["--profile"]:
