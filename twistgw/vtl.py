@@ -2609,7 +2609,8 @@ class Template:
         :data:`MAX_TEMPLATE_BYTES`.
     """
 
-    __slots__ = ("_copy", "_function", "_general", "_types", "_unrolled", "nodes", "source")
+    __slots__ = ("_copy", "_function", "_general", "_types", "_unrolled", "nodes", "reads",
+                 "source")
 
     def __init__(self, source: str, *, max_bytes: int = MAX_TEMPLATE_BYTES,
                  compiled: bool = True,
@@ -2625,6 +2626,9 @@ class Template:
             raise TemplateSyntaxError("template nests too deeply", source,
                                       parser.pos) from None
         self._types = types
+        #: the root names the template reads or sets anywhere (strings included): a
+        #: caller may leave the others out of the variables
+        self.reads = frozenset(names_in(_Interpolated(self.nodes)))
         self._function, self._copy = _compile_tree(self.nodes, types) if compiled \
             else (None, True)
         self._general: Template | None = None
@@ -2650,6 +2654,7 @@ class Template:
         copy = Template.__new__(Template)
         copy.source = self.source
         copy.nodes = folder.block(self.nodes)
+        copy.reads = frozenset(names_in(_Interpolated(copy.nodes)))
         copy._types = self._types
         copy._function, copy._copy = _compile_tree(copy.nodes, self._types) \
             if self._function is not None else (None, True)

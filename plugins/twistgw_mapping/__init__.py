@@ -275,7 +275,7 @@ def _render(ctx: Context, compiled: Prepared, body: bytes, phase: str,
     if specs is not None:
         compiled = _specialised(ctx, compiled, specs)
     try:
-        text = compiled.render(template_variables(ctx, body, fin))
+        text = compiled.render(template_variables(ctx, body, fin, compiled.reads))
     except TemplateError as e:
         _failed(ctx, phase, e)
     # A lone surrogate (a JSON body may spell one as "\ud800") becomes '?', as Java's

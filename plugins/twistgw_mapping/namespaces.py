@@ -693,12 +693,13 @@ def context_value(ctx: Context, name: str) -> Any:
     return _plain(_FIXED[name](ctx, None))
 
 
-def template_variables(ctx: Context, body: bytes, fin: Finish | None = None
-                       ) -> dict[str, Any]:
-    """The top-level names of a mapping template rendered for ``ctx`` over ``body``."""
-    return {
-        "input": InputObject(body, ctx),
-        "util": UTIL,
-        "context": ContextObject(ctx, fin),
-        "stageVariables": dict(ctx.stage_variables),
-    }
+def template_variables(ctx: Context, body: bytes, fin: Finish | None = None,
+                       reads: frozenset[str] | None = None) -> dict[str, Any]:
+    """The top-level names of a mapping template rendered for ``ctx`` over ``body``;
+    with ``reads`` (the names the template reads), ``$stageVariables`` only if read (a
+    copy of the stage's variables per render)."""
+    variables: dict[str, Any] = {"input": InputObject(body, ctx), "util": UTIL,
+                                 "context": ContextObject(ctx, fin)}
+    if reads is None or "stageVariables" in reads:
+        variables["stageVariables"] = dict(ctx.stage_variables)
+    return variables

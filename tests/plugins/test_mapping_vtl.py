@@ -951,3 +951,33 @@ def test_bench_templates_are_specialised_once_per_stage_and_method(engine: str) 
     assert sorted(specs) == [("dev", "POST"), ("prod", "POST")]
     folded = specs[("prod", "POST")][2]
     assert [type(n).__name__ for n in folded.nodes] == ["_Text", "_Output", "_Text"]
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(_SPEC_PIECES, max_size=8),
+       variables=st.dictionaries(st.sampled_from(["v", "w"]), st.sampled_from(["x", ""]),
+                                 max_size=2))
+def test_variables_a_template_does_not_read_are_left_out(
+        pieces: list[str], variables: dict[str, str]) -> None:
+    """``template_variables`` with the template's ``reads`` (``$stageVariables`` copied
+    only when the template names it, in a string or a directive too) renders what the
+    full set of variables renders, compiled and interpreted."""
+    source = "".join(pieces)
+    try:
+        templates = [Template(source, types=twistgw_mapping.ROOT_TYPES),
+                     Template(source, compiled=False)]
+    except TemplateError:
+        return
+    assert ("stageVariables" in templates[0].reads) == ("$stageVariables" in source)
+    for template in templates:
+        found = []
+        for reads in (template.reads, None):
+            ctx = make_context(make_inbound("POST", "/prod/x?q=1"), method="POST",
+                               stage=StageDeployment(name="prod", variables=variables))
+            try:
+                found.append(("ok", template.render(
+                    template_variables(ctx, b'{"a": "b"}', None, reads))))
+            except TemplateError as e:
+                found.append(("error", str(e)))
+        assert found[0] == found[1]
