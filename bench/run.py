@@ -59,6 +59,11 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "50"))
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
+#: ``BACKEND_HEADS=vary``: the proxy benchmark's nginx backend adds an ``X-Request-Id``
+#: header with a fresh value to every answer, so no two answer heads are the same (the
+#: gateway's fast client keeps the parse of a head it has seen before; a fixed backend
+#: answer always hits that table, a real backend's often does not).
+BACKEND_HEADS = os.environ.get("BACKEND_HEADS", "fixed")
 START_TIMEOUT = 30.0
 
 #: Targets of issue 2 ("Benchmark").
@@ -843,11 +848,15 @@ def nginx_server(name: str, body: str, port: int, cpu: str, path: str = PROXY_PA
 
 
 def nginx_backend(port: int) -> Server:
+    if BACKEND_HEADS not in ("fixed", "vary"):
+        raise SystemExit(f"BACKEND_HEADS must be fixed or vary, not {BACKEND_HEADS!r}")
+    vary = ("\n            add_header X-Request-Id $request_id;"
+            if BACKEND_HEADS == "vary" else "")
     body = f"""\
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
         location / {{
-            default_type application/json;
+            default_type application/json;{vary}
             return 200 '{MOCK_BODY.decode()}';
         }}
     }}"""
@@ -931,7 +940,8 @@ def run_proxy() -> dict[str, Any]:
     }
     say(f"== proxy: wrk -t1 -c{CONNECTIONS} -d{DURATION}s --latency (keep-alive), "
         f"warm-up {WARMUP}s, {ROUNDS} round(s); servers under test on cpu {SERVER_CPU}, "
-        f"wrk and the nginx backend on cpu {CLIENT_CPU}")
+        f"wrk and the nginx backend on cpu {CLIENT_CPU}; backend answer heads: "
+        f"{BACKEND_HEADS}")
     backend.start()
     say(f"   started {backend.name:14} pid {backend.proc.pid if backend.proc else '?'} "
         f"{backend.url} (cpu {CLIENT_CPU}, one process)")
