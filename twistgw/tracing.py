@@ -12,10 +12,10 @@ header, ``$context.xrayTraceId`` and an OpenTelemetry exporter all see the same 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .models import StashKey
+from .randomhex import RandomHex
 
 if TYPE_CHECKING:
     from .models import Context
@@ -25,26 +25,8 @@ __all__ = ["trace_header", "parse_trace_header", "trace_root", "client_trace_fie
 _TRACE_KEY: StashKey[str | None] = StashKey("twistgw.trace")
 
 
-def _random_hex() -> Iterator[str]:
-    """40 random hex digits per trace (Root's 24 and Parent's 16), from ``os.urandom`` a
-    block at a time: one ``getrandom`` system call per proxied request showed in the live
-    syscall count; now one per 256 traces."""
-    while True:
-        block = os.urandom(20 * 256).hex()
-        for start in range(0, len(block), 40):
-            yield block[start:start + 40]
-
-
-_hex = _random_hex()
-
-
-def _after_fork() -> None:
-    # A forked child must not hand out the ids its parent will also hand out.
-    global _hex
-    _hex = _random_hex()
-
-
-os.register_at_fork(after_in_child=_after_fork)
+#: Root's 24 and Parent's 16 hex digits of a generated trace, one read per trace.
+_random = RandomHex(40)
 
 
 def parse_trace_header(value: str | None) -> dict[str, str]:
@@ -75,7 +57,7 @@ def trace_header(ctx: Context) -> str:
     if not ctx.trace_id:
         # The usual case, and on every proxied request: nothing to keep from the client,
         # so one random read gives Root and Parent (about half the general path's cost).
-        random = next(_hex)
+        random = _random.take()
         value = f"Root=1-{int(ctx.received_at):08x}-{random[:24]};Parent={random[24:]};Sampled=0"
         ctx.stash[_TRACE_KEY] = value
         return value

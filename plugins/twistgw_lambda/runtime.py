@@ -48,6 +48,8 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twistgw.randomhex import RandomHex
+
 from .functions import FunctionConfig
 from .runtime_api import MAX_BODY, RuntimeApiFactory, RuntimeApiProtocol, RuntimeRequest
 
@@ -149,31 +151,14 @@ def _error_payload(message: str, error_type: str | None = None) -> bytes:
     return json.dumps(doc).encode("utf-8")
 
 
-def _random_hex() -> Any:
-    """32 random hex digits at a time, from one ``os.urandom`` call per 256 (a
-    ``getrandom`` system call per invoke showed in the gateway's syscall count)."""
-    while True:
-        block = os.urandom(16 * 256).hex()
-        for start in range(0, len(block), 32):
-            yield block[start:start + 32]
-
-
-_hex = _random_hex()
-
-
-def _after_fork() -> None:
-    # A forked child must not hand out the ids its parent will also hand out.
-    global _hex
-    _hex = _random_hex()
-
-
-os.register_at_fork(after_in_child=_after_fork)
+#: 32 random hex digits per request id.
+_random = RandomHex(32)
 
 
 def new_request_id() -> str:
     """A random (version 4) UUID string, as Lambda's request ids are; formatted from
     random hex digits directly (``str(uuid.uuid4())`` costs several times more)."""
-    h: str = next(_hex)
+    h = _random.take()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
