@@ -555,6 +555,11 @@ class Pipeline:
             except (GatewayError, CancelledError):
                 timings.append(("integrate", impl.plugin, perf_counter() - start))
                 raise
+            except TimeoutError as e:
+                # as when a returned Deferred fails with it (``Deferred.addTimeout``):
+                # a timed-out backend is AWS's 504, however the impl reports it
+                timings.append(("integrate", impl.plugin, perf_counter() - start))
+                raise IntegrationTimeout() from e
             except Exception as e:
                 timings.append(("integrate", impl.plugin, perf_counter() - start))
                 raise plugin_failure(impl, e) from e

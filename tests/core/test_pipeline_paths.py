@@ -277,6 +277,34 @@ def test_a_pending_integrate_settles_like_a_synchronous_one(
     assert len(h.gateway.pipeline.deadlines) == 0
 
 
+class _RaisesNow:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    @hookimpl
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "status", "body"), [
+    (ValueError("bug"), 500, b'{"message": "Internal server error"}'),
+    (TimeoutError_(), 504, b'{"message": "Endpoint request timed out"}'),
+], ids=["raises", "timeout-error"])
+@pytest.mark.parametrize("via", ["handle", "serve"])
+def test_an_integrate_that_raises_at_once_answers_like_a_failed_deferred(
+        make_harness: HarnessFactory, b: Builders, error: BaseException, status: int,
+        body: bytes, via: str) -> None:
+    """The same error gives the same answer whether the impl raises it or its Deferred
+    fails with it (the pending cases above): Twisted's ``TimeoutError`` is a 504 both ways."""
+    doc = b.openapi({"/x": {"post": b.mock_op(200, timeoutInMillis=5000)}})
+    h = make_harness(doc, plugins=[("first", _RaisesNow(error))])
+    box: list[Any] = []
+    _collect(_start(h, via, "POST", "/prod/x"), box)
+    exchange = box[0]
+    assert (exchange.response.status, exchange.response.body) == (status, body)
+    assert [hook for hook, _, _ in exchange.outcome.timings].count("integrate") == 1
+
+
 _NAMES = ["Content-Type", "content-type", "CONTENT-TYPE", "Content-type", "X-Request-Id",
           "Content-Typo", "Content-Length", "X-Custom", "content-type "]
 
