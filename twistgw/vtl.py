@@ -2106,7 +2106,10 @@ class _Compiler:
                     key = repr(name) if kind == _PROP else self.expr(arg)
                     lines.append(f"{pad}if {v} is not None:")
                     lines.append(f"{pad} {t} = {owner}")
-                    lines.append(f"{pad} if {t} is not None: _SP({t}, {key}, {v})")
+                    # a map's key set here (set_property's first case, without its
+                    # call); anything else through set_property
+                    lines.append(f"{pad} if isinstance({t}, dict): {t}[{key}] = {v}")
+                    lines.append(f"{pad} elif {t} is not None: _SP({t}, {key}, {v})")
                 elif target.steps:
                     lines.append(f"{pad}if {v} is not None: "
                                  f"{self.fallback(target)}.assign(rc, {v})")

@@ -32,6 +32,7 @@ import json
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.logger import Logger
@@ -427,7 +428,7 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
     the static mappings).  The rendered overrides also travel in
     ``extras["request_override"]`` (``{"header": {...}, "querystring": {...}, "path":
     {...}}`` of strings) for integrations that build their request from mappings only."""
-    wanted, _response = overrides.made()
+    wanted = overrides.made()[0]
     if wanted is None:
         return _with_body(request, body)
     header, query, path = wanted.get("header"), wanted.get("querystring"), wanted.get("path")
@@ -452,23 +453,33 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
                 raise ApiConfigurationError()
             replaced.pop(lname, None)
             replaced[lname] = (name, value)
-        headers = Headers((*[line for line in headers.items
-                             if line[0].lower() not in replaced], *replaced.values()))
+        kept = []
+        for line in headers.items:
+            if line[0].lower() not in replaced:
+                kept.append(line)
+        kept.extend(replaced.values())
+        headers = Headers(tuple(kept))
     pairs = request.query
     if query:
         pairs = (*[(k, v) for k, v in pairs if k not in query], *query.items())
     params = {**request.path_params, **path} if path else request.path_params
-    return IntegrationRequest(
-        method=request.method, uri=request.uri, headers=headers, query=pairs,
-        path_params=params, body=body, timeout=request.timeout,
-        extras={**request.extras, "request_override": {
-            "header": header, "querystring": query, "path": path}})
+    # extras as their read-only view directly (IntegrationRequest keeps a
+    # MappingProxyType as it is): a fresh dict nothing else holds
+    extras = dict(request.extras) if request.extras else {}
+    extras["request_override"] = {"header": header, "querystring": query, "path": path}
+    return IntegrationRequest(request.method, request.uri, headers, pairs, params, body,
+                              request.timeout, MappingProxyType(extras))
 
 
 def _strings(value: Any) -> dict[str, str]:
     """An override map as text (keys and values rendered as templates render them)."""
     if not isinstance(value, dict):
         return {}
+    for k, v in value.items():
+        if type(k) is not str or type(v) is not str:
+            break
+    else:  # all text already (the usual): a plain copy, without a comprehension
+        return dict(value)
     return {k if type(k) is str else to_text(k): v if type(v) is str else to_text(v)
             for k, v in value.items()}
 

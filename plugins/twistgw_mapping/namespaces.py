@@ -449,7 +449,7 @@ class OverrideMap(dict[Any, Any]):
         if mark in self.assigned:
             raise TemplateRenderError(f"the override {key!r} is set twice in one template")
         self.assigned.add(mark)
-        super().__setitem__(key, value)
+        dict.__setitem__(self, key, value)  # (super() costs a lookup per call)
 
 
 class Overrides:
@@ -625,8 +625,14 @@ class ContextObject(VtlObject):
             request = first == "requestOverride"
 
             def override(obj: ContextObject) -> Any:
-                overrides = obj.overrides
+                # obj.overrides once this template has begun with them (the usual
+                # second and later reads), without the property's checks
+                overrides = obj._overrides if obj._begun else obj.overrides
+                assert overrides is not None
                 value = overrides.request if request else overrides.response
+                if len(rest) == 1:  # (.header): walk's step for a map, inline
+                    return value.get(rest[0]) if isinstance(value, dict) \
+                        else walk(value, rest)
                 return walk(value, rest) if rest else value
             return override
         getter, after = _path_plan(names)
