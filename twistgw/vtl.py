@@ -151,6 +151,15 @@ class VtlObject:
         argument (a JSONPath) can be prepared once.  ``None`` (the default): none."""
         return None
 
+    @classmethod
+    def vtl_compile_set(cls, names: tuple[str, ...], key: str
+                        ) -> Callable[[Any, Any], None] | None:
+        """Like :meth:`vtl_compile_get` for ``#set($obj.<names>.<key> = value)`` with a
+        non-null value: ``f(obj, value)`` doing for any instance exactly what reading
+        ``$obj.<names>`` and then setting ``key`` on what it gives does.  ``None`` (the
+        default): none."""
+        return None
+
     def vtl_index(self, key: Any) -> Any:
         """``$obj[key]``."""
         return self.vtl_get(key) if isinstance(key, str) else None
@@ -1761,6 +1770,10 @@ def _is_pure(expr: _Expr) -> bool:
     return False
 
 
+#: The prefix of the typed entry's root arguments (``_R0``, ``_R1``, ...: not a name a
+#: template's variables compile to).
+_TYPED_ARG = "_R"
+
 #: The most values one run of text and references appends at once (:meth:`_Compiler.run`).
 _RUN = 8
 
@@ -1909,6 +1922,9 @@ class _Compiler:
         #: last (template function only)
         self.loops: list[tuple[str, str]] = []
         self.in_main = False
+        #: the name of the typed entry: the main function with the typed roots as
+        #: arguments after ``V`` (in the order of their sorted names), if there is one
+        self.typed_entry: str | None = None
         names = self.names
         #: ``$foreach`` is only ever read as ``$foreach.hasNext`` and friends in the
         #: template's own function: computed from the loop index, no state object
@@ -1953,16 +1969,33 @@ class _Compiler:
         wanted = sorted((names.used | names.assigned) - self.dynamic)
         self.local = {name: f"L{i}" for i, name in enumerate(wanted)}
         prologue = [f" {self.local[name]} = V.get({name!r})" for name in wanted]
+        # the typed entry (:attr:`typed_entry`): the typed roots arrive as arguments, of their
+        # declared types, so their guards hold without a test
+        order = sorted(self.types)
+        typed = [f" {self.local[name]} = {_TYPED_ARG}{order.index(name)}"
+                 if name in self.types else line
+                 for name, line in zip(wanted, prologue, strict=True)]
         for name, kind in sorted(self.types.items()):
             if name in self.local and name not in names.assigned:
                 guard = self.new("G")
                 self.guards[name] = (guard, kind)
                 prologue.append(f" {guard} = type({self.local[name]}) is {self.const(kind)}")
+                typed.append(f" {guard} = True")
         self.in_main = True
         try:
-            return self.function(nodes, prologue=prologue)
+            function = self.function(nodes, prologue=prologue)
         finally:
             self.in_main = False
+        if order and not self.dynamic & self.types.keys():
+            # the same body behind the typed prologue (a typed root left in the variables
+            # dict, read there by a string or the interpreter, gets no typed entry)
+            lines = self.functions[-1].split("\n")
+            self.typed_entry = f"{function}_typed"
+            args = ", ".join(f"{_TYPED_ARG}{i}" for i in range(len(order)))
+            self.functions.append("\n".join([
+                f"def {self.typed_entry}(rc, V, {args}):", *lines[1:4], *typed,
+                *lines[4 + len(prologue):]]))
+        return function
 
     def function(self, nodes: Sequence[_Node], string: bool = False,
                  prologue: Sequence[str] = ()) -> str:
@@ -2105,11 +2138,19 @@ class _Compiler:
                     t = self.new("t")
                     key = repr(name) if kind == _PROP else self.expr(arg)
                     lines.append(f"{pad}if {v} is not None:")
-                    lines.append(f"{pad} {t} = {owner}")
+                    inner = f"{pad} "
+                    setter = self.typed_set(target)
+                    if setter is not None:  # the type's own setter while its guard holds
+                        guard = self.guards[target.name][0]
+                        lines.append(f"{pad} if {guard}: "
+                                     f"{self.const(setter)}({self.local[target.name]}, {v})")
+                        lines.append(f"{pad} else:")
+                        inner = f"{pad}  "
+                    lines.append(f"{inner}{t} = {owner}")
                     # a map's key set here (set_property's first case, without its
                     # call); anything else through set_property
-                    lines.append(f"{pad} if isinstance({t}, dict): {t}[{key}] = {v}")
-                    lines.append(f"{pad} elif {t} is not None: _SP({t}, {key}, {v})")
+                    lines.append(f"{inner}if isinstance({t}, dict): {t}[{key}] = {v}")
+                    lines.append(f"{inner}elif {t} is not None: _SP({t}, {key}, {v})")
                 elif target.steps:
                     lines.append(f"{pad}if {v} is not None: "
                                  f"{self.fallback(target)}.assign(rc, {v})")
@@ -2285,6 +2326,16 @@ class _Compiler:
                     f"else rc.check_string({t}))"), 1
         return None
 
+    def typed_set(self, target: _Ref) -> Callable[[Any, Any], None] | None:
+        """The setter a typed root's class compiles for ``#set($root.a.b = ...)``
+        (properties only, at least two; :meth:`VtlObject.vtl_compile_set`), if any."""
+        if not (self.in_main and target.name in self.guards and len(target.steps) > 1
+                and all(kind == _PROP for kind, _n, _a in target.steps)):
+            return None
+        kind = self.guards[target.name][1]
+        return kind.vtl_compile_set(tuple(n for _k, n, _a in target.steps[:-1]),
+                                    target.steps[-1][1])
+
     def steps(self, code: str, steps: Sequence[tuple[int, str, Any]]) -> str:
         """``code`` followed through ``steps``."""
         run = 0
@@ -2362,10 +2413,12 @@ class _Compiler:
 
 
 def _compile_tree(nodes: Sequence[_Node], types: Mapping[str, type[VtlObject]] | None = None
-                  ) -> tuple[Callable[[_Render, dict[str, Any]], None] | None, bool]:
+                  ) -> tuple[Callable[[_Render, dict[str, Any]], None] | None, bool,
+                             Callable[..., None] | None]:
     """The template as a Python function, or ``None`` when Python cannot compile it
-    (nesting beyond its static-block limit): the interpreter then renders it; and
-    whether the function may change the variables dict it is given.
+    (nesting beyond its static-block limit): the interpreter then renders it; whether
+    the function may change the variables dict it is given; and its typed entry (the
+    typed roots as arguments, see :meth:`Template.render_typed`), if it has one.
 
     No template text reaches the generated source as code: names, method names and
     string keys go in through ``repr`` of identifiers, every other value (static text
@@ -2386,9 +2439,10 @@ def _compile_tree(nodes: Sequence[_Node], types: Mapping[str, type[VtlObject]] |
         namespace.update((f"_k{i}", value) for i, value in enumerate(compiler.consts))
         exec(compile(source, "<vtl template>", "exec"), namespace)
     except (SyntaxError, RecursionError, MemoryError, ValueError):
-        return None, True
+        return None, True, None
     function: Callable[[_Render, dict[str, Any]], None] = namespace[main]
-    return function, compiler.writes_v
+    typed = namespace[compiler.typed_entry] if compiler.typed_entry is not None else None
+    return function, compiler.writes_v, typed
 
 
 # -- partial evaluation ------------------------------------------------------------------------
@@ -2612,8 +2666,8 @@ class Template:
         :data:`MAX_TEMPLATE_BYTES`.
     """
 
-    __slots__ = ("_copy", "_function", "_general", "_types", "_unrolled", "nodes", "reads",
-                 "source")
+    __slots__ = ("_copy", "_function", "_general", "_typed", "_typed_names", "_types",
+                 "_unrolled", "nodes", "reads", "source")
 
     def __init__(self, source: str, *, max_bytes: int = MAX_TEMPLATE_BYTES,
                  compiled: bool = True,
@@ -2629,11 +2683,12 @@ class Template:
             raise TemplateSyntaxError("template nests too deeply", source,
                                       parser.pos) from None
         self._types = types
+        self._typed_names = tuple(sorted(types or ()))
         #: the root names the template reads or sets anywhere (strings included): a
         #: caller may leave the others out of the variables
         self.reads = frozenset(names_in(_Interpolated(self.nodes)))
-        self._function, self._copy = _compile_tree(self.nodes, types) if compiled \
-            else (None, True)
+        self._function, self._copy, self._typed = _compile_tree(self.nodes, types) \
+            if compiled else (None, True, None)
         self._general: Template | None = None
         self._unrolled = 0
 
@@ -2659,8 +2714,9 @@ class Template:
         copy.nodes = folder.block(self.nodes)
         copy.reads = frozenset(names_in(_Interpolated(copy.nodes)))
         copy._types = self._types
-        copy._function, copy._copy = _compile_tree(copy.nodes, self._types) \
-            if self._function is not None else (None, True)
+        copy._typed_names = self._typed_names
+        copy._function, copy._copy, copy._typed = _compile_tree(copy.nodes, self._types) \
+            if self._function is not None else (None, True, None)
         copy._general = self
         copy._unrolled = folder.unrolled
         return copy
@@ -2678,13 +2734,18 @@ class Template:
         """
         if self._unrolled > limits.foreach_limit and self._general is not None:
             return self._general.render(variables, limits)
+        return self._rendered(variables, self._function, (), limits)
+
+    def _rendered(self, variables: dict[str, Any], function: Callable[..., None] | None,
+                  roots: tuple[Any, ...], limits: Limits) -> str:
+        """Run ``function`` (or the interpreter when ``None``) over ``variables`` and
+        ``roots``; the bounds and errors of :meth:`render`."""
         # a copy for #set to change, unless the compiled form changes none
         rc = _Render(dict(variables) if self._copy else variables, limits)
         try:
             try:
-                function = self._function
                 if function is not None:
-                    function(rc, rc.vars)
+                    function(rc, rc.vars, *roots)
                 else:
                     _render_all(self.nodes, rc)
             except (_Stop, _Break):
@@ -2700,6 +2761,23 @@ class Template:
         except Exception as e:  # a bug or an odd value: never a bare exception
             raise TemplateRenderError(f"{type(e).__name__}: {e}") from e
         return "".join(rc.out)
+
+    def render_typed(self, names: tuple[str, ...], roots: tuple[Any, ...],
+                     variables: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> str:
+        """:meth:`render` with the typed roots given apart: ``roots`` holds the values of
+        ``names``; when ``names`` are the sorted names of ``types``, each value must be
+        an instance of exactly its declared type (the caller vouches for that: the
+        typed calls are made without testing it).  ``variables`` holds the other names.
+        Renders what :meth:`render` renders with all of them in one dict, without that
+        dict and the per-render type tests.
+        """
+        typed = self._typed
+        if typed is None or names != self._typed_names or (
+                self._unrolled > limits.foreach_limit and self._general is not None):
+            merged = dict(variables)
+            merged.update(zip(names, roots, strict=True))
+            return self.render(merged, limits)
+        return self._rendered(variables, typed, roots, limits)
 
 
 def render(source: str, variables: dict[str, Any] | None = None,

@@ -26,6 +26,7 @@ from twistgw.vtl import (
     foldable_roots,
     java_double,
     render,
+    set_property,
     to_json,
     to_text,
     walk,
@@ -636,9 +637,10 @@ class _Counted(VtlObject):
     """A root whose compiled shortcuts count their calls."""
 
     calls: list[str] = []
+    label = ""
 
     def vtl_get(self, name: str) -> Any:
-        return f"get:{name}"
+        return f"get:{name}{self.label}"
 
     def vtl_call(self, name: str, args: list[Any]) -> Any:
         return f"call:{name}{args}" if name != "big" else "x" * 100
@@ -659,6 +661,17 @@ class _Counted(VtlObject):
             cls.calls.append(f"call{args}")
             return obj.vtl_call(name, list(values))
         return call
+
+    @classmethod
+    def vtl_compile_set(cls, names: tuple[str, ...], key: str) -> Any:
+        if names[0] == "generic":
+            return None
+
+        def set_(obj: _Counted, value: Any) -> None:
+            cls.calls.append(f"set{names}")
+            owner = obj.vtl_get(names[0]) if len(names) == 1 else obj.vtl_get_path(names)
+            set_property(owner, key, value)
+        return set_
 
 
 def test_typed_roots_call_what_their_class_compiles() -> None:
@@ -682,6 +695,45 @@ def test_typed_roots_of_another_type_take_the_generic_path() -> None:
     replaced = Template("#set($o = {'a': 1})$o.a", types={"o": _Counted})
     assert replaced.render({"o": _Counted()}) == "1"
     assert _Counted.calls == []
+
+
+_TYPED_ENTRY_PIECES = st.sampled_from([
+    "$o.a", "$o.a.b", "$o.generic", "$o.m(1, $s)", "$o.m('k').length()", "$!o.m($nothing)",
+    "$p.a", "$p.m($o.a)", '"$o.a"', '#set($s = "$p.a")', "#set($o = {'a': 1})",
+    "#set($s = $o.a)", "$s", "#foreach($i in [1, 2])$o.m($i)$p.a#end", "#if($o.a)y#end",
+    "#set($p.a = 2)", "#set($o.a.b = 1)", "#set($o.m = {})", "#set($o.generic.x = 1)",
+    "$o", "#stop", " ", "|",
+])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces=st.lists(_TYPED_ENTRY_PIECES, max_size=12))
+def test_the_typed_entry_renders_what_render_renders(pieces: list[str]) -> None:
+    """``render_typed`` (typed roots as arguments, no guards) renders, fails and calls
+    the typed roots exactly as ``render`` with every root in the variables, whether the
+    template has a typed entry or not (a root read by a string or replaced by ``#set``);
+    with other names, or for a template without types, it renders through ``render``."""
+    source = "".join(pieces)
+    template = Template(source, types={"p": _Counted, "o": _Counted})
+
+    def outcome(typed: bool, names: tuple[str, ...] = ("o", "p"),
+                used: Template = template) -> tuple[Any, ...]:
+        _Counted.calls.clear()
+        roots = (_Counted(), _Counted())
+        roots[1].label = "'"  # which root is which shows in the output
+        try:
+            if typed:
+                out = used.render_typed(names, roots, {"s": "S"})
+            else:
+                out = used.render({**dict(zip(names, roots, strict=True)), "s": "S"})
+        except TemplateError as e:
+            out = f"error: {e}"
+        return out, list(_Counted.calls)
+
+    assert outcome(True) == outcome(False)
+    assert outcome(True, ("p", "o")) == outcome(False, ("p", "o"))
+    untyped = Template(source)
+    assert outcome(True, used=untyped) == outcome(False, used=untyped)
 
 
 def test_typed_method_results_keep_the_string_bound() -> None:
