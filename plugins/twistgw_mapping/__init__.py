@@ -55,6 +55,8 @@ from . import binary
 from .namespaces import (
     OVERRIDES,
     OVERRIDES_OR_NONE,
+    ROOT_NAMES,
+    UTIL,
     ContextObject,
     InputObject,
     Overrides,
@@ -62,7 +64,6 @@ from .namespaces import (
     context_value,
     json_path,
     parse_json,
-    template_variables,
 )
 
 if TYPE_CHECKING:
@@ -132,9 +133,11 @@ def register(registry: Registry) -> None:
 #: A template ready to use: the literal body, or a parsed VTL template.
 Compiled = bytes | Template
 
-#: What :func:`~.namespaces.template_variables` always passes: the compiled templates
-#: call these classes' properties and methods directly.
+#: What :func:`~.namespaces.template_roots` always passes: the compiled templates
+#: call these classes' properties and methods directly (``Template.render_typed``).
 ROOT_TYPES = {"input": InputObject, "context": ContextObject, "util": UtilObject}
+if tuple(sorted(ROOT_TYPES)) != ROOT_NAMES:  # render_typed takes them in this order
+    raise AssertionError("ROOT_NAMES must be ROOT_TYPES' names, sorted")
 
 
 def _compile(source: str | None) -> Compiled:
@@ -226,18 +229,19 @@ _SPEC_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPT
 _WRITABLE = {"context": frozenset({"requestOverride", "responseOverride"})}
 
 
-def _specialised(ctx: Context, compiled: Template, specs: Specs) -> Template:
+def _specialised(ctx: Context, compiled: Template, specs: Specs,
+                 overrides: Overrides | None) -> Template:
     """``compiled`` with this route's, stage's and method's constants folded in.
 
     Built once per stage and method and kept in ``specs`` (at most :data:`MAX_SPECS`);
     the stage's variables are folded too, so a reload (new stages, new routes) builds
     new copies.  A request whose earlier template set a custom ``$context`` key (which
-    would shadow a constant) renders the general template.
+    would shadow a constant) renders the general template (``overrides``: the
+    request's, from the stash).
     """
     stage, method = ctx.stage, ctx.method
     if stage is None or method not in _SPEC_METHODS:
         return compiled
-    overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
     if overrides is not None and overrides.custom:
         return compiled
     found = specs.get((stage.name, method))
@@ -261,8 +265,10 @@ def _new_specs(route: Route) -> Specs | None:
 
 
 def _render(ctx: Context, compiled: Prepared, body: bytes, phase: str,
-            fin: Finish | None = None, specs: Specs | None = None) -> bytes:
-    """Render a request or response template; any failure is AWS's 500.
+            fin: Finish | None = None, specs: Specs | None = None
+            ) -> tuple[bytes, Overrides | None]:
+    """Render a request or response template; any failure is AWS's 500.  Returns the
+    body and the request's overrides as the render left them.
 
     ``phase`` ("request" or "response") only words the log line.  A template that does
     not parse reaches this point only under ``strict: false`` and answers 500 like one
@@ -270,18 +276,33 @@ def _render(ctx: Context, compiled: Prepared, body: bytes, phase: str,
     for the request's route, stage and method renders (:func:`_specialised`).
     """
     if isinstance(compiled, bytes):
-        return compiled
+        return compiled, ctx.stash.get(OVERRIDES_OR_NONE, None)
     if isinstance(compiled, TemplateError):
         _failed(ctx, phase, compiled)
+    overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
     if specs is not None:
-        compiled = _specialised(ctx, compiled, specs)
+        # the copy made for this stage and method, found here (_specialised's first
+        # lines, without its call); anything else through _specialised
+        stage = ctx.stage
+        found = specs.get((stage.name, ctx.method)) if stage is not None else None
+        if found is not None and found[0] is stage and found[1] is ctx.deployment_api \
+                and (overrides is None or not overrides.custom):
+            compiled = found[2]
+        else:
+            compiled = _specialised(ctx, compiled, specs, overrides)
+    # the typed roots apart (template_roots and template_others, written out: two
+    # calls less per render)
+    context = ContextObject(ctx, fin, overrides)
     try:
-        text = compiled.render(template_variables(ctx, body, fin, compiled.reads))
+        text = compiled.render_typed(
+            ROOT_NAMES, (context, InputObject(body, ctx), UTIL),
+            {"stageVariables": dict(ctx.stage_variables)}
+            if "stageVariables" in compiled.reads else {})
     except TemplateError as e:
         _failed(ctx, phase, e)
     # A lone surrogate (a JSON body may spell one as "\ud800") becomes '?', as Java's
     # UTF-8 encoder writes it.
-    return text.encode("utf-8", "replace")
+    return text.encode("utf-8", "replace"), context._overrides
 
 
 def _failed(ctx: Context, phase: str, error: TemplateError) -> NoReturn:
@@ -322,17 +343,16 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
             request = _with_body(request, binary.encode(request.body))
             if source is _PASS:
                 return request
+    overrides = None
     if source is _PASS:
         body = request.body
     else:
-        body = _render(ctx, compiled, request.body, "request", None, specs)
+        body, overrides = _render(ctx, compiled, request.body, "request", None, specs)
     if handling == binary.CONVERT_TO_BINARY:
         body = _decoded(ctx, body, "request")
-    if source is not _PASS:
-        overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
-        if overrides is not None:
-            return _apply_request_overrides(ctx, integration, request, body, overrides)
-    elif body is request.body:
+    if overrides is not None:
+        return _apply_request_overrides(ctx, integration, request, body, overrides)
+    if source is _PASS and body is request.body:
         return None
     return _with_body(request, body)
 
@@ -428,7 +448,7 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
     the static mappings).  The rendered overrides also travel in
     ``extras["request_override"]`` (``{"header": {...}, "querystring": {...}, "path":
     {...}}`` of strings) for integrations that build their request from mappings only."""
-    wanted = overrides.made()[0]
+    wanted = overrides._request  # (Overrides.made()'s first, without its call)
     if wanted is None:
         return _with_body(request, body)
     header, query, path = wanted.get("header"), wanted.get("querystring"), wanted.get("path")
@@ -578,11 +598,13 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
                       "response template cannot apply to a binary body",
                       request_id=ctx.request_id)
             raise ApiConfigurationError()
-        body = _render(ctx, compiled, body, "response", fin, specs)
+        body, overrides = _render(ctx, compiled, body, "response", fin, specs)
+    else:
+        overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
     if action is binary.ResponseAction.DECODE:
         body = _decoded(ctx, body, "response")
-    overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
-    if overrides is not None:
+    if overrides is not None and overrides._response is not None:
+        # (a response side no template read holds nothing to apply)
         status = _apply_response_overrides(overrides, status, headers)
     return Response(status=status, headers=Headers(tuple(headers)) if headers else _NO_HEADERS,
                     body=body)

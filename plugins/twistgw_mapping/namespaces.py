@@ -19,7 +19,7 @@ import json
 import json.scanner
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import quote_plus, unquote_plus
 
 import attrs
@@ -33,6 +33,7 @@ from twistgw.vtl import (
     JsonList,
     TemplateRenderError,
     VtlObject,
+    set_property,
     to_json,
     to_text,
     walk,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OVERRIDES", "OVERRIDES_OR_NONE", "Overrides", "OverrideMap", "InputObject",
            "UtilObject", "ContextObject", "UTIL", "parse_json", "context_value", "json_path",
-           "template_variables",
+           "template_variables", "template_roots", "template_others", "ROOT_NAMES",
            "escape_javascript", "url_encode"]
 
 
@@ -175,13 +176,32 @@ def _evaluate(document: Any, compiled: _Path) -> Any:
 # -- $input --------------------------------------------------------------------------------------
 
 
+#: :data:`INGRESS_DROPPED_HEADERS` as clients usually spell them (lower case, and each
+#: word capitalised): :func:`_params` deletes these by name.
+_DROPPED_SPELLINGS = INGRESS_DROPPED_HEADERS | frozenset(
+    "-".join(word.capitalize() for word in name.split("-"))
+    for name in INGRESS_DROPPED_HEADERS)
+
+
 def _params(ctx: Context) -> dict[str, dict[str, str]]:
     request = ctx.request
     lines = request.headers
     # (lower_names() is the index's keys view, typed only as an Iterable)
-    if len(lines.lower_names()) == len(lines.items):  # type: ignore[arg-type]
+    index = lines.lower_names()
+    if len(index) == len(lines.items):  # type: ignore[arg-type]
         # no name twice (the HTTP layer's index says so): each line is its own entry
-        headers = {k: v for k, v in lines.items if k.lower() not in INGRESS_DROPPED_HEADERS}
+        headers = dict(lines.items)
+        dropped = INGRESS_DROPPED_HEADERS.intersection(index)
+        if dropped:
+            # the dropped names as usually spelled, deleted by name; any other spelling
+            # (fewer found than the index holds) filters line by line
+            found = _DROPPED_SPELLINGS.intersection(headers)
+            if len(found) == len(dropped):
+                for name in found:
+                    del headers[name]
+            else:
+                headers = {k: v for k, v in lines.items
+                           if k.lower() not in INGRESS_DROPPED_HEADERS}
     else:
         # the first spelling of a name with its last value
         headers = {}
@@ -445,11 +465,16 @@ class OverrideMap(dict[Any, Any]):
     assigned: set[tuple[int, Any]]
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        # (also written out in ContextObject.vtl_compile_set's setter)
         mark = (id(self), key)
         if mark in self.assigned:
-            raise TemplateRenderError(f"the override {key!r} is set twice in one template")
+            _set_twice(key)
         self.assigned.add(mark)
         dict.__setitem__(self, key, value)  # (super() costs a lookup per call)
+
+
+def _set_twice(key: Any) -> NoReturn:
+    raise TemplateRenderError(f"the override {key!r} is set twice in one template")
 
 
 class Overrides:
@@ -546,10 +571,14 @@ class ContextObject(VtlObject):
 
     __slots__ = ("_begun", "_overrides", "ctx", "fin")
 
-    def __init__(self, ctx: Context, fin: Finish | None = None) -> None:
+    def __init__(self, ctx: Context, fin: Finish | None = None,
+                 overrides: Overrides | Any | None = MISSING) -> None:
         self.ctx = ctx
         self.fin = fin
-        self._overrides: Overrides | None = ctx.stash.get(OVERRIDES_OR_NONE, None)
+        # ``overrides``: the request's, when the caller has just read them (one stash
+        # read per render instead of two)
+        self._overrides: Overrides | None = ctx.stash.get(OVERRIDES_OR_NONE, None) \
+            if overrides is MISSING else overrides
         self._begun = False
 
     @property
@@ -561,7 +590,7 @@ class ContextObject(VtlObject):
             found = self._overrides = Overrides()
             self.ctx.stash[OVERRIDES] = found
         if not self._begun:
-            found.begin_template()
+            found.assigned.clear()  # Overrides.begin_template, without its call
             self._begun = True
         return found
 
@@ -626,10 +655,13 @@ class ContextObject(VtlObject):
 
             def override(obj: ContextObject) -> Any:
                 # obj.overrides once this template has begun with them (the usual
-                # second and later reads), without the property's checks
+                # second and later reads), without the property's checks; the side's
+                # maps without the property once made
                 overrides = obj._overrides if obj._begun else obj.overrides
                 assert overrides is not None
-                value = overrides.request if request else overrides.response
+                value = overrides._request if request else overrides._response
+                if value is None:
+                    value = overrides.request if request else overrides.response
                 if len(rest) == 1:  # (.header): walk's step for a map, inline
                     return value.get(rest[0]) if isinstance(value, dict) \
                         else walk(value, rest)
@@ -647,7 +679,48 @@ class ContextObject(VtlObject):
                     value = _plain(value)
                 return walk(value, after) if after else value
             return walk(found.custom[first], rest)
-        return get
+
+        def get_whole(obj: ContextObject) -> Any:
+            # (get for a name the getter answers whole: text, the usual, returned at once)
+            found = obj._overrides
+            if found is None or first not in found.custom:
+                value = getter(obj.ctx, obj.fin)
+                if type(value) is str or value is None or type(value) in _PLAIN:
+                    return value
+                return _plain(value)
+            return walk(found.custom[first], rest)
+        return get if after else get_whole
+
+    @classmethod
+    def vtl_compile_set(cls, names: tuple[str, ...], key: str
+                        ) -> Callable[[Any, Any], None] | None:
+        """``#set($context.requestOverride.header.X = v)`` (and the other override
+        maps, ``responseOverride.status``) in one call: what reading the map through
+        :meth:`vtl_compile_get` and setting ``X`` on it does, the map's once-per-template
+        check included."""
+        if names[0] not in ("requestOverride", "responseOverride") or len(names) > 2:
+            return None
+        request = names[0] == "requestOverride"
+        sub = names[1] if len(names) == 2 else None
+
+        def set_override(obj: ContextObject, value: Any) -> None:
+            overrides = obj._overrides if obj._begun else obj.overrides
+            assert overrides is not None
+            side = overrides._request if request else overrides._response
+            if side is None:
+                side = overrides.request if request else overrides.response
+            owner = side if sub is None else side.get(sub)
+            if type(owner) is OverrideMap:  # OverrideMap.__setitem__, without its call
+                mark = (id(owner), key)
+                if mark in owner.assigned:
+                    _set_twice(key)
+                owner.assigned.add(mark)
+                dict.__setitem__(owner, key, value)
+            elif isinstance(owner, dict):
+                owner[key] = value
+            elif owner is not None:
+                set_property(owner, key, value)
+        return set_override
 
     def vtl_set(self, name: Any, value: Any) -> None:
         if name in ("requestOverride", "responseOverride"):
@@ -699,13 +772,31 @@ def context_value(ctx: Context, name: str) -> Any:
     return _plain(_FIXED[name](ctx, None))
 
 
+#: The typed roots of a mapping template (:data:`twistgw_mapping.ROOT_TYPES`) in the order
+#: :meth:`~twistgw.vtl.Template.render_typed` takes them: their sorted names.
+ROOT_NAMES = ("context", "input", "util")
+
+
+def template_roots(ctx: Context, body: bytes, fin: Finish | None = None
+                   ) -> tuple[ContextObject, InputObject, UtilObject]:
+    """``$context``, ``$input`` and ``$util`` of a template rendered for ``ctx`` over
+    ``body`` (in :data:`ROOT_NAMES`' order)."""
+    return ContextObject(ctx, fin), InputObject(body, ctx), UTIL
+
+
+def template_others(ctx: Context, reads: frozenset[str] | None = None) -> dict[str, Any]:
+    """The other top-level names: ``$stageVariables`` (a copy of the stage's variables),
+    unless ``reads`` (the names the template reads) leaves it out."""
+    if reads is None or "stageVariables" in reads:
+        return {"stageVariables": dict(ctx.stage_variables)}
+    return {}
+
+
 def template_variables(ctx: Context, body: bytes, fin: Finish | None = None,
                        reads: frozenset[str] | None = None) -> dict[str, Any]:
     """The top-level names of a mapping template rendered for ``ctx`` over ``body``;
     with ``reads`` (the names the template reads), ``$stageVariables`` only if read (a
     copy of the stage's variables per render)."""
-    variables: dict[str, Any] = {"input": InputObject(body, ctx), "util": UTIL,
-                                 "context": ContextObject(ctx, fin)}
-    if reads is None or "stageVariables" in reads:
-        variables["stageVariables"] = dict(ctx.stage_variables)
+    variables = template_others(ctx, reads)
+    variables.update(zip(ROOT_NAMES, template_roots(ctx, body, fin), strict=True))
     return variables

@@ -20,12 +20,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twistgw_mapping.namespaces import (
     OVERRIDES,
+    ROOT_NAMES,
     ContextObject,
     InputObject,
     Overrides,
     escape_javascript,
     json_path,
     parse_json,
+    template_others,
+    template_roots,
     template_variables,
     url_encode,
 )
@@ -631,6 +634,9 @@ _TYPED_PIECES = st.sampled_from([
     "#set($context.stage = 'custom')", "#set($context.identity = {'sourceIp': 'mine'})",
     "$context.requestOverride", "$context.requestOverride.header", "$context.custom.k",
     "#set($context.requestOverride.header.A = $s)", "$context.responseOverride.header",
+    "#set($context.requestOverride.header = {'k': 'v'})", "#set($context.requestOverride.x = 1)",
+    "#set($context.requestOverride.querystring.q = $s)", "#set($context.requestOverride.x.y = 1)",
+    "#set($context.responseOverride.header.B = 1)", "#set($context.responseOverride.header = [1])",
     "#set($context.responseOverride.status = 201)", "#set($context.custom = {'k': 1})",
     "$input.params()", "$input.params('a')", "$input.params('A')", "$input.params('p')",
     "$input.params($s)", "$input.params(1)", "$input.params('a', 'b')", "$input.body",
@@ -667,15 +673,21 @@ def test_compiled_aws_objects_answer_like_the_interpreter(
     compiled = Template(source, types=twistgw_mapping.ROOT_TYPES)
     assert compiled.is_compiled
 
-    def outcome(template: Template) -> tuple[Any, ...]:
+    def outcome(template: Template, typed: bool = False) -> tuple[Any, ...]:
         inbound = make_inbound("POST", "/prod/x?a=1&a=2&A=q", body=body,
                                headers={"A": "header", "Content-Type": "application/json"},
                                client_ip="10.0.0.1")
         ctx = make_context(inbound, method="POST", path_params={"p": "path"})
-        variables = template_variables(ctx, body, Finish(integration_status=200))
+        fin = Finish(integration_status=200)
+        variables = template_variables(ctx, body, fin)
         variables.update(s=s, p=p)
         try:
-            result: Any = ("ok", template.render(variables))
+            if typed:  # the plugin's entry: the roots as arguments
+                others = {**template_others(ctx), "s": s, "p": p}
+                result: Any = ("ok", template.render_typed(
+                    ROOT_NAMES, template_roots(ctx, body, fin), others))
+            else:
+                result = ("ok", template.render(variables))
         except TemplateError as e:
             result = ("error", str(e))
         overrides = ctx.stash[OVERRIDES] if OVERRIDES in ctx.stash else None
@@ -683,6 +695,7 @@ def test_compiled_aws_objects_answer_like_the_interpreter(
                                       overrides.custom)
 
     assert outcome(compiled) == outcome(interpreted)
+    assert outcome(compiled, typed=True) == outcome(interpreted)
 
 
 def test_overriding_a_parameter_twice_in_one_template_is_a_500(
@@ -814,8 +827,8 @@ def test_request_overrides_apply_like_setting_each_one_in_turn(
 @settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(st.tuples(st.sampled_from(["A", "a", "B", "Content-Length", "connection",
-                                                 "Host"]), st.sampled_from(["1", "2"])),
-                      max_size=6))
+                                                 "Host", "CONTENT-length", "Content-MD5"]),
+                                st.sampled_from(["1", "2"])), max_size=6))
 def test_params_header_map_is_first_spelling_last_value(lines: list[tuple[str, str]]) -> None:
     """``$input.params().header``: each name once, as first spelled, with its last value,
     without the headers API Gateway drops on the way in (with or without repeats)."""
@@ -916,7 +929,7 @@ def _specialising(enabled: bool) -> Iterator[None]:
     """With ``enabled`` false, the plugin renders its general templates only."""
     original = twistgw_mapping._specialised
     if not enabled:
-        twistgw_mapping._specialised = lambda ctx, compiled, specs: compiled  # type: ignore[assignment]
+        twistgw_mapping._specialised = lambda ctx, compiled, specs, overrides: compiled  # type: ignore[assignment]
     try:
         yield
     finally:
