@@ -13,6 +13,11 @@ Two configurations, measured one after the other in the same run:
 * **workers unpinned**: the same servers, still on core 0, but the gateway's worker
   processes may run on any core (they are separate processes, as Lambda's are on their
   own machines); chalice local, one process, stays on core 0 as before.  wrk on core 1.
+* **workers placed**: a second gateway, on core 0 as before, whose config keeps the
+  workers off its core with the function setting ``cpus`` (every other core, here the
+  one wrk runs on): how an operator deploys it once the scheduler's habit of waking a
+  worker onto the gateway's own core is known.  Its own MOCK route and chalice local are
+  measured again in the same rounds.
 
 The same concurrency for all, rounds in rotating order.  Each run also records the CPU
 time each server spent per request (the gateway process and its workers apart, from
@@ -46,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from live import Live, wrk
+from live import SERVER_CPU, Live, wrk
 from run import GATEWAY_PORT_RE, twistd_argv
 
 DURATION = int(os.environ.get("DURATION", "10"))
@@ -54,6 +59,8 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "10"))
 COLD_SAMPLES = int(os.environ.get("COLD_SAMPLES", "5"))
 OUT = Path(__file__).resolve().parent / "out"
+#: The configurations measured, in order (module doc).
+CONFIGS = ("pinned", "workers unpinned", "workers placed")
 
 HANDLER = '''
 import time
@@ -89,7 +96,8 @@ def _proxy(name: str) -> dict[str, Any]:
                                                 "uri": ARN.format(name=name)}}
 
 
-def gateway_config(root: Path) -> Path:
+def gateway_config(root: Path, worker_cpus: list[int] | None = None) -> Path:
+    """The benchmark gateway's config; ``worker_cpus``: the ``cpus`` of its functions."""
     from twistgw.testing import write_config
 
     (root / "src").mkdir()
@@ -102,14 +110,15 @@ def gateway_config(root: Path) -> Path:
     definition = {"openapi": "3.0.1", "info": {"title": "bench", "version": "1"}, "paths": {
         "/mock": {"get": mock}, "/hello": {"get": _proxy("Hello")},
         "/cold": {"get": _proxy("Cold")}}}
+    placed = {"cpus": worker_cpus} if worker_cpus else {}
     return write_config(root, {
         "listeners": [{"name": "public", "endpoint": "tcp:0:interface=127.0.0.1"}],
         "apis": [{"id": "bench", "definition": "api.yaml", "stages": [{"name": "prod"}]}],
         "functions": {
             "Hello": {"handler": "app.hello", "code": "src", "min_workers": 2,
-                      "max_workers": 2},
+                      "max_workers": 2, **placed},
             "Cold": {"handler": "app.hello", "code": "src", "min_workers": 0,
-                     "max_workers": 1, "idle_timeout": 1},
+                     "max_workers": 1, "idle_timeout": 1, **placed},
         },
         "plugins": {"enabled": ["mock", "mapping", "lambda"]}, "access_log": False,
     }, {"api.yaml": definition})
@@ -203,6 +212,11 @@ def main() -> int:
     config = gateway_config(root)
     project = chalice_project(root)
     gateway = Live("gateway", twistd_argv(config), GATEWAY_PORT_RE).start()
+    # The CPUs wrk and the workers may share: every core but the servers' own.
+    others = sorted(set(range(os.cpu_count() or 1)) - {int(c) for c in SERVER_CPU.split(",")})
+    (root / "placed").mkdir()
+    placed_gateway = Live("gateway-placed", twistd_argv(gateway_config(
+        root / "placed", others or None)), GATEWAY_PORT_RE).start()
     with socket.socket() as s:  # chalice local needs a port number of its own
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -219,10 +233,17 @@ def main() -> int:
         for url in urls.values():  # warm up every server and check it answers
             wrk(url, 2, CONNECTIONS)
         order = list(urls)
-        for config in ("pinned", "workers unpinned"):
+        for config in CONFIGS:
             if config == "workers unpinned":
                 assert gateway.proc is not None
                 results["unpinned_workers"] = unpin_children(gateway.proc.pid)
+            if config == "workers placed":
+                results["placed_workers_cpus"] = others
+                servers = {**servers, "mock": placed_gateway, "lambda": placed_gateway}
+                for name in ("mock", "lambda"):
+                    urls[name] = urls[name].replace(f":{gateway.port}/",
+                                                    f":{placed_gateway.port}/")
+                    wrk(urls[name], 2, CONNECTIONS)
             for rnd in range(ROUNDS):
                 for name in order[rnd % 3:] + order[:rnd % 3]:
                     proc = servers[name].proc
@@ -250,6 +271,7 @@ def main() -> int:
         results["cold_ms"] = cold_starts(gateway.port)
     finally:
         gateway.stop()
+        placed_gateway.stop()
         chalice_server.stop()
 
     def med(server: str, key: str, config: str = "pinned") -> float:
@@ -257,7 +279,7 @@ def main() -> int:
                                  if r["server"] == server and r["config"] == config)
 
     summary: dict[str, Any] = {}
-    for config in ("pinned", "workers unpinned"):
+    for config in CONFIGS:
         part = {
             "mock_rps": med("mock", "rps", config), "lambda_rps": med("lambda", "rps", config),
             "chalice_rps": med("chalice", "rps", config),
@@ -282,7 +304,7 @@ def main() -> int:
     print(f"direct handler call: {results['direct_us_per_call']:.2f} us")
     ok = {"warm p50 <= MOCK + 1 ms": pinned["warm_over_mock_p50_ms"] <= 1.0,
           "cold start <= 300 ms": summary["cold_median_ms"] <= 300}
-    for config in ("pinned", "workers unpinned"):
+    for config in CONFIGS:
         ok[f"[{config}] lambda >= 0.5 x MOCK rps"] = summary[config]["lambda_vs_mock"] >= 0.5
         ok[f"[{config}] lambda >= 20 x chalice local rps"] = \
             summary[config]["lambda_vs_chalice"] >= 20

@@ -36,7 +36,7 @@ DEFAULT_ASYNC_QUEUE = 1000
 
 _KEYS = ("handler", "code", "runtime", "command", "timeout", "memory", "environment",
          "min_workers", "max_workers", "idle_timeout", "description", "remote",
-         "reserved_concurrency", "async_queue")
+         "reserved_concurrency", "async_queue", "cpus")
 #: The keys a ``remote:`` function may have besides ``remote`` itself.
 _REMOTE_FUNCTION_KEYS = ("remote", "description")
 _REMOTE_KEYS = ("endpoint", "region", "function", "qualifier", "log_type", "credentials",
@@ -104,6 +104,9 @@ class FunctionConfig:
     async_queue: int = DEFAULT_ASYNC_QUEUE
     #: Set for ``remote:`` functions: invoked through the Invoke API, no workers.
     remote: RemoteConfig | None = None
+    #: The CPUs the function's workers may run on (Linux CPU affinity); ``None``: where
+    #: the system puts them (the gateway's own affinity, inherited).
+    cpus: tuple[int, ...] | None = None
 
 
 def _int(spec: Mapping[str, Any], key: str, default: int, low: int, high: int,
@@ -113,6 +116,25 @@ def _int(spec: Mapping[str, Any], key: str, default: int, low: int, high: int,
             int(value) != value or not low <= value <= high:
         raise fail(key, f"{value!r} is not a whole number in {low}..{high}; {fix}")
     return int(value)
+
+
+def _cpus(value: Any, fail: Any) -> tuple[int, ...]:
+    """Check ``cpus``: CPU numbers this machine has, each once."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise fail("cpus", "CPU affinity is not available on this platform (Linux only); "
+                           "remove cpus")
+    count = os.cpu_count() or 1
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < count
+            for v in value):
+        raise fail("cpus", f"{value!r} is not a list of CPU numbers; give the CPUs the "
+                           f"workers may run on, each in 0..{count - 1}, e.g. [1] to keep "
+                           "them off a gateway pinned to CPU 0")
+    if len(set(value)) != len(value):
+        raise fail("cpus", f"{value!r} names a CPU twice; list each CPU once")
+    return tuple(sorted(value))
 
 
 def _command(value: Any, code: Path, fail: Any) -> tuple[str, ...]:
@@ -215,6 +237,7 @@ def parse_function(name: str, spec: Mapping[str, Any], source: str, base_dir: Pa
                                   "raise max_workers or lower min_workers")
     idle_timeout = _int(spec, "idle_timeout", DEFAULT_IDLE_TIMEOUT, 0, 86400, fail,
                         "give the seconds an extra worker may stay idle (0: never stop it)")
+    cpus = _cpus(spec["cpus"], fail) if "cpus" in spec else None
     env_raw = spec.get("environment") or {}
     if not isinstance(env_raw, Mapping):
         raise fail("environment", "write a mapping of variable names to values")
@@ -235,7 +258,8 @@ def parse_function(name: str, spec: Mapping[str, Any], source: str, base_dir: Pa
                           timeout=float(timeout), memory=memory, environment=environment,
                           min_workers=min_workers, max_workers=max_workers,
                           idle_timeout=float(idle_timeout), command=command,
-                          reserved_concurrency=reserved, async_queue=async_queue)
+                          reserved_concurrency=reserved, async_queue=async_queue,
+                          cpus=cpus)
 
 
 def _remote(name: str, raw: Any, fail: Any) -> RemoteConfig:

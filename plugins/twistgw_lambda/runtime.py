@@ -290,7 +290,22 @@ class Worker:
         self.transport = reactor.spawnProcess(
             _WorkerProcess(self), command[0], command, env=env,
             path=str(self.pool.config.code))
+        cpus = self.pool.config.cpus
+        if cpus is not None:
+            self.place(cpus)
         self.timer = reactor.callLater(INIT_TIMEOUT, self._init_timeout)
+
+    def place(self, cpus: tuple[int, ...]) -> None:
+        """Keep the worker on ``cpus`` (the function's ``cpus``), set right after the
+        fork; threads it starts later inherit it.  A CPU the system will not give it
+        (outside the gateway's cgroup cpuset, offline) is logged and the worker runs
+        where the system puts it: placement is a matter of speed, never of service."""
+        try:
+            os.sched_setaffinity(self.transport.pid, cpus)
+        except OSError as e:
+            log.warn("lambda {function}: worker #{n} cannot be kept on CPUs {cpus} ({error});"
+                     " it runs where the system puts it", function=self.pool.config.name,
+                     n=self.number, cpus=",".join(map(str, cpus)), error=e.strerror or e)
 
     # -- Runtime API ------------------------------------------------------------------
 
