@@ -327,9 +327,12 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     content_type = ctx.request.headers.get("content-type")
     route = ctx.route
     assert route is not None
-    literal, source, compiled, binary_types, specs = memoize(
-        route, ("mapping.request", content_type),
-        lambda: _request_plan(ctx, route, integration, content_type))
+    # the memo read here, the plan made by a helper: a lambda in this function would
+    # make its locals closure cells on every call
+    plan = route.memo.get(("mapping.request", content_type))
+    if plan is None:
+        plan = _request_plan_memo(ctx, route, integration, content_type)
+    literal, source, compiled, binary_types, specs = plan
     if literal is not None:
         return _with_body(request, literal)
     if source is _UNSUPPORTED:
@@ -355,6 +358,13 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     if source is _PASS and body is request.body:
         return None
     return _with_body(request, body)
+
+
+def _request_plan_memo(ctx: Context, route: Route, integration: Integration,
+                       content_type: str | None) -> Any:
+    """:func:`_request_plan`, kept in the route's memo."""
+    return memoize(route, ("mapping.request", content_type),
+                   lambda: _request_plan(ctx, route, integration, content_type))
 
 
 def _request_plan(ctx: Context, route: Route, integration: Integration,
@@ -557,9 +567,11 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     route = ctx.route
     assert route is not None
     accept = ctx.request.headers.get("accept")
-    static, chosen, template, compiled, status, binary_types, specs = memoize(
-        route, ("mapping.response", selection, accept),
-        lambda: _response_plan(ctx, route, integration, selection, accept))
+    # (as in map_request: no lambda here)
+    plan = route.memo.get(("mapping.response", selection, accept))
+    if plan is None:
+        plan = _response_plan_memo(ctx, route, integration, selection, accept)
+    static, chosen, template, compiled, status, binary_types, specs = plan
     if static is not None and OVERRIDES not in ctx.stash:
         # A literal template with no header mappings answers the same on every request
         # (unless a template set overrides): built once per route, selection and Accept.
@@ -571,7 +583,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
                   status=integration_response.status)
         raise ApiConfigurationError()
     headers: list[tuple[str, str]] = []
-    fin = Finish(integration_status=integration_response.status) \
+    fin = (_FINISHES.get(integration_response.status) or _finish(integration_response.status)) \
         if template or chosen.response_parameters else None
     for key, source in chosen.response_parameters.items():
         name = key[len("method.response.header."):]
@@ -610,8 +622,30 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
                     body=body)
 
 
+#: Integration status -> the Finish templates and mappings read in the response phase
+#: (nothing writes it there, so one per status is shared; statuses are 100-599).
+_FINISHES: dict[int, Finish] = {}
+
+
+def _finish(status: int) -> Finish:
+    """The response phase's :class:`Finish` (``integration_status`` only), shared."""
+    found = _FINISHES.get(status)
+    if found is None:
+        found = Finish(integration_status=status)
+        if len(_FINISHES) < 1024:
+            _FINISHES[status] = found
+    return found
+
+
 #: The headers of a method response that maps none (immutable, so shared).
 _NO_HEADERS = Headers(())
+
+
+def _response_plan_memo(ctx: Context, route: Route, integration: Integration,
+                        selection: str, accept: str | None) -> Any:
+    """:func:`_response_plan`, kept in the route's memo."""
+    return memoize(route, ("mapping.response", selection, accept),
+                   lambda: _response_plan(ctx, route, integration, selection, accept))
 
 
 def _response_plan(ctx: Context, route: Route, integration: Integration, selection: str,

@@ -453,6 +453,23 @@ def test_response_template_sees_the_backend_body_and_method_params(
     assert response.body == b'{"echo": [1,2], "q": "query", "status": "200"}'
 
 
+def test_each_response_sees_its_own_integration_status(make_harness: HarnessFactory,
+                                                       b: Builders) -> None:
+    """The response phase's ``Finish`` is shared per integration status (nothing writes
+    it): requests alternating between statuses each read their own, in templates and
+    in header mappings."""
+    op = http_op(response_template="$context.integration.status")
+    op["x-amazon-apigateway-integration"]["responses"]["default"]["responseParameters"] = {
+        "method.response.header.X-Status": "context.integration.status"}
+    h, echo = echo_gateway(make_harness, b, op)
+    for status in (201, 202, 201, 500):
+        echo.status = status
+        response = h.request("POST", "/prod/x", body=b"{}",
+                             headers={"Content-Type": "application/json"})
+        assert (response.body, response.headers.get("X-Status")) == \
+            (str(status).encode(), str(status))
+
+
 def test_response_parameters_from_the_body(make_harness: HarnessFactory, b: Builders) -> None:
     op = b.mock_op()
     op["x-amazon-apigateway-integration"] = {
