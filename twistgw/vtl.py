@@ -2732,14 +2732,26 @@ class Template:
         :raises TemplateLimitError: a bound of ``limits`` was broken.
         :raises TemplateRenderError: anything else went wrong.
         """
-        if self._unrolled > limits.foreach_limit and self._general is not None:
-            return self._general.render(variables, limits)
-        return self._rendered(variables, self._function, (), limits)
+        return self.render_typed((), (), variables, limits)
 
-    def _rendered(self, variables: dict[str, Any], function: Callable[..., None] | None,
-                  roots: tuple[Any, ...], limits: Limits) -> str:
-        """Run ``function`` (or the interpreter when ``None``) over ``variables`` and
-        ``roots``; the bounds and errors of :meth:`render`."""
+    def render_typed(self, names: tuple[str, ...], roots: tuple[Any, ...],
+                     variables: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> str:
+        """:meth:`render` with the typed roots given apart: ``roots`` holds the values of
+        ``names``; when ``names`` are the sorted names of ``types``, each value must be
+        an instance of exactly its declared type (the caller vouches for that: the
+        typed calls are made without testing it).  ``variables`` holds the other names.
+        Renders what :meth:`render` renders with all of them in one dict, without that
+        dict and the per-render type tests.
+        """
+        if self._unrolled > limits.foreach_limit and self._general is not None:
+            return self._general.render_typed(names, roots, variables, limits)
+        function = self._typed
+        if function is None or names != self._typed_names:
+            # the general entry, every name in the variables
+            if names:
+                variables = dict(variables)
+                variables.update(zip(names, roots, strict=True))
+            function, roots = self._function, ()
         # a copy for #set to change, unless the compiled form changes none
         rc = _Render(dict(variables) if self._copy else variables, limits)
         try:
@@ -2761,23 +2773,6 @@ class Template:
         except Exception as e:  # a bug or an odd value: never a bare exception
             raise TemplateRenderError(f"{type(e).__name__}: {e}") from e
         return "".join(rc.out)
-
-    def render_typed(self, names: tuple[str, ...], roots: tuple[Any, ...],
-                     variables: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> str:
-        """:meth:`render` with the typed roots given apart: ``roots`` holds the values of
-        ``names``; when ``names`` are the sorted names of ``types``, each value must be
-        an instance of exactly its declared type (the caller vouches for that: the
-        typed calls are made without testing it).  ``variables`` holds the other names.
-        Renders what :meth:`render` renders with all of them in one dict, without that
-        dict and the per-render type tests.
-        """
-        typed = self._typed
-        if typed is None or names != self._typed_names or (
-                self._unrolled > limits.foreach_limit and self._general is not None):
-            merged = dict(variables)
-            merged.update(zip(names, roots, strict=True))
-            return self.render(merged, limits)
-        return self._rendered(variables, typed, roots, limits)
 
 
 def render(source: str, variables: dict[str, Any] | None = None,
