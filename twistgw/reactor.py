@@ -20,6 +20,13 @@ pops the context; anything that still escapes is logged with the prefix, as
 ``callWithLogger`` does.  If the context tracker is not Twisted's (someone called
 ``installContextTracker``), events go through ``callWithLogger`` as before.
 
+It also runs what asked to happen once a poll's events are all handled
+(:attr:`GatewayReactor.after_dispatch`, registered while :attr:`~GatewayReactor.dispatching`):
+``twistgw.netio`` sends the turn's writes there instead of through a ``callLater(0)``,
+whose DelayedCall and timer-heap work cost about 1 µs per turn for every route, and
+a reactor turn per Lambda invoke (bench/RESULTS.md).  Those calls run before the reactor
+runs its timers or polls again, as the ``callLater(0)`` did.
+
 ``twistd -r REACTOR apigw`` (any explicit choice) keeps the chosen reactor; so does an
 embedder who installed one before building the gateway.  Not on Linux (no epoll):
 nothing is installed.
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
@@ -46,6 +54,11 @@ class GatewayReactor(EPollReactor):
         #: The context tracker and its stack for this reactor's thread, read once.
         self._tracker: Any = None
         self._contexts: list[dict[Any, Any]] = []
+        #: True while :meth:`doPoll` hands a poll's events to their selectables.
+        self.dispatching = False
+        #: Callables to run once each, in order, when the current poll's events are all
+        #: handled; append only while :attr:`dispatching` (else nothing would run them).
+        self.after_dispatch: list[Callable[[], object]] = []
 
     def doPoll(self, timeout: float | None) -> None:
         """Poll for events and dispatch each (``EPollReactor.doPoll``'s contract)."""
@@ -73,28 +86,46 @@ class GatewayReactor(EPollReactor):
             base = tracker.getContext(ILogContext) or {}
         selectables = self._selectables
         dispatch = self._doReadOrWrite
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is None:
-                continue
+        self.dispatching = True
+        try:
+            for fd, event in events:
+                selectable = selectables.get(fd)
+                if selectable is None:
+                    continue
+                try:
+                    prefix = selectable.logPrefix()
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:
+                    prefix = "(buggy logPrefix method)"
+                    log.err(system=prefix)
+                log_context = base.copy()
+                log_context["system"] = prefix
+                contexts.append({ILogContext: log_context})
+                try:
+                    dispatch(selectable, fd, event)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:
+                    log.err(system=prefix)
+                finally:
+                    contexts.pop()
+        finally:
+            self.dispatching = False
+            if self.after_dispatch:
+                self._run_after_dispatch()
+
+    def _run_after_dispatch(self) -> None:
+        """Run (and forget) :attr:`after_dispatch`; one that raises is logged and the
+        others still run."""
+        calls, self.after_dispatch = self.after_dispatch, []
+        for call in calls:
             try:
-                prefix = selectable.logPrefix()
+                call()
             except KeyboardInterrupt:
                 raise
             except BaseException:
-                prefix = "(buggy logPrefix method)"
-                log.err(system=prefix)
-            log_context = base.copy()
-            log_context["system"] = prefix
-            contexts.append({ILogContext: log_context})
-            try:
-                dispatch(selectable, fd, event)
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                log.err(system=prefix)
-            finally:
-                contexts.pop()
+                log.err(_why="after_dispatch call failed")
 
     doIteration = doPoll
 
