@@ -618,8 +618,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     if overrides is not None and overrides._response is not None:
         # (a response side no template read holds nothing to apply)
         status = _apply_response_overrides(overrides, status, headers)
-    return Response(status=status, headers=Headers(tuple(headers)) if headers else _NO_HEADERS,
-                    body=body)
+    return Response(status, Headers(tuple(headers)) if headers else _NO_HEADERS, body)
 
 
 #: Integration status -> the Finish templates and mappings read in the response phase

@@ -378,23 +378,12 @@ def _js_unicode(match: re.Match[str]) -> str:
     return f"\\u{code:04X}"
 
 
-def _js_escapes(text: str) -> str:
-    """``text.translate(_JS_TABLE)`` as one ``replace`` per escaped character: each is a
-    C scan that returns ``text`` itself when the character is absent (the usual), where
-    ``translate`` looks every character up in the table.  The backslash goes first; no
-    other replacement writes a character a later one replaces again."""
-    return (text.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"')
-            .replace("/", "\\/").replace("\b", "\\b").replace("\n", "\\n")
-            .replace("\t", "\\t").replace("\f", "\\f").replace("\r", "\\r"))
-
-
 def escape_javascript(text: str) -> str:
     """``StringEscapeUtils.escapeJavaScript`` (commons-lang 2): quotes, backslash and
     ``/`` escaped, control and non-ASCII characters as upper-case ``\\uXXXX`` (UTF-16)."""
-    escaped = _js_escapes(text)
-    if escaped.isascii() and escaped.isprintable():
-        return escaped  # nothing outside \x20-\x7e: nothing for the regex to replace
-    return _JS_OTHER.sub(_js_unicode, escaped)
+    escaped = _escape_javascript(UTIL, text)
+    assert escaped is not None  # (text in, text out)
+    return escaped
 
 
 def url_encode(text: str) -> str:
@@ -450,11 +439,19 @@ _UTIL_METHODS = frozenset({"parseJson", "urlEncode", "urlDecode", "base64Encode"
 
 
 def _escape_javascript(_obj: UtilObject, value: Any) -> str | None:
+    """``$util.escapeJavaScript(value)`` (:func:`escape_javascript`; ``null`` stays
+    ``null``).  The table's escapes are one ``replace`` per escaped character: each is a
+    C scan that returns the text itself when the character is absent (the usual), where
+    ``translate`` looks every character up in the table.  The backslash goes first; no
+    other replacement writes a character a later one replaces again."""
     if value is None:
         return None
-    escaped = _js_escapes(value if type(value) is str else to_text(value))
+    text = value if type(value) is str else to_text(value)
+    escaped = (text.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"')
+               .replace("/", "\\/").replace("\b", "\\b").replace("\n", "\\n")
+               .replace("\t", "\\t").replace("\f", "\\f").replace("\r", "\\r"))
     if escaped.isascii() and escaped.isprintable():
-        return escaped  # as escape_javascript, without a second call
+        return escaped  # nothing outside \x20-\x7e: nothing for the regex to replace
     return _JS_OTHER.sub(_js_unicode, escaped)
 
 
