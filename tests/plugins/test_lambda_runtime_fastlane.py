@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -100,13 +101,19 @@ reads = st.one_of(
 )
 
 
+QUEUED = "5e1f2a3b-0000-4000-8000-000000000002"
+
+
 @settings(max_examples=300, deadline=None)
-@given(first=reads, rest=st.binary(max_size=16), then=st.booleans())
-def test_the_fast_lane_does_what_the_parser_does(first: bytes, rest: bytes, then: bool) -> None:
+@given(first=reads, rest=st.binary(max_size=16), then=st.booleans(), queued=st.booleans())
+def test_the_fast_lane_does_what_the_parser_does(first: bytes, rest: bytes, then: bool,
+                                                 queued: bool) -> None:
     runs = []
     for fast in (True, False):
         s = Setup(fast)
         s.invoke(RID)
+        if queued:  # another invoke waits for the worker (the wrk case)
+            s.invoke(QUEUED)
         s.proto.dataReceived(first)
         if rest:
             s.proto.dataReceived(rest)
@@ -135,3 +142,23 @@ def test_the_fast_lane_takes_the_shipped_workers_read() -> None:
     assert out.startswith(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
                           b"Content-Length: 16\r\n\r\n{\"status\": \"OK\"}HTTP/1.1 200 OK\r\n")
     assert out.endswith(b'\r\n\r\n{"event": 1}')
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_next_queued_event_leaves_before_the_callers_answer(fast: bool) -> None:
+    """The fast lane hands a queued invocation to the worker and sends its event before the
+    finished one's caller runs (which then answers its client while the worker works);
+    the parser's path sends it after.  Both end with the same bytes."""
+    s = Setup(fast)
+    s.invoke(RID)
+    running = s.worker.current
+    assert running is not None
+    on_the_wire: list[bytes] = []
+    running.deferred.addCallback(lambda r: on_the_wire.append(s.transport.value()) or r)
+    s.invoke(QUEUED)
+    s.proto.dataReceived(_result(RID.encode(), OUTPUT) + NEXT)
+    event = b"Lambda-Runtime-Aws-Request-Id: " + QUEUED.encode()
+    assert (event in on_the_wire[0]) is fast
+    assert event in s.transport.value()
+    assert s.worker.current is not None and s.worker.current.id == QUEUED
+    assert [r.payload for r in s.results] == [OUTPUT]
