@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import quote_plus, unquote_plus
 
 import attrs
+import orjson
 
 from twistgw import StashKey
 from twistgw.pipeline import INGRESS_DROPPED_HEADERS
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
     from twistgw import Context
 
 __all__ = ["OVERRIDES", "OVERRIDES_OR_NONE", "Overrides", "OverrideMap", "InputObject",
-           "UtilObject", "ContextObject", "UTIL", "parse_json", "context_value", "json_path",
+           "UtilObject", "ContextObject", "UTIL", "parse_json", "parse_json_body",
+           "context_value", "json_path",
            "template_variables", "template_roots", "template_others", "ROOT_NAMES",
            "escape_javascript", "url_encode"]
 
@@ -70,6 +72,34 @@ def parse_json(text: str) -> Any:
     except (ValueError, RecursionError) as e:
         raise TemplateRenderError(f"invalid JSON: {str(e)[:200]}") from None
 
+
+def parse_json_body(raw: bytes) -> Any:
+    """A payload parsed as :func:`parse_json` parses its UTF-8 text (invalid bytes as
+    U+FFFD), an empty one as ``{}``.
+
+    orjson first (about a third of the time on a typical body): what it accepts it
+    parses as ``json.loads`` does, except integers past 64 bits, which it turns into
+    floats; a body with 19 digits in a row (every such integer has them) therefore skips
+    it.  Everything orjson refuses (invalid UTF-8, a lone surrogate, NaN, 1e400, nesting
+    past 1024, any error) goes through :func:`parse_json` on the decoded text, which
+    answers as ``json.loads``, errors included.  A hypothesis test holds the two paths
+    equal over JSON-like text and raw bytes.
+    """
+    if not raw:
+        return parse_json("{}")
+    if _NINETEEN_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
+        try:
+            return _ORJSON_LOADS(raw)
+        except ValueError:  # (orjson.JSONDecodeError)
+            pass
+    return parse_json(raw.decode("utf-8", "replace"))
+
+
+#: :func:`parse_json_body`'s guard: every digit as ``0``, then a search for 19 of them
+#: (two C passes, ~0.4 us on a 200-byte body, where a regex search took ~1.9 us).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS = b"0" * 19
+_ORJSON_LOADS = orjson.loads
 
 #: The C scanner ``json.loads`` ends in, and the blanks JSON allows around a value.
 # (typeshed declares make_scanner's argument as make_scanner itself, not the decoder)
@@ -239,7 +269,7 @@ class InputObject(VtlObject):
     def document(self) -> Any:
         """The payload parsed as JSON (once)."""
         if self._parsed is MISSING:
-            self._parsed = parse_json(self.body)
+            self._parsed = parse_json_body(self.raw)
         return self._parsed
 
     def params(self) -> dict[str, dict[str, str]]:
@@ -340,11 +370,10 @@ def _body(obj: InputObject) -> str:
 
 
 def _document(obj: InputObject, _arg: Any) -> Any:
-    # InputObject.document and .body written out (two calls less for $input.path('$'))
+    # InputObject.document written out (one call less for $input.path('$'))
     parsed = obj._parsed
     if parsed is MISSING:
-        raw = obj.raw
-        parsed = obj._parsed = parse_json(raw.decode("utf-8", "replace") if raw else "{}")
+        parsed = obj._parsed = parse_json_body(obj.raw)
     return parsed
 
 

@@ -27,6 +27,7 @@ from twistgw_mapping.namespaces import (
     escape_javascript,
     json_path,
     parse_json,
+    parse_json_body,
     template_others,
     template_roots,
     template_variables,
@@ -799,6 +800,95 @@ def test_parse_json_is_json_loads(text: str) -> None:
     except TemplateRenderError as e:
         got = ("error", str(e).removeprefix("invalid JSON: "))
     assert got == expected
+
+
+def _strictly(value: Any) -> list[Any]:
+    """``value`` as a flat list of tokens with every type spelled out (``1 == 1.0 ==
+    True`` and ``nan != nan`` would hide a difference) and every map's key order kept;
+    a loop, not recursion, for the deeply nested documents."""
+    tokens: list[Any] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            tokens.append(("dict", len(item)))
+            for k, v in reversed(item.items()):
+                stack += (v, k)
+        elif isinstance(item, list):
+            tokens.append(("list", len(item)))
+            stack.extend(reversed(item))
+        else:
+            tokens.append((type(item).__name__, repr(item)))
+    return tokens
+
+
+def _parsed_by_json(raw: bytes) -> Any:
+    """What the body path answered before orjson: the text, decoded with U+FFFD for
+    bad bytes, through :func:`parse_json` (``json.loads``'s answers and errors)."""
+    try:
+        return ("ok", _strictly(parse_json(raw.decode("utf-8", "replace") if raw else "{}")))
+    except TemplateRenderError as e:
+        return ("error", str(e))
+
+
+def _parsed_fast(raw: bytes) -> Any:
+    try:
+        return ("ok", _strictly(parse_json_body(raw)))
+    except TemplateRenderError as e:
+        return ("error", str(e))
+
+
+#: Pieces where orjson and json.loads could part: numbers past 64 bits, out-of-range and
+#: long floats, NaN/Infinity, leading zeros, raw control characters, surrogates escaped
+#: and raw (CESU bytes), overlong and cut UTF-8, BOMs, odd blanks, duplicate keys, deep
+#: nesting, trailing text and commas.
+_RAW_PIECES = st.one_of(st.sampled_from([
+    b"0", b"-0", b"-0.0", b"01", b"1.", b".5", b"1e400", b"-1e400", b"1e-400", b"4.9e-324",
+    b"2.4703282292062327e-324", b"1.7976931348623157e308", b"1.7976931348623159e308",
+    b"9007199254740993", b"9223372036854775807", b"9223372036854775808",
+    b"-9223372036854775809", b"18446744073709551615", b"18446744073709551616",
+    b"123456789012345678901234567890", b"1234567890123456789.5",
+    b"0.1000000000000000055511151231257827", b"1E2", b"1e+2", b"NaN", b"Infinity",
+    b"-Infinity", b"true", b"false", b"null", b'"\\ud800"', b'"\\udc00\\ud800"',
+    b'"\\ud83d\\ude00"', b'"\\u0000"', b'"\\/"', b'"\\x"', b'"\\u12"', b"\\", b'"',
+    b"\x01", b"\x1f", b"\x7f", b"\x00", b" ", b"\t", b"\n", b"\r", b"\x0c", b"\x0b",
+    b"{", b"}", b"[", b"]", b",", b":", b'{"a": 1, "a": 2}', b'{"b": 1, "a": 2, "b": 3}',
+    b"[" * 1100 + b"]" * 1100, b"[" * 600, b'{"a":' * 1030 + b"1" + b"}" * 1030,
+    "é\U0001f600\u2028\ufeff\xa0".encode(), b"\xef\xbb\xbf", b"\xed\xa0\x80", b"\xc0\xaf",
+    b"\xe2\x82", b"\xff", b"\xf4\x90\x80\x80"]), st.binary(max_size=8))
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=_JSON_VALUES, cuts=st.lists(st.tuples(st.integers(min_value=0), _RAW_PIECES),
+                                          max_size=3), indent=st.sampled_from([None, 1]))
+@example(value=None, cuts=[(0, b'{"n": 123456789012345678901}')], indent=None)
+@example(value=None, cuts=[(0, b"1e400")], indent=None)
+@example(value=None, cuts=[(0, b'"\\ud800"')], indent=None)
+@example(value=None, cuts=[(0, b'"\xed\xa0\x80"')], indent=None)
+@example(value=None, cuts=[(0, b"[" * 1100 + b"]" * 1100)], indent=None)
+def test_parse_json_body_fast_path_answers_as_json_loads(
+        value: Any, cuts: list[tuple[int, bytes]], indent: int | None) -> None:
+    """orjson first, for bodies: every JSON value (big integers, floats of every kind,
+    any text) and every piece spliced into it parses to the same types, values and key
+    order as ``json.loads`` on the decoded text, or fails with the same message."""
+    raw = json.dumps(value, indent=indent, ensure_ascii=False).encode("utf-8",
+                                                                       "surrogatepass")
+    if value is None and cuts:
+        raw = b""
+    for at, piece in cuts:
+        at %= len(raw) + 1
+        raw = raw[:at] + piece + raw[at:]
+    assert _parsed_fast(raw) == _parsed_by_json(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=64))
+def test_parse_json_body_answers_as_json_loads_on_any_bytes(raw: bytes) -> None:
+    assert _parsed_fast(raw) == _parsed_by_json(raw)
 
 
 _HEADER_NAMES = st.sampled_from(["A", "a", "B", "x-B", "X-b", "Host"])
