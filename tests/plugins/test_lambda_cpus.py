@@ -40,7 +40,7 @@ def where(event, context):
 ARN = ("arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
        "arn:aws:lambda:us-east-1:123456789012:function:{name}/invocations")
 #: A CPU this process may use: the one the placed function's workers are kept on.
-CPU = min(os.sched_getaffinity(0))
+CPU = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
 
 
 def _proxy(name: str) -> dict[str, Any]:
