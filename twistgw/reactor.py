@@ -23,9 +23,11 @@ pops the context; anything that still escapes is logged with the prefix, as
 It also runs what asked to happen once a poll's events are all handled
 (:attr:`GatewayReactor.after_dispatch`, registered while :attr:`~GatewayReactor.dispatching`):
 ``twistgw.netio`` sends the turn's writes there instead of through a ``callLater(0)``,
-whose DelayedCall and timer-heap work cost about 1 µs per turn for every route, and
-a reactor turn per Lambda invoke (bench/RESULTS.md).  Those calls run before the reactor
-runs its timers or polls again, as the ``callLater(0)`` did.
+whose DelayedCall, timer-heap operations (a Python ``__lt__`` per comparison) and
+``timeout()`` pass cost about 24 k instructions per turn: a Lambda invoke under load
+takes a turn of its own, a MOCK request shares one with several others
+(bench/RESULTS.md).  Those calls run before the reactor runs its timers or polls again,
+as the ``callLater(0)`` did.
 
 ``twistd -r REACTOR apigw`` (any explicit choice) keeps the chosen reactor; so does an
 embedder who installed one before building the gateway.  Not on Linux (no epoll):
