@@ -59,6 +59,7 @@ from .namespaces import (
     UTIL,
     ContextObject,
     InputObject,
+    OverrideMap,
     Overrides,
     UtilObject,
     context_value,
@@ -462,6 +463,11 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
     if wanted is None:
         return _with_body(request, body)
     header, query, path = wanted.get("header"), wanted.get("querystring"), wanted.get("path")
+    if not query and not path and type(header) is OverrideMap and len(header) == 1:
+        # the usual: one header set, nothing else
+        for name, value in header.items():
+            if type(name) is str and type(value) is str and name.isascii():
+                return _with_one_header(ctx, integration, request, body, name, value)
     header = _strings(header) if header else {}
     query = _strings(query) if query else {}
     path = _strings(path) if path else {}
@@ -477,10 +483,7 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
         for name, value in header.items():
             lname = name.lower()
             if lname in illegal:
-                log.error("({request_id}) Execution failed due to configuration error: "
-                          "requestOverride may not set the header {name}",
-                          request_id=ctx.request_id, name=name)
-                raise ApiConfigurationError()
+                _illegal_override(ctx, name)
             replaced.pop(lname, None)
             replaced[lname] = (name, value)
         kept = []
@@ -499,6 +502,41 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
     extras["request_override"] = {"header": header, "querystring": query, "path": path}
     return IntegrationRequest(request.method, request.uri, headers, pairs, params, body,
                               request.timeout, MappingProxyType(extras))
+
+
+def _with_one_header(ctx: Context, integration: Integration, request: IntegrationRequest,
+                     body: bytes, name: str, value: str) -> IntegrationRequest:
+    """:func:`_apply_request_overrides` for one override header of an ASCII ``name``
+    (text) and no other override: when no line has that name (the usual), the new line
+    goes after the others without copying them or lower-casing each.  A line's name can
+    lower-case to the ASCII ``name`` only if it has as many characters (the one
+    character whose lower case is longer, U+0130, lower-cases to non-ASCII), so names of
+    another length are skipped unread."""
+    lname = name.lower()
+    if lname in (_ILLEGAL_AWS_OVERRIDE_HEADERS if integration.type == "AWS"
+                 else _ILLEGAL_OVERRIDE_HEADERS):
+        _illegal_override(ctx, name)
+    items = request.headers.items
+    size = len(name)
+    kept: Any = items
+    for line in items:
+        key = line[0]
+        if len(key) == size and key.lower() == lname:
+            kept = [line for line in items if line[0].lower() != lname]
+            break
+    extras = dict(request.extras) if request.extras else {}
+    extras["request_override"] = {"header": {name: value}, "querystring": {}, "path": {}}
+    return IntegrationRequest(request.method, request.uri, Headers((*kept, (name, value))),
+                              request.query, request.path_params, body, request.timeout,
+                              MappingProxyType(extras))
+
+
+def _illegal_override(ctx: Context, name: str) -> NoReturn:
+    """AWS's 500 for an override of a header no override may set."""
+    log.error("({request_id}) Execution failed due to configuration error: "
+              "requestOverride may not set the header {name}",
+              request_id=ctx.request_id, name=name)
+    raise ApiConfigurationError()
 
 
 def _strings(value: Any) -> dict[str, str]:
