@@ -350,6 +350,7 @@ class Gateway(MultiService):
         log.info("reload {number}: reading {path}", number=number, path=path)
         deployment: Deployment | None = None
         steps: list[tuple[str, ReloadStep]] = []
+        closing: list[defer.Deferred[Any]] = []
         try:
             try:
                 config = load_config(path)
@@ -361,7 +362,7 @@ class Gateway(MultiService):
             steps = await self._prepare(deployment)
             if self.draining:
                 raise _Rejected("the gateway is stopping")
-            self._commit(config, deployment, plan, steps)
+            closing = self._commit(config, deployment, plan, steps)
         except Exception as e:
             if not isinstance(e, _Rejected):
                 log.failure("reload {number} failed unexpectedly", number=number)
@@ -374,6 +375,13 @@ class Gateway(MultiService):
             log.error("reload {number} rejected, still serving the previous config: "
                       "{reason}", number=number, reason=reason)
             return False
+        # A port stops listening a reactor turn later: "applied" means the listeners the
+        # new config dropped refuse connections by now (an operator, or a test, may act
+        # on that line at once).
+        for ok, result in await defer.DeferredList(closing, consumeErrors=True):
+            if not ok:
+                log.failure("reload {number}: closing a dropped listener failed", result,
+                            number=number)
         self.reloads["applied"] += 1
         for warning in deployment.warnings:
             log.warn("{warning}", warning=warning)
@@ -488,8 +496,12 @@ class Gateway(MultiService):
         return steps
 
     def _commit(self, config: GatewayConfig, deployment: Deployment, plan: _ListenerPlan,
-                steps: list[tuple[str, ReloadStep]]) -> None:
-        """Switch to the new deployment; everything here runs in one reactor turn."""
+                steps: list[tuple[str, ReloadStep]]) -> list[defer.Deferred[Any]]:
+        """Switch to the new deployment; everything here runs in one reactor turn.
+
+        Returns the ``stopListening`` of each listener the new config dropped: their
+        sockets close a turn later, and the reload waits for them before it says it is
+        applied."""
         naive = self._naive_plugins()
         try:
             self._configure(naive, config)
@@ -513,8 +525,8 @@ class Gateway(MultiService):
             factory.doStart()
             listening.factory = factory
             old_factory.doStop()
-        for name in plan.close:
-            self.ports.pop(name).stopListening()
+        closing = [defer.maybeDeferred(self.ports.pop(name).stopListening)
+                   for name in plan.close]
         for name, site in self.sites.items():
             if plan.sites.get(name) is not site:
                 site.drain()
@@ -528,6 +540,7 @@ class Gateway(MultiService):
         for name, step in steps:
             _quietly(name, "commit", step.commit)
         self._retire_when_done(old_serving, steps)
+        return closing
 
     def _retire_when_done(self, serving: Serving, steps: list[tuple[str, ReloadStep]]
                           ) -> None:

@@ -126,6 +126,26 @@ def test_listeners_added_and_removed_by_a_reload(tmp_path: Path, b: Builders) ->
     assert extra.draining  # type: ignore[attr-defined]
 
 
+def test_a_reload_is_applied_once_the_listeners_it_dropped_have_closed(
+        tmp_path: Path, b: Builders, log_events: LogCapture) -> None:
+    """A TCP port stops listening a reactor turn after ``stopListening``; the reload
+    says "applied" (and its Deferred fires) only then, so whoever acts on that line finds
+    the dropped listener closed."""
+    one = [{"name": "public", "endpoint": "tcp:8001:interface=127.0.0.1"}]
+    two = [*one, {"name": "extra", "endpoint": "tcp:8002:interface=127.0.0.1"}]
+    gateway, _ = _running(tmp_path, b, listeners=two)
+    closed: Deferred[None] = Deferred()
+    gateway.ports["extra"].stopListening = lambda: closed  # type: ignore[method-assign]
+    write_config(tmp_path, b.gateway_config(listeners=one), {"api.yaml": _api(b, "2")})
+    box: list[Any] = []
+    gateway.reload().addBoth(box.append)
+    assert box == [] and set(gateway.ports) == {"public"}
+    assert not any("reload 1 applied" in t for t in log_events.texts())
+    closed.callback(None)
+    assert box == [True]
+    assert any("reload 1 applied" in t for t in log_events.texts())
+
+
 def test_a_replaced_deployment_is_released_after_the_grace_at_the_latest(
         tmp_path: Path, b: Builders, log_events: LogCapture) -> None:
     retired: list[str] = []
