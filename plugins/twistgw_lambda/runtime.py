@@ -362,7 +362,7 @@ class Worker:
             request = RuntimeRequest(channel, b"GET", _NEXT_PATH, {b"host": self._host},
                                      True)
             channel.hold(request, _ACCEPTED)
-            if self.pending_next is not None or self._reaper is None:
+            if self._reaper is None:  # (pending_next is None: checked on entry)
                 self.next_request(request)
             else:
                 self.state = "idle"
