@@ -160,6 +160,20 @@ class VtlObject:
         default): none."""
         return None
 
+    @classmethod
+    def vtl_compile_deferred(cls, name: str, args: tuple[Any, ...], names: tuple[str, ...]
+                             ) -> tuple[Callable[[Any], Any], int] | None:
+        """For ``#set($v = $obj.name(args))`` (literal ``args``) where the template reads
+        ``$v`` only through leading properties (``names``: ``$v.a.b...``) and nothing
+        else in it can reach what the call returns (no other ``$obj.name`` of that arity
+        that may be the same call, no bare ``$obj``, no write to ``$v``): ``(f, count)``
+        where ``f(obj)`` answers ``$v.<names[:count]>`` as the call's untouched result
+        would, without making that result.  Asked first with no ``names``: whether the
+        call may be left out at all (no effects, no errors; any ``(f, 0)``: yes), since
+        a deferred call is not made.  ``None`` (the default): the call is made and
+        ``$v`` holds its result."""
+        return None
+
     def vtl_index(self, key: Any) -> Any:
         """``$obj[key]``."""
         return self.vtl_get(key) if isinstance(key, str) else None
@@ -1887,6 +1901,104 @@ def _walk(roots: Iterable[object]) -> Iterator[object]:
         stack.extend(_children(item))
 
 
+#: A deferred variable (:func:`deferred_sets`): the typed root and the method whose
+#: call its ``#set`` holds, the call's literal arguments, and each read's leading
+#: property names -> the reader :meth:`VtlObject.vtl_compile_deferred` gave and how many
+#: of those names it answers.
+Deferred = tuple[str, str, tuple[Any, ...],
+                 dict[tuple[str, ...], tuple[Callable[[Any], Any], int]]]
+
+
+def _call_shape(value: _Expr, types: Mapping[str, type[VtlObject]]
+                ) -> tuple[str, str, tuple[Any, ...]] | None:
+    """``$root.method(literals...)`` on a typed root, as (root, method, values)."""
+    if not (isinstance(value, _Ref) and value.name in types and len(value.steps) == 1
+            and value.steps[0][0] == _CALL):
+        return None
+    _kind, method, args = value.steps[0]
+    if not all(isinstance(a, _Literal) and isinstance(a.value, _IMMUTABLE) for a in args):
+        return None
+    return value.name, method, tuple(a.value for a in args)
+
+
+def deferred_sets(nodes: Sequence[_Node], types: Mapping[str, type[VtlObject]],
+                  excluded: Iterable[str] = ()) -> dict[str, Deferred]:
+    """The variables whose ``#set($v = $root.m(literals))`` need not make the call's
+    result: every assignment of ``$v`` is that one call on a typed root (of ``types``),
+    ``$v`` is never a loop variable, written through or read but as ``$v.a.b...`` that
+    the root's class answers without the result (:meth:`VtlObject.
+    vtl_compile_deferred`), and nothing else can reach the result: no bare ``$root``,
+    index or property ``m`` of it, and no other ``$root.m(...)`` of that arity unless
+    its arguments are literals that differ.  ``excluded``: names that must stay real
+    (held in the variables dict)."""
+    bad = set(excluded) | set(types) | {"foreach", "velocityCount"}
+    calls: dict[str, set[tuple[str, str, tuple[Any, ...]]]] = {}
+    sets: dict[str, list[_Set]] = {}
+    for obj in _walk(nodes):
+        if isinstance(obj, _Set):
+            target = obj.target
+            shape = None if target.steps else _call_shape(obj.value, types)
+            if shape is None:
+                bad.add(target.name)
+            else:
+                calls.setdefault(target.name, set()).add(shape)
+                sets.setdefault(target.name, []).append(obj)
+        elif isinstance(obj, _Foreach):
+            bad.add(obj.var)
+    found: dict[str, Deferred] = {}
+    candidates = {var for var, shapes in calls.items() if var not in bad and len(shapes) == 1}
+    while candidates:
+        # the target and value of each candidate's #set are not uses; a #set whose
+        # variable is not deferred makes the call, so it counts as one
+        skip = {id(part) for var in candidates for node in sets[var]
+                for part in (node.target, node.value)}
+        reads: dict[str, list[list[tuple[int, str, Any]]]] = {}
+        escaped: set[str] = set()  # roots handed out whole
+        touched: list[tuple[str, str, int, tuple[Any, ...] | None]] = []  # root.m(...)
+        for obj in _walk(nodes):
+            if not isinstance(obj, _Ref) or id(obj) in skip:
+                continue
+            steps = obj.steps
+            if obj.name in types:
+                if not steps or steps[0][0] == _INDEX:
+                    escaped.add(obj.name)
+                elif steps[0][0] == _PROP:
+                    touched.append((obj.name, steps[0][1], -1, None))
+                else:
+                    shape = _call_shape(_Ref(obj.name, steps[:1], ""), types)
+                    touched.append((obj.name, steps[0][1], len(steps[0][2]),
+                                    shape[2] if shape is not None else None))
+            elif obj.name in candidates:
+                reads.setdefault(obj.name, []).append(steps)
+        found = {}
+        for var in candidates:
+            ((root, method, args),) = calls[var]
+            if root in escaped or any(
+                    other == root and name == method and (arity == -1 or (
+                        arity == len(args) and (values is None or values == args)))
+                    for other, name, arity, values in touched):
+                continue
+            if types[root].vtl_compile_deferred(method, args, ()) is None:
+                continue  # the call must be made (effects, errors)
+            readers: dict[tuple[str, ...], tuple[Callable[[Any], Any], int]] = {}
+            for steps in reads.get(var, ()):
+                count = 0
+                while count < len(steps) and steps[count][0] == _PROP:
+                    count += 1
+                names = tuple(name for _k, name, _a in steps[:count])
+                reader = types[root].vtl_compile_deferred(method, args, names) \
+                    if names else None
+                if reader is None or not 0 < reader[1] <= count:
+                    break
+                readers[names] = reader
+            else:
+                found[var] = (root, method, args, readers)
+        if found.keys() == candidates:
+            break
+        candidates = set(found)
+    return found
+
+
 class _Compiler:
     """Python source for a template: one function for the template, one per
     interpolated string.
@@ -1930,6 +2042,11 @@ class _Compiler:
         #: template's own function: computed from the loop index, no state object
         self.foreach_static = ("foreach" not in dynamic and "foreach" not in names.assigned
                                and names.foreach_inline)
+        #: variables whose ``#set`` defers its call (:func:`deferred_sets`), and the local
+        #: holding the typed root once such a ``#set`` ran (``None`` before, or when the
+        #: root's guard failed and the call was made)
+        self.deferred: dict[str, Deferred] = {}
+        self.held: dict[str, str] = {}
 
     def const(self, value: Any) -> str:
         """A global name bound to ``value`` (a global read is cheaper than ``K[i]``)."""
@@ -1981,6 +2098,12 @@ class _Compiler:
                 self.guards[name] = (guard, kind)
                 prologue.append(f" {guard} = type({self.local[name]}) is {self.const(kind)}")
                 typed.append(f" {guard} = True")
+        self.deferred = deferred_sets(
+            nodes, {name: kind for name, (_g, kind) in self.guards.items()}, self.dynamic)
+        for var in sorted(self.deferred):
+            held = self.held[var] = self.new("P")
+            prologue.append(f" {held} = None")
+            typed.append(f" {held} = None")
         self.in_main = True
         try:
             function = self.function(nodes, prologue=prologue)
@@ -2127,6 +2250,17 @@ class _Compiler:
                 lines.append(f"{pad} {v} = str({v}) if type({v}) is int else _TX({v}, rc)")
                 lines.append(f"{pad} out.append({v}); size += len({v})")
                 lines.append(f"{pad} if size > MAX: rc.over()")
+            elif isinstance(node, _Set) and self.in_main and not node.target.steps \
+                    and node.target.name in self.held:
+                # a deferred call (deferred_sets): the root kept for the reads, unless
+                # its guard fails
+                root = self.deferred[node.target.name][0]
+                lines.append(f"{pad}if {self.guards[root][0]}: "
+                             f"{self.held[node.target.name]} = {self.local[root]}")
+                v = self.new("v")
+                lines.append(f"{pad}else:")
+                lines.append(f"{pad} {v} = {self.expr(node.value)}")
+                lines.append(f"{pad} if {v} is not None: {self.assign(node.target.name, v)}")
             elif isinstance(node, _Set):
                 v = self.new("v")
                 lines.append(f"{pad}{v} = {self.expr(node.value)}")
@@ -2291,6 +2425,16 @@ class _Compiler:
             code = (f"({fast} if type({root} := {self.root(e.name)}) is _FS "
                     f"else _P({root}, {steps[0][1]!r}))")
             return self.steps(code, steps[1:])
+        if self.in_main and e.name in self.held:
+            # a deferred call's result read: its reader while the root is held
+            count = 0
+            while count < len(steps) and steps[count][0] == _PROP:
+                count += 1
+            reader, count = self.deferred[e.name][3][tuple(n for _k, n, _a in steps[:count])]
+            held = self.held[e.name]
+            generic = self.steps(self.local[e.name], steps[:count])
+            return self.steps(f"({self.const(reader)}({held}) if {held} is not None "
+                              f"else {generic})", steps[count:])
         if self.in_main and e.name in self.guards and steps:
             typed = self.typed(e.name, steps)
             if typed is not None:

@@ -345,6 +345,27 @@ class InputObject(VtlObject):
             return _body
         return None
 
+    @classmethod
+    def vtl_compile_deferred(cls, name: str, args: tuple[Any, ...], names: tuple[str, ...]
+                             ) -> tuple[Callable[[Any], Any], int] | None:
+        """``#set($q = $input.params())`` with ``$q`` read only as ``$q.<map>.<name>``:
+        that one value, read from the request, without making the three maps (about half
+        their cost is allocating them).  Nothing else in such a template can reach the
+        maps (:func:`twistgw.vtl.deferred_sets`), so they would hold the request's
+        values."""
+        if name != "params" or args or len(names) == 1:
+            return None
+        if not names:
+            return _no_map, 0  # making the maps has no effects: it may be left out
+        key = names[1]
+        find = _PARAM_FINDERS.get(names[0])
+        if find is None:
+            return _no_map, 2
+
+        def read(obj: InputObject) -> str | None:
+            return find(obj.ctx, key)
+        return read, 2
+
     def vtl_call(self, name: str, args: list[Any]) -> Any:
         if name == "params":
             if not args:
@@ -363,6 +384,48 @@ class InputObject(VtlObject):
         if name == "getBody" and not args:
             return self.body
         return MISSING
+
+
+def _path_param(ctx: Context, key: str) -> str | None:
+    """``$input.params().path.<key>`` without the maps."""
+    path = ctx.path_params
+    return path.get(key) if path else None
+
+
+def _query_param(ctx: Context, key: str) -> str | None:
+    """``$input.params().querystring.<key>`` without the maps: the last value."""
+    for name, value in reversed(ctx.request.query):
+        if name == key:
+            return value
+    return None
+
+
+def _header_param(ctx: Context, key: str) -> str | None:
+    """``$input.params().header.<key>`` without the maps: the map holds a name as first
+    spelled, with its last value, unless API Gateway drops it."""
+    lname = key.lower()
+    if lname in INGRESS_DROPPED_HEADERS:
+        return None
+    lines = ctx.request.headers
+    last = lines.get(key)
+    if last is None:
+        return None
+    for name, _value in lines.items:
+        if name == key:
+            return last
+        if name.lower() == lname:
+            return None  # first spelled otherwise: the map has no key spelled so
+    return None
+
+
+#: ``$input.params().<map>.<key>`` read from the request (:meth:`InputObject.
+#: vtl_compile_deferred`).
+_PARAM_FINDERS: dict[str, Callable[[Context, str], str | None]] = {
+    "path": _path_param, "querystring": _query_param, "header": _header_param}
+
+
+def _no_map(_obj: InputObject) -> None:
+    return None  # $input.params().<anything else>.<key>: no such map
 
 
 def _body(obj: InputObject) -> str:
