@@ -6,6 +6,7 @@ return, and the errors that become AWS gateway responses.
 
 from __future__ import annotations
 
+from .answer import Answer
 from .errors import (
     AccessDenied,
     ApiConfigurationError,
@@ -47,6 +48,7 @@ __all__ = [
     "__version__",
     "hookimpl",
     "Registry",
+    "Answer",
     "Allow",
     "Context",
     "Deny",

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+    from .answer import Answer
+
+    #: What a lane watches: anything cancelled by ``cancel()``.
+    Call = Deferred[Any] | Answer[Any]
+
 __all__ = ["Deadlines", "Lane"]
 
 #: A deadline this close to the timer's firing time counts as reached (the timer was
@@ -46,7 +51,7 @@ class Lane:
         self._clock = clock
         self.timeout = timeout
         #: Deferred -> its deadline (``clock.seconds()``), in deadline order.
-        self._entries: dict[Deferred[Any], float] = {}
+        self._entries: dict[Call, float] = {}
         self._timer: IDelayedCall | None = None
         #: Never below the deadline of the last entry (the latest one added; entries
         #: that leave do not lower it), so a deadline at or after it keeps the order.
@@ -55,7 +60,7 @@ class Lane:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def done(self, d: Deferred[Any]) -> bool:
+    def done(self, d: Call) -> bool:
         """``d`` finished: forget it.  ``False`` if it had already timed out (the timer
         took it out and cancelled it), which is how the caller tells a timeout from
         another cancellation."""
@@ -111,7 +116,7 @@ class Deadlines:
         self._clock = clock
         self._lanes: dict[float, Lane] = {}
 
-    def watch(self, d: Deferred[Any], timeout: float, remaining: float) -> Lane:
+    def watch(self, d: Call, timeout: float, remaining: float) -> Lane:
         """Cancel ``d`` in ``remaining`` seconds unless it is :meth:`Lane.done` first.
 
         ``timeout`` names the lane: calls with the same timeout share one timer.
@@ -119,7 +124,7 @@ class Deadlines:
         """
         return self.watch_until(d, timeout, self._clock.seconds() + remaining)
 
-    def watch_until(self, d: Deferred[Any], timeout: float, deadline: float) -> Lane:
+    def watch_until(self, d: Call, timeout: float, deadline: float) -> Lane:
         """:meth:`watch` with the deadline given in the clock's ``seconds()``."""
         clock = self._clock
         lane = self._lanes.get(timeout)

@@ -198,7 +198,8 @@ def integrate(ctx: Context, request: IntegrationRequest) -> IntegrationResponse 
     :semantics: First non-None result wins.
     :may change: nothing; return an :class:`~twistgw.models.IntegrationResponse`, or
         ``None`` when the route's ``ctx.integration.type`` is not yours.  A ``tryfirst``
-        implementation can short-circuit (e.g. a response cache).  May return a Deferred or
+        implementation can short-circuit (e.g. a response cache).  May return a Deferred, a
+        :class:`~twistgw.answer.Answer` (lighter: stages and a canceller, no chaining) or
         be ``async def``; cancellation (client gone, timeout) reaches it.
     :builtin: the MOCK plugin answers ``MOCK`` integrations; the http plugin answers
         ``HTTP`` and ``HTTP_PROXY`` ones.  If no implementation answers, the client gets

@@ -11,7 +11,7 @@ The flow is plain calls while every hook answers synchronously, so a MOCK route 
 inside the call without a coroutine, a Deferred or a reactor turn.  A pending result hands
 the rest over: a pending ``authorize`` or ``map_request`` to a coroutine (started with
 :func:`~twistgw.dispatch.run_maybe_sync`), a pending ``integrate`` (every proxied or Lambda
-request) to callbacks on the integration's own Deferred, bounded by
+request) to callbacks on the integration's own Deferred (or Answer), bounded by
 :class:`~twistgw.deadlines.Deadlines` (one timer per timeout value, not one per call).
 """
 
@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .accesslog import AccessLog
+from .answer import Answer
 from .deadlines import Deadlines, Lane
 from .dispatch import Later, call_impl, notify, pipe_now, plugin_failure, run_maybe_sync
 from .errors import (
@@ -569,7 +570,7 @@ class Pipeline:
             if isinstance(result, IntegrationResponse):
                 timings.append(("integrate", impl.plugin, perf_counter() - start))
                 return result
-            if isinstance(result, Deferred) or hasattr(result, "__await__"):
+            if isinstance(result, (Answer, Deferred)) or hasattr(result, "__await__"):
                 return Pending(self, plan, ctx, request, outcome, started,
                                integration_started, is_http, i, start, result, deadline)
             timings.append(("integrate", impl.plugin, perf_counter() - start))
@@ -666,12 +667,17 @@ class Pending(Later):
         self.callback: Callable[..., object] | None = None
         #: What came before :meth:`then` was called (an answer already there).
         self.early: Any = None
-        #: The Deferred :meth:`cancel` cancels: the integration's, later the one the
-        #: rest of the flow waits on (a pending ``map_response`` or error handler).
-        d: Deferred[Any] = pending if isinstance(pending, Deferred) \
-            else Deferred.fromCoroutine(pending)
+        #: What :meth:`cancel` cancels: the integration's Deferred or Answer, later the
+        #: Deferred the rest of the flow waits on (a pending ``map_response`` or error
+        #: handler).
+        if isinstance(pending, Answer):
+            d: Deferred[Any] | Answer[Any] = pending
+            ready = pending.called
+        else:
+            d = pending if isinstance(pending, Deferred) else Deferred.fromCoroutine(pending)
+            ready = d.called and not d.paused
         self.d = d
-        if d.called and not d.paused:
+        if ready:
             self.lane: Lane | None = None
         else:
             timeout = request.timeout
@@ -695,7 +701,10 @@ class Pending(Later):
         self.deadline = deadline
         # One callable for both outcomes: addBoth only appends, addCallbacks (four None
         # checks, keyword defaults) cost ~7k instructions more per request.
-        d.addBoth(self.settled)
+        if isinstance(d, Answer):
+            d.always(self.settled)
+        else:
+            d.addBoth(self.settled)
 
     def taken(self) -> Exchange | Deferred[Exchange] | Pending:
         """The flow of an answer that was already there when the call returned."""

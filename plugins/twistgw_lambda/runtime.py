@@ -48,6 +48,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twistgw.answer import Answer
 from twistgw.randomhex import RandomHex
 
 from .functions import FunctionConfig
@@ -162,28 +163,26 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
-class Invocation:
-    """One invoke on its way through a pool."""
+class Invocation(Answer[InvokeResult]):
+    """One invoke on its way through a pool, and its answer: settled with the
+    :class:`InvokeResult` (:meth:`~twistgw.answer.Answer.settle` ignores a result for
+    a caller that gave up: timeout, client gone); ``canceller`` takes it out of the
+    queue if it is still there."""
 
     def __init__(self, payload: bytes, function_arn: str, trace_id: str, timeout: float,
-                 asynchronous: bool = False) -> None:
+                 asynchronous: bool = False,
+                 canceller: Callable[[Invocation], object] | None = None) -> None:
+        # Answer.__init__'s fields, set here (a call less on every invoke)
+        self._canceller = canceller  # type: ignore[assignment]
+        self._stages = None
+        self.called = False
+        self.result = None
         self.id = new_request_id()
         self.asynchronous = asynchronous
         self.payload = payload
         self.function_arn = function_arn
         self.trace_id = trace_id
         self.timeout = timeout
-        self.deferred: defer.Deferred[InvokeResult] = defer.Deferred(self._cancelled)
-        self.on_cancel: Callable[[Invocation], None] | None = None
-
-    def _cancelled(self, _d: defer.Deferred[InvokeResult]) -> None:
-        if self.on_cancel is not None:
-            self.on_cancel(self)
-
-    def finish(self, result: InvokeResult) -> None:
-        """Deliver the result unless the caller gave up (timeout, client gone)."""
-        if not self.deferred.called:
-            self.deferred.callback(result)
 
 
 def _route(worker: Worker, request: RuntimeRequest) -> None:
@@ -357,7 +356,6 @@ class Worker:
         # completed(), its success branch
         self.current = None
         self.state = "between"
-        d = current.deferred
         if not channel._closing:
             request = RuntimeRequest(channel, b"GET", _NEXT_PATH, {b"host": self._host},
                                      True)
@@ -376,8 +374,7 @@ class Worker:
             writer = channel._writer
             if writer is not None:  # the next event (with the held 202) leaves now
                 writer.flush()
-        if not d.called:
-            d.callback(InvokeResult(current.id, data[end + 4:stop]))
+        current.settle(InvokeResult(current.id, data[end + 4:stop]))
         return True
 
     def next_request(self, request: RuntimeRequest) -> None:
@@ -481,9 +478,7 @@ class Worker:
             self.current = None
             if self.state == "busy":
                 self.state = "idle" if self.pending_next is not None else "between"
-            d = current.deferred
-            if not d.called:
-                d.callback(InvokeResult(current.id, body))
+            current.settle(InvokeResult(current.id, body))
         request.respond(202, b'{"status": "OK"}')
 
     def too_large(self, request: RuntimeRequest, rest: str) -> None:
@@ -509,7 +504,7 @@ class Worker:
         if self.state == "busy":
             self.state = "idle" if self.pending_next is not None else "between"
         if inv is not None:
-            inv.finish(InvokeResult(request_id=inv.id, payload=payload,
+            inv.settle(InvokeResult(request_id=inv.id, payload=payload,
                                     function_error=function_error))
 
     def _cancel_timer(self) -> None:
@@ -708,7 +703,14 @@ class FunctionPool:
             return defer.succeed(self.invoke_event(payload, function_arn, trace_id))
         if invocation_type == "DryRun":
             return defer.succeed(InvokeResult(str(uuid.uuid4()), b"", status=204))
-        inv = Invocation(payload, function_arn, trace_id, self.config.timeout)
+        return self.submit(payload, function_arn, trace_id).as_deferred()
+
+    def submit(self, payload: bytes, function_arn: str, trace_id: str) -> Invocation:
+        """:meth:`invoke` (``RequestResponse``) answering with the invocation itself, an
+        :class:`~twistgw.answer.Answer` (cancellable alike), not a Deferred: what the
+        plugin's ``integrate`` returns on every invoke."""
+        inv = Invocation(payload, function_arn, trace_id, self.config.timeout,
+                         canceller=self._cancel)
         reserved = self.config.reserved_concurrency
         if self.closing or len(self.queue) >= MAX_QUEUE or (
                 reserved is not None and len(self.queue) + self.running() >= reserved):
@@ -716,20 +718,19 @@ class FunctionPool:
                      "{queued} waiting, reserved concurrency {reserved})",
                      function=self.config.name, request_id=inv.id, running=self.running(),
                      queued=len(self.queue), reserved=reserved)
-            inv.finish(throttled(inv.id))
-            return inv.deferred
-        inv.on_cancel = self._cancel
+            inv.settle(throttled(inv.id))
+            return inv
         if not self.queue:
             # Nothing waits before it: hand it straight to an idle worker (what
             # dispatch would do, without queueing it first).
             for worker in self.workers:
                 if worker.state == "idle" and worker.pending_next is not None:
                     if worker.start(inv):
-                        return inv.deferred
+                        return inv
                     worker.state = "between"
         self.queue.append(inv)
         self.dispatch()
-        return inv.deferred
+        return inv
 
     def invoke_event(self, payload: bytes, function_arn: str, trace_id: str
                      ) -> InvokeResult:
@@ -743,7 +744,7 @@ class FunctionPool:
                       function=self.config.name, request_id=inv.id,
                       queued=len(self.events), limit=self.config.async_queue)
             return throttled(inv.id)
-        inv.deferred.addCallback(self._event_done, inv)
+        inv.then(self._event_done, inv)
         self.events.append(inv)
         log.info("lambda {function}: asynchronous invocation queued [{request_id}]",
                  function=self.config.name, request_id=inv.id)
@@ -860,10 +861,10 @@ class FunctionPool:
         """Fail every waiting invocation, asynchronous ones too (each is logged)."""
         while self.queue:
             inv = self.queue.popleft()
-            inv.finish(InvokeResult(inv.id, payload, "Unhandled"))
+            inv.settle(InvokeResult(inv.id, payload, "Unhandled"))
         while self.events:
             inv = self.events.popleft()
-            inv.finish(InvokeResult(inv.id, payload, "Unhandled"))
+            inv.settle(InvokeResult(inv.id, payload, "Unhandled"))
 
     def keep_warm(self) -> list[defer.Deferred[None]]:
         """Start workers until ``min_workers`` are alive; their init-done Deferreds."""

@@ -441,6 +441,47 @@ def test_hook_integrate(make_harness: HarnessFactory, b: Builders) -> None:
     assert h.request("GET", "/prod/m").body == b'"mock"'
 
 
+def test_hook_integrate_answer(make_harness: HarnessFactory, b: Builders) -> None:
+    """integrate: an :class:`~twistgw.answer.Answer` (the light alternative to a
+    Deferred) is awaited, bounded by the timeout and cancelled at it, its stages mapping
+    the backend's reply; its canceller is how the backend call stops."""
+    from twistgw.answer import Answer
+
+    calls: list[Answer[bytes]] = []
+    stopped: list[str] = []
+
+    class Backend:
+        @hookimpl
+        def register(self, registry: Registry) -> None:
+            registry.add_integration_type("HTTP_PROXY")
+
+        @hookimpl
+        def integrate(self, ctx: Context, request: IntegrationRequest) -> Answer[Any]:
+            call: Answer[bytes] = Answer(lambda _a: stopped.append(request.uri))
+            calls.append(call)
+            return call.then(lambda body: IntegrationResponse(status=200, body=body))
+
+    h = make_harness(b.openapi({"/p": {"get": b.proxy_op(uri="http://b/p",
+                                                         timeoutInMillis=2000)}}),
+                     plugins=[("backend", Backend())])
+    pending = h.exchange("GET", "/prod/p")
+    assert isinstance(pending, Deferred) and not pending.called
+    calls[0].settle(b"from the backend")
+    got: list[Any] = []
+    pending.addBoth(got.append)
+    assert (got[0].response.status, got[0].response.body) == (200, b"from the backend")
+    assert stopped == []
+
+    late = h.exchange("GET", "/prod/p")
+    assert isinstance(late, Deferred)
+    late.addBoth(got.append)
+    h.clock.advance(2)
+    assert stopped == ["http://b/p"]  # the canceller ran at the timeout
+    assert (got[1].response.status, got[1].response.body) == (
+        504, b'{"message": "Endpoint request timed out"}')
+    assert calls[1].settle(b"too late") is False
+
+
 def test_hook_map_response(make_harness: HarnessFactory, b: Builders) -> None:
     """map_response: a plugin changes a MOCK route's response (the issue's "done when")."""
 

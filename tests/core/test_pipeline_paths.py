@@ -1,10 +1,12 @@
 """The pipeline's paths: plain calls while hooks answer synchronously, a coroutine from a
-pending ``authorize`` or ``map_request`` on, callbacks on a pending integration's Deferred.
+pending ``authorize`` or ``map_request`` on, callbacks on a pending integration's Deferred
+or :class:`~twistgw.answer.Answer`.
 
 Every combination of "answers now" and "answers on a later reactor turn" for the four
 request-path hooks, and a GatewayError raised at each stage (now or later), must give the
 same response as the all-synchronous flow (the fast path), apart from the request ids;
 and a client that goes away cancels the integration whichever path the request took.
+A pending ``integrate`` answers through a Deferred or an Answer (``kind``) alike.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.defer import TimeoutError as TimeoutError_
+from twisted.python.failure import Failure
 
 from twistgw import Allow, IntegrationResponse, Principal, Response, hookimpl
+from twistgw.answer import Answer
 from twistgw.errors import GatewayError
 from twistgw.models import Context, IntegrationRequest
 from twistgw.pipeline import Exchange, Pending
@@ -31,6 +35,29 @@ if TYPE_CHECKING:
     from twistgw.testing import GatewayHarness
 
 HOOKS = ("authorize", "map_request", "integrate", "map_response")
+#: How a pending ``integrate`` answers: a Deferred or a twistgw Answer.
+KINDS = ("deferred", "answer")
+
+
+def _later(kind: str, clock: Any, delay: float, outcome: Any, canceller: Any = None
+           ) -> Any:
+    """A pending result of ``kind`` that gets ``outcome`` (an exception: fails with it)
+    ``delay`` s later on ``clock``, unless it has one by then; ``delay=None``: never."""
+    if kind == "deferred":
+        d: Any = Deferred(canceller)
+
+        def fire() -> None:
+            if not d.called:
+                d.errback(outcome) if isinstance(outcome, BaseException) else \
+                    d.callback(outcome)
+    else:
+        d = Answer(canceller)
+
+        def fire() -> None:
+            d.settle(Failure(outcome) if isinstance(outcome, BaseException) else outcome)
+    if delay is not None:
+        clock.callLater(delay, fire)
+    return d
 
 
 @attrs.define
@@ -43,20 +70,17 @@ class Stages:
     fail: str | None = None
     hang: bool = False  # integrate never answers
     cancelled: list[str] = attrs.Factory(list)
+    kind: str = "deferred"  # how a pending integrate answers (KINDS)
 
     def _answer(self, hook: str, value: Any) -> Any:
         if hook == self.fail:
-            error = GatewayError(f"refused in {hook}")
+            value = GatewayError(f"refused in {hook}")
             if hook not in self.later:
-                raise error
-            d: Deferred[Any] = Deferred(lambda _d: self.cancelled.append(hook))
-            self.clock.callLater(1, lambda: d.called or d.errback(error))
-            return d
-        if hook not in self.later:
+                raise value
+        elif hook not in self.later:
             return value
-        d = Deferred(lambda _d: self.cancelled.append(hook))
-        self.clock.callLater(1, lambda: d.called or d.callback(value))
-        return d
+        return _later(self.kind if hook == "integrate" else "deferred", self.clock, 1,
+                      value, lambda _d: self.cancelled.append(hook))
 
     @hookimpl
     def authorize(self, ctx: Context) -> Any:
@@ -71,7 +95,8 @@ class Stages:
     @hookimpl
     def integrate(self, ctx: Context, request: IntegrationRequest) -> Any:
         if self.hang:
-            return Deferred(lambda _d: self.cancelled.append("integrate"))
+            return _later(self.kind, self.clock, None, None,
+                          lambda _d: self.cancelled.append("integrate"))
         mapped = request.headers.get("X-Mapped") or ""
         return self._answer("integrate", IntegrationResponse(
             status=202, body=b"integrated for " + mapped.encode()))
@@ -143,9 +168,9 @@ def _collect(result: Any, box: list[Any]) -> None:
 
 
 def _run(make_harness: HarnessFactory, b: Builders, later: frozenset[str],
-         fail: str | None, via: str = "handle"
+         fail: str | None, via: str = "handle", kind: str = "deferred"
          ) -> tuple[Response, Exchange | Deferred[Exchange] | Pending]:
-    h, _stages = _harness(make_harness, b, later=later, fail=fail)
+    h, _stages = _harness(make_harness, b, later=later, fail=fail, kind=kind)
     result = _start(h, via, "POST", "/prod/x", body=b"in")
     box: list[Any] = []
     if not isinstance(result, Exchange):
@@ -165,14 +190,19 @@ SUBSETS = [frozenset(c) for n in range(len(HOOKS) + 1)
 
 
 @pytest.mark.parametrize("via", ["handle", "serve"])
-@pytest.mark.parametrize("later", SUBSETS, ids=lambda s: "+".join(sorted(s)) or "all-sync")
+@pytest.mark.parametrize(("later", "kind"), [
+    # an Answer only where integrate answers later (else the case is the deferred one)
+    (later, kind) for later in SUBSETS for kind in KINDS
+    if kind == "deferred" or "integrate" in later],
+    ids=lambda p: ("+".join(sorted(p)) or "all-sync") if isinstance(p, frozenset) else p)
 @pytest.mark.parametrize("fail", [None, *HOOKS])
 def test_every_path_gives_the_synchronous_flows_response(make_harness: HarnessFactory,
                                                          b: Builders, later: frozenset[str],
-                                                         fail: str | None, via: str) -> None:
+                                                         fail: str | None, via: str,
+                                                         kind: str) -> None:
     expected, direct = _run(make_harness, b, frozenset(), fail)
     assert isinstance(direct, Exchange)  # all synchronous: no Deferred at all
-    response, result = _run(make_harness, b, later, fail, via)
+    response, result = _run(make_harness, b, later, fail, via, kind)
     ran = HOOKS[:HOOKS.index(fail) + 1] if fail else HOOKS  # none after a failure
     assert (not isinstance(result, Exchange)) == bool(later.intersection(ran))
     if via == "handle":
@@ -195,11 +225,12 @@ def test_every_path_gives_the_synchronous_flows_response(make_harness: HarnessFa
                                    frozenset({"authorize", "map_request", "integrate"})],
                          ids=lambda s: "+".join(sorted(s)))
 @pytest.mark.parametrize("via", ["handle", "serve"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_client_going_away_cancels_the_pending_integration(make_harness: HarnessFactory,
                                                              b: Builders,
                                                              later: frozenset[str],
-                                                             via: str) -> None:
-    h, stages = _harness(make_harness, b, later=later, hang=True)
+                                                             via: str, kind: str) -> None:
+    h, stages = _harness(make_harness, b, later=later, hang=True, kind=kind)
     result = _start(h, via, "POST", "/prod/x")
     assert isinstance(result, (Deferred, Pending))
     box: list[Any] = []
@@ -214,26 +245,17 @@ def test_a_client_going_away_cancels_the_pending_integration(make_harness: Harne
 
 
 class _Later:
-    """An ``integrate`` impl whose Deferred fires 1 s later with ``outcome`` (an
-    exception is raised there)."""
+    """An ``integrate`` impl whose Deferred (or Answer: ``kind``) fires 1 s later with
+    ``outcome`` (an exception is raised there)."""
 
-    def __init__(self, outcome: Any) -> None:
+    def __init__(self, outcome: Any, kind: str = "deferred") -> None:
         self.outcome = outcome
+        self.kind = kind
         self.clock: Any = None
 
     @hookimpl
-    def integrate(self, ctx: Context, request: IntegrationRequest) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        outcome = self.outcome
-
-        def fire() -> None:
-            if isinstance(outcome, BaseException):
-                d.errback(outcome)
-            else:
-                d.callback(outcome)
-
-        self.clock.callLater(1, fire)
-        return d
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> Any:
+        return _later(self.kind, self.clock, 1, self.outcome)
 
 
 class _Now:
@@ -250,12 +272,13 @@ class _Now:
     (None, "later", 200, b"later answered"),
 ], ids=["nonsense", "raises", "timeout-error", "abstains-then-now", "abstains-then-later"])
 @pytest.mark.parametrize("via", ["handle", "serve"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_pending_integrate_settles_like_a_synchronous_one(
         make_harness: HarnessFactory, b: Builders, outcome: Any, then: str | None,
-        status: int, body: bytes, via: str) -> None:
-    first = _Later(outcome)
+        status: int, body: bytes, via: str, kind: str) -> None:
+    first = _Later(outcome, kind)
     plugins: list[tuple[str, Any]] = [("first", first)]
-    second = _Later(IntegrationResponse(status=201, body=b"later answered"))
+    second = _Later(IntegrationResponse(status=201, body=b"later answered"), kind)
     if then == "now":
         plugins.append(("second", _Now()))
     elif then == "later":
@@ -381,25 +404,34 @@ def test_an_answer_without_map_response_impls_is_written_as_one_mapped_unchanged
 
 
 class _Fired:
-    """An ``integrate`` impl whose Deferred has its result before the call returns."""
+    """An ``integrate`` impl whose Deferred (or Answer) has its result before the call
+    returns."""
 
-    def __init__(self, outcome: Any) -> None:
+    def __init__(self, outcome: Any, kind: str = "deferred") -> None:
         self.outcome = outcome
+        self.kind = kind
 
     @hookimpl
-    def integrate(self, ctx: Context, request: IntegrationRequest) -> Deferred[Any]:
+    def integrate(self, ctx: Context, request: IntegrationRequest) -> Any:
+        if self.kind == "answer":
+            answer: Answer[Any] = Answer()
+            answer.settle(Failure(self.outcome) if isinstance(self.outcome, BaseException)
+                          else self.outcome)
+            return answer
         if isinstance(self.outcome, BaseException):
             return fail(self.outcome)
         return succeed(self.outcome)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("via", ["handle", "serve"])
 @pytest.mark.parametrize("outcome", [
     IntegrationResponse(status=201, body=b"fired"), GatewayError("refused"),
     ValueError("bug"), "nonsense"],
     ids=["answer", "gateway-error", "raises", "nonsense"])
 def test_an_integration_answered_before_returning_gives_the_exchange_at_once(
-        make_harness: HarnessFactory, b: Builders, outcome: Any, via: str) -> None:
+        make_harness: HarnessFactory, b: Builders, outcome: Any, via: str, kind: str
+) -> None:
     """An already-fired Deferred from ``integrate`` takes no Pending and no Deferred:
     the exchange comes back at once, as the plain value or exception would give it."""
     doc = b.openapi({"/x": {"post": b.mock_op(200, timeoutInMillis=5000)}})
@@ -413,11 +445,12 @@ def test_an_integration_answered_before_returning_gives_the_exchange_at_once(
 
     expected = _start(make_harness(doc, plugins=[("plain", _Plain())]), "handle", "POST",
                       "/prod/x")
-    h = make_harness(doc, plugins=[("fired", _Fired(outcome))])
+    h = make_harness(doc, plugins=[("fired", _Fired(outcome, kind))])
     result = _start(h, via, "POST", "/prod/x")
     assert isinstance(expected, Exchange) and isinstance(result, Exchange)
     assert _comparable(result.response) == _comparable(expected.response)
     assert len(h.gateway.pipeline.deadlines) == 0
+    assert h.clock.getDelayedCalls() == []  # no deadline was watched
 
 
 class _Scripted:
@@ -425,14 +458,13 @@ class _Scripted:
     the first abstains after ``used`` s (none when 0), the second answers after
     ``answer`` s from the request's start (never when None)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str = "deferred") -> None:
         self.clock: Any = None
+        self.kind = kind
         self.script: dict[str, tuple[int, int | None]] = {}
 
-    def _later(self, delay: float, value: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.clock.callLater(delay, lambda: d.called or d.callback(value))
-        return d
+    def _later(self, delay: float | None, value: Any) -> Any:
+        return _later(self.kind, self.clock, delay, value)
 
     @hookimpl(tryfirst=True)
     def integrate(self, ctx: Context, request: IntegrationRequest) -> Any:
@@ -449,7 +481,7 @@ class _ScriptedSecond:
         first = self.first
         used, answer = first.script[ctx.request.headers.get("x-n") or ""]
         if answer is None:
-            return Deferred()
+            return first._later(None, None)
         return first._later(answer - used,
                             IntegrationResponse(status=201, body=b"answered"))
 
@@ -458,15 +490,15 @@ class _ScriptedSecond:
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["a", "b"]),
                           st.integers(0, 3), st.none() | st.integers(1, 5)),
-                min_size=1, max_size=10))
+                min_size=1, max_size=10), st.sampled_from(KINDS))
 def test_pending_integrations_end_each_at_its_own_deadline(
         make_harness: HarnessFactory, b: Builders,
-        plan: list[tuple[int, str, int, int | None]]) -> None:
+        plan: list[tuple[int, str, int, int | None]], kind: str) -> None:
     """Requests started over time on routes of 2 s and 3 s, some whose first impl
     abstains after part of the time (the second call's deadline is out of its lane's
     order), some answered: through ``serve`` (the inline lane registration) each ends
     with its answer before its deadline, else with the 504 exactly at the deadline."""
-    first = _Scripted()
+    first = _Scripted(kind)
     doc = b.openapi({"/a": {"get": b.mock_op(200, timeoutInMillis=2000)},
                      "/b": {"get": b.mock_op(200, timeoutInMillis=3000)}})
     h = make_harness(doc, plugins=[("first", first), ("second", _ScriptedSecond(first))])

@@ -154,7 +154,7 @@ def test_the_next_queued_event_leaves_before_the_callers_answer(fast: bool) -> N
     running = s.worker.current
     assert running is not None
     on_the_wire: list[bytes] = []
-    running.deferred.addCallback(lambda r: on_the_wire.append(s.transport.value()) or r)
+    running.then(lambda r: on_the_wire.append(s.transport.value()) or r)
     s.invoke(QUEUED)
     s.proto.dataReceived(_result(RID.encode(), OUTPUT) + NEXT)
     event = b"Lambda-Runtime-Aws-Request-Id: " + QUEUED.encode()
