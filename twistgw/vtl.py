@@ -2152,9 +2152,10 @@ class _Compiler:
 
     def to_str(self, v: str) -> str:
         """The statement making the non-``str`` value in ``v`` its text."""
-        return (f"if type({v}) is not str: {v} = '' if {v} is None else "
-                f"str({v}) if type({v}) is int else repr({v}) if type({v}) is float and "
-                f"(1e-3 <= {v} < 1e7 or -1e7 < {v} <= -1e-3) else _TX({v}, rc)")
+        # (its type read once; None, the rarest, tested last)
+        return (f"if (TY := type({v})) is not str: {v} = str({v}) if TY is int else "
+                f"repr({v}) if TY is float and (1e-3 <= {v} < 1e7 or -1e7 < {v} <= -1e-3) "
+                f"else '' if {v} is None else _TX({v}, rc)")
 
     def run(self, nodes: Sequence[_Node], lines: list[str], pad: str) -> None:
         """Text and pure references (``$a.b``: no calls, so no effects and no errors but
