@@ -532,19 +532,28 @@ _UTIL_METHODS = frozenset({"parseJson", "urlEncode", "urlDecode", "base64Encode"
 
 def _escape_javascript(_obj: UtilObject, value: Any) -> str | None:
     """``$util.escapeJavaScript(value)`` (:func:`escape_javascript`; ``null`` stays
-    ``null``).  The table's escapes are one ``replace`` per escaped character: each is a
-    C scan that returns the text itself when the character is absent (the usual), where
-    ``translate`` looks every character up in the table.  The backslash goes first; no
-    other replacement writes a character a later one replaces again."""
+    ``null``).  The table's escapes are one ``replace`` per escaped character present:
+    an ``in`` test is a C scan without a method call, and most characters are absent
+    (``translate`` would look every character up in the table).  The backslash goes
+    first; no other replacement writes a character a later one replaces again."""
     if value is None:
         return None
     text = value if type(value) is str else to_text(value)
-    escaped = (text.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"')
-               .replace("/", "\\/").replace("\b", "\\b").replace("\n", "\\n")
-               .replace("\t", "\\t").replace("\f", "\\f").replace("\r", "\\r"))
-    if escaped.isascii() and escaped.isprintable():
-        return escaped  # nothing outside \x20-\x7e: nothing for the regex to replace
-    return _JS_OTHER.sub(_js_unicode, escaped)
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if "'" in text:
+        text = text.replace("'", "\\'")
+    if '"' in text:
+        text = text.replace('"', '\\"')
+    if "/" in text:
+        text = text.replace("/", "\\/")
+    if text.isascii() and text.isprintable():
+        return text  # nothing outside \x20-\x7e: no control character, nothing for the regex
+    text = (text.replace("\b", "\\b").replace("\n", "\\n").replace("\t", "\\t")
+            .replace("\f", "\\f").replace("\r", "\\r"))
+    if text.isascii() and text.isprintable():
+        return text  # those were the only ones
+    return _JS_OTHER.sub(_js_unicode, text)
 
 
 # -- $context ------------------------------------------------------------------------------------
