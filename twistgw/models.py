@@ -52,6 +52,9 @@ T = TypeVar("T")
 
 EMPTY_MAPPING: Mapping[str, Any] = MappingProxyType({})
 
+#: ``object.__new__``: an instance without running ``__init__`` (:meth:`Headers.with_set`).
+_new_object = object.__new__
+
 
 def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """A read-only view of a copy of ``value`` (attrs converter for mapping fields)."""
@@ -157,8 +160,22 @@ class Headers:
         return Headers((*self.items, (name, value)))
 
     def with_set(self, name: str, value: str) -> Headers:
-        """A copy where ``name`` has exactly the one value ``value``."""
-        return Headers((*self.without(name).items, (name, value)))
+        """A copy where ``name`` has exactly the one value ``value``: these lines without
+        ``name`` (case-insensitive), then ``name: value``.
+
+        The copy's lines are worked out when first read (``items``, or anything reading
+        them): a copy nothing reads, such as a MOCK integration request with a mapping
+        template's ``requestOverride`` header, costs no pass over the lines.  A copy of
+        a copy not yet read is made at once, so a chain of them never recurses.
+        """
+        if type(self) is _SetHeaders and "items" not in self.__dict__:
+            # self is such a copy, not read yet
+            return Headers((*self.without(name).items, (name, value)))
+        headers: Headers = _new_object(_SetHeaders)
+        d = headers.__dict__
+        d["_index"] = None
+        d["_set"] = (self, name, value)
+        return headers
 
     def without(self, *names: str) -> Headers:
         """A copy without any of ``names``."""
@@ -173,6 +190,46 @@ class Headers:
             key = spelled.setdefault(k.lower(), k)
             out[key] = v
         return out
+
+
+class _SetHeaders(Headers):
+    """:meth:`Headers.with_set`'s copy: a :class:`Headers` whose lines are worked out
+    when first read.
+
+    A class apart, because a class with ``__getattr__`` loses CPython's fast attribute
+    reads on all its instances: every other :class:`Headers` keeps them.  Compares,
+    hashes and prints as the :class:`Headers` of the same lines.
+    """
+
+    if not TYPE_CHECKING:  # (for mypy, no attribute is missing)
+        def __getattr__(self, attribute):
+            # Only called for an attribute not in __dict__: ``items`` the first time
+            # it is read.
+            d = self.__dict__
+            if attribute == "items" and "_set" in d:
+                base, name, value = d["_set"]
+                lname = name.lower()
+                items = d["items"] = (*[line for line in base.items
+                                        if line[0].lower() != lname], (name, value))
+                del d["_set"]  # (the base is no longer needed)
+                return items
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {attribute!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self.items == other.items
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self.items != other.items
+
+    __hash__ = Headers.__hash__
+
+    def __repr__(self) -> str:
+        return f"Headers(items={self.items!r})"
 
 
 @attrs.frozen

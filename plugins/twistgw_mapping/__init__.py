@@ -464,10 +464,23 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
         return _with_body(request, body)
     header, query, path = wanted.get("header"), wanted.get("querystring"), wanted.get("path")
     if not query and not path and type(header) is OverrideMap and len(header) == 1:
-        # the usual: one header set, nothing else
+        # the usual: one text header set, nothing else; the request's headers with it
+        # set are worked out only if something reads them (Headers.with_set)
         for name, value in header.items():
-            if type(name) is str and type(value) is str and name.isascii():
-                return _with_one_header(ctx, integration, request, body, name, value)
+            if type(name) is str and type(value) is str:
+                if name.lower() in (_ILLEGAL_AWS_OVERRIDE_HEADERS if integration.type == "AWS"
+                                    else _ILLEGAL_OVERRIDE_HEADERS):
+                    _illegal_override(ctx, name)
+                override = {"header": {name: value}, "querystring": {}, "path": {}}
+                if request.extras:
+                    extras = dict(request.extras)
+                    extras["request_override"] = override
+                else:
+                    extras = {"request_override": override}
+                return IntegrationRequest(
+                    request.method, request.uri, request.headers.with_set(name, value),
+                    request.query, request.path_params, body, request.timeout,
+                    MappingProxyType(extras))
     header = _strings(header) if header else {}
     query = _strings(query) if query else {}
     path = _strings(path) if path else {}
@@ -502,33 +515,6 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
     extras["request_override"] = {"header": header, "querystring": query, "path": path}
     return IntegrationRequest(request.method, request.uri, headers, pairs, params, body,
                               request.timeout, MappingProxyType(extras))
-
-
-def _with_one_header(ctx: Context, integration: Integration, request: IntegrationRequest,
-                     body: bytes, name: str, value: str) -> IntegrationRequest:
-    """:func:`_apply_request_overrides` for one override header of an ASCII ``name``
-    (text) and no other override: when no line has that name (the usual), the new line
-    goes after the others without copying them or lower-casing each.  A line's name can
-    lower-case to the ASCII ``name`` only if it has as many characters (the one
-    character whose lower case is longer, U+0130, lower-cases to non-ASCII), so names of
-    another length are skipped unread."""
-    lname = name.lower()
-    if lname in (_ILLEGAL_AWS_OVERRIDE_HEADERS if integration.type == "AWS"
-                 else _ILLEGAL_OVERRIDE_HEADERS):
-        _illegal_override(ctx, name)
-    items = request.headers.items
-    size = len(name)
-    kept: Any = items
-    for line in items:
-        key = line[0]
-        if len(key) == size and key.lower() == lname:
-            kept = [line for line in items if line[0].lower() != lname]
-            break
-    extras = dict(request.extras) if request.extras else {}
-    extras["request_override"] = {"header": {name: value}, "querystring": {}, "path": {}}
-    return IntegrationRequest(request.method, request.uri, Headers((*kept, (name, value))),
-                              request.query, request.path_params, body, request.timeout,
-                              MappingProxyType(extras))
 
 
 def _illegal_override(ctx: Context, name: str) -> NoReturn:

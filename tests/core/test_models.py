@@ -9,6 +9,7 @@ fields at the end.  These tests fail first if that rule is broken.
 
 from __future__ import annotations
 
+import pickle
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -185,3 +186,59 @@ def test_stash_get_gives_stored_values_and_the_default_only_on_a_miss() -> None:
     assert stash.get(second, 5) == 5
     stash[second] = 0
     assert stash.get(second, 5) == 0 and stash[first] is None
+
+
+# -- Headers.with_set: lines worked out when first read ---------------------------------------
+
+_SET_NAMES = st.sampled_from(["X-Order", "x-order", "X-ORDER", "K", "k", "\u212a", "\u0130",
+                              "i\u0307", "I", "i", "Host", "B"])
+
+
+def _set_eagerly(lines: tuple[tuple[str, str], ...], name: str, value: str
+                 ) -> tuple[tuple[str, str], ...]:
+    """What ``with_set`` means: the lines without ``name`` (case-insensitive), then it."""
+    return (*[(k, v) for k, v in lines if k.lower() != name.lower()], (name, value))
+
+
+def _answers(headers: Headers) -> list[Any]:
+    """Everything a reader can ask of ``headers`` (the lazy copy answers each)."""
+    return [headers.items, list(headers), len(headers), headers.get("k"), headers.get("B"),
+            headers.get_all("x-order"), "K" in headers, "i" in headers, 7 in headers,
+            sorted(headers.lower_names()), headers.names(), headers.to_dict_last(),
+            headers.without("b").items, headers.with_added("Z", "z").items, repr(headers),
+            hash(headers)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.tuples(_SET_NAMES, st.sampled_from(["1", "2"])), max_size=6),
+       sets=st.lists(st.tuples(_SET_NAMES, st.sampled_from(["v", "w"]), st.booleans()),
+                     min_size=1, max_size=4),
+       indexed=st.booleans())
+def test_with_set_copies_answer_as_the_lines_they_stand_for(
+        lines: list[tuple[str, str]], sets: list[tuple[str, str, bool]], indexed: bool
+        ) -> None:
+    """A ``with_set`` copy, read at once or later, through a chain of them (read or not
+    in between), answers every question as ``Headers`` of the lines ``with_set`` means,
+    compares equal both ways and hashes alike; a copy of a base that is not such an
+    unread copy has not worked its lines out until read (it costs no pass over them)."""
+    headers = Headers(tuple(lines))
+    if indexed:
+        headers.get("x")  # the base's index built first
+    expected = tuple(lines)
+    lazy = False  # (a copy of a copy not read yet is made at once)
+    for name, value, read in sets:
+        headers = headers.with_set(name, value)
+        lazy = not lazy
+        expected = _set_eagerly(expected, name, value)
+        if lazy:
+            assert "items" not in vars(headers)
+        if read:
+            assert headers.items == expected
+            lazy = False
+    plain = Headers(expected)
+    assert headers == plain and plain == headers
+    assert not (headers != plain) and not (plain != headers)
+    assert headers != Headers((*expected, ("other", "1")))
+    assert _answers(headers) == _answers(plain)
+    assert pickle.loads(pickle.dumps(headers.with_set("P", "p"))) == plain.with_set("P", "p")
+    assert attrs.evolve(headers, items=()) == Headers(())

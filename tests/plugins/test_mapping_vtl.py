@@ -945,10 +945,10 @@ _ONE_HEADER_LINES = st.sampled_from(
 def test_one_override_header_fast_path_matches_the_general_rebuild(
         lines: list[tuple[str, str]], name: str, integration_type: str,
         extras: dict[str, Any]) -> None:
-    """One override header (the usual) rebuilt without copying or lower-casing every
-    line gives the request the general rebuild gives (a plain dict sends it there),
-    for names that lower-case alike (the Kelvin sign, U+0130), and the same 500 for a
-    header no override may set."""
+    """One override header (the usual), set with ``Headers.with_set`` (its lines worked
+    out only when read), gives the request the general rebuild gives (a plain dict
+    sends it there), for names that lower-case alike (the Kelvin sign, U+0130), and the
+    same 500 for a header no override may set."""
     request = IntegrationRequest(method="POST", uri="http://x/", headers=Headers(tuple(lines)),
                                  query=(("q", "1"),), path_params={"p": "1"}, extras=extras)
     integration = Integration(type=integration_type, uri="http://x/")
