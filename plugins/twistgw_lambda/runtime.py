@@ -357,6 +357,17 @@ class Worker:
         self.current = None
         self.state = "between"
         if not channel._closing:
+            pool = self.pool
+            if self._reaper is not None and pool.queue and pool.saturated():
+                # Invocations wait and no other worker could take one (this one is
+                # "between"): it takes the first, its event after the held 202 (what the
+                # poll below, made idle and dispatched, would do, without the poll and
+                # dispatch's search)
+                self._idle_since = pool.reactor.seconds()
+                self._begin(pool.queue.popleft(), channel)
+                channel._writer.flush()  # type: ignore[union-attr]
+                current.settle(InvokeResult(current.id, data[end + 4:stop]))
+                return True
             request = RuntimeRequest(channel, b"GET", _NEXT_PATH, {b"host": self._host},
                                      True)
             channel.hold(request, _ACCEPTED)
@@ -366,7 +377,6 @@ class Worker:
                 self.state = "idle"
                 self.pending_next = request
                 request.long_poll = True
-                pool = self.pool
                 self._idle_since = pool.reactor.seconds()
                 request.on_lost = self._poll_lost
                 if pool.queue or pool.events:
@@ -444,6 +454,13 @@ class Worker:
         self.pending_next = None
         if request is None or not request.connected:
             return False
+        self._begin(inv, None, request)
+        return True
+
+    def _begin(self, inv: Invocation, channel: RuntimeApiProtocol | None,
+               request: RuntimeRequest | None = None) -> None:
+        """Run ``inv``: its event answers ``request`` (a held ``/next``), or, from the
+        fast lane, follows the 202 ``channel`` holds (the answer the poll would get)."""
         self.state = "busy"
         self.current = inv
         self.last_id = inv_id = inv.id
@@ -452,13 +469,20 @@ class Worker:
         fields = (inv_id.encode(), int((time.time() + timeout) * 1000),
                   inv.function_arn.encode(), inv.trace_id.encode())
         payload = inv.payload
-        if not request.send(_INVOCATION % (len(payload), *fields, payload)):
+        event = _INVOCATION % (len(payload), *fields, payload)
+        if request is None:  # RuntimeApiProtocol.answered's write of a held poll's answer
+            assert channel is not None and channel._writer is not None
+            out = channel._out
+            out.append(_ACCEPTED)
+            out.append(event)
+            channel._out = []
+            channel._writer.write(b"".join(out))
+        elif not request.send(event):
             request.respond(200, payload, raw_headers=_INVOCATION_HEADERS % fields)
         reactor = self.pool.reactor
         self._deadline = reactor.seconds() + timeout
         if self._deadline_call is None:
             self._deadline_call = reactor.callLater(timeout, self._function_timeout)
-        return True
 
     def completed(self, request: RuntimeRequest, request_id: str, body: bytes,
                   is_error: bool) -> None:
@@ -647,6 +671,8 @@ class FunctionPool:
         self._watchdog: task.LoopingCall | None = None
         self.closing = False
         self.broken = False  # the last worker failed init: no eager respawn
+        #: :attr:`concurrency`, read on every invoke (the config does not change).
+        self._limit = self.concurrency
         self._gone_waiters: list[defer.Deferred[None]] = []
 
     def environment(self) -> dict[str, str]:
@@ -687,6 +713,19 @@ class FunctionPool:
         return self.config.max_workers if reserved is None else \
             min(reserved, self.config.max_workers)
 
+    def saturated(self) -> bool:
+        """True when :meth:`dispatch` could do nothing for a queued invocation: no worker
+        is idle with a poll to answer, none is dead, and every worker the function may
+        have is there (none to start)."""
+        workers = self.workers
+        if len(workers) < self._limit:
+            return False
+        for w in workers:
+            state = w.state
+            if state == "dead" or (state == "idle" and w.pending_next is not None):
+                return False
+        return True
+
     def running(self) -> int:
         """Invocations a worker is running now (async ones included)."""
         return sum(1 for w in self.workers if w.current is not None)
@@ -720,7 +759,8 @@ class FunctionPool:
                      queued=len(self.queue), reserved=reserved)
             inv.settle(throttled(inv.id))
             return inv
-        if not self.queue:
+        queue = self.queue
+        if not queue:
             # Nothing waits before it: hand it straight to an idle worker (what
             # dispatch would do, without queueing it first).
             for worker in self.workers:
@@ -728,8 +768,9 @@ class FunctionPool:
                     if worker.start(inv):
                         return inv
                     worker.state = "between"
-        self.queue.append(inv)
-        self.dispatch()
+        queue.append(inv)
+        if not self.saturated():  # (saturated: dispatch would find nothing to do)
+            self.dispatch()
         return inv
 
     def invoke_event(self, payload: bytes, function_arn: str, trace_id: str

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twistgw_lambda import runtime as rt
 from twistgw_lambda.functions import FunctionConfig
-from twistgw_lambda.runtime_api import RuntimeApiFactory
+from twistgw_lambda.runtime_api import RuntimeApiFactory, RuntimeRequest
 
 HOST = b"127.0.0.1:40000"
 NEXT = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST
@@ -24,13 +24,21 @@ OUTPUT = b'{"statusCode": 200, "body": "hi"}'
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:Hello"
 
 
+class _Reactor(MemoryReactorClock):
+    """Also "spawns" processes (a pool short of workers starts one)."""
+
+    def spawnProcess(self, *args: Any, **kw: Any) -> Any:
+        self.spawned = getattr(self, "spawned", 0) + 1
+        return mock.Mock(pid=None)
+
+
 class Setup:
     """A pool with one worker, connected over a StringTransport, holding a poll."""
 
-    def __init__(self, fast: bool) -> None:
-        self.reactor = MemoryReactorClock()
+    def __init__(self, fast: bool, max_workers: int = 1) -> None:
+        self.reactor = _Reactor()
         cfg = FunctionConfig(name="Hello", handler="app.handler", code=Path("/tmp"),
-                             max_workers=1)
+                             max_workers=max_workers)
         self.pool = rt.FunctionPool(cfg, self.reactor, "us-east-1")
         self.worker = worker = rt.Worker(self.pool, 1)
         worker.expect_client(HOST)
@@ -121,6 +129,78 @@ def test_the_fast_lane_does_what_the_parser_does(first: bytes, rest: bytes, then
         if then:  # the next invoke goes to the poll the read left (or queues)
             s.invoke("1d3c5b7a-0000-4000-8000-000000000001")
             states.append(s.state())
+        runs.append(states)
+    assert runs[0] == runs[1]
+
+
+def _peer(s: Setup, state: str) -> rt.Worker:
+    """A second worker of the pool, in ``state`` (``idle``: its poll lost; ``polling``:
+    idle with a poll that nothing answered, and ``dead`` still listed: states no event
+    leaves behind, which the shortcuts must still leave to dispatch)."""
+    peer = rt.Worker(s.pool, 2)
+    s.pool.workers.append(peer)
+    peer.state = state
+    return peer
+
+
+def _unsettle(peer: rt.Worker, state: str) -> None:
+    """Put ``peer`` in a state no event leaves behind while invocations wait (the
+    shortcuts must leave those to dispatch too)."""
+    peer.state = "idle" if state == "polling" else state
+    if state == "polling":
+        channel = RuntimeApiFactory(functools.partial(rt._route, peer)).buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        peer.pending_next = RuntimeRequest(channel, b"GET", rt._NEXT_PATH, {}, True)
+    if state == "busy":
+        with mock.patch.object(rt, "new_request_id", lambda: "peer-invocation"):
+            peer.current = rt.Invocation(b"{}", ARN, "", 3.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(peer=st.sampled_from([None, "busy", "between", "starting", "idle", "retiring",
+                             "polling", "dead"]),
+       room=st.booleans(), queued=st.integers(0, 3), events=st.integers(0, 2),
+       first=st.sampled_from([_result(RID.encode(), OUTPUT) + NEXT,
+                              _result(RID.encode(), OUTPUT)]))
+def test_the_queued_invocation_shortcuts_do_what_dispatch_does(
+        peer: str | None, room: bool, queued: int, events: int, first: bytes) -> None:
+    """The fast lane's hand-over of the first queued invocation and ``submit``'s skipped
+    dispatch (both when the pool is saturated) leave the pool as the general path (the
+    parser's route to ``next_request``, and ``dispatch`` called every time) does,
+    whatever the other worker's state, whether the function may start another worker,
+    and what waits."""
+    runs = []
+    for fast in (True, False):
+        s = Setup(fast, max_workers=(2 if peer else 1) + room)
+        other = _peer(s, peer) if peer else None
+        general = mock.patch.object(rt.FunctionPool, "saturated", lambda *a: False)
+        if not fast:
+            general.start()
+        try:
+            s.invoke(RID)
+            for n in range(queued):
+                s.invoke(f"5e1f2a3b-0000-4000-8000-00000000001{n}")
+            for n in range(events):
+                with mock.patch.object(rt, "new_request_id", lambda n=n: f"ev-{n}"):
+                    s.pool.invoke(b'{"async": 1}', ARN, "", invocation_type="Event")
+            states = [(len(s.pool.queue), len(s.pool.workers),
+                       getattr(s.reactor, "spawned", 0))]
+            if other is not None and peer in ("polling", "dead"):
+                _unsettle(other, peer)
+            s.reactor.advance(1)  # (the worker's idle time is read from the clock)
+            s.proto.dataReceived(first)
+            states.append(s.state())
+            s.invoke("1d3c5b7a-0000-4000-8000-000000000001")
+            states.append(s.state())
+        finally:
+            if not fast:
+                general.stop()
+        pool = s.pool
+        states.append((
+            [inv.id for inv in pool.queue], [inv.id for inv in pool.events],
+            [(w.number, w.state, w.current.id if w.current else None) for w in pool.workers],
+            getattr(s.reactor, "spawned", 0), other.state if other else None,
+            s.worker.invocations, s.worker.last_id, s.worker._idle_since))
         runs.append(states)
     assert runs[0] == runs[1]
 
