@@ -2087,7 +2087,8 @@ class _Compiler:
         self.local = {name: f"L{i}" for i, name in enumerate(wanted)}
         prologue = [f" {self.local[name]} = V.get({name!r})" for name in wanted]
         # the typed entry (:attr:`typed_entry`): the typed roots arrive as arguments, of their
-        # declared types, so their guards hold without a test
+        # declared types, so their guards hold: it is compiled with each guard the
+        # constant True, and Python drops the generic branches
         order = sorted(self.types)
         typed = [f" {self.local[name]} = {_TYPED_ARG}{order.index(name)}"
                  if name in self.types else line
@@ -2097,7 +2098,6 @@ class _Compiler:
                 guard = self.new("G")
                 self.guards[name] = (guard, kind)
                 prologue.append(f" {guard} = type({self.local[name]}) is {self.const(kind)}")
-                typed.append(f" {guard} = True")
         self.deferred = deferred_sets(
             nodes, {name: kind for name, (_g, kind) in self.guards.items()}, self.dynamic)
         for var in sorted(self.deferred):
@@ -2107,26 +2107,28 @@ class _Compiler:
         self.in_main = True
         try:
             function = self.function(nodes, prologue=prologue)
+            if order and not self.dynamic & self.types.keys():
+                # (a typed root left in the variables dict, read there by a string or
+                # the interpreter, gets no typed entry)
+                general = self.guards
+                self.guards = {name: ("True", kind) for name, (_g, kind) in general.items()}
+                try:
+                    self.typed_entry = self.function(
+                        nodes, prologue=typed,
+                        args=[f"{_TYPED_ARG}{i}" for i in range(len(order))])
+                finally:
+                    self.guards = general
         finally:
             self.in_main = False
-        if order and not self.dynamic & self.types.keys():
-            # the same body behind the typed prologue (a typed root left in the variables
-            # dict, read there by a string or the interpreter, gets no typed entry)
-            lines = self.functions[-1].split("\n")
-            self.typed_entry = f"{function}_typed"
-            args = ", ".join(f"{_TYPED_ARG}{i}" for i in range(len(order)))
-            self.functions.append("\n".join([
-                f"def {self.typed_entry}(rc, V, {args}):", *lines[1:4], *typed,
-                *lines[4 + len(prologue):]]))
         return function
 
     def function(self, nodes: Sequence[_Node], string: bool = False,
-                 prologue: Sequence[str] = ()) -> str:
+                 prologue: Sequence[str] = (), args: Sequence[str] = ()) -> str:
         """A function rendering ``nodes``: the template's appends its output to
         ``rc.out``; an interpolated string's (``string``) returns its text.  ``size``
-        counts what was appended, for the output bound."""
+        counts what was appended, for the output bound.  ``args``: more parameters."""
         name = self.new("_f")
-        lines = [f"def {name}(rc, V):",
+        lines = [f"def {name}({', '.join(['rc', 'V', *args])}):",
                  " out = []; size = 0" if string else " out = rc.out; size = rc.size",
                  " MAX = rc.limits.max_output; DL = rc.deadline",
                  " LIMIT = rc.limits.foreach_limit", *prologue]
