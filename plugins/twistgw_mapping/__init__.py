@@ -266,21 +266,22 @@ def _new_specs(route: Route) -> Specs | None:
 
 
 def _render(ctx: Context, compiled: Prepared, body: bytes, phase: str,
-            fin: Finish | None = None, specs: Specs | None = None
+            fin: Finish | None, specs: Specs | None, overrides: Overrides | None
             ) -> tuple[bytes, Overrides | None]:
     """Render a request or response template; any failure is AWS's 500.  Returns the
-    body and the request's overrides as the render left them.
+    body and the request's overrides as the render left them (``overrides``: as the
+    caller found them in the stash).
 
     ``phase`` ("request" or "response") only words the log line.  A template that does
     not parse reaches this point only under ``strict: false`` and answers 500 like one
     that fails to render.  With ``specs`` (the plan's cache), the template specialised
     for the request's route, stage and method renders (:func:`_specialised`).
     """
-    if isinstance(compiled, bytes):
-        return compiled, ctx.stash.get(OVERRIDES_OR_NONE, None)
-    if isinstance(compiled, TemplateError):
-        _failed(ctx, phase, compiled)
-    overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
+    if type(compiled) is not Template:  # (one test for the usual case)
+        if isinstance(compiled, bytes):
+            return compiled, overrides
+        if isinstance(compiled, TemplateError):
+            _failed(ctx, phase, compiled)
     if specs is not None:
         # the copy made for this stage and method, found here (_specialised's first
         # lines, without its call); anything else through _specialised
@@ -351,7 +352,9 @@ def map_request(ctx: Context, request: IntegrationRequest) -> IntegrationRequest
     if source is _PASS:
         body = request.body
     else:
-        body, overrides = _render(ctx, compiled, request.body, "request", None, specs)
+        # No overrides yet: only this plugin's templates make them, and the request
+        # template is the request's first (the pipeline maps a request once).
+        body, overrides = _render(ctx, compiled, request.body, "request", None, specs, None)
     if handling == binary.CONVERT_TO_BINARY:
         body = _decoded(ctx, body, "request")
     if overrides is not None:
@@ -595,8 +598,10 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
     plan = route.memo.get(("mapping.response", selection, accept))
     if plan is None:
         plan = _response_plan_memo(ctx, route, integration, selection, accept)
-    static, chosen, template, compiled, status, binary_types, specs = plan
-    if static is not None and OVERRIDES not in ctx.stash:
+    static, chosen, template, compiled, status, binary_types, params, specs = plan
+    # the request's overrides, read once for the whole phase
+    overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
+    if static is not None and overrides is None:
         # A literal template with no header mappings answers the same on every request
         # (unless a template set overrides): built once per route, selection and Accept.
         return static  # type: ignore[no-any-return]
@@ -608,9 +613,8 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
         raise ApiConfigurationError()
     headers: list[tuple[str, str]] = []
     fin = (_FINISHES.get(integration_response.status) or _finish(integration_response.status)) \
-        if template or chosen.response_parameters else None
-    for key, source in chosen.response_parameters.items():
-        name = key[len("method.response.header."):]
+        if template or params else None
+    for name, source in params:
         assert fin is not None
         value = _response_source(source, ctx, integration_response, fin)
         if value is None:
@@ -634,9 +638,7 @@ def map_response(ctx: Context, integration_response: IntegrationResponse,
                       "response template cannot apply to a binary body",
                       request_id=ctx.request_id)
             raise ApiConfigurationError()
-        body, overrides = _render(ctx, compiled, body, "response", fin, specs)
-    else:
-        overrides = ctx.stash.get(OVERRIDES_OR_NONE, None)
+        body, overrides = _render(ctx, compiled, body, "response", fin, specs, overrides)
     if action is binary.ResponseAction.DECODE:
         body = _decoded(ctx, body, "response")
     if overrides is not None and overrides._response is not None:
@@ -675,20 +677,24 @@ def _response_plan(ctx: Context, route: Route, integration: Integration, selecti
                    accept: str | None) -> tuple[Response | None,
                                                 IntegrationResponseConfig | None,
                                                 str | None, Prepared | None, int,
-                                                tuple[str, ...], Specs | None]:
+                                                tuple[str, ...], tuple[tuple[str, str], ...],
+                                                Specs | None]:
     """What answering ``selection`` for ``accept`` needs, the same for the whole route:
     the static method response (:func:`_static_response`), the selected integration
     response, its template and compiled form, its status, the API's binary media
-    types and the cache of the template's specialised copies."""
+    types, its header mappings (method response header name, source) and the cache of
+    the template's specialised copies."""
     api = ctx.api
     binary_types = api.binary_media_types if api is not None else ()
     chosen = select_integration_response(integration.responses, selection)
     if chosen is None:
-        return None, None, None, None, 0, binary_types, None
+        return None, None, None, None, 0, binary_types, (), None
     template = _pick_template(chosen.response_templates, accept)
     compiled = _prepared(route, template) if template else None
+    params = tuple((key[len("method.response.header."):], source)
+                   for key, source in chosen.response_parameters.items())
     return (_static_response(ctx, integration, selection, accept), chosen, template,
-            compiled, int(chosen.status_code), binary_types,
+            compiled, int(chosen.status_code), binary_types, params,
             _new_specs(route) if compiled is not None else None)
 
 

@@ -1141,3 +1141,54 @@ def test_variables_a_template_does_not_read_are_left_out(
             except TemplateError as e:
                 found.append(("error", str(e)))
         assert found[0] == found[1]
+
+
+# -- the static method response (a literal response template, no header mappings) -------------
+
+_OVERRIDE_PIECES = st.sampled_from([
+    "#set($context.responseOverride.status = 418)",
+    "#set($context.responseOverride.header.X-A = 'v')",
+    "#set($context.requestOverride.header.X-B = 'w')",
+    "$context.responseOverride.header",  # read only: a response side with nothing set
+    "$context.requestId",
+])
+
+
+@settings(max_examples=150, deadline=None)
+@given(pieces=st.lists(_OVERRIDE_PIECES, max_size=3, unique=True),
+       response_source=st.sampled_from(['{"ok": 1}', "literal", "$context.stage"]),
+       status=st.sampled_from([200, 404]))
+def test_static_method_response_answers_like_the_general_path(
+        pieces: list[str], response_source: str, status: int) -> None:
+    """A route whose selected response is a literal template with no header mappings
+    answers from the response built once per route, unless the request's templates made
+    overrides: then (and for every other template) as the general path answers, the
+    response overrides applied (fails if the shortcut ignores the request's overrides)."""
+    request_source = "".join(pieces) + '{"statusCode": 200}'
+    integration = Integration(type="HTTP", uri="http://x/", request_templates={
+        "application/json": request_source}, responses=(IntegrationResponseConfig(
+            selection_pattern=None, status_code="201",
+            response_templates={"application/json": response_source}),))
+
+    def answer(shortcut: bool) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+        route = Route(api_id="a", operation=Operation(path="/x", method="POST",
+                                                      integration=integration),
+                      resource_id="r", timeout=29.0)
+        original = twistgw_mapping._static_response
+        if not shortcut:
+            twistgw_mapping._static_response = lambda *args: None  # type: ignore[assignment]
+        try:
+            for _ in range(2):  # the second request with the plan kept in the memo
+                ctx = make_context(make_inbound("POST", "/prod/x", body=b"{}", headers={
+                    "Content-Type": "application/json"}), route=route, method="POST",
+                    stage=StageDeployment(name="prod"), request_id="rid")
+                twistgw_mapping.map_request(
+                    ctx, IntegrationRequest(method="POST", uri="http://x/", body=b"{}"))
+                response = twistgw_mapping.map_response(
+                    ctx, IntegrationResponse(status=status, body=b"{}"), Response())
+                assert response is not None
+        finally:
+            twistgw_mapping._static_response = original  # type: ignore[assignment]
+        return response.status, response.headers.items, response.body
+
+    assert answer(True) == answer(False)
