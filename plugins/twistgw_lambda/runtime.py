@@ -17,6 +17,11 @@ Design (docs/lambda.rst has the operator's view):
   (a running one keeps its worker busy until it ends or times out, as on Lambda), init
   is bounded to 10 s, bodies posted by a worker are capped at Lambda's 6 MB, and a
   worker's exit fails its invocation at once.
+* When every worker is busy and the pool at its size, a queued invocation is sent ahead
+  to a busy shipped worker, to start when its invocation ends (``Worker.send_ahead``):
+  a token in a pipe decides whether the worker started it or the gateway took it back,
+  so it runs once, its clock starts when it does, and a worker's death re-queues it if
+  it never started.
 * ``reserved_concurrency`` caps invocations running or waiting for a worker; beyond it an
   invoke is throttled at once (Lambda's ``TooManyRequestsException``), never queued.
 * Asynchronous invokes (``X-Amz-Invocation-Type: Event``) are accepted into a bounded
@@ -80,6 +85,22 @@ _INVOCATION_HEADERS = (b"Lambda-Runtime-Aws-Request-Id: %s\r\nLambda-Runtime-Dea
 _INVOCATION = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                + _INVOCATION_HEADERS + b"\r\n%s")
 _RESULT_PREFIX = _INVOCATION_PREFIX.join((b"POST ", b""))
+#: An event sent ahead to a busy shipped worker (:meth:`Worker.send_ahead`): in place of
+#: the absolute deadline (its clock has not started), the pipe of its token and its
+#: timeout in milliseconds, from which the worker sets the deadline when it starts it.
+_AHEAD_EVENT = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d"
+                b"\r\nLambda-Runtime-Aws-Request-Id: %s\r\nTwistgw-Ahead: %d %d\r\n"
+                b"Lambda-Runtime-Invoked-Function-Arn: %s\r\nLambda-Runtime-Trace-Id: %s\r\n"
+                b"\r\n%s")
+#: The header of the shipped worker's polls that takes up the offer of events sent ahead.
+_AHEAD_POLL = b"twistgw-ahead"
+#: The variable naming the two token pipes' descriptors in the shipped worker.
+AHEAD_FDS_VARIABLE = "_TWISTGW_LAMBDA_AHEAD_FDS"
+#: The shipped worker's command after the interpreter: only it is offered events ahead.
+_SHIPPED_WORKER = ["-m", "twistgw_lambda.worker"]
+#: Seconds a worker's invocation may run before the event sent ahead to it is taken back
+#: for a worker that asks for work (it is not left waiting behind a slow invoke).
+AHEAD_PATIENCE = 0.005
 #: ``request.respond(202, b'{"status": "OK"}')``'s bytes (keep-alive).
 _ACCEPTED = (b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
              b"Content-Length: 16\r\n\r\n{\"status\": \"OK\"}")
@@ -274,8 +295,31 @@ class Worker:
         self._idle_since = 0.0
         self._deadline_call: Any = None
         self._deadline = 0.0
+        self._began = 0.0  # when the running invocation started (reactor time)
         #: Fires (with None) when init ends: the first /next, or the process is gone.
         self.initialized: defer.Deferred[None] = defer.Deferred()
+        #: Events sent ahead (:meth:`send_ahead`): the invocation sent to this busy worker
+        #: to run after ``current`` (not started: it can be taken back or re-queued).
+        self.ahead: Invocation | None = None
+        #: The two token pipes (read end, write end) offered to the shipped worker, and
+        #: whether it took up the offer (its polls say so); the connection it polls on.
+        self._pipes: tuple[tuple[int, int], tuple[int, int]] | None = None
+        self.ahead_ok = False
+        self.channel: RuntimeApiProtocol | None = None
+        self._sent_ahead = 0  # events sent ahead so far: the next one's pipe is its parity
+        self._ahead_pipe = 0  # the pipe of ``ahead``'s token
+        #: ``current`` came from ahead: its token's pipe (-1: it did not).
+        self._current_pipe = -1
+        self._ahead_claimed = False  # a take-back found ``ahead``'s token gone: it runs
+        self._no_ahead = False  # taken back: none until ``current`` ends (see take_back)
+        #: ``ahead`` became ``current`` when a result came through the parser, and the
+        #: worker's next poll, which it answered, is still to come.
+        self._poll_answered = False
+        self._exit_status = ""
+        self._take_back_call: Any = None  # a pending take_back_now
+        #: The invocation whose result was on its way when the worker died in the event
+        #: sent ahead (read before the connection closes, else failed then).
+        self._ended: Invocation | None = None
         self.expect_client(b"")  # spawn() names the real Host
 
     def spawn(self, command: list[str], env: dict[str, str]) -> None:
@@ -285,10 +329,19 @@ class Worker:
                                       interface="127.0.0.1")
         env = dict(env)
         env["AWS_LAMBDA_RUNTIME_API"] = address = f"127.0.0.1:{self.port.getHost().port}"
+        fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+        if command[1:] == _SHIPPED_WORKER:
+            (r0, _), (r1, _) = self.open_pipes()
+            fds[3], fds[4] = r0, r1
+            env[AHEAD_FDS_VARIABLE] = "3,4"
         self.expect_client(address.encode("ascii"))
-        self.transport = reactor.spawnProcess(
-            _WorkerProcess(self), command[0], command, env=env,
-            path=str(self.pool.config.code))
+        try:
+            self.transport = reactor.spawnProcess(
+                _WorkerProcess(self), command[0], command, env=env,
+                path=str(self.pool.config.code), childFDs=fds)
+        except Exception:
+            self.close_pipes()
+            raise
         cpus = self.pool.config.cpus
         if cpus is not None:
             self.place(cpus)
@@ -306,27 +359,45 @@ class Worker:
                      " it runs where the system puts it", function=self.pool.config.name,
                      n=self.number, cpus=",".join(map(str, cpus)), error=e.strerror or e)
 
+    def open_pipes(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The two token pipes of events sent ahead; their read ends are non-blocking (the
+        flag is shared with the worker, which never waits on them either)."""
+        pipes = self._pipes = (os.pipe(), os.pipe())
+        for read, _write in pipes:
+            os.set_blocking(read, False)
+        return pipes
+
+    def close_pipes(self) -> None:
+        pipes, self._pipes = self._pipes, None
+        if pipes is not None:
+            for fd in (*pipes[0], *pipes[1]):
+                os.close(fd)
+
     # -- Runtime API ------------------------------------------------------------------
 
     def expect_client(self, host: bytes) -> None:
         """The exact bytes the shipped worker sends around a result (``Host`` is the
-        ``AWS_LAMBDA_RUNTIME_API`` it was given), for :meth:`fast_lane`."""
+        ``AWS_LAMBDA_RUNTIME_API`` it was given, its poll takes up events sent ahead when
+        they are offered), for :meth:`fast_lane`."""
         self._host = host
         self._result_head = (b"/response HTTP/1.1\r\nHost: " + host +
                              b"\r\nContent-Type: application/json\r\nContent-Length: ")
-        self._next_poll = b"GET " + _NEXT_PATH + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+        self._next_poll = b"GET " + _NEXT_PATH + b" HTTP/1.1\r\nHost: " + host + (
+            b"\r\nTwistgw-Ahead: 1\r\n\r\n" if self._pipes is not None else b"\r\n\r\n")
 
     def fast_lane(self, channel: RuntimeApiProtocol, data: bytes) -> bool:
         """Take the read that ends nearly every invoke without the general parser.
 
         The shipped worker writes its result and its next poll at once, always as
         ``POST .../invocation/<id>/response`` with the same three headers, then ``GET
-        .../invocation/next`` with its ``Host``.  When ``data`` is exactly those bytes for
-        the running invocation, this does what parsing them and routing both requests
-        does (:meth:`completed`, its 202, :meth:`next_request`); anything else (another
-        client, a split read, an error, another id) returns False untouched and goes to
-        the parser.  ``test_lambda_runtime_fastlane`` holds both paths to the same bytes
-        out and the same state.
+        .../invocation/next`` with its ``Host`` (and ``Twistgw-Ahead: 1`` when it was
+        offered events ahead).  When ``data`` is exactly those bytes for the running
+        invocation, or for it and then the event sent ahead (a worker that ran both before
+        the gateway read), this does what parsing them and routing the requests does
+        (:meth:`completed`, its 202, :meth:`next_request`); anything else (another client,
+        a split read, an error, another id) returns False untouched and goes to the
+        parser.  ``test_lambda_runtime_fastlane`` holds both paths to the same bytes out
+        and the same state.
 
         The worker's next invocation, if one is queued, is handed to it and sent before
         the caller gets this one's result (whose answer to the client then runs while the
@@ -336,58 +407,215 @@ class Worker:
         """
         current = self.current
         if current is None or self.state != "busy" or self.pending_next is not None or \
-                not data.startswith(_RESULT_PREFIX):
+                self._poll_answered:
             return False
-        request_id = current.id.encode()
-        at = len(_RESULT_PREFIX) + len(request_id)
-        head = self._result_head
-        if not data.startswith(request_id, len(_RESULT_PREFIX)) or \
-                not data.startswith(head, at):
+        first = self._segment(data, 0, current.id)
+        if first is None:
             return False
-        at += len(head)
-        end = data.find(b"\r\n\r\n", at, at + 12)
-        poll = self._next_poll
-        if end < 0 or not data.endswith(poll):
-            return False
-        length = data[at:end]
-        stop = len(data) - len(poll)
-        if not length.isdigit() or int(length) != stop - end - 4 or stop - end - 4 > MAX_BODY:
-            return False
-        # completed(), its success branch
-        self.current = None
-        self.state = "between"
-        if not channel._closing:
-            pool = self.pool
-            if self._reaper is not None and pool.queue and pool.saturated():
-                # Invocations wait and no other worker could take one (this one is
-                # "between"): it takes the first, its event after the held 202 (what the
-                # poll below, made idle and dispatched, would do, without the poll and
-                # dispatch's search)
-                self._idle_since = pool.reactor.seconds()
-                self._begin(pool.queue.popleft(), channel)
-                channel._writer.flush()  # type: ignore[union-attr]
-                current.settle(InvokeResult(current.id, data[end + 4:stop]))
-                return True
-            request = RuntimeRequest(channel, b"GET", _NEXT_PATH, {b"host": self._host},
-                                     True)
-            channel.hold(request, _ACCEPTED)
-            if self._reaper is None:  # (pending_next is None: checked on entry)
-                self.next_request(request)
-            else:
-                self.state = "idle"
-                self.pending_next = request
-                request.long_poll = True
-                self._idle_since = pool.reactor.seconds()
-                request.on_lost = self._poll_lost
-                if pool.queue or pool.events:
-                    pool.dispatch()
-            writer = channel._writer
-            if writer is not None:  # the next event (with the held 202) leaves now
-                writer.flush()
-        current.settle(InvokeResult(current.id, data[end + 4:stop]))
+        second = None
+        if first[2] != len(data):
+            ahead = self.ahead
+            if ahead is None:
+                return False
+            second = self._segment(data, first[2], ahead.id)
+            if second is None or second[2] != len(data):
+                return False
+        finished = []
+        pool = self.pool
+        for segment in (first, second):
+            if segment is None:
+                break
+            current = self.current
+            assert current is not None
+            finished.append((current, data[segment[0]:segment[1]]))
+            # completed(), its success branch
+            self.current = None
+            if self._promote():  # the event sent ahead runs now: it answered the poll
+                channel._out.append(_ACCEPTED)
+                if pool.queue:
+                    _send_ahead(pool)
+                continue
+            self.state = "between"
+            if not channel._closing:
+                if self._reaper is not None and pool.queue and pool.saturated():
+                    # Invocations wait and no other worker could take one (this one is
+                    # "between"): it takes the first, its event after the held 202 (what
+                    # the poll below, made idle and dispatched, would do, without the
+                    # poll and dispatch's search)
+                    self._idle_since = pool.reactor.seconds()
+                    self._begin(pool.queue.popleft(), channel)
+                    if pool.queue:
+                        _send_ahead(pool)
+                    continue
+                request = RuntimeRequest(channel, b"GET", _NEXT_PATH, {b"host": self._host},
+                                         True)
+                channel.hold(request, _ACCEPTED)
+                if self._reaper is None:  # (pending_next is None: checked on entry)
+                    self.next_request(request)
+                else:
+                    self.state = "idle"
+                    self.pending_next = request
+                    request.long_poll = True
+                    self._idle_since = pool.reactor.seconds()
+                    request.on_lost = self._poll_lost
+                    if not pool.queue:
+                        _take_back_for(self)
+                    if pool.queue or pool.events:
+                        pool.dispatch()
+        writer = channel._writer
+        if writer is not None:  # the next event (with the held 202) leaves now
+            writer.flush()
+        for inv, body in finished:
+            inv.settle(InvokeResult(inv.id, body))
         return True
 
+    def _segment(self, data: bytes, at: int, request_id: str) -> tuple[int, int, int] | None:
+        """Where the body of the shipped worker's result for ``request_id`` and its poll
+        starting at ``at`` are: (body start, body end, end of the poll), or None."""
+        if not data.startswith(_RESULT_PREFIX, at):
+            return None
+        rid = request_id.encode()
+        at += len(_RESULT_PREFIX)
+        head = self._result_head
+        if not data.startswith(rid, at) or not data.startswith(head, at + len(rid)):
+            return None
+        at += len(rid) + len(head)
+        end = data.find(b"\r\n\r\n", at, at + 12)
+        if end < 0:
+            return None
+        length = data[at:end]
+        if not length.isdigit():
+            return None
+        stop = end + 4 + int(length)
+        poll = self._next_poll
+        if stop - end - 4 > MAX_BODY or not data.startswith(poll, stop):
+            return None
+        return end + 4, stop, stop + len(poll)
+
+    # -- events sent ahead ------------------------------------------------------------
+    #
+    # The shipped worker may be sent its next event while it still runs one, so that it
+    # finds it at hand instead of sleeping until the gateway gets to its result (the send
+    # that wakes a sleeping worker is the costliest part of an invoke, and a worker that
+    # ran two events answers both in one read).  Only when an invoke would otherwise wait
+    # in the queue: every worker busy and the pool at its size.  Each event sent ahead has
+    # a token, one byte written to one of two pipes the worker inherited (alternately, so
+    # a pipe never holds two); the worker reads it before it starts the event, and the
+    # gateway takes an event back by reading it first.  Whoever reads the byte owns the
+    # event, so it runs once, or is re-queued if it never started.  docs/lambda.rst.
+
+    def can_take_ahead(self) -> bool:
+        """Whether an event may be sent ahead to this worker now."""
+        channel = self.channel
+        return self.ahead is None and self.ahead_ok and self.state == "busy" and \
+            not self._no_ahead and not self._poll_answered and channel is not None and \
+            not channel._closing
+
+    def send_ahead(self, inv: Invocation) -> None:
+        """Send ``inv`` to this busy worker, to start when its invocation ends: its token
+        first, then the event with its timeout (the clock starts when the worker starts
+        it, and here when the running one's result arrives: :meth:`_promote`)."""
+        pipes = self._pipes
+        channel = self.channel
+        assert pipes is not None and channel is not None
+        self.ahead = inv
+        self._ahead_pipe = pipe = self._sent_ahead & 1
+        self._sent_ahead += 1
+        self._ahead_claimed = False
+        inv._canceller = self._ahead_cancelled  # type: ignore[assignment]
+        os.write(pipes[pipe][1], b"t")
+        payload = inv.payload
+        channel.write(_AHEAD_EVENT % (len(payload), inv.id.encode(), pipe,
+                                      int(inv.timeout * 1000), inv.function_arn.encode(),
+                                      inv.trace_id.encode(), payload))
+
+    def _unclaimed(self, pipe: int) -> bool:
+        """Read the token of ``pipe`` if it is still there (then the worker never starts
+        its event: it finds the pipe empty and skips it)."""
+        pipes = self._pipes
+        if pipes is None:
+            return False
+        try:
+            return bool(os.read(pipes[pipe][0], 1))
+        except BlockingIOError:
+            return False
+
+    def take_back(self) -> Invocation | None:
+        """The event sent ahead, if the worker has not started it (it will skip it); no
+        other is sent ahead to it until its invocation ends (a pipe holds one token)."""
+        inv = self.ahead
+        if inv is None or self._ahead_claimed:
+            return None
+        if not self._unclaimed(self._ahead_pipe):
+            self._ahead_claimed = True  # started, or about to: it runs here
+            return None
+        self.ahead = None
+        self._no_ahead = True
+        inv._canceller = self.pool._cancel  # type: ignore[assignment]
+        log.debug("lambda {function}: event sent ahead to worker #{n} taken back "
+                  "[{request_id}]", function=self.pool.config.name, n=self.number,
+                  request_id=inv.id)
+        return inv
+
+    def take_back_now(self) -> None:
+        """Still idle and nothing queued: take an event sent ahead to another worker,
+        not started yet, and run it here instead of behind that worker's invocation."""
+        self._take_back_call = None
+        pool = self.pool
+        if self.state != "idle" or self.pending_next is None or pool.queue:
+            return
+        for w in pool.workers:
+            if w.ahead is not None and w is not self:
+                inv = w.take_back()
+                if inv is not None and not inv.called:
+                    pool.queue.append(inv)
+                    pool.dispatch()
+                    return
+
+    def _ahead_cancelled(self, inv: Invocation) -> None:
+        """The caller of an event sent ahead gave up: if it has not started it never
+        does, as a queued invoke; if it has, it runs on, as a running one does."""
+        if inv is self.ahead:
+            self.take_back()
+
+    def _promote(self) -> bool:
+        """``current`` ended: the event sent ahead, if any, is the one the worker runs now,
+        and its clock starts; True if there was one."""
+        ahead = self.ahead
+        if ahead is None:
+            self._current_pipe = -1
+            self._no_ahead = False
+            return False
+        self.ahead = None
+        self.current = ahead
+        self.last_id = ahead.id
+        self.invocations += 1
+        self._current_pipe = self._ahead_pipe
+        self._ahead_claimed = False
+        reactor = self.pool.reactor
+        self._began = now = reactor.seconds()
+        self._deadline = now + ahead.timeout
+        if self._deadline_call is None:
+            self._deadline_call = reactor.callLater(ahead.timeout, self._function_timeout)
+        return True
+
+    def _channel_closed(self) -> None:
+        """The worker's connection closed: nothing more is sent ahead on it; an
+        invocation whose result was on its way when the worker died fails now."""
+        self.channel = None
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            self._fail_exited(ended)
+
     def next_request(self, request: RuntimeRequest) -> None:
+        if self._pipes is not None and request.header(_AHEAD_POLL) == b"1":
+            self._ahead_poll(request)
+        if self._poll_answered:
+            # Answered already, by the event sent ahead, which runs now (_end_current).
+            self._poll_answered = False
+            request.send(b"")
+            _send_ahead(self.pool)
+            return
         if self.state in ("dead", "retiring"):
             request.respond_json(410, {"errorMessage": "worker retired",
                                        "errorType": "InvalidRequest"})
@@ -400,7 +628,12 @@ class Worker:
             # Polling again without answering: the runtime gave up on the invocation.
             self._finish_current(_error_payload("Runtime asked for the next invocation "
                                                 "without answering this one",
-                                                "Runtime.InvalidResponse"), "Unhandled")
+                                                "Runtime.InvalidResponse"), "Unhandled",
+                                 answered=True)
+            if self._poll_answered:  # this poll: the event sent ahead answered it
+                self._poll_answered = False
+                request.send(b"")
+                return
         if self.state == "starting":
             self._cancel_timer()
             self.pool.broken = False
@@ -417,8 +650,18 @@ class Worker:
         if self._reaper is None:
             self._schedule_reap(pool.config.idle_timeout)
         request.on_lost = self._poll_lost
+        if not pool.queue:
+            _take_back_for(self)
         if pool.queue or pool.events:
             pool.dispatch()
+
+    def _ahead_poll(self, request: RuntimeRequest) -> None:
+        """The shipped worker's poll takes up events sent ahead: note its connection."""
+        channel = request._channel
+        if channel is not self.channel and channel is not None:
+            self.ahead_ok = True
+            self.channel = channel
+            channel.on_close = self._channel_closed
 
     def _schedule_reap(self, delay: float) -> None:
         """Stop this worker after ``idle_timeout`` idle, if the pool has more than its
@@ -463,6 +706,7 @@ class Worker:
         fast lane, follows the 202 ``channel`` holds (the answer the poll would get)."""
         self.state = "busy"
         self.current = inv
+        self._current_pipe = -1
         self.last_id = inv_id = inv.id
         self.invocations += 1
         timeout = inv.timeout
@@ -480,7 +724,8 @@ class Worker:
         elif not request.send(event):
             request.respond(200, payload, raw_headers=_INVOCATION_HEADERS % fields)
         reactor = self.pool.reactor
-        self._deadline = reactor.seconds() + timeout
+        self._began = now = reactor.seconds()
+        self._deadline = now + timeout
         if self._deadline_call is None:
             self._deadline_call = reactor.callLater(timeout, self._function_timeout)
 
@@ -488,6 +733,13 @@ class Worker:
                   is_error: bool) -> None:
         current = self.current
         if current is None or current.id != request_id:
+            ended = self._ended
+            if ended is not None and ended.id == request_id:
+                # Its worker died in the event sent ahead after this result was written.
+                self._ended = None
+                ended.settle(InvokeResult(ended.id, body, "Unhandled" if is_error else None))
+                request.respond(202, b'{"status": "OK"}')
+                return
             request.respond_json(400, {"errorMessage": "Invalid request ID",
                                        "errorType": "InvalidRequestID"})
             return
@@ -497,19 +749,17 @@ class Worker:
                 body = _error_payload("Unknown application error occurred",
                                       error_type.decode("utf-8", "replace")
                                       if isinstance(error_type, bytes) else "Unhandled")
-            self._finish_current(body, "Unhandled")
-        else:  # _finish_current's work, inline: every invoke ends here
-            self.current = None
-            if self.state == "busy":
-                self.state = "idle" if self.pending_next is not None else "between"
-            current.settle(InvokeResult(current.id, body))
+            self._finish_current(body, "Unhandled", answered=True)
+        else:
+            self._finish_current(body, None, answered=True)
         request.respond(202, b'{"status": "OK"}')
 
     def too_large(self, request: RuntimeRequest, rest: str) -> None:
         if self.current is not None and rest.startswith(f"invocation/{self.current.id}/"):
             self._finish_current(_error_payload(
                 f"Response payload size exceeded maximum allowed payload size "
-                f"({MAX_PAYLOAD_BYTES} bytes).", "Function.ResponseSizeTooLarge"), "Unhandled")
+                f"({MAX_PAYLOAD_BYTES} bytes).", "Function.ResponseSizeTooLarge"), "Unhandled",
+                answered=True)
         request.respond_json(413, {"errorMessage": "Payload Too Large",
                                    "errorType": "RequestEntityTooLarge"})
 
@@ -522,10 +772,16 @@ class Worker:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def _finish_current(self, payload: bytes, function_error: str | None) -> None:
+    def _finish_current(self, payload: bytes, function_error: str | None,
+                        answered: bool = False) -> None:
+        """Finish the running invocation.  ``answered``: the worker answered it (or gave
+        up on it) and goes on: the event sent ahead, if any, runs now and answers the
+        worker's next poll; else (a timeout, an exit) it stays for the exit to settle."""
         inv = self.current
         self.current = None
-        if self.state == "busy":
+        if answered and self._promote():
+            self._poll_answered = True
+        elif self.state == "busy":
             self.state = "idle" if self.pending_next is not None else "between"
         if inv is not None:
             inv.settle(InvokeResult(request_id=inv.id, payload=payload,
@@ -617,10 +873,10 @@ class Worker:
 
     def exited(self, code: int | None, sig: int | None) -> None:
         self._flush_dropped()
-        for call in (self._reaper, self._deadline_call):
+        for call in (self._reaper, self._deadline_call, self._take_back_call):
             if call is not None and call.active():
                 call.cancel()
-        self._reaper = self._deadline_call = None
+        self._reaper = self._deadline_call = self._take_back_call = None
         if not self.initialized.called:
             self.initialized.callback(None)
         was = self.state
@@ -631,26 +887,120 @@ class Worker:
         if self.port is not None:
             self.port.stopListening()
             self.port = None
-        status = exit_status(code, sig)
+        self._exit_status = status = exit_status(code, sig)
         # Lambda's types: a runtime killed for memory is Runtime.OutOfMemory, any other
         # exit Runtime.ExitError; the message is the same "Runtime exited" line.
         error_type = "Runtime.ExitError" if self.out_of_memory is None else \
             "Runtime.OutOfMemory"
+        requeue = self._settle_ahead()
         if self.current is not None:
             inv = self.current
-            log.error("lambda {function}: worker #{n} exited mid-invoke ({status}) "
-                      "[{request_id}]", function=self.pool.config.name, n=self.number,
-                      status=status, request_id=inv.id)
-            self._finish_current(_error_payload(
-                f"RequestId: {inv.id} Error: Runtime exited with error: {status}",
-                error_type), "Unhandled")
+            self.current = None
+            self._fail_exited(inv)
         elif was == "starting" and self.init_failure is None and (
                 self.killed_because is None or self.out_of_memory is not None):
             self.init_failure = _error_payload(
                 f"Runtime exited with error: {status}", error_type)
             log.error("lambda {function}: worker #{n} exited during init ({status})",
                       function=self.pool.config.name, n=self.number, status=status)
-        self.pool.worker_gone(self, was)
+        pool = self.pool
+        for inv in reversed(requeue):
+            if inv.called:
+                continue  # its caller gave up meanwhile
+            if pool.closing:
+                inv.settle(InvokeResult(inv.id, _error_payload(
+                    "the gateway is shutting down", "Runtime.Shutdown"), "Unhandled"))
+                continue
+            log.info("lambda {function}: worker #{n} exited before it started the event "
+                     "sent ahead to it; queued again [{request_id}]",
+                     function=pool.config.name, n=self.number, request_id=inv.id)
+            inv._canceller = pool._cancel  # type: ignore[assignment]
+            pool.queue.appendleft(inv)
+        pool.worker_gone(self, was)
+
+    def _settle_ahead(self) -> list[Invocation]:
+        """At the worker's exit: the invocations sent ahead to it that it never started
+        (their token is still in its pipe), for the queue.  If it started the one sent
+        ahead, that one was running (``current``, failed as such) and the one before it
+        had ended: its result, written before, is read before the connection closes."""
+        requeue: list[Invocation] = []
+        ahead, self.ahead = self.ahead, None
+        current = self.current
+        if ahead is not None:
+            if not self._ahead_claimed and self._unclaimed(self._ahead_pipe):
+                requeue.append(ahead)
+            else:
+                self.current = ahead
+                if current is not None and not current.called:
+                    if self.channel is not None:
+                        self._ended = current
+                    else:  # closed already: the result is not coming
+                        self._fail_exited(current)
+        elif current is not None and self._current_pipe >= 0 and \
+                self._unclaimed(self._current_pipe):
+            # Its result came and the one sent ahead became current, but the worker died
+            # before it started it.
+            self.current = None
+            requeue.append(current)
+        self._current_pipe = -1
+        self.close_pipes()
+        return requeue
+
+    def _fail_exited(self, inv: Invocation) -> None:
+        """Fail ``inv``: its worker exited while it ran (Lambda's "Runtime exited")."""
+        status = self._exit_status
+        log.error("lambda {function}: worker #{n} exited mid-invoke ({status}) "
+                  "[{request_id}]", function=self.pool.config.name, n=self.number,
+                  status=status, request_id=inv.id)
+        inv.settle(InvokeResult(inv.id, _error_payload(
+            f"RequestId: {inv.id} Error: Runtime exited with error: {status}",
+            "Runtime.ExitError" if self.out_of_memory is None else "Runtime.OutOfMemory"),
+            "Unhandled"))
+
+
+def _send_ahead(pool: FunctionPool) -> None:
+    """Send queued invocations ahead to busy shipped workers when none could run sooner:
+    every worker busy and the pool at its size (else an idle or a new worker takes it).
+
+    An event sent ahead to a worker whose invocation has run longer than
+    :data:`AHEAD_PATIENCE` goes back to the head of the queue first, if the worker has
+    not started it: it must not wait behind a slow invoke while others take later ones.
+    """
+    queue = pool.queue
+    if not queue or pool.closing:
+        return
+    workers = pool.workers
+    if len(workers) < pool.concurrency:
+        return
+    for w in workers:
+        if w.state != "busy":
+            return
+    now = pool.reactor.seconds()
+    for w in workers:
+        if w.ahead is not None and not w._ahead_claimed and now - w._began > AHEAD_PATIENCE:
+            inv = w.take_back()
+            if inv is not None and not inv.called:
+                queue.appendleft(inv)
+    while queue:
+        # to the worker whose invocation started first (the likeliest to end first)
+        chosen = None
+        for w in workers:
+            if w.can_take_ahead() and (chosen is None or w._began < chosen._began):
+                chosen = w
+        if chosen is None:
+            return
+        chosen.send_ahead(queue.popleft())
+
+
+def _take_back_for(idle: Worker) -> None:
+    """``idle`` asks for work and none is queued while an event sent ahead waits behind
+    another worker's invocation: at the end of the reactor turn, if no request read in
+    the same turn gave it work, it takes that event (:meth:`Worker.take_back_now`)."""
+    for w in idle.pool.workers:
+        if w.ahead is not None and w is not idle:
+            if idle._take_back_call is None:
+                idle._take_back_call = idle.pool.reactor.callLater(0, idle.take_back_now)
+            return
 
 
 class FunctionPool:
@@ -727,8 +1077,9 @@ class FunctionPool:
         return True
 
     def running(self) -> int:
-        """Invocations a worker is running now (async ones included)."""
-        return sum(1 for w in self.workers if w.current is not None)
+        """Invocations a worker is running now (async ones included), and the ones sent
+        ahead to a busy worker (they left the queue but wait as queued ones do)."""
+        return sum((w.current is not None) + (w.ahead is not None) for w in self.workers)
 
     def invoke(self, payload: bytes, function_arn: str, trace_id: str,
                invocation_type: str = "RequestResponse") -> defer.Deferred[InvokeResult]:
@@ -771,6 +1122,8 @@ class FunctionPool:
         queue.append(inv)
         if not self.saturated():  # (saturated: dispatch would find nothing to do)
             self.dispatch()
+        else:  # though with every worker busy, it goes ahead to one
+            _send_ahead(self)
         return inv
 
     def invoke_event(self, payload: bytes, function_arn: str, trace_id: str
@@ -833,6 +1186,8 @@ class FunctionPool:
             if not worker.start(inv):
                 source.appendleft(inv)
                 worker.state = "between"
+        if self.queue:
+            _send_ahead(self)
         if self.closing or not (self.queue or self.events):
             return  # nothing waits: no worker to start
         alive = 0

@@ -147,6 +147,9 @@ class RuntimeApiProtocol(protocol.Protocol):
         self._writer: DirectWriter | None = None
         #: Answers not sent yet (see :meth:`_flush`).
         self._out: list[bytes] = []
+        #: Called (once) when the connection closes, after the bytes it brought were
+        #: read (the worker that sends events ahead on it: ``runtime.Worker``).
+        self.on_close: Callable[[], None] | None = None
 
     def connectionMade(self) -> None:
         self._writer = DirectWriter(self.transport)
@@ -402,6 +405,9 @@ class RuntimeApiProtocol(protocol.Protocol):
         request, self._request = self._request, None
         if request is not None:
             request.lost()
+        callback, self.on_close = self.on_close, None
+        if callback is not None:
+            callback()
 
 
 class RuntimeApiFactory(protocol.Factory):

@@ -11,6 +11,14 @@ The HTTP client is a raw keep-alive socket rather than ``http.client`` (whose he
 parsing through ``email`` cost more than a trivial handler): each result is sent in the
 same write as the next ``GET /next`` (HTTP/1.1 pipelining), so an invoke costs the
 worker one ``sendall`` and one wake-up.
+
+Events sent ahead, an extension of the Runtime API between twistgw and this worker only:
+when the gateway offers it (two token pipes named by ``_TWISTGW_LAMBDA_AHEAD_FDS``), the
+worker's polls say ``Twistgw-Ahead: 1`` and the gateway may send the next event while the
+worker still runs one, as the early answer to the poll the worker sends with its result.
+Such an event carries ``Twistgw-Ahead: <pipe> <timeout ms>`` instead of a deadline; the
+worker reads one byte from that pipe before it starts it (the deadline is set then), and
+skips it if the byte is gone: the gateway took it back for another worker.
 """
 
 from __future__ import annotations
@@ -83,6 +91,9 @@ _EVENT_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Len
 _ID, _DEADLINE, _ARN, _TRACE = (b"Lambda-Runtime-Aws-Request-Id:", b"Lambda-Runtime-Deadline-Ms:",
                                 b"Lambda-Runtime-Invoked-Function-Arn:",
                                 b"Lambda-Runtime-Trace-Id:")
+#: An event sent ahead has this header in place of the deadline (see the module doc).
+_AHEAD = b"Twistgw-Ahead:"
+_AHEAD_FDS = "_TWISTGW_LAMBDA_AHEAD_FDS"
 
 
 #: Bytes asked of one ``recv`` (a larger body is asked for whole, see ``_take``).
@@ -99,6 +110,12 @@ class _Client:
     for the next one (one write, one wake-up of the gateway instead of two).
     """
 
+    #: The token pipes of events sent ahead, when the gateway offers them.
+    ahead_fds: tuple[int, int] | None = None
+    #: Results sent whose answer (a 202) has not been read yet (events sent ahead come
+    #: before them on the connection).
+    unanswered = 0
+
     def __init__(self, address: str) -> None:
         host, _, port = address.rpartition(":")
         self.sock = socket.create_connection((host, int(port)))
@@ -107,6 +124,17 @@ class _Client:
         self.host = address.encode("ascii")
         self.buffer = b""
         self.next_request = (_NEXT % (_BASE, address)).encode("ascii")
+        fds = os.environ.pop(_AHEAD_FDS, "").split(",")
+        if len(fds) == 2 and all(fd.isdigit() for fd in fds):
+            try:
+                for fd in fds:
+                    os.set_blocking(int(fd), False)
+                    os.set_inheritable(int(fd), False)  # not the handler's subprocesses'
+            except OSError:
+                pass  # not open: no events ahead
+            else:
+                self.ahead_fds = (int(fds[0]), int(fds[1]))
+                self.next_request = self.next_request[:-2] + b"Twistgw-Ahead: 1\r\n\r\n"
 
     def encode(self, method: str, path: str, body: bytes,
                headers: dict[str, str] | None = None) -> bytes:
@@ -127,6 +155,8 @@ class _Client:
         """Send ``data`` (a result, if any, then the poll) and return the poll's response;
         a result's own response (202, or 4xx for a refused one) is read and dropped."""
         self.sock.sendall(data + self.next_request)
+        if self.ahead_fds is not None:
+            return self._next_event(bool(data))
         if data:
             if not self.buffer:
                 self._fill()
@@ -135,6 +165,38 @@ class _Client:
             else:
                 self.skip_response()
         return self.event()
+
+    def _next_event(self, result_sent: bool) -> tuple[int, dict[bytes, bytes], bytes]:
+        """:meth:`exchange`'s reading with events sent ahead: the next event to run (one
+        already here or the answer to the poll), the answers to results dropped where
+        they come (after an event sent ahead, which overtakes them)."""
+        self.unanswered += result_sent
+        fds = self.ahead_fds
+        assert fds is not None
+        while True:
+            if self.unanswered:
+                if not self.buffer:
+                    self._fill()
+                if self.buffer.startswith(_ACCEPTED):
+                    self.buffer = self.buffer[len(_ACCEPTED):]
+                    self.unanswered -= 1
+                    continue
+            status, headers, body = self.event()
+            ahead = headers.get(b"twistgw-ahead")
+            if ahead is None:
+                if self.unanswered:  # the answer to a result (a 4xx for a refused one)
+                    self.unanswered -= 1
+                    continue
+                return status, headers, body
+            pipe, _, timeout = ahead.partition(b" ")
+            try:
+                if not os.read(fds[pipe == b"1"], 1):
+                    continue
+            except BlockingIOError:
+                continue  # taken back by the gateway: another worker runs it
+            headers[b"lambda-runtime-deadline-ms"] = b"%d" % (
+                int(time.time() * 1000) + int(timeout))
+            return status, headers, body
 
     def event(self) -> tuple[int, dict[bytes, bytes], bytes]:
         """:meth:`response` for the answer to a poll: the head the gateway writes (its
@@ -146,14 +208,18 @@ class _Client:
             lines = buffer[len(_EVENT_HEAD):end].split(b"\r\n") if end > 0 else ()
             if len(lines) == 5:
                 length, request_id, deadline, arn, trace = lines
-                if length.isdigit() and request_id.startswith(_ID) and \
-                        deadline.startswith(_DEADLINE) and arn.startswith(_ARN) and \
-                        trace.startswith(_TRACE):
+                if deadline.startswith(_DEADLINE):
+                    key, skip = b"lambda-runtime-deadline-ms", len(_DEADLINE)
+                else:  # an event sent ahead: its pipe and timeout instead
+                    key, skip = b"twistgw-ahead", len(_AHEAD) if \
+                        deadline.startswith(_AHEAD) else -1
+                if length.isdigit() and request_id.startswith(_ID) and skip > 0 and \
+                        arn.startswith(_ARN) and trace.startswith(_TRACE):
                     self.buffer = buffer[end + 4:]
                     return 200, {
                         b"content-type": b"application/json", b"content-length": length,
                         b"lambda-runtime-aws-request-id": request_id[len(_ID):].strip(),
-                        b"lambda-runtime-deadline-ms": deadline[len(_DEADLINE):].strip(),
+                        key: deadline[skip:].strip(),
                         b"lambda-runtime-invoked-function-arn": arn[len(_ARN):].strip(),
                         b"lambda-runtime-trace-id": trace[len(_TRACE):].strip(),
                     }, self._take(int(length))

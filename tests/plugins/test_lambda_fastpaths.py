@@ -195,7 +195,8 @@ _FIELD = st.binary(max_size=12).filter(lambda b: b"\r\n" not in b and not b.ends
        | st.lists(st.sampled_from([
            b"Lambda-Runtime-Aws-Request-Id", b"Lambda-Runtime-Deadline-Ms",
            b"Lambda-Runtime-Invoked-Function-Arn", b"Lambda-Runtime-Trace-Id",
-           b"lambda-runtime-trace-id", b"Lambda-Runtime-Trace-Id ", b"X-Other"]),
+           b"lambda-runtime-trace-id", b"Lambda-Runtime-Trace-Id ", b"X-Other",
+           b"Twistgw-Ahead"]),
            min_size=4, max_size=5),
        status=st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 200 Fine", b"HTTP/1.0 200 OK"]),
        body=st.binary(max_size=24))
