@@ -206,13 +206,16 @@ class _SetHeaders(Headers):
             # Only called for an attribute not in __dict__: ``items`` the first time
             # it is read.
             d = self.__dict__
-            if attribute == "items" and "_set" in d:
-                base, name, value = d["_set"]
-                lname = name.lower()
-                items = d["items"] = (*[line for line in base.items
-                                        if line[0].lower() != lname], (name, value))
-                del d["_set"]  # (the base is no longer needed)
-                return items
+            if attribute == "items":
+                pending = d.get("_set")
+                if pending is not None:
+                    base, name, value = pending
+                    lname = name.lower()
+                    d["items"] = (*[line for line in base.items
+                                    if line[0].lower() != lname], (name, value))
+                    d.pop("_set", None)  # (the base is no longer needed)
+                if "items" in d:  # made here, or by another thread meanwhile
+                    return d["items"]
             raise AttributeError(
                 f"{type(self).__name__!r} object has no attribute {attribute!r}")
 

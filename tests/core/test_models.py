@@ -242,3 +242,24 @@ def test_with_set_copies_answer_as_the_lines_they_stand_for(
     assert _answers(headers) == _answers(plain)
     assert pickle.loads(pickle.dumps(headers.with_set("P", "p"))) == plain.with_set("P", "p")
     assert attrs.evolve(headers, items=()) == Headers(())
+
+
+def test_with_set_copy_read_again_while_its_lines_are_worked_out() -> None:
+    """A copy whose lines are read again while they are being worked out (another thread
+    reading the same copy) answers both reads with the same lines, without an error."""
+    waiting: list[Headers] = []
+
+    class Interleaved(Headers):
+        @property
+        def items(self) -> tuple[tuple[str, str], ...]:
+            if waiting:  # the other reader, while the first is working
+                assert waiting.pop().items == (("B", "2"), ("a", "9"))
+            return self.__dict__["items"]  # type: ignore[no-any-return]
+
+    copy = Interleaved((("A", "1"), ("B", "2"))).with_set("a", "9")
+    waiting.append(copy)
+    assert copy.items == (("B", "2"), ("a", "9"))
+    assert not waiting
+    # any other missing attribute, or lines never set, is an AttributeError as usual
+    bare = object.__new__(type(copy))
+    assert not hasattr(bare, "items") and not hasattr(copy, "missing")
