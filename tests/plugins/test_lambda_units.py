@@ -127,3 +127,5 @@ def test_invocation_ids_are_random_version_4_uuids() -> None:
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
         seen.add(text)
     assert len(seen) == 500
+    # the variant digit is random too (each of the four is missed with p = 0.75 ** 500)
+    assert {text[19] for text in seen} == set("89ab")
