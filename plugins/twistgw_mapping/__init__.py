@@ -455,6 +455,25 @@ def _with_body(request: IntegrationRequest, body: bytes) -> IntegrationRequest:
         extras=request.extras)
 
 
+def _with_one_header(ctx: Context, integration: Integration, request: IntegrationRequest,
+                     body: bytes, name: str, value: str) -> IntegrationRequest:
+    """:func:`_apply_request_overrides` for one text header and nothing else: the
+    request's headers with it set are worked out only if something reads them
+    (``Headers.with_set``)."""
+    if name.lower() in (_ILLEGAL_AWS_OVERRIDE_HEADERS if integration.type == "AWS"
+                        else _ILLEGAL_OVERRIDE_HEADERS):
+        _illegal_override(ctx, name)
+    override = {"header": {name: value}, "querystring": {}, "path": {}}
+    if request.extras:
+        extras = dict(request.extras)
+        extras["request_override"] = override
+    else:
+        extras = {"request_override": override}
+    return IntegrationRequest(
+        request.method, request.uri, request.headers.with_set(name, value),
+        request.query, request.path_params, body, request.timeout, MappingProxyType(extras))
+
+
 def _apply_request_overrides(ctx: Context, integration: Integration,
                              request: IntegrationRequest, body: bytes, overrides: Overrides
                              ) -> IntegrationRequest:
@@ -464,26 +483,20 @@ def _apply_request_overrides(ctx: Context, integration: Integration,
     {...}}`` of strings) for integrations that build their request from mappings only."""
     wanted = overrides._request  # (Overrides.made()'s first, without its call)
     if wanted is None:
-        return _with_body(request, body)
+        pending = overrides.pending
+        if pending is None:
+            return _with_body(request, body)
+        # one header set before any template read the maps (the usual): as the maps
+        # would hold it, without making them
+        if type(pending[1]) is str:
+            return _with_one_header(ctx, integration, request, body, pending[0], pending[1])
+        wanted = overrides.request
     header, query, path = wanted.get("header"), wanted.get("querystring"), wanted.get("path")
     if not query and not path and type(header) is OverrideMap and len(header) == 1:
-        # the usual: one text header set, nothing else; the request's headers with it
-        # set are worked out only if something reads them (Headers.with_set)
+        # the usual: one text header set, nothing else
         for name, value in header.items():
             if type(name) is str and type(value) is str:
-                if name.lower() in (_ILLEGAL_AWS_OVERRIDE_HEADERS if integration.type == "AWS"
-                                    else _ILLEGAL_OVERRIDE_HEADERS):
-                    _illegal_override(ctx, name)
-                override = {"header": {name: value}, "querystring": {}, "path": {}}
-                if request.extras:
-                    extras = dict(request.extras)
-                    extras["request_override"] = override
-                else:
-                    extras = {"request_override": override}
-                return IntegrationRequest(
-                    request.method, request.uri, request.headers.with_set(name, value),
-                    request.query, request.path_params, body, request.timeout,
-                    MappingProxyType(extras))
+                return _with_one_header(ctx, integration, request, body, name, value)
     header = _strings(header) if header else {}
     query = _strings(query) if query else {}
     path = _strings(path) if path else {}

@@ -580,6 +580,11 @@ class OverrideMap(dict[Any, Any]):
         dict.__setitem__(self, key, value)  # (super() costs a lookup per call)
 
 
+#: In :attr:`Overrides.assigned` while the template that set :attr:`Overrides.pending`
+#: renders (the header map it goes into does not exist yet, nor its id).
+_PENDING_MARK = (0, None)
+
+
 def _set_twice(key: Any) -> NoReturn:
     raise TemplateRenderError(f"the override {key!r} is set twice in one template")
 
@@ -595,14 +600,20 @@ class Overrides:
     :ivar custom: ``#set($context.custom = ...)``: kept for the response template too.
     """
 
-    __slots__ = ("_request", "_response", "assigned", "custom")
+    __slots__ = ("_request", "_response", "assigned", "custom", "pending")
 
-    def __init__(self) -> None:
-        self.assigned: set[tuple[int, Any]] = set()
+    def __init__(self, pending: tuple[str, Any] | None = None) -> None:
+        """``pending``: the first override a template set is one request header
+        (``(name, value)``, the usual); it goes into the maps only when they are made
+        (:attr:`request`), until then it is all :attr:`pending` holds."""
+        self.assigned: set[tuple[int, Any]] = set() if pending is None else {_PENDING_MARK}
         self.custom: dict[str, Any] = {}
         # each side's maps are made when a template first reads that side
         self._request: dict[str, Any] | None = None
         self._response: OverrideMap | None = None
+        #: The one request header set before the request side's maps were made (then
+        #: ``None``): the plugin applies it without making them.
+        self.pending = pending
 
     @property
     def request(self) -> dict[str, Any]:
@@ -611,6 +622,15 @@ class Overrides:
             header, query, path = OverrideMap(), OverrideMap(), OverrideMap()
             header.assigned = query.assigned = path.assigned = self.assigned
             found = self._request = {"header": header, "querystring": query, "path": path}
+            pending = self.pending
+            if pending is not None:
+                # the pending header, set as the template set it: still marked as set
+                # if that template is still rendering
+                self.pending = None
+                dict.__setitem__(header, pending[0], pending[1])
+                if _PENDING_MARK in self.assigned:
+                    self.assigned.discard(_PENDING_MARK)
+                    self.assigned.add((id(header), pending[0]))
         return found
 
     @property
@@ -626,6 +646,8 @@ class Overrides:
     def made(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """The request and response sides, ``None`` for a side no template read (so it
         holds nothing to apply)."""
+        if self.pending is not None:
+            self.request  # (makes the request side, with the pending header)  # noqa: B018
         return self._request, self._response
 
     def begin_template(self) -> None:
@@ -809,8 +831,17 @@ class ContextObject(VtlObject):
             return None
         request = names[0] == "requestOverride"
         sub = names[1] if len(names) == 2 else None
+        # the request's first override is a request header (the usual): recorded as
+        # Overrides.pending, no maps made (they are made, with it, when first read)
+        lazy = request and sub == "header"
 
         def set_override(obj: ContextObject, value: Any) -> None:
+            if lazy and obj._overrides is None:
+                # (ContextObject.overrides' first use, with the header pending)
+                found = obj._overrides = Overrides((key, value))
+                obj._begun = True
+                obj.ctx.stash[OVERRIDES] = found
+                return
             overrides = obj._overrides if obj._begun else obj.overrides
             assert overrides is not None
             side = overrides._request if request else overrides._response
