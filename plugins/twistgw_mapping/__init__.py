@@ -447,12 +447,9 @@ def _request_template(integration: Integration, content_type: str | None) -> Any
 
 
 def _with_body(request: IntegrationRequest, body: bytes) -> IntegrationRequest:
-    """``attrs.evolve(request, body=body)``, spelled out: this runs per request and
-    ``evolve`` introspects the class every time."""
-    return IntegrationRequest(
-        method=request.method, uri=request.uri, headers=request.headers, query=request.query,
-        path_params=request.path_params, body=body, timeout=request.timeout,
-        extras=request.extras)
+    """``attrs.evolve(request, body=body)`` (:meth:`IntegrationRequest.with_body`: this
+    runs per request and ``evolve`` introspects the class every time)."""
+    return request.with_body(body)
 
 
 def _with_one_header(ctx: Context, integration: Integration, request: IntegrationRequest,
@@ -469,9 +466,8 @@ def _with_one_header(ctx: Context, integration: Integration, request: Integratio
         extras["request_override"] = override
     else:
         extras = {"request_override": override}
-    return IntegrationRequest(
-        request.method, request.uri, request.headers.with_set(name, value),
-        request.query, request.path_params, body, request.timeout, MappingProxyType(extras))
+    return request.with_body(body, request.headers.with_set(name, value),
+                             MappingProxyType(extras))
 
 
 def _apply_request_overrides(ctx: Context, integration: Integration,
