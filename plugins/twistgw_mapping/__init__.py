@@ -56,7 +56,6 @@ from .namespaces import (
     OVERRIDES,
     OVERRIDES_OR_NONE,
     ROOT_NAMES,
-    UTIL,
     ContextObject,
     InputObject,
     OverrideMap,
@@ -65,6 +64,7 @@ from .namespaces import (
     context_value,
     json_path,
     parse_json,
+    template_roots,
 )
 
 if TYPE_CHECKING:
@@ -292,19 +292,18 @@ def _render(ctx: Context, compiled: Prepared, body: bytes, phase: str,
             compiled = found[2]
         else:
             compiled = _specialised(ctx, compiled, specs, overrides)
-    # the typed roots apart (template_roots and template_others, written out: two
-    # calls less per render)
-    context = ContextObject(ctx, fin, overrides)
+    # the typed roots apart (template_others written out: one call less per render)
+    roots = template_roots(ctx, body, fin, overrides)
     try:
         text = compiled.render_typed(
-            ROOT_NAMES, (context, InputObject(body, ctx), UTIL),
+            ROOT_NAMES, roots,
             {"stageVariables": dict(ctx.stage_variables)}
             if "stageVariables" in compiled.reads else {})
     except TemplateError as e:
         _failed(ctx, phase, e)
     # A lone surrogate (a JSON body may spell one as "\ud800") becomes '?', as Java's
     # UTF-8 encoder writes it.
-    return text.encode("utf-8", "replace"), context._overrides
+    return text.encode("utf-8", "replace"), roots[0]._overrides
 
 
 def _failed(ctx: Context, phase: str, error: TemplateError) -> NoReturn:
