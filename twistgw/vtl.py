@@ -446,6 +446,11 @@ class _Render:
                 f"template rendering took longer than {self.limits.max_seconds} seconds")
 
 
+#: For :meth:`Template.render_typed`, which makes its :class:`_Render` without ``__init__``.
+_new_render = object.__new__
+_monotonic = time.monotonic
+
+
 class _Node:
     __slots__ = ()
 
@@ -2899,8 +2904,14 @@ class Template:
                 variables = dict(variables)
                 variables.update(zip(names, roots, strict=True))
             function, roots = self._function, ()
-        # a copy for #set to change, unless the compiled form changes none
-        rc = _Render(dict(variables) if self._copy else variables, limits)
+        # a copy for #set to change, unless the compiled form changes none; the render
+        # state made here with the slots _Render.__init__ sets (one frame less a render)
+        rc = _new_render(_Render)
+        rc.vars = dict(variables) if self._copy else variables
+        rc.out = []
+        rc.size = 0
+        rc.limits = limits
+        rc.deadline = _monotonic() + limits.max_seconds
         try:
             try:
                 if function is not None:
