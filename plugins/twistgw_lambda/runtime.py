@@ -17,11 +17,11 @@ Design (docs/lambda.rst has the operator's view):
   (a running one keeps its worker busy until it ends or times out, as on Lambda), init
   is bounded to 10 s, bodies posted by a worker are capped at Lambda's 6 MB, and a
   worker's exit fails its invocation at once.
-* When every worker is busy and the pool at its size, a queued invocation is sent ahead
-  to a busy shipped worker, to start when its invocation ends (``Worker.send_ahead``):
-  a token in a pipe decides whether the worker started it or the gateway took it back,
-  so it runs once, its clock starts when it does, and a worker's death re-queues it if
-  it never started.
+* When every worker is busy and the pool at its size, queued invocations are sent ahead
+  to busy shipped workers (at most :data:`AHEAD_DEPTH` each), to start when the ones
+  before them end (``Worker.send_ahead``): a token in a pipe decides whether the worker
+  started one or the gateway took it back, so it runs once, its clock starts when it
+  does, and a worker's death re-queues it if it never started.
 * ``reserved_concurrency`` caps invocations running or waiting for a worker; beyond it an
   invoke is throttled at once (Lambda's ``TooManyRequestsException``), never queued.
 * Asynchronous invokes (``X-Amz-Invocation-Type: Event``) are accepted into a bounded
@@ -98,9 +98,12 @@ _AHEAD_POLL = b"twistgw-ahead"
 AHEAD_FDS_VARIABLE = "_TWISTGW_LAMBDA_AHEAD_FDS"
 #: The shipped worker's command after the interpreter: only it is offered events ahead.
 _SHIPPED_WORKER = ["-m", "twistgw_lambda.worker"]
-#: Seconds a worker's invocation may run before the event sent ahead to it is taken back
-#: for a worker that asks for work (it is not left waiting behind a slow invoke).
+#: Seconds a worker's invocation may run before the events sent ahead to it are taken
+#: back for a worker that asks for work (they are not left waiting behind a slow invoke).
 AHEAD_PATIENCE = 0.005
+#: Events sent ahead to one busy worker at most (each has its token pipe, and one more
+#: pipe serves the event that runs: a pipe holds one token, see ``Worker.send_ahead``).
+AHEAD_DEPTH = 2
 #: ``request.respond(202, b'{"status": "OK"}')``'s bytes (keep-alive).
 _ACCEPTED = (b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
              b"Content-Length: 16\r\n\r\n{\"status\": \"OK\"}")
@@ -194,6 +197,12 @@ class Invocation(Answer[InvokeResult]):
     :class:`InvokeResult` (:meth:`~twistgw.answer.Answer.settle` ignores a result for
     a caller that gave up: timeout, client gone); ``canceller`` takes it out of the
     queue if it is still there."""
+
+    #: Sent ahead to a worker (:meth:`Worker.send_ahead`): the pipe of its token (class
+    #: defaults: set on the instance only when it is sent ahead).
+    pipe = -1
+    #: A take-back found its token gone: the worker started it (it runs there).
+    claimed = False
 
     def __init__(self, payload: bytes, function_arn: str, trace_id: str, timeout: float,
                  asynchronous: bool = False,
@@ -303,28 +312,33 @@ class Worker:
         self._began = 0.0  # when the running invocation started (reactor time)
         #: Fires (with None) when init ends: the first /next, or the process is gone.
         self.initialized: defer.Deferred[None] = defer.Deferred()
-        #: Events sent ahead (:meth:`send_ahead`): the invocation sent to this busy worker
-        #: to run after ``current`` (not started: it can be taken back or re-queued).
-        self.ahead: Invocation | None = None
-        #: The two token pipes (read end, write end) offered to the shipped worker, and
-        #: whether it took up the offer (its polls say so); the connection it polls on.
-        self._pipes: tuple[tuple[int, int], tuple[int, int]] | None = None
+        #: Events sent ahead (:meth:`send_ahead`): the invocations sent to this busy
+        #: worker to run after ``current``, in the order it runs them (not started: each
+        #: can be taken back or re-queued), at most :attr:`ahead_depth`.
+        self.aheads: list[Invocation] = []
+        self.ahead_depth = AHEAD_DEPTH
+        #: The token pipes (read end, write end) offered to the shipped worker, the ones
+        #: holding no token of a live event (least recently used first), and whether it
+        #: took up the offer (its polls say so); the connection it polls on.
+        self._pipes: tuple[tuple[int, int], ...] | None = None
+        self._free_pipes: list[int] = []
+        #: Pipes of events taken back, not free until the worker is past those events in
+        #: its stream (it reads their pipe to find them taken back): ``[pipe, ends]``,
+        #: free after that many more invocations of the worker ended (:meth:`_promote`).
+        self._stale_pipes: list[list[int]] = []
         self.ahead_ok = False
         self.channel: RuntimeApiProtocol | None = None
-        self._sent_ahead = 0  # events sent ahead so far: the next one's pipe is its parity
-        self._ahead_pipe = 0  # the pipe of ``ahead``'s token
         #: ``current`` came from ahead: its token's pipe (-1: it did not).
         self._current_pipe = -1
-        self._ahead_claimed = False  # a take-back found ``ahead``'s token gone: it runs
         self._no_ahead = False  # taken back: none until ``current`` ends (see take_back)
         #: ``ahead`` became ``current`` when a result came through the parser, and the
         #: worker's next poll, which it answered, is still to come.
         self._poll_answered = False
         self._exit_status = ""
         self._take_back_call: Any = None  # a pending take_back_now
-        #: The invocation whose result was on its way when the worker died in the event
-        #: sent ahead (read before the connection closes, else failed then).
-        self._ended: Invocation | None = None
+        #: The invocations whose results were on their way when the worker died in an
+        #: event sent ahead (read before the connection closes, else failed then).
+        self._ended: list[Invocation] = []
         self.expect_client(b"")  # spawn() names the real Host
 
     def spawn(self, command: list[str], env: dict[str, str]) -> None:
@@ -336,9 +350,9 @@ class Worker:
         env["AWS_LAMBDA_RUNTIME_API"] = address = f"127.0.0.1:{self.port.getHost().port}"
         fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
         if command[1:] == _SHIPPED_WORKER:
-            (r0, _), (r1, _) = self.open_pipes()
-            fds[3], fds[4] = r0, r1
-            env[AHEAD_FDS_VARIABLE] = "3,4"
+            for i, (read, _write) in enumerate(self.open_pipes()):
+                fds[3 + i] = read
+            env[AHEAD_FDS_VARIABLE] = ",".join(str(fd) for fd in fds if fd > 2)
         self.expect_client(address.encode("ascii"))
         try:
             self.transport = reactor.spawnProcess(
@@ -364,10 +378,12 @@ class Worker:
                      " it runs where the system puts it", function=self.pool.config.name,
                      n=self.number, cpus=",".join(map(str, cpus)), error=e.strerror or e)
 
-    def open_pipes(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """The two token pipes of events sent ahead; their read ends are non-blocking (the
-        flag is shared with the worker, which never waits on them either)."""
-        pipes = self._pipes = (os.pipe(), os.pipe())
+    def open_pipes(self) -> tuple[tuple[int, int], ...]:
+        """The token pipes of events sent ahead (:attr:`ahead_depth` + 1); their read ends
+        are non-blocking (the flag is shared with the worker, which never waits on them
+        either)."""
+        pipes = self._pipes = tuple(os.pipe() for _ in range(self.ahead_depth + 1))
+        self._free_pipes = list(range(len(pipes)))
         for read, _write in pipes:
             os.set_blocking(read, False)
         return pipes
@@ -375,8 +391,9 @@ class Worker:
     def close_pipes(self) -> None:
         pipes, self._pipes = self._pipes, None
         if pipes is not None:
-            for fd in (*pipes[0], *pipes[1]):
-                os.close(fd)
+            for pair in pipes:
+                for fd in pair:
+                    os.close(fd)
 
     # -- Runtime API ------------------------------------------------------------------
 
@@ -397,8 +414,8 @@ class Worker:
         ``POST .../invocation/<id>/response`` with the same three headers, then ``GET
         .../invocation/next`` with its ``Host`` (and ``Twistgw-Ahead: 1`` when it was
         offered events ahead).  When ``data`` is exactly those bytes for the running
-        invocation, or for it and then the event sent ahead (a worker that ran both before
-        the gateway read), this does what parsing them and routing the requests does
+        invocation, or for it and then events sent ahead, in order (a worker that ran them
+        before the gateway read), this does what parsing them and routing the requests does
         (:meth:`completed`, its 202, :meth:`next_request`); anything else (another client,
         a split read, an error, another id) returns False untouched and goes to the
         parser.  ``test_lambda_runtime_fastlane`` holds both paths to the same bytes out
@@ -414,22 +431,26 @@ class Worker:
         if current is None or self.state != "busy" or self.pending_next is not None or \
                 self._poll_answered:
             return False
-        first = self._segment(data, 0, current.id)
-        if first is None:
+        segment = self._segment(data, 0, current.id)
+        if segment is None:
             return False
-        second = None
-        if first[2] != len(data):
-            ahead = self.ahead
-            if ahead is None:
-                return False
-            second = self._segment(data, first[2], ahead.id)
-            if second is None or second[2] != len(data):
+        segments = [segment]
+        end = segment[2]
+        if end != len(data):
+            # The worker ran events sent ahead before the gateway read: one segment each.
+            for inv in self.aheads:
+                segment = self._segment(data, end, inv.id)
+                if segment is None:
+                    return False
+                segments.append(segment)
+                end = segment[2]
+                if end == len(data):
+                    break
+            else:
                 return False
         finished = []
         pool = self.pool
-        for segment in (first, second):
-            if segment is None:
-                break
+        for segment in segments:
             current = self.current
             assert current is not None
             finished.append((current, data[segment[0]:segment[1]]))
@@ -502,19 +523,26 @@ class Worker:
     # The shipped worker may be sent its next event while it still runs one, so that it
     # finds it at hand instead of sleeping until the gateway gets to its result (the send
     # that wakes a sleeping worker is the costliest part of an invoke, and a worker that
-    # ran two events answers both in one read).  Only when an invoke would otherwise wait
-    # in the queue: every worker busy and the pool at its size.  Each event sent ahead has
-    # a token, one byte written to one of two pipes the worker inherited (alternately, so
-    # a pipe never holds two); the worker reads it before it starts the event, and the
-    # gateway takes an event back by reading it first.  Whoever reads the byte owns the
-    # event, so it runs once, or is re-queued if it never started.  docs/lambda.rst.
+    # ran several events answers them in one read).  Only when an invoke would otherwise
+    # wait in the queue: every worker busy and the pool at its size; at most
+    # ``ahead_depth`` per worker.  Each event sent ahead has a token, one byte written to
+    # one of the pipes the worker inherited, one free of any live event's token (so a pipe
+    # never holds two, and the pipe of the running event still tells whether it started);
+    # the worker reads it before it starts the event, and the gateway takes an event back
+    # by reading it first.  Whoever reads the byte owns the event, so it runs once, or is
+    # re-queued if it never started.  docs/lambda.rst.
+
+    @property
+    def ahead(self) -> Invocation | None:
+        """The event sent ahead that the worker runs next, if any."""
+        return self.aheads[0] if self.aheads else None
 
     def can_take_ahead(self) -> bool:
         """Whether an event may be sent ahead to this worker now."""
         channel = self.channel
-        return self.ahead is None and self.ahead_ok and self.state == "busy" and \
-            not self._no_ahead and not self._poll_answered and channel is not None and \
-            not channel._closing
+        return len(self.aheads) < self.ahead_depth and self.ahead_ok and \
+            self.state == "busy" and not self._no_ahead and bool(self._free_pipes) and \
+            not self._poll_answered and channel is not None and not channel._closing
 
     def send_ahead(self, inv: Invocation) -> None:
         """Send ``inv`` to this busy worker, to start when its invocation ends: its token
@@ -523,10 +551,8 @@ class Worker:
         pipes = self._pipes
         channel = self.channel
         assert pipes is not None and channel is not None
-        self.ahead = inv
-        self._ahead_pipe = pipe = self._sent_ahead & 1
-        self._sent_ahead += 1
-        self._ahead_claimed = False
+        self.aheads.append(inv)
+        inv.pipe = pipe = self._free_pipes.pop(0)
         inv._canceller = self._ahead_cancelled  # type: ignore[assignment]
         os.write(pipes[pipe][1], b"t")
         payload = inv.payload
@@ -545,21 +571,29 @@ class Worker:
         except BlockingIOError:
             return False
 
-    def take_back(self) -> Invocation | None:
-        """The event sent ahead, if the worker has not started it (it will skip it); no
-        other is sent ahead to it until its invocation ends (a pipe holds one token)."""
-        inv = self.ahead
-        if inv is None or self._ahead_claimed:
+    def take_back(self, inv: Invocation | None = None) -> Invocation | None:
+        """``inv``, an event sent ahead to this worker (default: the last one, which it
+        would start last), if the worker has not started it (it will skip it); no other
+        is sent ahead to it until its invocation ends."""
+        aheads = self.aheads
+        if inv is None:
+            if not aheads:
+                return None
+            inv = aheads[-1]
+        if inv.claimed:
             return None
-        if not self._unclaimed(self._ahead_pipe):
-            self._ahead_claimed = True  # started, or about to: it runs here
+        if not self._unclaimed(inv.pipe):
+            inv.claimed = True  # started, or about to: it runs here
             return None
-        self.ahead = None
+        # The worker still reads this pipe when it comes to the event (the ends of the
+        # ones before it in its stream, then of one after it, tell it has).
+        self._stale_pipes.append([inv.pipe, (self.current is not None) +
+                                  aheads.index(inv) + 1])
+        aheads.remove(inv)
         self._no_ahead = True
+        # (no log line: a take-back is a routine scheduling step, and a formatted and
+        # written line cost more than the take-back itself)
         inv._canceller = self.pool._cancel  # type: ignore[assignment]
-        log.debug("lambda {function}: event sent ahead to worker #{n} taken back "
-                  "[{request_id}]", function=self.pool.config.name, n=self.number,
-                  request_id=inv.id)
         return inv
 
     def take_back_now(self) -> None:
@@ -570,7 +604,7 @@ class Worker:
         if self.state != "idle" or self.pending_next is None or pool.queue:
             return
         for w in pool.workers:
-            if w.ahead is not None and w is not self:
+            if w.aheads and w is not self:
                 inv = w.take_back()
                 if inv is not None and not inv.called:
                     pool.queue.append(inv)
@@ -580,23 +614,30 @@ class Worker:
     def _ahead_cancelled(self, inv: Invocation) -> None:
         """The caller of an event sent ahead gave up: if it has not started it never
         does, as a queued invoke; if it has, it runs on, as a running one does."""
-        if inv is self.ahead:
-            self.take_back()
+        if inv in self.aheads:
+            self.take_back(inv)
 
     def _promote(self) -> bool:
-        """``current`` ended: the event sent ahead, if any, is the one the worker runs now,
-        and its clock starts; True if there was one."""
-        ahead = self.ahead
-        if ahead is None:
+        """``current`` ended (its token's pipe, if it had one, is free again): the first
+        event sent ahead, if any, is the one the worker runs now, and its clock starts;
+        True if there was one."""
+        if self._current_pipe >= 0:
+            self._free_pipes.append(self._current_pipe)
+        if self._stale_pipes:
+            for stale in list(self._stale_pipes):
+                stale[1] -= 1
+                if stale[1] <= 0:
+                    self._stale_pipes.remove(stale)
+                    self._free_pipes.append(stale[0])
+        self._no_ahead = False
+        aheads = self.aheads
+        if not aheads:
             self._current_pipe = -1
-            self._no_ahead = False
             return False
-        self.ahead = None
-        self.current = ahead
+        self.current = ahead = aheads.pop(0)
         self.last_id = ahead.id
         self.invocations += 1
-        self._current_pipe = self._ahead_pipe
-        self._ahead_claimed = False
+        self._current_pipe = ahead.pipe
         reactor = self.pool.reactor
         self._began = now = reactor.seconds()
         self._deadline = now + ahead.timeout
@@ -605,12 +646,12 @@ class Worker:
         return True
 
     def _channel_closed(self) -> None:
-        """The worker's connection closed: nothing more is sent ahead on it; an
-        invocation whose result was on its way when the worker died fails now."""
+        """The worker's connection closed: nothing more is sent ahead on it; the
+        invocations whose results were on their way when the worker died fail now."""
         self.channel = None
-        ended, self._ended = self._ended, None
-        if ended is not None:
-            self._fail_exited(ended)
+        ended, self._ended = self._ended, []
+        for inv in ended:
+            self._fail_exited(inv)
 
     def next_request(self, request: RuntimeRequest) -> None:
         if self._pipes is not None and request.header(_AHEAD_POLL) == b"1":
@@ -738,13 +779,14 @@ class Worker:
                   is_error: bool) -> None:
         current = self.current
         if current is None or current.id != request_id:
-            ended = self._ended
-            if ended is not None and ended.id == request_id:
-                # Its worker died in the event sent ahead after this result was written.
-                self._ended = None
-                ended.settle(InvokeResult(ended.id, body, "Unhandled" if is_error else None))
-                request.respond(202, b'{"status": "OK"}')
-                return
+            for ended in self._ended:
+                if ended.id == request_id:
+                    # Its worker died in an event sent ahead after this result was written.
+                    self._ended.remove(ended)
+                    ended.settle(InvokeResult(ended.id, body,
+                                              "Unhandled" if is_error else None))
+                    request.respond(202, b'{"status": "OK"}')
+                    return
             request.respond_json(400, {"errorMessage": "Invalid request ID",
                                        "errorType": "InvalidRequestID"})
             return
@@ -925,28 +967,34 @@ class Worker:
 
     def _settle_ahead(self) -> list[Invocation]:
         """At the worker's exit: the invocations sent ahead to it that it never started
-        (their token is still in its pipe), for the queue.  If it started the one sent
-        ahead, that one was running (``current``, failed as such) and the one before it
-        had ended: its result, written before, is read before the connection closes."""
+        (their token is still in its pipe), in order, for the queue.  If it started
+        events sent ahead, the last it started was running (``current``, failed as such)
+        and the ones before it had ended: their results, written before, are read before
+        the connection closes."""
         requeue: list[Invocation] = []
-        ahead, self.ahead = self.ahead, None
+        aheads, self.aheads = self.aheads, []
         current = self.current
-        if ahead is not None:
-            if not self._ahead_claimed and self._unclaimed(self._ahead_pipe):
-                requeue.append(ahead)
+        started = []
+        for inv in aheads:
+            if not inv.claimed and self._unclaimed(inv.pipe):
+                requeue.append(inv)
             else:
-                self.current = ahead
-                if current is not None and not current.called:
-                    if self.channel is not None:
-                        self._ended = current
-                    else:  # closed already: the result is not coming
-                        self._fail_exited(current)
+                started.append(inv)
+        if started:
+            self.current = started[-1]
+            for inv in ([] if current is None else [current]) + started[:-1]:
+                if inv.called:
+                    continue
+                if self.channel is not None:
+                    self._ended.append(inv)
+                else:  # closed already: the result is not coming
+                    self._fail_exited(inv)
         elif current is not None and self._current_pipe >= 0 and \
                 self._unclaimed(self._current_pipe):
             # Its result came and the one sent ahead became current, but the worker died
-            # before it started it.
+            # before it started it (nor any sent after it).
             self.current = None
-            requeue.append(current)
+            requeue.insert(0, current)
         self._current_pipe = -1
         self.close_pipes()
         return requeue
@@ -967,30 +1015,36 @@ def _send_ahead(pool: FunctionPool) -> None:
     """Send queued invocations ahead to busy shipped workers when none could run sooner:
     every worker busy and the pool at its size (else an idle or a new worker takes it).
 
-    An event sent ahead to a worker whose invocation has run longer than
-    :data:`AHEAD_PATIENCE` goes back to the head of the queue first, if the worker has
-    not started it: it must not wait behind a slow invoke while others take later ones.
+    Events sent ahead to a worker whose invocation has run longer than
+    :data:`AHEAD_PATIENCE` go back to the head of the queue first, those the worker has
+    not started: they must not wait behind a slow invoke while others take later ones.
     """
     queue = pool.queue
     if not queue or pool.closing:
         return
     workers = pool.workers
-    if len(workers) < pool.concurrency:
+    if len(workers) < pool._limit:
         return
     for w in workers:
         if w.state != "busy":
             return
     now = pool.reactor.seconds()
     for w in workers:
-        if w.ahead is not None and not w._ahead_claimed and now - w._began > AHEAD_PATIENCE:
-            inv = w.take_back()
-            if inv is not None and not inv.called:
-                queue.appendleft(inv)
+        if w.aheads and now - w._began > AHEAD_PATIENCE:
+            back = []  # the last first: each goes to the head of the queue, in order
+            while (inv := w.take_back()) is not None:
+                back.append(inv)
+            for inv in back:
+                if not inv.called:
+                    queue.appendleft(inv)
     while queue:
-        # to the worker whose invocation started first (the likeliest to end first)
+        # to the worker with the fewest sent ahead, then the one whose invocation
+        # started first (the likeliest to end first)
         chosen = None
         for w in workers:
-            if w.can_take_ahead() and (chosen is None or w._began < chosen._began):
+            if w.can_take_ahead() and (chosen is None or len(w.aheads) < len(chosen.aheads)
+                                       or (len(w.aheads) == len(chosen.aheads)
+                                           and w._began < chosen._began)):
                 chosen = w
         if chosen is None:
             return
@@ -1002,7 +1056,7 @@ def _take_back_for(idle: Worker) -> None:
     another worker's invocation: at the end of the reactor turn, if no request read in
     the same turn gave it work, it takes that event (:meth:`Worker.take_back_now`)."""
     for w in idle.pool.workers:
-        if w.ahead is not None and w is not idle:
+        if w.aheads and w is not idle:
             if idle._take_back_call is None:
                 idle._take_back_call = idle.pool.reactor.callLater(0, idle.take_back_now)
             return
@@ -1084,7 +1138,7 @@ class FunctionPool:
     def running(self) -> int:
         """Invocations a worker is running now (async ones included), and the ones sent
         ahead to a busy worker (they left the queue but wait as queued ones do)."""
-        return sum((w.current is not None) + (w.ahead is not None) for w in self.workers)
+        return sum((w.current is not None) + len(w.aheads) for w in self.workers)
 
     def invoke(self, payload: bytes, function_arn: str, trace_id: str,
                invocation_type: str = "RequestResponse") -> defer.Deferred[InvokeResult]:

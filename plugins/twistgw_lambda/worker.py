@@ -13,9 +13,9 @@ same write as the next ``GET /next`` (HTTP/1.1 pipelining), so an invoke costs t
 worker one ``sendall`` and one wake-up.
 
 Events sent ahead, an extension of the Runtime API between twistgw and this worker only:
-when the gateway offers it (two token pipes named by ``_TWISTGW_LAMBDA_AHEAD_FDS``), the
-worker's polls say ``Twistgw-Ahead: 1`` and the gateway may send the next event while the
-worker still runs one, as the early answer to the poll the worker sends with its result.
+when the gateway offers it (token pipes named by ``_TWISTGW_LAMBDA_AHEAD_FDS``), the
+worker's polls say ``Twistgw-Ahead: 1`` and the gateway may send the next events while the
+worker still runs one, as the early answers to the polls the worker sends with its results.
 Such an event carries ``Twistgw-Ahead: <pipe> <timeout ms>`` instead of a deadline; the
 worker reads one byte from that pipe before it starts it (the deadline is set then), and
 skips it if the byte is gone: the gateway took it back for another worker.
@@ -111,7 +111,7 @@ class _Client:
     """
 
     #: The token pipes of events sent ahead, when the gateway offers them.
-    ahead_fds: tuple[int, int] | None = None
+    ahead_fds: tuple[int, ...] | None = None
     #: Results sent whose answer (a 202) has not been read yet (events sent ahead come
     #: before them on the connection).
     unanswered = 0
@@ -125,7 +125,7 @@ class _Client:
         self.buffer = b""
         self.next_request = (_NEXT % (_BASE, address)).encode("ascii")
         fds = os.environ.pop(_AHEAD_FDS, "").split(",")
-        if len(fds) == 2 and all(fd.isdigit() for fd in fds):
+        if len(fds) >= 2 and all(fd.isdigit() for fd in fds):
             try:
                 for fd in fds:
                     os.set_blocking(int(fd), False)
@@ -133,7 +133,7 @@ class _Client:
             except OSError:
                 pass  # not open: no events ahead
             else:
-                self.ahead_fds = (int(fds[0]), int(fds[1]))
+                self.ahead_fds = tuple(int(fd) for fd in fds)
                 self.next_request = self.next_request[:-2] + b"Twistgw-Ahead: 1\r\n\r\n"
 
     def encode(self, method: str, path: str, body: bytes,
@@ -190,7 +190,7 @@ class _Client:
                 return status, headers, body
             pipe, _, timeout = ahead.partition(b" ")
             try:
-                if not os.read(fds[pipe == b"1"], 1):
+                if not os.read(fds[int(pipe)], 1):
                     continue
             except BlockingIOError:
                 continue  # taken back by the gateway: another worker runs it

@@ -30,10 +30,12 @@ A, B, C, D, E = (f"{i}e1f2a3b-0000-4000-8000-00000000000{i}" for i in range(1, 6
 
 
 class Pool:
-    """A pool of ``n`` workers offered events ahead, each connected over a
-    StringTransport and polling; starting more workers is recorded, not done."""
+    """A pool of ``n`` workers offered events ahead (at most ``depth`` each), each
+    connected over a StringTransport and polling; starting more workers is recorded, not
+    done."""
 
-    def __init__(self, n: int = 1, fast: bool = True, **config: Any) -> None:
+    def __init__(self, n: int = 1, fast: bool = True, depth: int = rt.AHEAD_DEPTH,
+                 **config: Any) -> None:
         self.reactor = MemoryReactorClock()
         cfg = FunctionConfig(name="Hello", handler="app.handler", code=Path("/tmp"),
                              **{"max_workers": n, **config})
@@ -46,6 +48,7 @@ class Pool:
         self.results: dict[str, Any] = {}
         for i in range(n):
             worker = rt.Worker(self.pool, i + 1)
+            worker.ahead_depth = depth
             worker.open_pipes()
             worker.expect_client(HOST)
             self.pool.workers.append(worker)
@@ -131,7 +134,7 @@ def test_an_invoke_that_would_queue_is_sent_ahead_with_a_timeout_not_a_deadline(
     w = p.workers[0]
     assert (w.current and w.current.id, w.ahead and w.ahead.id) == (A, B)
     assert not p.pool.queue and p.pool.running() == 2
-    assert p.tokens(0) == [1, 0]
+    assert p.tokens(0) == [1, 0, 0]
 
 
 def test_nothing_is_sent_ahead_while_a_worker_is_free_or_the_pool_may_grow(
@@ -170,7 +173,7 @@ def test_the_clock_of_an_event_sent_ahead_starts_when_the_running_one_ends(
 
 def test_a_worker_that_asks_for_work_takes_an_event_not_started_elsewhere(
         pools: list[Pool]) -> None:
-    p = _pool(pools, 2)
+    p = _pool(pools, 2, depth=1)
     p.invoke(A)
     p.invoke(B)
     p.invoke(C)  # ahead to the first worker (its invocation started first)
@@ -203,7 +206,7 @@ def test_a_request_read_in_the_same_turn_goes_to_the_free_worker_first(
     p.reactor.advance(0)
     w0, w1 = p.workers
     assert w0.ahead is not None and w0.ahead.id == C
-    assert w1.current is not None and w1.current.id == D and p.tokens(0) == [1, 0]
+    assert w1.current is not None and w1.current.id == D and p.tokens(0) == [1, 0, 0]
 
 
 def test_an_event_the_worker_started_is_not_taken_back(pools: list[Pool]) -> None:
@@ -222,7 +225,7 @@ def test_an_event_the_worker_started_is_not_taken_back(pools: list[Pool]) -> Non
 
 def test_an_event_sent_ahead_behind_a_slow_invoke_goes_to_the_next_worker(
         pools: list[Pool]) -> None:
-    p = _pool(pools, 2)
+    p = _pool(pools, 2, depth=1)
     p.invoke(A)
     p.invoke(B)
     p.invoke(C)  # ahead to the first worker
@@ -343,7 +346,9 @@ def test_only_the_shipped_worker_is_offered_events_ahead(command: list[str] | No
     try:
         kw = reactor.spawned[0]
         assert (rt.AHEAD_FDS_VARIABLE in kw["env"]) is offered
-        assert sorted(kw["childFDs"]) == ([0, 1, 2, 3, 4] if offered else [0, 1, 2])
+        assert sorted(kw["childFDs"]) == ([0, 1, 2, 3, 4, 5] if offered else [0, 1, 2])
+        if offered:
+            assert kw["env"][rt.AHEAD_FDS_VARIABLE] == "3,4,5"
         assert worker._next_poll.endswith(b"Twistgw-Ahead: 1\r\n\r\n" if offered
                                           else b":" + str(reactor.tcpServers[0][0]).encode()
                                           + b"\r\n\r\n")
@@ -362,30 +367,34 @@ reads = st.one_of(
     st.just(_segment(A) + _segment(B)),
     st.sampled_from([_segment(A) + _segment(C), _segment(A) + _segment(A),
                      _segment(A) + _segment(B) + _segment(C), _segment(B),
+                     _segment(A) + _segment(B) + _segment(C) + _segment(D),
+                     _segment(A) + _segment(C) + _segment(B),
+                     _segment(A) + _segment(B) + _segment(C)[:-3],
                      _segment(A) + _segment(B)[:-1], _segment(A)[:-2] + b"\r\n",
                      _segment(A).replace(b"Twistgw-Ahead: 1\r\n", b""),
                      _segment(A) + _result(B.encode(), OUTPUT),
                      (_segment(A) + _segment(B)).replace(b"/response", b"/error", 1)]),
-    st.builds(lambda i: (_segment(A) + _segment(B))[:i], st.integers(0, 600)),
+    st.builds(lambda i: (_segment(A) + _segment(B) + _segment(C))[:i],
+              st.integers(0, 900)),
     st.builds(lambda body: _result(A.encode(), body) + POLL + _segment(B),
               st.binary(max_size=40)),
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(first=reads, rest=st.sampled_from([b"", POLL, _segment(B), b"x"]),
-       queued=st.integers(0, 2), claimed=st.booleans())
+@settings(max_examples=300, deadline=None)
+@given(first=reads, rest=st.sampled_from([b"", POLL, _segment(B), _segment(C), b"x"]),
+       queued=st.integers(0, 3), claimed=st.integers(0, 2), depth=st.sampled_from([1, 2]))
 def test_the_fast_lane_does_what_the_parser_does_with_events_ahead(
-        first: bytes, rest: bytes, queued: int, claimed: bool) -> None:
+        first: bytes, rest: bytes, queued: int, claimed: int, depth: int) -> None:
     runs = []
     for fast in (True, False):
-        p = Pool(1, fast, timeout=3.0)
+        p = Pool(1, fast, depth, timeout=3.0)
         try:
             p.invoke(A)
-            for rid in (B, C, D)[:queued + 1]:
-                p.invoke(rid)  # B ahead, the others queued
-            if claimed:
-                p.claim(0, 0)
+            for rid in (B, C, D, E)[:queued + 1]:
+                p.invoke(rid)  # B (and C, at depth 2) ahead, the others queued
+            for pipe in range(min(claimed, depth)):
+                p.claim(0, pipe)  # the worker started the first ones sent ahead
             p.protos[0].dataReceived(first)
             if rest:
                 p.protos[0].dataReceived(rest)
@@ -396,7 +405,8 @@ def test_the_fast_lane_does_what_the_parser_does_with_events_ahead(
             w = p.workers[0]
             runs.append((
                 re.sub(rb"Deadline-Ms: \d+", b"", p.transports[0].value()), w.state,
-                w.current and w.current.id, w.ahead and w.ahead.id, w._poll_answered,
+                w.current and w.current.id, [i.id for i in w.aheads], w._poll_answered,
+                sorted(w._free_pipes), w._stale_pipes,
                 w.pending_next is not None, [i.id for i in p.pool.queue],
                 sorted((k, v.payload, v.function_error) if isinstance(v, rt.InvokeResult)
                        else (k, repr(v)) for k, v in p.results.items()),
@@ -410,7 +420,7 @@ def test_the_fast_lane_takes_two_results_in_one_read(pools: list[Pool]) -> None:
     """Not vacuous: a worker that ran the event sent ahead before the gateway read its
     first result sends both with their polls; the fast lane takes them (the parser never
     sees them) and sends the next two events ahead, with the two 202s, in one write."""
-    p = _pool(pools)
+    p = _pool(pools, depth=1)
     handled: list[Any] = []
     p.protos[0].handle = handled.append
     for rid in (A, B, C, D):
@@ -423,3 +433,152 @@ def test_the_fast_lane_takes_two_results_in_one_read(pools: list[Pool]) -> None:
     out = p.transports[0].value()
     assert out.count(b"HTTP/1.1 202 Accepted") == 2 and out.index(C.encode()) < \
         out.index(D.encode()) and b"Twistgw-Ahead: 1 " in out
+
+
+# -- two events ahead per worker (the shipped depth) ----------------------------------
+
+def test_two_events_go_ahead_to_a_busy_worker_each_with_a_pipe_of_its_own(
+        pools: list[Pool]) -> None:
+    p = _pool(pools, timeout=3.0)
+    for rid in (A, B, C, D):
+        p.invoke(rid)
+    w = p.workers[0]
+    assert rt.AHEAD_DEPTH == 2 and [i.id for i in w.aheads] == [B, C]
+    assert [i.id for i in p.pool.queue] == [D] and p.pool.running() == 3
+    out = p.transports[0].value()
+    assert b"Twistgw-Ahead: 0 3000\r\n" in out and b"Twistgw-Ahead: 1 3000\r\n" in out
+    assert p.tokens(0) == [1, 1, 0]
+
+
+def test_the_fast_lane_takes_three_results_in_one_read(pools: list[Pool]) -> None:
+    """A worker that ran both events sent ahead before the gateway read its first result
+    sends the three results with their polls in one write: the fast lane takes them (the
+    parser never sees them), and the event queued behind them goes to the worker (ahead,
+    on the pipe left free); the 202s the worker does not wait for go with the next
+    write."""
+    p = _pool(pools)
+    handled: list[Any] = []
+    p.protos[0].handle = handled.append
+    for rid in (A, B, C, D):
+        p.invoke(rid)
+    p.claim(0, 0)
+    p.claim(0, 1)
+    p.transports[0].clear()
+    p.answer(0, A, B, C)
+    assert handled == [] and [_ok(p.results[r]) for r in (A, B, C)] == [OUTPUT] * 3
+    w = p.workers[0]
+    assert w.current is not None and w.current.id == D and not w.aheads
+    out = p.transports[0].value()
+    assert b"Twistgw-Ahead: 2 " in out
+    p.protos[0]._flush()
+    assert p.transports[0].value().count(b"HTTP/1.1 202 Accepted") == 3
+    assert p.tokens(0) == [0, 0, 1]
+
+
+def test_a_pipe_is_not_reused_while_the_worker_may_still_look_for_a_token_taken_back(
+        pools: list[Pool]) -> None:
+    """C is taken back (its caller gave up) while the worker runs A with B before it:
+    the worker will still read C's pipe when it comes to C, so no other event's token
+    goes into that pipe until the worker is past C (it ended an event after C)."""
+    p = _pool(pools)
+    p.invoke(A)
+    p.invoke(B)  # ahead, pipe 0
+    c = p.invoke(C)  # ahead, pipe 1
+    c.cancel()
+    assert isinstance(p.results[C], Failure)
+    p.answer(0, A)  # B runs; the worker will come to C next
+    p.invoke(D)  # ahead, pipe 2
+    p.invoke(E)  # pipe 1 is not free yet: E waits in the queue
+    w = p.workers[0]
+    assert [i.id for i in w.aheads] == [D] and [i.id for i in p.pool.queue] == [E]
+    assert not p.claim(0, 1)  # the worker, at C, finds it taken back and skips it
+    assert p.claim(0, 2)  # and starts D
+    p.answer(0, B)  # B's end frees pipe 0: E goes ahead there
+    assert [i.id for i in w.aheads] == [E] and b"Twistgw-Ahead: 0 " in \
+        p.transports[0].value().rpartition(E.encode())[2]
+    f = A.replace("1", "6", 1)
+    p.invoke(f)  # the worker may not be past C yet (it has just ended B): f waits
+    assert [i.id for i in p.pool.queue] == [f]
+    p.answer(0, D)  # the worker ended D, after C: C's pipe is free again (and D's)
+    assert w.current is not None and w.current.id == E and [i.id for i in w.aheads] == [f]
+    assert not w._stale_pipes and sorted(w._free_pipes) == [1]
+    assert C not in [r for r in p.results if not isinstance(p.results[r], Failure)]
+
+
+@pytest.mark.parametrize("started, results_come", [(1, True), (1, False), (2, True),
+                                                   (2, False), (0, False)])
+def test_a_worker_that_dies_with_two_events_sent_ahead(pools: list[Pool], started: int,
+                                                       results_come: bool) -> None:
+    """The worker started ``started`` of B and C (having written the results of the
+    events before each) and died: the last it started fails mid-invoke, the ones before
+    it get the results it wrote if they are read before the connection closes, and the
+    ones it never started go back to the head of the queue, in order."""
+    p = _pool(pools)
+    for rid in (A, B, C, D):
+        p.invoke(rid)
+    for pipe in range(started):
+        assert p.claim(0, pipe)
+    p.workers[0].exited(1, None)
+    order = [A, B, C]
+    running = order[started]
+    ended = order[:started]
+    assert b"Runtime exited with error: exit status 1" in p.results[running].payload
+    assert [i.id for i in p.pool.queue] == [*order[started + 1:], D]
+    assert all(r not in p.results for r in ended)
+    if results_come:
+        p.protos[0].dataReceived(b"".join(_result(r.encode(), OUTPUT) + POLL
+                                          for r in ended))
+        assert all(_ok(p.results[r]) == OUTPUT for r in ended)
+    p.protos[0].connectionLost(None)
+    for r in ended:
+        assert (p.results[r].function_error is None) is results_come
+
+
+def test_an_idle_worker_takes_the_last_event_sent_ahead_elsewhere(
+        pools: list[Pool]) -> None:
+    """The busy worker already started C (it wrote A's result): the idle worker takes D,
+    sent ahead behind C and not started."""
+    p = _pool(pools, 2)
+    for rid in (A, B, C, E, D):
+        p.invoke(rid)  # A, B run; C, E, D ahead (C and D to the first worker)
+    w0, w1 = p.workers
+    assert [i.id for i in w0.aheads] == [C, D] and [i.id for i in w1.aheads] == [E]
+    assert p.claim(0, 0)  # the first worker started C
+    p.answer(1, B, E)  # the second worker is free, nothing queued
+    p.reactor.advance(0)
+    assert w1.current is not None and w1.current.id == D and [i.id for i in w0.aheads] == [C]
+
+
+def test_an_event_goes_ahead_to_the_worker_with_the_fewest_sent_ahead(
+        pools: list[Pool]) -> None:
+    p = _pool(pools, 2)
+    for rid in (A, B, C, D):
+        p.invoke(rid)
+    w0, w1 = p.workers  # both started at the same time; the first gets C, then D
+    assert [i.id for i in w0.aheads] == [C] and [i.id for i in w1.aheads] == [D]
+
+
+def test_every_event_not_started_behind_a_slow_invoke_goes_back(pools: list[Pool]) -> None:
+    p = _pool(pools, 2)
+    f, g = A.replace("1", "6", 1), A.replace("1", "7", 1)
+    for rid in (A, B, C, D, E, f):
+        p.invoke(rid)  # C, E ahead to the first worker, D, f to the second
+    w0, w1 = p.workers
+    assert [i.id for i in w0.aheads] == [C, E] and [i.id for i in w1.aheads] == [D, f]
+    p.reactor.advance(rt.AHEAD_PATIENCE * 2)
+    p.answer(1, B)  # the second worker goes on (D); A is slow
+    p.invoke(g)  # C and E go back to the head of the queue, C to the second worker
+    assert not w0.aheads and [i.id for i in w1.aheads] == [f, C]
+    assert [i.id for i in p.pool.queue] == [E, g]
+
+
+def test_a_worker_that_dies_before_it_started_two_events_gives_back_all_three(
+        pools: list[Pool]) -> None:
+    p = _pool(pools)
+    for rid in (A, B, C, D):
+        p.invoke(rid)
+    p.answer(0, A)  # B runs now (its clock started), C and D are sent ahead
+    assert [i.id for i in p.workers[0].aheads] == [C, D]
+    p.workers[0].exited(1, None)  # before it read B's token
+    assert _ok(p.results[A]) == OUTPUT
+    assert [i.id for i in p.pool.queue] == [B, C, D] and len(p.results) == 1
