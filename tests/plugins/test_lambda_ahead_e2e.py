@@ -95,6 +95,12 @@ async def main():
                                                     call(p, "d", die=True)])
         out["after"] = await call(p, "c")
         await p.stop()
+    elif scenario == "started2":
+        p = pool(max_workers=1)
+        out["results"] = await defer.gatherResults([call(p, "a", s=0.3), call(p, "b"),
+                                                    call(p, "d", die=True)])
+        out["after"] = await call(p, "c")
+        await p.stop()
     elif scenario == "timeout":
         p = pool(max_workers=1, timeout=2)
         out["results"] = await defer.gatherResults([call(p, "a", s=1.2), call(p, "b", s=1.2)])
@@ -192,6 +198,21 @@ def test_a_worker_that_dies_in_the_event_it_started_fails_that_one_only(
     assert "exit status 3" in results["d"]["payload"]["errorMessage"]
     assert out["after"]["error"] is None  # a new worker serves the next invoke
     assert len(_ran(tmp_path, "d")) == 1
+
+
+def test_a_worker_that_ran_both_events_sent_ahead_and_died_in_the_second(
+        tmp_path: Path) -> None:
+    """b and d both wait ahead behind a (two per worker); the worker runs a and b, writes
+    their results and dies in d: a and b get their results, d fails, each ran once."""
+    out = _run(tmp_path, "started2")
+    results = _by_tag(out["results"])
+    assert ["b", "a"] in out["sent"] and ["d", "a"] in out["sent"]
+    assert [results[t]["error"] for t in "ab"] == [None, None]
+    assert [results[t]["payload"]["tag"] for t in "ab"] == ["a", "b"]
+    assert results["d"]["error"] == "Unhandled"
+    assert "exit status 3" in results["d"]["payload"]["errorMessage"]
+    assert out["after"]["error"] is None
+    assert [len(_ran(tmp_path, t)) for t in "abd"] == [1, 1, 1]
 
 
 def test_the_timeout_of_an_event_sent_ahead_counts_from_its_start(tmp_path: Path) -> None:
