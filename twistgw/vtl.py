@@ -451,6 +451,59 @@ _new_render = object.__new__
 _monotonic = time.monotonic
 
 
+def _render_failed(error: Exception) -> NoReturn:
+    """What a render raises for ``error`` (raised by the template's code): a
+    :class:`TemplateError` as it is, anything else as one (never a bare exception)."""
+    if isinstance(error, TemplateError):
+        raise error
+    if isinstance(error, RecursionError):
+        raise TemplateLimitError("template recursion too deep") from None
+    if isinstance(error, MemoryError):
+        raise TemplateLimitError("template used too much memory") from None
+    raise TemplateRenderError(f"{type(error).__name__}: {error}") from error
+
+
+#: Root count -> the factory of :meth:`Template.typed_renderer`'s functions for it.
+_RENDERER_FACTORIES: dict[int, Callable[..., Callable[..., str]]] = {}
+
+
+def _renderer_factory(count: int) -> Callable[..., Callable[..., str]]:
+    """``factory(function, copy, limits)``: a function rendering the typed entry
+    ``function`` with ``count`` roots as positional arguments.  Written out per count
+    and compiled once: a call with ``*roots`` is not inlined by CPython 3.11's eval loop
+    (it measured slower than :meth:`Template.render_typed` itself)."""
+    found = _RENDERER_FACTORIES.get(count)
+    if found is None:
+        roots = "".join(f", _R{i}" for i in range(count))
+        source = (
+            "def factory(function, copy, limits):\n"
+            " max_output, max_seconds = limits.max_output, limits.max_seconds\n"
+            f" def typed(variables{roots}):\n"
+            "  rc = _new_render(_Render)\n"
+            "  rc.vars = variables = dict(variables) if copy else variables\n"
+            "  rc.out = out = []\n"
+            "  rc.size = 0\n"
+            "  rc.limits = limits\n"
+            "  rc.deadline = _monotonic() + max_seconds\n"
+            "  try:\n"
+            "   try:\n"
+            f"    function(rc, variables{roots})\n"
+            "   except (_Stop, _Break):\n"
+            "    pass\n"
+            "   if rc.size > max_output:\n"
+            "    rc.over()\n"
+            "  except Exception as e:\n"
+            "   _render_failed(e)\n"
+            "  return ''.join(out)\n"
+            " return typed\n")
+        namespace: dict[str, Any] = {
+            "_new_render": _new_render, "_Render": _Render, "_monotonic": _monotonic,
+            "_Stop": _Stop, "_Break": _Break, "_render_failed": _render_failed}
+        exec(compile(source, "<vtl renderer>", "exec"), namespace)
+        found = _RENDERER_FACTORIES[count] = namespace["factory"]
+    return found
+
+
 class _Node:
     __slots__ = ()
 
@@ -2922,15 +2975,29 @@ class Template:
                 pass
             if rc.size > limits.max_output:
                 rc.over()
-        except TemplateError:
-            raise
-        except RecursionError:
-            raise TemplateLimitError("template recursion too deep") from None
-        except MemoryError:
-            raise TemplateLimitError("template used too much memory") from None
         except Exception as e:  # a bug or an odd value: never a bare exception
-            raise TemplateRenderError(f"{type(e).__name__}: {e}") from e
+            _render_failed(e)
         return "".join(rc.out)
+
+    def typed_renderer(self, names: tuple[str, ...], limits: Limits = DEFAULT_LIMITS
+                       ) -> Callable[..., str]:
+        """``render_typed`` with ``names`` and ``limits`` fixed, as one function
+        ``(variables, *roots) -> str`` (``roots`` hold the values of ``names``, as
+        :meth:`render_typed` takes them).
+
+        What each :meth:`render_typed` call works out from the template and the limits
+        (which entry, whether the variables need a copy, the bounds) is worked out here,
+        once: a caller that renders one template many times (the mapping plugin keeps
+        one per route, stage and method) keeps the function.
+        """
+        function = self._typed
+        if function is None or names != self._typed_names or (
+                self._unrolled > limits.foreach_limit and self._general is not None):
+
+            def general(variables: dict[str, Any], *roots: Any) -> str:
+                return self.render_typed(names, roots, variables, limits)
+            return general
+        return _renderer_factory(len(names))(function, self._copy, limits)
 
 
 def render(source: str, variables: dict[str, Any] | None = None,

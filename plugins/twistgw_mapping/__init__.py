@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -210,8 +210,9 @@ def _prepared(route: Route, source: str | None) -> Prepared:
 
 
 #: Specialised templates kept per route and template (:func:`_specialised`): stage
-#: name and method -> (stage, API, the template with their constants folded in).
-Specs = dict[tuple[str, str], tuple[Any, Any, Template]]
+#: name and method -> (stage, API, the template with their constants folded in, its
+#: :meth:`~twistgw.vtl.Template.typed_renderer`, whether it reads ``$stageVariables``).
+Specs = dict[tuple[str, str], tuple[Any, Any, Template, Callable[..., str], bool]]
 
 #: The most specialised copies kept per route and template (stages x methods).
 MAX_SPECS = 32
@@ -254,7 +255,9 @@ def _specialised(ctx: Context, compiled: Template, specs: Specs,
         "context": {(name,): context_value(ctx, name) for name in ROUTE_CONSTANTS},
         "stageVariables": {(name,): value for name, value in stage.variables.items()}}
     spec = compiled.specialised(constants, _WRITABLE)
-    specs[(stage.name, method)] = (stage, ctx.deployment_api, spec)
+    specs[(stage.name, method)] = (stage, ctx.deployment_api, spec,
+                                   spec.typed_renderer(ROOT_NAMES),
+                                   "stageVariables" in spec.reads)
     return spec
 
 
@@ -282,28 +285,33 @@ def _render(ctx: Context, compiled: Prepared, body: bytes, phase: str,
             return compiled, overrides
         if isinstance(compiled, TemplateError):
             _failed(ctx, phase, compiled)
+    found = None
     if specs is not None:
         # the copy made for this stage and method, found here (_specialised's first
-        # lines, without its call); anything else through _specialised
+        # lines, without its call), rendered by its kept typed_renderer; anything else
+        # through _specialised and render_typed
         stage = ctx.stage
         found = specs.get((stage.name, ctx.method)) if stage is not None else None
-        if found is not None and found[0] is stage and found[1] is ctx.deployment_api \
-                and (overrides is None or not overrides.custom):
-            compiled = found[2]
-        else:
+        if found is None or found[0] is not stage or found[1] is not ctx.deployment_api \
+                or (overrides is not None and overrides.custom):
+            found = None
             compiled = _specialised(ctx, compiled, specs, overrides)
     # the typed roots apart (template_others written out: one call less per render)
-    roots = template_roots(ctx, body, fin, overrides)
+    context, data, util = template_roots(ctx, body, fin, overrides)
     try:
-        text = compiled.render_typed(
-            ROOT_NAMES, roots,
-            {"stageVariables": dict(ctx.stage_variables)}
-            if "stageVariables" in compiled.reads else {})
+        if found is not None:  # (the roots passed one by one: a *roots call is slower)
+            text = found[3]({"stageVariables": dict(ctx.stage_variables)} if found[4]
+                            else {}, context, data, util)
+        else:
+            text = compiled.render_typed(
+                ROOT_NAMES, (context, data, util),
+                {"stageVariables": dict(ctx.stage_variables)}
+                if "stageVariables" in compiled.reads else {})
     except TemplateError as e:
         _failed(ctx, phase, e)
     # A lone surrogate (a JSON body may spell one as "\ud800") becomes '?', as Java's
     # UTF-8 encoder writes it.
-    return text.encode("utf-8", "replace"), roots[0]._overrides
+    return text.encode("utf-8", "replace"), context._overrides
 
 
 def _failed(ctx: Context, phase: str, error: TemplateError) -> NoReturn:

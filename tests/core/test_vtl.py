@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from twistgw.vtl import (
@@ -734,6 +734,51 @@ def test_the_typed_entry_renders_what_render_renders(pieces: list[str]) -> None:
     assert outcome(True, ("p", "o")) == outcome(False, ("p", "o"))
     untyped = Template(source)
     assert outcome(True, used=untyped) == outcome(False, used=untyped)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces=st.lists(_TYPED_ENTRY_PIECES | st.sampled_from([
+           "#foreach($i in [1, 2, 3])$i$c.a#end", "#foreach($i in ['x'])[$i]#end",
+           "#set($s = $c.a)", "$c.a", "#set($t = 'T')$t", '#set($s = "new")', '"$s"',
+           "#break", "static text, longer than twelve", '#set($t = "[$s]")', "#if($o.a)",
+           "#end"]), max_size=12),
+       limits=st.sampled_from([DEFAULT_LIMITS, Limits(max_output=12), Limits(foreach_limit=1),
+                               Limits(foreach_limit=0)]))
+@example(pieces=["$o.a", '#set($s = "new")', '#set($t = "[$s]")'], limits=DEFAULT_LIMITS)
+@example(pieces=["#if($o.a)", "static text, longer than twelve", "#end", "#stop"],
+         limits=Limits(max_output=12))
+@example(pieces=["$o.a", "#break", "$o.a"], limits=DEFAULT_LIMITS)
+@example(pieces=["#foreach($i in [1, 2, 3])$i$c.a#end"], limits=Limits(foreach_limit=1))
+def test_a_typed_renderer_renders_what_render_typed_renders(
+        pieces: list[str], limits: Limits) -> None:
+    """``Template.typed_renderer(names, limits)`` (the entry, copy and bounds worked out
+    once) renders, fails, calls the typed roots and leaves the caller's variables exactly
+    as ``render_typed`` with the same names and limits: for the general template and its
+    specialised copy (whose unrolled loop a low ``foreach_limit`` sends back to the
+    general one), with the names in either order (the other order takes the generic
+    entry), and for a template without types."""
+    source = "".join(pieces)
+    try:
+        general = Template(source, types={"p": _Counted, "o": _Counted})
+    except TemplateSyntaxError:  # ("#break" + "#end" ends nothing)
+        return
+
+    def outcome(render: Any) -> tuple[Any, ...]:
+        _Counted.calls.clear()
+        roots = (_Counted(), _Counted())
+        roots[1].label = "'"  # which root is which shows in the output
+        variables = {"s": "S", "c": {"a": "A"}}
+        try:
+            out = render(variables, roots)
+        except TemplateError as e:
+            out = f"{type(e).__name__}: {e}"
+        return out, list(_Counted.calls), variables
+
+    for template in (general, general.specialised({"c": {("a",): "A"}}), Template(source)):
+        for names in (("o", "p"), ("p", "o")):
+            renderer = template.typed_renderer(names, limits)
+            assert outcome(lambda v, roots, f=renderer: f(v, *roots)) == outcome(
+                lambda v, roots, t=template, n=names: t.render_typed(n, roots, v, limits))
 
 
 def test_typed_method_results_keep_the_string_bound() -> None:
