@@ -94,7 +94,7 @@ _AHEAD_EVENT = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-L
                 b"\r\n%s")
 #: The header of the shipped worker's polls that takes up the offer of events sent ahead.
 _AHEAD_POLL = b"twistgw-ahead"
-#: The variable naming the two token pipes' descriptors in the shipped worker.
+#: The variable naming the token pipes' descriptors in the shipped worker.
 AHEAD_FDS_VARIABLE = "_TWISTGW_LAMBDA_AHEAD_FDS"
 #: The shipped worker's command after the interpreter: only it is offered events ahead.
 _SHIPPED_WORKER = ["-m", "twistgw_lambda.worker"]
@@ -545,9 +545,10 @@ class Worker:
             not self._poll_answered and channel is not None and not channel._closing
 
     def send_ahead(self, inv: Invocation) -> None:
-        """Send ``inv`` to this busy worker, to start when its invocation ends: its token
-        first, then the event with its timeout (the clock starts when the worker starts
-        it, and here when the running one's result arrives: :meth:`_promote`)."""
+        """Send ``inv`` to this busy worker, to start when the invocations before it end:
+        its token first (in a free pipe), then the event with its timeout (the clock
+        starts when the worker starts it, and here when the result of the one before it
+        arrives: :meth:`_promote`)."""
         pipes = self._pipes
         channel = self.channel
         assert pipes is not None and channel is not None
