@@ -19,6 +19,7 @@ import json
 import json.scanner
 import re
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import quote_plus, unquote_plus
 
@@ -27,7 +28,7 @@ import orjson
 
 from twistgw import StashKey
 from twistgw.pipeline import INGRESS_DROPPED_HEADERS
-from twistgw.variables import Finish, getter_for, names
+from twistgw.variables import ATTRIBUTES, Finish, getter_for, names
 from twistgw.vtl import (
     COMPUTED,
     MISSING,
@@ -799,6 +800,18 @@ class ContextObject(VtlObject):
         getter, after = _path_plan(names)
         if getter is None or getter is _BRANCH:
             return None
+        path = ATTRIBUTES.get(".".join(names))
+        if path is not None:
+            read = attrgetter(path)
+
+            def get_attribute(obj: ContextObject) -> Any:
+                # (get_whole for a name whose getter reads one attribute: read here)
+                found = obj._overrides
+                if found is None or first not in found.custom:
+                    value = read(obj.ctx)
+                    return value if type(value) is str or value is None else _plain(value)
+                return walk(found.custom[first], rest)
+            return get_attribute
 
         def get(obj: ContextObject) -> Any:
             found = obj._overrides
