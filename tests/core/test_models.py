@@ -119,6 +119,9 @@ _SAMPLES: dict[type, dict[str, list[Any]]] = {
     IntegrationResponse: {
         "status": [200, 502], "headers": [Headers((("C", "d"),))], "body": [b"", b"y"],
         "metadata": [EMPTY_MAPPING, {"latency_ms": 3}, {}, None], "upgrade": [None, print]},
+    Response: {
+        "status": [200, 404], "headers": [Headers((("E", "f"),))], "body": [b"", b"z"],
+        "upgrade": [None, print]},
 }
 
 
