@@ -349,15 +349,22 @@ class Worker:
         env = dict(env)
         env["AWS_LAMBDA_RUNTIME_API"] = address = f"127.0.0.1:{self.port.getHost().port}"
         fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+        argv: list[str] = command
+        path: str | None = str(self.pool.config.code)
         if command[1:] == _SHIPPED_WORKER:
             for i, (read, _write) in enumerate(self.open_pipes()):
                 fds[3 + i] = read
             env[AHEAD_FDS_VARIABLE] = ",".join(str(fd) for fd in fds if fd > 2)
+            # No working directory given: Twisted then starts the worker with
+            # posix_spawn instead of fork, so no Python code of the gateway runs in the
+            # child (a signal landing between fork and exec ran the gateway's handler
+            # there, against a closed wakeup fd).  The worker changes to
+            # LAMBDA_TASK_ROOT itself; -P keeps the gateway's directory off its sys.path.
+            argv, path = [command[0], "-P", *command[1:]], None
         self.expect_client(address.encode("ascii"))
         try:
             self.transport = reactor.spawnProcess(
-                _WorkerProcess(self), command[0], command, env=env,
-                path=str(self.pool.config.code), childFDs=fds)
+                _WorkerProcess(self), argv[0], argv, env=env, path=path, childFDs=fds)
         except Exception:
             self.close_pipes()
             raise

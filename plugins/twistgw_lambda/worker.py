@@ -415,6 +415,9 @@ def main() -> int:
     os.environ.pop("_TWISTGW_LAMBDA_WORKER", None)
     client = _Client(os.environ["AWS_LAMBDA_RUNTIME_API"])
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    # The gateway starts this worker without a working directory (posix_spawn, see
+    # runtime.Worker.spawn): the handler's code folder is its own, as on Lambda.
+    os.chdir(task_root)
     if task_root not in sys.path:
         sys.path.insert(0, task_root)
     _install_logging()

@@ -349,6 +349,10 @@ def test_only_the_shipped_worker_is_offered_events_ahead(command: list[str] | No
         assert sorted(kw["childFDs"]) == ([0, 1, 2, 3, 4, 5] if offered else [0, 1, 2])
         if offered:
             assert kw["env"][rt.AHEAD_FDS_VARIABLE] == "3,4,5"
+        # The shipped worker is started without a working directory (so Twisted uses
+        # posix_spawn, no fork) and changes to its code folder itself; other clients
+        # are started in it.
+        assert kw["path"] == (None if offered else "/tmp")
         assert worker._next_poll.endswith(b"Twistgw-Ahead: 1\r\n\r\n" if offered
                                           else b":" + str(reactor.tcpServers[0][0]).encode()
                                           + b"\r\n\r\n")

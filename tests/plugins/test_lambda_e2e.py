@@ -39,6 +39,7 @@ def echo(event, context):
     return {"statusCode": 200, "headers": {"content-type": "application/json"},
             "body": json.dumps({
                 "event": event, "pid": os.getpid(), "inits": INIT_COUNT,
+                "cwd": os.getcwd(),
                 "context": {
                     "function_name": context.function_name,
                     "memory_limit_in_mb": context.memory_limit_in_mb,
@@ -222,6 +223,10 @@ def test_handler_returns_json_with_the_rest_event_and_context(gw: RunningGateway
     assert ctx["invoked_function_arn"] == "arn:aws:lambda:eu-west-1:123456789012:function:Echo"
     assert 0 < ctx["remaining"] <= 2000
     assert ctx["function_version"] == "$LATEST"
+    # The worker runs in its code folder (it changes there itself: it is spawned
+    # without a working directory, see runtime.Worker.spawn).
+    assert doc["cwd"] == doc["env"]["LAMBDA_TASK_ROOT"]
+    assert doc["cwd"] != os.getcwd()
     env = doc["env"]
     assert env["AWS_LAMBDA_FUNCTION_NAME"] == "Echo"
     assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256"
