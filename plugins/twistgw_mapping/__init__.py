@@ -461,20 +461,29 @@ def _with_body(request: IntegrationRequest, body: bytes) -> IntegrationRequest:
 
 def _with_one_header(ctx: Context, integration: Integration, request: IntegrationRequest,
                      body: bytes, name: str, value: str) -> IntegrationRequest:
-    """:func:`_apply_request_overrides` for one text header and nothing else: the
-    request's headers with it set are worked out only if something reads them
-    (``Headers.with_set``)."""
+    """:func:`_apply_request_overrides` for one text header and nothing else.  The
+    name is checked now (an illegal one is AWS's 500); the integration request's
+    headers and extras with it are worked out only if something reads them
+    (:meth:`IntegrationRequest.with_body_later`: a MOCK integration never does)."""
     if name.lower() in (_ILLEGAL_AWS_OVERRIDE_HEADERS if integration.type == "AWS"
                         else _ILLEGAL_OVERRIDE_HEADERS):
         _illegal_override(ctx, name)
+    return request.with_body_later(body, _one_header, (name, value))
+
+
+def _one_header(request: IntegrationRequest, header: tuple[str, str]
+                ) -> tuple[Headers, Mapping[str, Any]]:
+    """The headers and extras of ``request`` with one override ``header`` (name,
+    value) applied, as :func:`_apply_request_overrides` makes them (its lines worked
+    out when first read: ``Headers.with_set``)."""
+    name, value = header
     override = {"header": {name: value}, "querystring": {}, "path": {}}
     if request.extras:
         extras = dict(request.extras)
         extras["request_override"] = override
     else:
         extras = {"request_override": override}
-    return request.with_body(body, request.headers.with_set(name, value),
-                             MappingProxyType(extras))
+    return request.headers.with_set(name, value), MappingProxyType(extras)
 
 
 def _apply_request_overrides(ctx: Context, integration: Integration,
