@@ -28,9 +28,12 @@ log = Logger()
 _RELAXED = re.compile(r"""^\s*\{\s*["']?statusCode["']?\s*:\s*(\d{3})\s*[,}]""")
 #: The same over the bytes, ASCII blanks and digits only: where it matches, ``_RELAXED``
 #: matches the decoded text the same way (ASCII bytes decode to themselves).
+#: A key opened with ``"`` must close with it: ``{"statusCode': 200, ": 1}`` is JSON with
+#: no ``statusCode`` key (the text path answers ``None`` there); the other spellings
+#: are not JSON, so the relaxed form decides as here.
 _RELAXED_ASCII = re.compile(
-    rb"""^[ \t\n\r\f\v]*\{[ \t\n\r\f\v]*["']?statusCode["']?[ \t\n\r\f\v]*:"""
-    rb"""[ \t\n\r\f\v]*([0-9]{3})[ \t\n\r\f\v]*[,}]""")
+    rb"""^[ \t\n\r\f\v]*\{[ \t\n\r\f\v]*(?:"statusCode"|'?statusCode["']?)"""
+    rb"""[ \t\n\r\f\v]*:[ \t\n\r\f\v]*([0-9]{3})[ \t\n\r\f\v]*[,}]""")
 
 
 def parse_status_code(body: bytes) -> int | None:
@@ -50,15 +53,22 @@ _CACHED_BODY = 256
 
 
 def _status_code(body: bytes) -> int | None:
-    fast = _RELAXED_ASCII.match(body)
-    if fast is not None and body.count(b"statusCode") == 1 and b"\\u" not in body:
+    lead, status = _lead[0]
+    if not body.startswith(lead):  # (else this body matches as the last one did)
+        fast = _RELAXED_ASCII.match(body)
+        status = int(fast.group(1)) if fast is not None else 0
+        lead = body[:fast.end()] if fast is not None and 100 <= status <= 599 else b""
+        if lead:
+            _lead[0] = (lead, status)
+    if lead and body.find(b"statusCode", len(lead)) < 0 \
+            and body.find(b"\\u00", len(lead)) < 0:
         # The leading key is the only statusCode (no duplicate, not even one spelled
-        # with \u escapes), so a JSON parse would find this same value: skip decoding
-        # the body and building the document (and, for templates that are not strict
-        # JSON, the exception).
-        status = int(fast.group(1))
-        if 100 <= status <= 599:
-            return status
+        # with \u escapes: each of its letters is \u00XX), so a JSON parse would find
+        # this same value: skip decoding the body and building the document (and, for
+        # templates that are not strict JSON, the exception).  The lead holds neither
+        # a backslash nor another statusCode, so the rest is all to search (with
+        # bytes.find: 3.11's ``in`` costs more per call).
+        return status
     text = body.decode("utf-8", "replace")
     m = _RELAXED.match(text)
     try:
@@ -77,6 +87,12 @@ def _status_code(body: bytes) -> int | None:
 
 
 _cached_status_code = lru_cache(maxsize=1024)(_status_code)
+
+#: The leading bytes ``_RELAXED_ASCII`` last matched (up to the match's end) and the
+#: status in them.  A body starting with them matches the same way (the match never
+#: reads past its end), so the regex is skipped: a route's template renders every body
+#: with the same lead.  Starts as a real match's.
+_lead = [(b'{"statusCode":200,', 200)]
 
 
 @hookimpl

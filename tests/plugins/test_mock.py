@@ -177,6 +177,11 @@ def _reference_status_code(body: bytes) -> int | None:
     b'{"statusCode": 020}', b'{"statusCode": 600, "x": 1}', b"{statusCode: 999}",
     b'{"statusCode": 200, "body": "it\\\'s"}',  # escapeJavaScript output: not JSON
     b'{"statusCode": 201, "id": "c0ffee", "items": [1, 2, {"a": null}]}',
+    b'{"statusCode\': 200, ": 500}',  # JSON: one key, "statusCode': 200, "
+    b'{"statusCode: 200, ": 500}',  # JSON too (no statusCode key)
+    b'{"statusCode\': 200, "x": 500}',  # not JSON: the relaxed form's 200
+    b'{"statusCode": 200, "\\u0073tatusCode": 404}',  # any letter escaped
+    b'{"statusCode": 200, "x": "\\u2028 \\\\u0043"}',  # escapes no key is made of
 ])
 def test_parse_status_code_agrees_with_a_json_parse_first(body: bytes) -> None:
     assert parse_status_code(body) == _reference_status_code(body)
@@ -190,14 +195,16 @@ _BODY_PIECES = st.sampled_from([
     b" ", b"\n", b"\x1c", "\u00a0".encode(), "\ufeff".encode(), b"{", b"}", b",", b":",
     b'"statusCode"', b"statusCode", b"'statusCode'", b'"status\\u0043ode"', b"200", b"404",
     b"600", b"20", "\u0662\u0660\u0660".encode(), b'"x"', b"\xff", b"\\'", b"null",
-    b'"statusCode": 201', b"[", b"]",
+    b'"statusCode": 201', b"[", b"]", b'"statusCode\'', b'"statusCode', b"\\u0073",
+    b"\\u0063", b"\\u2028", b"\\\\", b"'", b'"', b"tatusCode",
 ])
 
 
 _BLANK = st.sampled_from([b"", b" ", b"\n", b"\x1c", "\u00a0".encode(), "\ufeff".encode()])
 _PAIR = st.tuples(
     st.sampled_from([b'"statusCode"', b"statusCode", b"'statusCode'", b'"status\\u0043ode"',
-                     b'"x"']), _BLANK,
+                     b'"x"', b'"statusCode\'', b'"\\u0073tatusCode"', b'"statusCode',
+                     b'"x\\u2028"']), _BLANK,
     st.sampled_from([b"200", b"404", b"600", b"20", "\u0662\u0660\u0660".encode(), b'"x"',
                      b"null", b"\xff", b"true", b"[1]"]),
 ).map(lambda t: t[0] + b":" + t[1] + t[2])
@@ -214,3 +221,32 @@ def test_parse_status_code_agrees_with_the_reference_on_any_body(body: bytes,
     (then the relaxed form) does, for bodies short and long, valid UTF-8 or not."""
     body += b" " * 300 if pad else b""
     assert parse_status_code(body) == _reference_status_code(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bodies=st.lists(st.tuples(_OBJECTS | st.lists(_BODY_PIECES, max_size=12).map(b"".join),
+                                 st.sampled_from([b"", b" ", b', "k": 1}'])),
+                       min_size=1, max_size=6))
+def test_long_bodies_in_a_row_agree_with_the_reference(
+        bodies: list[tuple[bytes, bytes]]) -> None:
+    """Long bodies one after the other (each may start as the one before did, and then
+    differ: the lead the last match covered is reused) answer as the reference."""
+    for body, tail in bodies:
+        long = body + tail + b" " * 300
+        assert parse_status_code(long) == _reference_status_code(long)
+        same_lead = body[:20] + b'"statusCode": 404, ' + body[20:] + b" " * 300
+        assert parse_status_code(same_lead) == _reference_status_code(same_lead)
+
+
+@pytest.mark.parametrize("second", [
+    b'{"statusCode": 2001, "a": 1}', b'{"statusCode": 200x, "a": 1}',
+    b'{"statusCode": 200 , "a": 1}', b'{"statusCode": 200}', b'{"statusCode": 200,}',
+    b'{"statusCode": 20, "a": 1}', b'{"statusCode": 200, "statusCode": 500}',
+])
+def test_a_body_sharing_part_of_the_last_lead(second: bytes) -> None:
+    """After a body whose match ended at ``200,``, one that starts alike but differs
+    at or before that point answers as the reference."""
+    first = b'{"statusCode": 200, "a": 1}' + b" " * 300
+    assert parse_status_code(first) == 200
+    second += b" " * 300
+    assert parse_status_code(second) == _reference_status_code(second)
