@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from live import SERVER_CPU, Live, wrk
+from live import cpu_ns as _cpu_ns
 from run import GATEWAY_PORT_RE, twistd_argv
 
 DURATION = int(os.environ.get("DURATION", "10"))
@@ -144,20 +145,6 @@ def direct_calls(root: Path, n: int = 200000) -> float:
     for _ in range(n):
         app.hello(event, None)
     return (time.perf_counter() - start) / n * 1e6
-
-
-_TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_ns(pid: int) -> int:
-    """Nanoseconds of CPU (user + system) ``pid`` used, every thread of it included, dead
-    ones too (chalice local serves each connection on a thread); 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return int((int(fields[11]) + int(fields[12])) * _TICK_NS)
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _children(pid: int) -> list[int]:

@@ -31,7 +31,9 @@ plain route's instructions per µs).
 ``--http`` serves the same two routes from ``twistd -n apigw`` pinned to core 0 and POSTs
 the same body with ``wrk -t1 -c50`` pinned to core 1, ``ROUNDS`` (default 3) rounds of
 ``DURATION`` (default 10) seconds per route, alternating which route goes first; it
-prints each round's ratio and the median.
+prints each round's ratio and the median, and the gateway's CPU per request on each
+route (from ``/proc/<pid>/stat``) with their ratio: the gateway is saturated on both
+routes, so the two ratios agree; where they do not, the gateway was not the bottleneck.
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ def harness(directory: Path) -> GatewayHarness:
 
 def over_http() -> None:
     """The two routes over sockets: twistd on core 0, wrk on core 1."""
-    from live import Live, wrk
+    from live import Live, cpu_ns, wrk
     from run import GATEWAY_PORT_RE, twistd_argv
 
     duration = int(os.environ.get("DURATION", "10"))
@@ -165,22 +167,35 @@ def over_http() -> None:
         gateway = Live("mapping", twistd_argv(config_file(Path(tmp))),
                        GATEWAY_PORT_RE).start()
         ratios = []
+        cpu_ratios = []
         try:
+            assert gateway.proc is not None
+            pid = gateway.proc.pid  # (taskset execs twistd: the same process)
             base = f"http://127.0.0.1:{gateway.port}/prod/"
             for route in ("plain", "vtl"):
                 wrk(f"{base}{route}?source=web", 2, 50, script=script)  # warm-up
             for rnd in range(rounds):
                 order = ("plain", "vtl") if rnd % 2 == 0 else ("vtl", "plain")
-                rps = {route: wrk(f"{base}{route}?source=web", duration, 50,
-                                  script=script).rps for route in order}
+                rps: dict[str, float] = {}
+                us: dict[str, float] = {}  # the gateway's CPU per request
+                for route in order:
+                    before = cpu_ns(pid)
+                    load = wrk(f"{base}{route}?source=web", duration, 50, script=script)
+                    us[route] = (cpu_ns(pid) - before) / max(load.requests, 1) / 1e3
+                    rps[route] = load.rps
                 ratios.append(rps["vtl"] / rps["plain"])
-                print(f"round {rnd}: plain {rps['plain']:8.0f} req/s, VTL "
-                      f"{rps['vtl']:8.0f} req/s, ratio {ratios[-1]:.2f} x", flush=True)
+                cpu_ratios.append(us["plain"] / us["vtl"])
+                print(f"round {rnd}: plain {rps['plain']:8.0f} req/s {us['plain']:5.1f} us, "
+                      f"VTL {rps['vtl']:8.0f} req/s {us['vtl']:5.1f} us, ratio "
+                      f"{ratios[-1]:.2f} x (of CPU per request {cpu_ratios[-1]:.2f} x)",
+                      flush=True)
         finally:
             gateway.stop()
     median = statistics.median(ratios)
     print(f"median ratio      {median:8.2f} x   target >= 0.60 x: "
           f"{'met' if median >= 0.6 else 'NOT met'}")
+    print(f"median ratio of the gateway's CPU per request {statistics.median(cpu_ratios):.2f} x "
+          "(equal to the requests/s ratio when the gateway is the bottleneck)")
 
 
 def rate(h: GatewayHarness, path: str, n: int) -> float:
