@@ -49,13 +49,14 @@ from twistgw import (
 from twistgw.deployment import MEMO_LIMIT, has_vtl, memoize
 from twistgw.gateway_responses import resolve_parameter
 from twistgw.variables import Finish
-from twistgw.vtl import Template, TemplateError, TemplateLimitError, to_json, to_text
+from twistgw.vtl import MISSING, Template, TemplateError, TemplateLimitError, to_json, to_text
 
 from . import binary
 from .namespaces import (
     OVERRIDES,
     OVERRIDES_OR_NONE,
     ROOT_NAMES,
+    UTIL,
     ContextObject,
     InputObject,
     OverrideMap,
@@ -64,7 +65,6 @@ from .namespaces import (
     context_value,
     json_path,
     parse_json,
-    template_roots,
 )
 
 if TYPE_CHECKING:
@@ -268,6 +268,10 @@ def _new_specs(route: Route) -> Specs | None:
     return {} if len(route.memo) < MEMO_LIMIT else None
 
 
+#: ``object.__new__``: :func:`_render` makes the roots without their ``__init__``.
+_new_object = object.__new__
+
+
 def _render(ctx: Context, compiled: Prepared, body: bytes, phase: str,
             fin: Finish | None, specs: Specs | None, overrides: Overrides | None
             ) -> tuple[bytes, Overrides | None]:
@@ -296,8 +300,19 @@ def _render(ctx: Context, compiled: Prepared, body: bytes, phase: str,
                 or (overrides is not None and overrides.custom):
             found = None
             compiled = _specialised(ctx, compiled, specs, overrides)
-    # the typed roots apart (template_others written out: one call less per render)
-    context, data, util = template_roots(ctx, body, fin, overrides)
+    # the typed roots apart, made here as template_roots makes them (it and
+    # template_others written out: two calls less per render, twice per request)
+    context = _new_object(ContextObject)
+    context.ctx = ctx
+    context.fin = fin
+    context._overrides = overrides
+    context._begun = False
+    data = _new_object(InputObject)
+    data.raw = body
+    data.ctx = ctx
+    data._parsed = MISSING
+    data._params = None
+    util = UTIL
     try:
         if found is not None:  # (the roots passed one by one: a *roots call is slower)
             text = found[3]({"stageVariables": dict(ctx.stage_variables)} if found[4]

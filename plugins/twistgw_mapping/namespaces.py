@@ -928,29 +928,14 @@ def context_value(ctx: Context, name: str) -> Any:
 #: :meth:`~twistgw.vtl.Template.render_typed` takes them: their sorted names.
 ROOT_NAMES = ("context", "input", "util")
 
-#: ``object.__new__``: a root object without running its ``__init__`` (:func:`template_roots`).
-_new_object = object.__new__
-
-
 def template_roots(ctx: Context, body: bytes, fin: Finish | None = None,
                    overrides: Overrides | Any | None = MISSING
                    ) -> tuple[ContextObject, InputObject, UtilObject]:
     """``$context``, ``$input`` and ``$util`` of a template rendered for ``ctx`` over
     ``body`` (in :data:`ROOT_NAMES`' order); ``overrides`` as :class:`ContextObject`
-    takes them.  Each object is made here with the slots its ``__init__`` sets (one call
-    per render instead of two constructors: the plugin makes these on every render)."""
-    context = _new_object(ContextObject)
-    context.ctx = ctx
-    context.fin = fin
-    context._overrides = ctx.stash.get(OVERRIDES_OR_NONE, None) if overrides is MISSING \
-        else overrides
-    context._begun = False
-    data = _new_object(InputObject)
-    data.raw = body
-    data.ctx = ctx
-    data._parsed = MISSING
-    data._params = None
-    return context, data, UTIL
+    takes them.  (The plugin's own renders make them without the constructors'
+    frames, in ``twistgw_mapping._render``.)"""
+    return ContextObject(ctx, fin, overrides), InputObject(body, ctx), UTIL
 
 
 def template_others(ctx: Context, reads: frozenset[str] | None = None) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""``template_roots`` makes ``$context`` and ``$input`` without their ``__init__`` (the
-plugin calls it on every render): each object must hold what its constructor stores."""
+"""``template_roots`` and the plugin's renders (which make ``$context`` and ``$input``
+without their ``__init__``, twice per request) hand templates what the constructors
+make."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from twistgw_mapping import _render
 from twistgw_mapping.namespaces import (
     MISSING,
     OVERRIDES,
@@ -18,6 +20,7 @@ from twistgw_mapping.namespaces import (
 
 from twistgw.testing import make_context, make_inbound
 from twistgw.variables import Finish
+from twistgw.vtl import Template
 
 
 def _slots(obj: object) -> dict[str, Any]:
@@ -43,3 +46,27 @@ def test_template_roots_hold_what_the_constructors_store(
     # and they work as the constructed ones do
     assert data.document() == InputObject(body, ctx).document() == {"a": 1}
     assert context.overrides is context.overrides
+
+
+@pytest.mark.parametrize("overrides", [None, Overrides()])
+@pytest.mark.parametrize("fin", [None, Finish(integration_status=200)])
+def test_the_plugins_renders_hold_what_the_constructors_store(
+        monkeypatch: pytest.MonkeyPatch, overrides: Overrides | None,
+        fin: Finish | None) -> None:
+    """The plugin's ``_render`` makes the roots itself (no constructor frames, twice per
+    request): what the template gets must be what the constructors make."""
+    seen: list[tuple[Any, ...]] = []
+
+    def spy(self: Template, names: tuple[str, ...], roots: tuple[Any, ...],
+            variables: dict[str, Any], *rest: Any) -> str:
+        seen.append(roots)
+        return "x"
+    monkeypatch.setattr(Template, "render_typed", spy)
+    ctx = make_context(make_inbound("POST", "/prod/x", body=b"{}"))
+    body = b'{"a": 1}'
+    out, left = _render(ctx, Template("$input.body"), body, "request", fin, None, overrides)
+    assert (out, left) == (b"x", overrides)
+    [(context, data, util)] = seen
+    assert type(context) is ContextObject and type(data) is InputObject and util is UTIL
+    assert _slots(context) == _slots(ContextObject(ctx, fin, overrides))
+    assert _slots(data) == _slots(InputObject(body, ctx))
