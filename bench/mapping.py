@@ -16,7 +16,8 @@ one keep-alive connection, as ``bench/mock_cpu.py``) and prints ``time.process_t
 request (best of ``R`` runs of ``N``), Python calls per request (cProfile's count) and
 the mapping route's extra cost over the plain one; ``--profile`` prints the top functions
 of the VTL route.  ``--requests K ROUTE`` (``plain`` or ``vtl``) only sends K requests
-after 200 warm-up ones, for an instruction count that other processes cannot disturb::
+after 200 warm-up ones, for an instruction count that other processes cannot disturb
+(``ROUTE`` may also be one of ``--ablate``'s copies, e.g. ``"no requestOverride"``)::
 
     for k in 300 1300; do valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         /work/venv/bin/python bench/mapping.py --requests $k vtl; done
@@ -249,11 +250,17 @@ def cpu(argv: list[str]) -> None:
     globalLogBeginner.beginLoggingTo([lambda event: None], discardBuffer=True,
                                      redirectStandardIO=False)
     with tempfile.TemporaryDirectory() as tmp:
-        clients = in_memory(Path(tmp), ABLATIONS if argv[0] == "--ablate" else None)
+        # --requests K "<ablation>" counts one of --ablate's copies (its routes only
+        # then: more routes would change the other routes' counts)
+        ablated = argv[0] == "--ablate" or (argv[0] == "--requests" and argv[2] in ABLATIONS)
+        clients = in_memory(Path(tmp), ABLATIONS if ablated else None)
         if argv[0] == "--ablate":
             ablate(clients, int(argv[1]) if len(argv) > 1 else 3000)
             return
         if argv[0] == "--requests":
+            if argv[2] not in clients:
+                raise SystemExit(f"--requests: no route {argv[2]!r}; routes: plain, vtl, "
+                                 + ", ".join(map(repr, ABLATIONS)))
             send = clients[argv[2]]
             for _ in range(200 + int(argv[1])):
                 send()
